@@ -1,0 +1,74 @@
+"""fastconv: fast CPU convolution and pooling for NumPy arrays.
+
+Typed Cython kernels with OpenMP, released from the GIL; PyTorch semantics on
+NCHW float32/float64 arrays. See ``fastconv.functional`` for the operations.
+"""
+
+import platform
+import sys
+
+from fastconv._version import __version__
+from fastconv._config import get_num_threads, set_num_threads, threads
+from fastconv.functional import conv2d, conv2d_backward
+
+__all__ = [
+    "__version__",
+    "conv2d",
+    "conv2d_backward",
+    "get_num_threads",
+    "set_num_threads",
+    "threads",
+    "show_config",
+]
+
+
+def _build_info():
+    try:
+        from fastconv._build_info import BUILD_INFO
+    except ImportError:  # built by something other than setup.py's build_ext
+        return {}
+    return BUILD_INFO
+
+
+def show_config(file=None):
+    """Print how fastconv was built and how it will run.
+
+    Lists the version, compiler and flags, whether OpenMP is on (a serial build
+    says so), the thread count and its source, and the BLAS library in use.
+
+    Parameters
+    ----------
+    file : file-like, optional
+        Where to print (default: sys.stdout).
+    """
+    from fastconv import _config
+    from fastconv._blas import blas_info
+    from fastconv._kernels import _openmp
+
+    out = sys.stdout if file is None else file
+    info = _build_info()
+    if _openmp.openmp_enabled():
+        openmp = f"on (OpenMP {_openmp.openmp_version()})"
+    else:
+        openmp = "OFF: serial build, the kernels run on one thread"
+    lines = [
+        f"fastconv {__version__}",
+        f"  python:        {platform.python_version()} ({sys.executable})",
+        f"  compiler:      {info.get('compiler', 'unknown')}",
+        f"  compile flags: {' '.join(info.get('compile_flags', [])) or 'unknown'}",
+        f"  link flags:    {' '.join(info.get('link_flags', [])) or '-'}",
+        f"  native SIMD:   {'on (FASTCONV_NATIVE=1)' if info.get('native') else 'off (portable)'}",
+        f"  debug checks:  {'on (FASTCONV_DEBUG=1)' if info.get('debug') else 'off'}",
+        f"  OpenMP:        {openmp}",
+        f"  threads:       {_config.get_num_threads()} (CPUs available: {_config.available_cpus()})",
+    ]
+    blas = blas_info()
+    if not blas:
+        lines.append("  BLAS:          none found by threadpoolctl")
+    for lib in blas:
+        lines.append(
+            f"  BLAS:          {lib.get('internal_api')} {lib.get('version')} "
+            f"({lib.get('threading_layer', '?')} threading, {lib.get('num_threads')} threads, "
+            f"arch {lib.get('architecture', '?')}) {lib.get('filepath')}"
+        )
+    print("\n".join(lines), file=out)

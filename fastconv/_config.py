@@ -1,0 +1,135 @@
+"""Thread policy: how many OpenMP threads the kernels use.
+
+One knob for the whole package: ``set_num_threads(n)`` (process-wide) and the
+context manager ``threads(n)`` (current Python thread only, restored on exit).
+Default, read at import: ``FASTCONV_NUM_THREADS``, else ``OMP_NUM_THREADS``,
+else the CPUs this process may use (affinity mask and cgroup CPU quota).
+"""
+
+import contextlib
+import math
+import os
+import threading
+
+__all__ = ["get_num_threads", "set_num_threads", "threads", "effective_n_threads", "available_cpus"]
+
+_local = threading.local()
+
+
+def _cgroup_cpu_limit():
+    """CPUs allowed by a cgroup quota (v2 ``cpu.max`` or v1 cfs files), or None."""
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            quota, period = f.read().split()[:2]
+        if quota != "max":
+            return max(1, math.ceil(int(quota) / int(period)))
+        return None
+    except (OSError, ValueError):
+        pass
+    try:
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") as f:
+            quota = int(f.read())
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as f:
+            period = int(f.read())
+        if quota > 0 and period > 0:
+            return max(1, math.ceil(quota / period))
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def available_cpus():
+    """CPUs this process may really use: affinity mask, capped by a cgroup CPU quota."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        count = os.cpu_count() or 1
+    limit = _cgroup_cpu_limit()
+    if limit is not None:
+        count = min(count, limit)
+    return max(1, count)
+
+
+def _check_count(n, name):
+    if isinstance(n, bool) or not isinstance(n, int) and not hasattr(n, "__index__"):
+        raise TypeError(f"{name} must be a positive int, got {type(n).__name__} {n!r}")
+    n = int(n.__index__()) if not isinstance(n, int) else n
+    if n < 1:
+        raise ValueError(f"{name} must be a positive int, got {n}")
+    return n
+
+
+def _default_from_environment():
+    for variable in ("FASTCONV_NUM_THREADS", "OMP_NUM_THREADS"):
+        value = os.environ.get(variable, "").strip()
+        if not value:
+            continue
+        # OMP_NUM_THREADS may be a nesting list like "4,2": the first level is ours.
+        first = value.split(",")[0].strip()
+        try:
+            n = int(first)
+        except ValueError:
+            raise ValueError(
+                f"environment variable {variable} must be a positive int, got {value!r}"
+            ) from None
+        if n < 1:
+            raise ValueError(f"environment variable {variable} must be a positive int, got {value!r}")
+        return n
+    return available_cpus()
+
+
+_global_threads = _default_from_environment()
+
+
+def get_num_threads():
+    """Number of threads the kernels use in this Python thread.
+
+    Returns
+    -------
+    int
+        The innermost active ``threads(n)`` of this Python thread, else the value of
+        ``set_num_threads``, else the default read at import.
+    """
+    stack = getattr(_local, "stack", None)
+    if stack:
+        return stack[-1]
+    return _global_threads
+
+
+def set_num_threads(n):
+    """Set the number of threads the kernels use (process-wide).
+
+    Parameters
+    ----------
+    n : int
+        Positive thread count. It may exceed the CPU count (the threads then share CPUs).
+    """
+    global _global_threads
+    _global_threads = _check_count(n, "n")
+
+
+@contextlib.contextmanager
+def threads(n):
+    """Context manager: use ``n`` threads inside the block, in this Python thread only.
+
+    Examples
+    --------
+    >>> import fastconv
+    >>> with fastconv.threads(1):
+    ...     fastconv.get_num_threads()
+    1
+    """
+    n = _check_count(n, "n")
+    stack = getattr(_local, "stack", None)
+    if stack is None:
+        stack = _local.stack = []
+    stack.append(n)
+    try:
+        yield n
+    finally:
+        stack.pop()
+
+
+def effective_n_threads():
+    """The thread count to pass to a parallel kernel (always >= 1)."""
+    return get_num_threads()

@@ -1,0 +1,1 @@
+"""Compiled kernels. Private: use fastconv.functional, which validates input."""

@@ -1,0 +1,158 @@
+"""Direct 2-D convolution (cross-correlation): typed loops over the output.
+
+Dimension legend: N batch, C input channels, H, W input size, K output channels,
+G groups, CG = C / G, KG = K / G, KH, KW kernel size, OH, OW output size.
+
+Notes
+-----
+Each parallel task owns whole output planes (forward: one (n, k) plane; input
+gradient: one (n, c) plane; weight gradient: one (k, c) filter slice; bias
+gradient: one k), so there are no races and every element is summed in one
+fixed order: results are bit-identical for any thread count. Bounds tests are
+hoisted out of the inner loops: for each kernel tap the valid output range is
+computed once (``first_valid``, ``stop_valid``). Weight and bias gradients accumulate in double.
+"""
+
+from cython.parallel cimport prange
+
+from fastconv._kernels._types cimport floating, index_t
+from fastconv._kernels._shape cimport first_valid, stop_valid
+
+
+def conv2d_forward(
+    const floating[:, :, :, ::1] x,  # IN (N, C, H, W)
+    const floating[:, :, :, ::1] w,  # IN (K, CG, KH, KW)
+    const floating[::1] b,           # IN (K,) or None
+    floating[:, :, :, ::1] y,        # OUT (N, K, OH, OW)
+    index_t sh, index_t sw, index_t pt, index_t pl, index_t dh, index_t dw,
+    index_t groups, int n_threads,
+):
+    """y = conv(x, w) + b, computed directly. Sizes are validated by the caller."""
+    cdef index_t n_images = y.shape[0], n_out = y.shape[1]
+    cdef index_t oh_count = y.shape[2], ow_count = y.shape[3]
+    cdef index_t height = x.shape[2], width = x.shape[3]
+    cdef index_t cg = w.shape[1], kh = w.shape[2], kw = w.shape[3]
+    cdef index_t kg = n_out // groups
+    cdef bint has_bias = b is not None
+    cdef index_t task, n, k, c, i, j, oh, ow, ih, cin, ih_off, iw_off
+    cdef index_t oh_lo, oh_hi, ow_lo, ow_hi
+    cdef floating tap, init
+    with nogil:
+        for task in prange(n_images * n_out, num_threads=n_threads, schedule="static"):
+            n = task // n_out
+            k = task % n_out
+            init = b[k] if has_bias else 0
+            for oh in range(oh_count):
+                for ow in range(ow_count):
+                    y[n, k, oh, ow] = init
+            for c in range(cg):
+                cin = (k // kg) * cg + c
+                for i in range(kh):
+                    ih_off = i * dh - pt
+                    oh_lo = first_valid(ih_off, sh, oh_count)
+                    oh_hi = stop_valid(ih_off, sh, height, oh_count)
+                    for j in range(kw):
+                        iw_off = j * dw - pl
+                        ow_lo = first_valid(iw_off, sw, ow_count)
+                        ow_hi = stop_valid(iw_off, sw, width, ow_count)
+                        tap = w[k, c, i, j]
+                        for oh in range(oh_lo, oh_hi):
+                            ih = oh * sh + ih_off
+                            for ow in range(ow_lo, ow_hi):
+                                y[n, k, oh, ow] += tap * x[n, cin, ih, ow * sw + iw_off]
+
+
+def conv2d_input_grad(
+    const floating[:, :, :, ::1] gy,  # IN (N, K, OH, OW)
+    const floating[:, :, :, ::1] w,   # IN (K, CG, KH, KW)
+    floating[:, :, :, ::1] gx,        # OUT (N, C, H, W), zero-filled by the caller
+    index_t sh, index_t sw, index_t pt, index_t pl, index_t dh, index_t dw,
+    index_t groups, int n_threads,
+):
+    """gx = full correlation of stride-dilated gy with the rotated kernel, as a scatter."""
+    cdef index_t n_images = gx.shape[0], n_in = gx.shape[1]
+    cdef index_t height = gx.shape[2], width = gx.shape[3]
+    cdef index_t oh_count = gy.shape[2], ow_count = gy.shape[3]
+    cdef index_t cg = w.shape[1], kh = w.shape[2], kw = w.shape[3]
+    cdef index_t kg = w.shape[0] // groups
+    cdef index_t task, n, cin, c, kk, k, i, j, oh, ow, ih, ih_off, iw_off
+    cdef index_t oh_lo, oh_hi, ow_lo, ow_hi
+    cdef floating tap
+    with nogil:
+        for task in prange(n_images * n_in, num_threads=n_threads, schedule="static"):
+            n = task // n_in
+            cin = task % n_in
+            c = cin % cg
+            for kk in range(kg):
+                k = (cin // cg) * kg + kk
+                for i in range(kh):
+                    ih_off = i * dh - pt
+                    oh_lo = first_valid(ih_off, sh, oh_count)
+                    oh_hi = stop_valid(ih_off, sh, height, oh_count)
+                    for j in range(kw):
+                        iw_off = j * dw - pl
+                        ow_lo = first_valid(iw_off, sw, ow_count)
+                        ow_hi = stop_valid(iw_off, sw, width, ow_count)
+                        tap = w[k, c, i, j]
+                        for oh in range(oh_lo, oh_hi):
+                            ih = oh * sh + ih_off
+                            for ow in range(ow_lo, ow_hi):
+                                gx[n, cin, ih, ow * sw + iw_off] += tap * gy[n, k, oh, ow]
+
+
+def conv2d_weight_grad(
+    const floating[:, :, :, ::1] gy,  # IN (N, K, OH, OW)
+    const floating[:, :, :, ::1] x,   # IN (N, C, H, W)
+    floating[:, :, :, ::1] gw,        # OUT (K, CG, KH, KW)
+    index_t sh, index_t sw, index_t pt, index_t pl, index_t dh, index_t dw,
+    index_t groups, int n_threads,
+):
+    """gw = correlation of x with gy, summed over the batch (double accumulator)."""
+    cdef index_t n_images = gy.shape[0], n_out = gy.shape[1]
+    cdef index_t oh_count = gy.shape[2], ow_count = gy.shape[3]
+    cdef index_t height = x.shape[2], width = x.shape[3]
+    cdef index_t cg = gw.shape[1], kh = gw.shape[2], kw = gw.shape[3]
+    cdef index_t kg = n_out // groups
+    cdef index_t task, n, k, c, cin, i, j, oh, ow, ih, ih_off, iw_off
+    cdef index_t oh_lo, oh_hi, ow_lo, ow_hi
+    cdef double acc
+    with nogil:
+        for task in prange(n_out * cg, num_threads=n_threads, schedule="static"):
+            k = task // cg
+            c = task % cg
+            cin = (k // kg) * cg + c
+            for i in range(kh):
+                ih_off = i * dh - pt
+                oh_lo = first_valid(ih_off, sh, oh_count)
+                oh_hi = stop_valid(ih_off, sh, height, oh_count)
+                for j in range(kw):
+                    iw_off = j * dw - pl
+                    ow_lo = first_valid(iw_off, sw, ow_count)
+                    ow_hi = stop_valid(iw_off, sw, width, ow_count)
+                    acc = 0
+                    for n in range(n_images):
+                        for oh in range(oh_lo, oh_hi):
+                            ih = oh * sh + ih_off
+                            for ow in range(ow_lo, ow_hi):
+                                acc = acc + gy[n, k, oh, ow] * x[n, cin, ih, ow * sw + iw_off]
+                    gw[k, c, i, j] = <floating> acc
+
+
+def conv2d_bias_grad(
+    const floating[:, :, :, ::1] gy,  # IN (N, K, OH, OW)
+    floating[::1] gb,                 # OUT (K,)
+    int n_threads,
+):
+    """gb = gy summed over N, OH, OW (double accumulator, fixed order)."""
+    cdef index_t n_images = gy.shape[0], n_out = gy.shape[1]
+    cdef index_t oh_count = gy.shape[2], ow_count = gy.shape[3]
+    cdef index_t n, k, oh, ow
+    cdef double acc
+    with nogil:
+        for k in prange(n_out, num_threads=n_threads, schedule="static"):
+            acc = 0
+            for n in range(n_images):
+                for oh in range(oh_count):
+                    for ow in range(ow_count):
+                        acc = acc + gy[n, k, oh, ow]
+            gb[k] = <floating> acc

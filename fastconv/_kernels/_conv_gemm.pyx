@@ -1,0 +1,191 @@
+"""2-D convolution as im2col + GEMM, forward and backward, over bounded bands.
+
+Dimension legend: N batch, C input channels, H, W input size, K output channels,
+G groups, CG = C / G, KG = K / G, KH, KW kernel size, OH, OW output size,
+CKK = CG * KH * KW (GEMM depth), ROWS output rows per band, P = ROWS * OW.
+
+Notes
+-----
+No full-batch column buffer: the work is cut into (image, group, band of output
+rows) units and every thread packs the band it works on into its own slot of
+``workspace`` (CKK x P elements), then calls one GEMM: y[n, g] band =
+w[g] (KG x CKK) @ col (CKK x P). Band sizes are chosen by the caller from the shape
+alone, never from the thread count, so results do not depend on it.
+
+A 1x1 kernel with stride 1 and no padding needs no im2col: the image rows are
+already the column matrix (``pointwise``).
+
+The input gradient runs one task per (image, group): col = w[g]^T @ gy band, then
+col2im scatters it into the image the task owns. The weight gradient sums
+per-image products; units are split into ``n_chunks`` fixed chunks, each summing
+into its own partial buffer, and the partials are reduced in chunk order, so the
+sum's association is the same for any thread count.
+
+BLAS is called from inside the parallel region: the caller keeps it
+single-threaded meanwhile (fastconv._blas).
+"""
+
+from cython.parallel cimport parallel, prange, threadid
+
+from fastconv._kernels._types cimport floating, index_t
+from fastconv._kernels._gemm cimport gemm
+from fastconv._kernels._im2col cimport col2im_band, im2col_band
+
+
+cdef inline bint is_pointwise(index_t kh, index_t kw, index_t sh, index_t sw,
+                              index_t pt, index_t pl, index_t height, index_t width,
+                              index_t oh_count, index_t ow_count) noexcept nogil:
+    """True when the column matrix of an image is the image itself."""
+    return (kh == 1 and kw == 1 and sh == 1 and sw == 1 and pt == 0 and pl == 0
+            and oh_count == height and ow_count == width)
+
+
+def conv2d_forward(
+    const floating[:, :, :, ::1] x,  # IN (N, C, H, W)
+    const floating[:, :, :, ::1] w,  # IN (K, CG, KH, KW)
+    const floating[::1] b,           # IN (K,) or None
+    floating[:, :, :, ::1] y,        # OUT (N, K, OH, OW)
+    floating[:, ::1] workspace,      # SCRATCH (threads, CKK * P)
+    index_t sh, index_t sw, index_t pt, index_t pl, index_t dh, index_t dw,
+    index_t groups, index_t rows, int n_threads,
+):
+    """y = conv(x, w) + b by im2col + GEMM over bands of ``rows`` output rows."""
+    cdef index_t n_images = y.shape[0], n_out = y.shape[1]
+    cdef index_t oh_count = y.shape[2], ow_count = y.shape[3]
+    cdef index_t height = x.shape[2], width = x.shape[3]
+    cdef index_t cg = w.shape[1], kh = w.shape[2], kw = w.shape[3]
+    cdef index_t kg = n_out // groups, ckk = cg * kh * kw
+    cdef index_t bands = (oh_count + rows - 1) // rows
+    cdef index_t units = n_images * groups * bands
+    cdef bint pointwise = is_pointwise(kh, kw, sh, sw, pt, pl, height, width,
+                                       oh_count, ow_count)
+    cdef bint has_bias = b is not None
+    cdef index_t unit, n, g, band, oh0, oh1, span, k, oh, ow, slot
+    cdef const floating* col
+    cdef int ldcol
+    cdef floating beta
+    slot = 0
+    with nogil, parallel(num_threads=n_threads):
+        slot = threadid()
+        for unit in prange(units, schedule="static"):
+            n = unit // (groups * bands)
+            g = (unit // bands) % groups
+            band = unit % bands
+            oh0 = band * rows
+            oh1 = min(oh0 + rows, oh_count)
+            span = (oh1 - oh0) * ow_count
+            if pointwise:
+                col = &x[n, g * cg, oh0, 0]
+                ldcol = <int> (height * width)
+            else:
+                im2col_band(x, n, g * cg, cg, kh, kw, sh, sw, pt, pl, dh, dw,
+                            oh0, oh1, ow_count, workspace, slot)
+                col = &workspace[slot, 0]
+                ldcol = <int> span
+            beta = 0
+            if has_bias:
+                beta = 1
+                for k in range(g * kg, (g + 1) * kg):
+                    for oh in range(oh0, oh1):
+                        for ow in range(ow_count):
+                            y[n, k, oh, ow] = b[k]
+            gemm(False, False, <int> kg, <int> span, <int> ckk, 1,
+                 &w[g * kg, 0, 0, 0], <int> ckk, col, ldcol,
+                 beta, &y[n, g * kg, oh0, 0], <int> (oh_count * ow_count))
+
+
+def conv2d_input_grad(
+    const floating[:, :, :, ::1] gy,  # IN (N, K, OH, OW)
+    const floating[:, :, :, ::1] w,   # IN (K, CG, KH, KW)
+    floating[:, :, :, ::1] gx,        # OUT (N, C, H, W), zero-filled by the caller
+    floating[:, ::1] workspace,       # SCRATCH (threads, CKK * P)
+    index_t sh, index_t sw, index_t pt, index_t pl, index_t dh, index_t dw,
+    index_t groups, index_t rows, int n_threads,
+):
+    """gx = col2im(w^T @ gy), one task per (image, group)."""
+    cdef index_t n_images = gy.shape[0], n_out = gy.shape[1]
+    cdef index_t oh_count = gy.shape[2], ow_count = gy.shape[3]
+    cdef index_t height = gx.shape[2], width = gx.shape[3]
+    cdef index_t cg = w.shape[1], kh = w.shape[2], kw = w.shape[3]
+    cdef index_t kg = n_out // groups, ckk = cg * kh * kw
+    cdef index_t bands = (oh_count + rows - 1) // rows
+    cdef bint pointwise = is_pointwise(kh, kw, sh, sw, pt, pl, height, width,
+                                       oh_count, ow_count)
+    cdef index_t unit, n, g, band, oh0, oh1, span, slot
+    slot = 0
+    with nogil, parallel(num_threads=n_threads):
+        slot = threadid()
+        for unit in prange(n_images * groups, schedule="static"):
+            n = unit // groups
+            g = unit % groups
+            for band in range(bands):
+                oh0 = band * rows
+                oh1 = min(oh0 + rows, oh_count)
+                span = (oh1 - oh0) * ow_count
+                if pointwise:
+                    gemm(True, False, <int> cg, <int> span, <int> kg, 1,
+                         &w[g * kg, 0, 0, 0], <int> ckk,
+                         &gy[n, g * kg, oh0, 0], <int> (oh_count * ow_count),
+                         0, &gx[n, g * cg, oh0, 0], <int> (height * width))
+                else:
+                    gemm(True, False, <int> ckk, <int> span, <int> kg, 1,
+                         &w[g * kg, 0, 0, 0], <int> ckk,
+                         &gy[n, g * kg, oh0, 0], <int> (oh_count * ow_count),
+                         0, &workspace[slot, 0], <int> span)
+                    col2im_band(workspace, slot, n, g * cg, cg, kh, kw, sh, sw,
+                                pt, pl, dh, dw, oh0, oh1, ow_count, gx)
+
+
+def conv2d_weight_grad(
+    const floating[:, :, :, ::1] gy,  # IN (N, K, OH, OW)
+    const floating[:, :, :, ::1] x,   # IN (N, C, H, W)
+    floating[:, :, :, ::1] gw,        # OUT (K, CG, KH, KW)
+    floating[:, ::1] partials,        # SCRATCH (n_chunks, K * CKK), zero-filled by the caller
+    floating[:, ::1] workspace,       # SCRATCH (threads, CKK * P)
+    index_t sh, index_t sw, index_t pt, index_t pl, index_t dh, index_t dw,
+    index_t groups, index_t rows, int n_threads,
+):
+    """gw = sum over images and bands of gy band @ col^T, reduced in a fixed order."""
+    cdef index_t n_images = gy.shape[0], n_out = gy.shape[1]
+    cdef index_t oh_count = gy.shape[2], ow_count = gy.shape[3]
+    cdef index_t height = x.shape[2], width = x.shape[3]
+    cdef index_t cg = gw.shape[1], kh = gw.shape[2], kw = gw.shape[3]
+    cdef index_t kg = n_out // groups, ckk = cg * kh * kw
+    cdef index_t bands = (oh_count + rows - 1) // rows
+    cdef index_t units = n_images * bands
+    cdef index_t n_chunks = partials.shape[0]
+    cdef index_t n_weights = n_out * ckk
+    cdef bint pointwise = is_pointwise(kh, kw, sh, sw, pt, pl, height, width,
+                                       oh_count, ow_count)
+    cdef index_t chunk, unit, n, g, band, oh0, oh1, span, slot, e
+    cdef const floating* col
+    cdef int ldcol
+    cdef floating acc
+    slot = 0
+    with nogil:
+        with parallel(num_threads=n_threads):
+            slot = threadid()
+            for chunk in prange(n_chunks, schedule="static"):
+                for unit in range(chunk * units // n_chunks, (chunk + 1) * units // n_chunks):
+                    n = unit // bands
+                    band = unit % bands
+                    oh0 = band * rows
+                    oh1 = min(oh0 + rows, oh_count)
+                    span = (oh1 - oh0) * ow_count
+                    for g in range(groups):
+                        if pointwise:
+                            col = &x[n, g * cg, oh0, 0]
+                            ldcol = <int> (height * width)
+                        else:
+                            im2col_band(x, n, g * cg, cg, kh, kw, sh, sw, pt, pl, dh, dw,
+                                        oh0, oh1, ow_count, workspace, slot)
+                            col = &workspace[slot, 0]
+                            ldcol = <int> span
+                        gemm(False, True, <int> kg, <int> ckk, <int> span, 1,
+                             &gy[n, g * kg, oh0, 0], <int> (oh_count * ow_count),
+                             col, ldcol, 1, &partials[chunk, g * kg * ckk], <int> ckk)
+        for e in prange(n_weights, num_threads=n_threads, schedule="static"):
+            acc = 0
+            for chunk in range(n_chunks):
+                acc = acc + partials[chunk, e]
+            gw[e // ckk, (e % ckk) // (kh * kw), (e % (kh * kw)) // kw, e % kw] = acc

@@ -1,0 +1,87 @@
+# im2col / col2im over a band of output rows, for one image and a run of channels.
+#
+# Column layout as in Caffe's im2col: row r = (c * KH + i) * KW + j of the column
+# matrix holds, for every output pixel q = (oh - oh0) * OW + ow of the band, the input
+# value under kernel tap (i, j) of channel c (zero where the tap falls in padding).
+# The band [oh0, oh1) keeps the buffer bounded: rows x OW x C x KH x KW elements.
+
+from fastconv._kernels._types cimport floating, index_t
+from fastconv._kernels._shape cimport first_valid, stop_valid
+
+
+cdef inline void im2col_band(
+    const floating[:, :, :, ::1] x,  # IN (N, C, H, W)
+    index_t n, index_t c0, index_t channels,
+    index_t kh, index_t kw, index_t sh, index_t sw,
+    index_t pt, index_t pl, index_t dh, index_t dw,
+    index_t oh0, index_t oh1, index_t ow_count,
+    floating[:, ::1] col,  # OUT row `slot`: (channels * kh * kw) x ((oh1 - oh0) * ow_count)
+    index_t slot,
+) noexcept nogil:
+    cdef index_t height = x.shape[2], width = x.shape[3]
+    cdef index_t band = (oh1 - oh0) * ow_count
+    cdef index_t c, i, j, oh, ow, ih, ih_off, iw_off, dst
+    cdef index_t oh_lo, oh_hi, ow_lo, ow_hi
+    for c in range(channels):
+        for i in range(kh):
+            ih_off = i * dh - pt
+            oh_lo = first_valid(ih_off, sh, oh1)
+            oh_hi = stop_valid(ih_off, sh, height, oh1)
+            for j in range(kw):
+                iw_off = j * dw - pl
+                ow_lo = first_valid(iw_off, sw, ow_count)
+                ow_hi = stop_valid(iw_off, sw, width, ow_count)
+                dst = ((c * kh + i) * kw + j) * band
+                for oh in range(oh0, oh1):
+                    if oh < oh_lo or oh >= oh_hi:
+                        for ow in range(ow_count):
+                            col[slot, dst + ow] = 0
+                    else:
+                        ih = oh * sh + ih_off
+                        for ow in range(ow_lo):
+                            col[slot, dst + ow] = 0
+                        if sw == 1:
+                            for ow in range(ow_lo, ow_hi):
+                                col[slot, dst + ow] = x[n, c0 + c, ih, ow + iw_off]
+                        else:
+                            for ow in range(ow_lo, ow_hi):
+                                col[slot, dst + ow] = x[n, c0 + c, ih, ow * sw + iw_off]
+                        for ow in range(ow_hi, ow_count):
+                            col[slot, dst + ow] = 0
+                    dst += ow_count
+
+
+cdef inline void col2im_band(
+    const floating[:, ::1] col,  # IN row `slot`, layout as im2col_band
+    index_t slot,
+    index_t n, index_t c0, index_t channels,
+    index_t kh, index_t kw, index_t sh, index_t sw,
+    index_t pt, index_t pl, index_t dh, index_t dw,
+    index_t oh0, index_t oh1, index_t ow_count,
+    floating[:, :, :, ::1] gx,  # IN/OUT (N, C, H, W): accumulates (the adjoint of im2col)
+) noexcept nogil:
+    cdef index_t height = gx.shape[2], width = gx.shape[3]
+    cdef index_t band = (oh1 - oh0) * ow_count
+    cdef index_t c, i, j, oh, ow, ih, ih_off, iw_off, src
+    cdef index_t oh_lo, oh_hi, ow_lo, ow_hi
+    for c in range(channels):
+        for i in range(kh):
+            ih_off = i * dh - pt
+            oh_lo = first_valid(ih_off, sh, oh1)
+            oh_hi = stop_valid(ih_off, sh, height, oh1)
+            if oh_lo < oh0:
+                oh_lo = oh0
+            for j in range(kw):
+                iw_off = j * dw - pl
+                ow_lo = first_valid(iw_off, sw, ow_count)
+                ow_hi = stop_valid(iw_off, sw, width, ow_count)
+                src = ((c * kh + i) * kw + j) * band + (oh_lo - oh0) * ow_count
+                for oh in range(oh_lo, oh_hi):
+                    ih = oh * sh + ih_off
+                    if sw == 1:
+                        for ow in range(ow_lo, ow_hi):
+                            gx[n, c0 + c, ih, ow + iw_off] += col[slot, src + ow]
+                    else:
+                        for ow in range(ow_lo, ow_hi):
+                            gx[n, c0 + c, ih, ow * sw + iw_off] += col[slot, src + ow]
+                    src += ow_count

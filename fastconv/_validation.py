@@ -1,0 +1,155 @@
+"""Argument normalisation and checks shared by the public operations.
+
+Every error names the argument, the value received and what was expected.
+"""
+
+import operator
+
+import numpy as np
+
+# Largest element count an output or workspace may have: indices are 64-bit and
+# byte counts must fit in them too.
+MAX_ELEMENTS = 2**62 // 8
+
+
+def as_index(value, name, minimum):
+    """An int >= minimum from a Python or NumPy integer (bool and float refused)."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an int, got bool {value!r}")
+    try:
+        result = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}") from None
+    if result < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {result}")
+    return result
+
+
+def as_pair(value, name, minimum=1):
+    """(h, w) ints >= minimum from an int or a pair of ints."""
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+    if isinstance(value, (tuple, list, np.ndarray)):
+        if len(value) != 2:
+            raise ValueError(f"{name} must be an int or a pair of ints (h, w), got {value!r}")
+        return (as_index(value[0], name, minimum), as_index(value[1], name, minimum))
+    value = as_index(value, name, minimum)
+    return (value, value)
+
+
+def float_kind(array, name):
+    """np.float32 or np.float64: the kernel dtype this operand asks for."""
+    dtype = array.dtype
+    if dtype.kind == "f":
+        if dtype.itemsize <= 4:
+            return np.float32
+        if dtype.itemsize == 8:
+            return np.float64
+        raise TypeError(f"{name} has dtype {dtype}; expected float32, float64 or an integer type")
+    if dtype.kind in "iub":
+        return np.float64
+    raise TypeError(
+        f"{name} has dtype {dtype}; expected a real array of float32, float64 or integers"
+    )
+
+
+def as_array(value, name):
+    """np.asarray with errors that name the argument (ragged lists, objects, None)."""
+    if value is None:
+        raise TypeError(f"{name} must be an array, got None")
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{name} could not be turned into a numeric array: {exc}") from None
+    float_kind(array, name)
+    return array
+
+
+def result_dtype(*arrays):
+    """float64 if any operand is float64 or integer, else float32."""
+    if any(a.dtype == np.float64 or a.dtype.kind in "iub" for a in arrays):
+        return np.float64
+    return np.float32
+
+
+def as_contiguous(array, dtype):
+    """C-contiguous array of ``dtype``; no copy when the array already is one."""
+    return np.ascontiguousarray(array, dtype=dtype)
+
+
+def check_ndim(array, name, ndim, layout):
+    if array.ndim != ndim:
+        raise ValueError(
+            f"{name} must be {ndim}-D {layout}, got {array.ndim}-D array of shape {array.shape}"
+        )
+
+
+def normalize_padding(padding, in_hw, kernel_hw, stride, dilation):
+    """((top, bottom), (left, right)) from any accepted padding form.
+
+    Forms: int, (h, w), ((top, bottom), (left, right)), or a word (any case):
+    "valid" (none), "same" (output ceil(in / stride); total padding split with the
+    extra on the bottom/right), "full" (dilation * (kernel - 1) on each side).
+    """
+    if isinstance(padding, str):
+        word = padding.lower()
+        if word == "valid":
+            return ((0, 0), (0, 0))
+        if word == "full":
+            return tuple((d * (k - 1), d * (k - 1)) for k, d in zip(kernel_hw, dilation))
+        if word == "same":
+            pads = []
+            for size, k, s, d in zip(in_hw, kernel_hw, stride, dilation):
+                out = -(-size // s)
+                total = max((out - 1) * s + d * (k - 1) + 1 - size, 0)
+                pads.append((total // 2, total - total // 2))
+            return tuple(pads)
+        raise ValueError(
+            f"padding must be an int, a pair, a pair of pairs or one of 'valid', 'same', "
+            f"'full', got {padding!r}"
+        )
+    if isinstance(padding, (tuple, list)) and len(padding) == 2 and all(
+        isinstance(p, (tuple, list)) for p in padding
+    ):
+        pairs = []
+        for p in padding:
+            if len(p) != 2:
+                raise ValueError(
+                    f"padding as pairs must be ((top, bottom), (left, right)), got {padding!r}"
+                )
+            pairs.append((as_index(p[0], "padding", 0), as_index(p[1], "padding", 0)))
+        return tuple(pairs)
+    ph, pw = as_pair(padding, "padding", minimum=0)
+    return ((ph, ph), (pw, pw))
+
+
+def output_hw(in_hw, kernel_hw, stride, padding, dilation):
+    """Output (OH, OW); ValueError when the dilated kernel exceeds the padded input."""
+    out = []
+    for axis, (size, k, s, (p0, p1), d) in enumerate(
+        zip(in_hw, kernel_hw, stride, padding, dilation)
+    ):
+        span = d * (k - 1) + 1
+        padded = size + p0 + p1
+        if padded < span:
+            which = "height" if axis == 0 else "width"
+            raise ValueError(
+                f"kernel {which} {k} with dilation {d} spans {span}, larger than the padded "
+                f"input {which} {padded} ({size} + padding {p0} + {p1}); "
+                "check w, padding and dilation"
+            )
+        out.append((padded - span) // s + 1)
+    return tuple(out)
+
+
+def check_size(shape, name):
+    """ValueError when an array of ``shape`` would overflow 64-bit indexing."""
+    count = 1
+    for dim in shape:
+        count *= int(dim)
+    if count > MAX_ELEMENTS:
+        raise ValueError(
+            f"{name} would have shape {tuple(shape)}: {count} elements is too large "
+            "(overflows 64-bit byte offsets)"
+        )
+    return count
