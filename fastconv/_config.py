@@ -1,20 +1,18 @@
 """Thread policy: how many OpenMP threads the kernels use.
 
-One knob for the whole package: ``set_num_threads(n)`` (process-wide) and the
-context manager ``threads(n)`` (current Python thread only, restored on exit).
+One process-wide knob for the whole package: ``set_num_threads(n)``, and the
+context manager ``threads(n)`` that sets it for a block and restores it on exit
+(like torch.set_num_threads and threadpoolctl, it applies to every Python thread).
 Default, read at import: ``FASTCONV_NUM_THREADS``, else ``OMP_NUM_THREADS``,
 else the CPUs this process may use (affinity mask and cgroup CPU quota).
 """
 
 import contextlib
 import math
+import operator
 import os
-import threading
 
 __all__ = ["get_num_threads", "set_num_threads", "threads", "effective_n_threads", "available_cpus"]
-
-_local = threading.local()
-
 
 def _cgroup_cpu_limit():
     """CPUs allowed by a cgroup quota (v2 ``cpu.max`` or v1 cfs files), or None."""
@@ -51,9 +49,12 @@ def available_cpus():
 
 
 def _check_count(n, name):
-    if isinstance(n, bool) or not isinstance(n, int) and not hasattr(n, "__index__"):
-        raise TypeError(f"{name} must be a positive int, got {type(n).__name__} {n!r}")
-    n = int(n.__index__()) if not isinstance(n, int) else n
+    if isinstance(n, bool):
+        raise TypeError(f"{name} must be a positive int, got bool {n!r}")
+    try:
+        n = operator.index(n)
+    except TypeError:
+        raise TypeError(f"{name} must be a positive int, got {type(n).__name__} {n!r}") from None
     if n < 1:
         raise ValueError(f"{name} must be a positive int, got {n}")
     return n
@@ -82,17 +83,14 @@ _global_threads = _default_from_environment()
 
 
 def get_num_threads():
-    """Number of threads the kernels use in this Python thread.
+    """Number of OpenMP threads the kernels use.
 
     Returns
     -------
     int
-        The innermost active ``threads(n)`` of this Python thread, else the value of
-        ``set_num_threads``, else the default read at import.
+        The value set by ``set_num_threads`` or an active ``threads(n)``, else the
+        default read at import.
     """
-    stack = getattr(_local, "stack", None)
-    if stack:
-        return stack[-1]
     return _global_threads
 
 
@@ -110,7 +108,10 @@ def set_num_threads(n):
 
 @contextlib.contextmanager
 def threads(n):
-    """Context manager: use ``n`` threads inside the block, in this Python thread only.
+    """Context manager: use ``n`` threads inside the block, then restore the previous count.
+
+    Process-wide, like ``set_num_threads``: Python threads started inside the block
+    see it too. Nested blocks restore in order.
 
     Examples
     --------
@@ -119,15 +120,14 @@ def threads(n):
     ...     fastconv.get_num_threads()
     1
     """
+    global _global_threads
     n = _check_count(n, "n")
-    stack = getattr(_local, "stack", None)
-    if stack is None:
-        stack = _local.stack = []
-    stack.append(n)
+    previous = _global_threads
+    _global_threads = n
     try:
         yield n
     finally:
-        stack.pop()
+        _global_threads = previous
 
 
 def effective_n_threads():
