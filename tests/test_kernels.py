@@ -1,0 +1,91 @@
+"""The kernels' building blocks tested directly through their test hooks.
+
+GEMM (row-major wrapper over BLAS) against NumPy matmul; im2col bands against a
+column matrix built plainly from a padded image; col2im as im2col's adjoint.
+"""
+
+import numpy as np
+import pytest
+
+from fastconv._kernels._gemm import _gemm_py
+from fastconv._kernels._im2col import _col2im_py, _im2col_py
+
+DTYPES = [np.float32, np.float64]
+TOL = {np.float32: 1e-5, np.float64: 1e-12}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("trans_b", [False, True])
+@pytest.mark.parametrize("m, n, k", [(1, 1, 1), (3, 5, 7), (17, 2, 33), (4, 6, 0)])
+def test_gemm_matches_matmul(dtype, trans_a, trans_b, m, n, k, rng):
+    a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(dtype)
+    b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
+    c = rng.standard_normal((m, n)).astype(dtype)
+    expected = 0.5 * (a.T if trans_a else a).astype(np.float64) @ (
+        b.T if trans_b else b
+    ).astype(np.float64) + 2.0 * c
+    _gemm_py(trans_a, trans_b, dtype(0.5), a, b, dtype(2.0), c)
+    np.testing.assert_allclose(c, expected, rtol=TOL[dtype], atol=TOL[dtype] * max(1, k))
+
+
+def columns_plain(x, n, c0, channels, kh, kw, sh, sw, pt, pl, dh, dw, oh0, oh1, ow_count):
+    """Column matrix of rows [oh0, oh1) built from an explicitly padded image."""
+    height, width = x.shape[2:]
+    padded = np.zeros((channels, height + 2 * pt + dh * kh + sh * oh1,
+                       width + 2 * pl + dw * kw + sw * ow_count))
+    padded[:, pt:pt + height, pl:pl + width] = x[n, c0:c0 + channels]
+    rows = []
+    for c in range(channels):
+        for i in range(kh):
+            for j in range(kw):
+                rows.append([padded[c, oh * sh + i * dh, ow * sw + j * dw]
+                             for oh in range(oh0, oh1) for ow in range(ow_count)])
+    return np.array(rows)
+
+
+BANDS = [
+    # (N, C, H, W), n, c0, channels, kh, kw, sh, sw, pt, pl, dh, dw, oh0, oh1
+    ((1, 1, 4, 4), 0, 0, 1, 2, 2, 1, 1, 0, 0, 1, 1, 0, 3),
+    ((2, 3, 6, 5), 1, 1, 2, 3, 3, 1, 1, 1, 1, 1, 1, 2, 5),
+    ((1, 2, 7, 8), 0, 0, 2, 3, 2, 2, 3, 1, 2, 2, 1, 0, 4),
+    ((1, 1, 5, 5), 0, 0, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 2),
+    ((1, 1, 3, 3), 0, 0, 1, 3, 3, 2, 2, 2, 2, 2, 2, 0, 3),
+]
+
+
+def out_width(width, kw, sw, pl, dw):
+    return (width + 2 * pl - dw * (kw - 1) - 1) // sw + 1
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", BANDS)
+def test_im2col_band_matches_plain_columns(case, dtype, rng):
+    shape, n, c0, channels, kh, kw, sh, sw, pt, pl, dh, dw, oh0, oh1 = case
+    x = rng.standard_normal(shape).astype(dtype)
+    ow_count = out_width(shape[3], kw, sw, pl, dw)
+    col = np.full((1, channels * kh * kw * (oh1 - oh0) * ow_count), np.nan, dtype=dtype)
+    _im2col_py(x, n, c0, channels, kh, kw, sh, sw, pt, pl, dh, dw, oh0, oh1, ow_count, col)
+    expected = columns_plain(x, n, c0, channels, kh, kw, sh, sw, pt, pl, dh, dw, oh0, oh1,
+                             ow_count)
+    np.testing.assert_array_equal(col.reshape(expected.shape), expected.astype(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", BANDS)
+def test_col2im_is_adjoint_of_im2col(case, dtype, rng):
+    shape, n, c0, channels, kh, kw, sh, sw, pt, pl, dh, dw, oh0, oh1 = case
+    ow_count = out_width(shape[3], kw, sw, pl, dw)
+    x = rng.standard_normal(shape).astype(dtype)
+    cols = rng.standard_normal((1, channels * kh * kw * (oh1 - oh0) * ow_count)).astype(dtype)
+    im2col_x = np.empty_like(cols)
+    _im2col_py(x, n, c0, channels, kh, kw, sh, sw, pt, pl, dh, dw, oh0, oh1, ow_count, im2col_x)
+    gx = np.zeros(shape, dtype=dtype)
+    _col2im_py(cols, n, c0, channels, kh, kw, sh, sw, pt, pl, dh, dw, oh0, oh1, ow_count, gx)
+    # col2im touches only image n, channels c0..c0+channels.
+    untouched = np.ones(shape, bool)
+    untouched[n, c0:c0 + channels] = False
+    assert not gx[untouched].any()
+    lhs = np.dot(im2col_x.ravel().astype(np.float64), cols.ravel().astype(np.float64))
+    rhs = np.dot(x.ravel().astype(np.float64), gx.ravel().astype(np.float64))
+    assert lhs == pytest.approx(rhs, rel=TOL[dtype] * 10, abs=TOL[dtype] * 10)
