@@ -1,0 +1,179 @@
+"""Benchmark cases for fastconv, shared by the pytest-benchmark suites and ``compare.py``.
+
+A case is plain data: shapes and parameters, no arrays and no imports of fastconv or torch,
+so it can be listed, filtered and printed anywhere.  ``workloads.py`` turns a case into
+callables for fastconv and PyTorch.
+
+Dimension legend: N batch, C input channels, H, W input height and width, K output channels,
+KH, KW kernel height and width, OH, OW output height and width.
+
+Work convention (what the GFLOP/s columns mean)
+-----------------------------------------------
+* Forward: ``2 * N * K * OH * OW * (C / groups) * KH * KW`` floating-point operations, one
+  multiply and one add per multiply-accumulate of the direct definition.  The bias add,
+  padding and any algorithm's extra work (im2col copies) are not counted, so every algorithm
+  of one case is credited with the same work and GFLOP/s compare like for like.
+* Forward + backward (``needs_input_grad=True``): 3x forward.  The grad input and the grad
+  weight each need as many multiply-accumulates as the forward pass; the grad bias (a sum
+  over N, OH, OW) is not counted.
+
+Adding an op kind (transposed conv, pooling, a training step) means: a dataclass here with a
+``kind`` and a ``name``, a list of its cases appended to ``ALL_CASES``, and a workload class
+for that kind in ``workloads.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Union
+
+IntPair = Union[int, tuple[int, int]]
+Padding = Union[int, tuple[int, int], tuple[tuple[int, int], tuple[int, int]], str]
+
+
+# ---------------------------------------------------------------------------------------
+# shape helpers (the benchmarks' own, written from the documented semantics)
+# ---------------------------------------------------------------------------------------
+
+
+def pair(value: IntPair) -> tuple[int, int]:
+    """Return ``(h, w)`` from an int or a pair."""
+    if isinstance(value, int):
+        return (value, value)
+    h, w = value
+    return (int(h), int(w))
+
+
+def out_size(size: int, kernel: int, stride: int, pad_total: int, dilation: int) -> int:
+    """Output length of one axis of a convolution or pooling window."""
+    return (size + pad_total - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def explicit_padding(
+    padding: Padding,
+    in_hw: tuple[int, int],
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    dilation: tuple[int, int],
+) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Return ``((top, bottom), (left, right))`` for any accepted ``padding`` form.
+
+    ``"same"`` follows TensorFlow: the output is ``ceil(in / stride)`` and an odd total
+    padding puts the extra row/column at the bottom/right.
+    """
+    if isinstance(padding, str):
+        mode = padding.lower()
+        sides = []
+        for size, k, s, d in zip(in_hw, kernel, stride, dilation):
+            span = d * (k - 1)
+            if mode == "valid":
+                sides.append((0, 0))
+            elif mode == "full":
+                sides.append((span, span))
+            elif mode == "same":
+                total = max((math.ceil(size / s) - 1) * s + span + 1 - size, 0)
+                sides.append((total // 2, total - total // 2))
+            else:
+                raise ValueError(f"padding={padding!r}: expected 'valid', 'same' or 'full'")
+        return (sides[0], sides[1])
+    if isinstance(padding, int):
+        return ((padding, padding), (padding, padding))
+    ph, pw = padding
+    if isinstance(ph, int) and isinstance(pw, int):
+        return ((ph, ph), (pw, pw))
+    return ((int(ph[0]), int(ph[1])), (int(pw[0]), int(pw[1])))
+
+
+# ---------------------------------------------------------------------------------------
+# conv2d
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Conv2dCase:
+    """One conv2d benchmark shape: ``x`` is (N, C, H, W), ``w`` is (K, C/groups, KH, KW)."""
+
+    name: str
+    x_shape: tuple[int, int, int, int]
+    out_channels: int
+    kernel: IntPair
+    stride: IntPair = 1
+    padding: Padding = 0
+    dilation: IntPair = 1
+    groups: int = 1
+    bias: bool = True
+
+    kind = "conv2d"
+
+    @property
+    def w_shape(self) -> tuple[int, int, int, int]:
+        kh, kw = pair(self.kernel)
+        return (self.out_channels, self.x_shape[1] // self.groups, kh, kw)
+
+    @property
+    def pads(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        """Padding as ``((top, bottom), (left, right))``."""
+        return explicit_padding(
+            self.padding, self.x_shape[2:], pair(self.kernel), pair(self.stride), pair(self.dilation)
+        )
+
+    @property
+    def y_shape(self) -> tuple[int, int, int, int]:
+        n, _, h, w = self.x_shape
+        (kh, kw), (sh, sw), (dh, dw) = pair(self.kernel), pair(self.stride), pair(self.dilation)
+        (pt, pb), (pl, pr) = self.pads
+        return (n, self.out_channels, out_size(h, kh, sh, pt + pb, dh), out_size(w, kw, sw, pl + pr, dw))
+
+    def describe(self) -> str:
+        """Short human description, e.g. ``8x64x56x56 64@3x3 s1 p1 d1``."""
+        kh, kw = pair(self.kernel)
+        text = f"{'x'.join(map(str, self.x_shape))} {self.out_channels}@{kh}x{kw}"
+        sh, sw = pair(self.stride)
+        dh, dw = pair(self.dilation)
+        if (sh, sw) != (1, 1):
+            text += f" s{sh}" if sh == sw else f" s{sh},{sw}"
+        if isinstance(self.padding, str):
+            text += f" p={self.padding}"
+        elif self.padding not in (0, (0, 0)):
+            text += f" p{self.padding}" if isinstance(self.padding, int) else f" p{self.pads}"
+        if (dh, dw) != (1, 1):
+            text += f" d{dh}" if dh == dw else f" d{dh},{dw}"
+        if self.groups != 1:
+            text += f" g{self.groups}"
+        return text
+
+
+CONV2D_CASES: list[Conv2dCase] = [
+    Conv2dCase("lenet-C1", (64, 1, 32, 32), 6, 5),
+    Conv2dCase("lenet-C3", (64, 6, 14, 14), 16, 5),
+    Conv2dCase("3x3-64-56", (8, 64, 56, 56), 64, 3, padding=1),
+    Conv2dCase("3x3s2-128-28", (8, 128, 28, 28), 256, 3, stride=2, padding=1),
+    Conv2dCase("1x1-256-14", (8, 256, 14, 14), 256, 1),
+    Conv2dCase("3x3d2-64-56", (8, 64, 56, 56), 64, 3, padding=2, dilation=2),
+    Conv2dCase("7x7s2-3-224", (8, 3, 224, 224), 64, 7, stride=2, padding=3),
+]
+
+#: Every case of every op kind, in table order.  Later op kinds append their lists here.
+ALL_CASES: list = [*CONV2D_CASES]
+
+
+def flops(case, backward: bool = False) -> float:
+    """Floating-point operations of one call (see the module docstring for the convention).
+
+    ``backward=False``: forward only; ``backward=True``: forward + backward (3x forward).
+    """
+    if case.kind != "conv2d":
+        raise NotImplementedError(f"flops() has no rule for {case.kind!r} cases")
+    n, k, oh, ow = case.y_shape
+    _, c_per_group, kh, kw = case.w_shape
+    forward = 2.0 * n * k * oh * ow * c_per_group * kh * kw
+    return 3.0 * forward if backward else forward
+
+
+def select(cases, patterns: str | None):
+    """Cases whose name contains one of the comma-separated ``patterns`` (case-insensitive)."""
+    if not patterns:
+        return list(cases)
+    wanted = [p.strip().lower() for p in patterns.split(",") if p.strip()]
+    return [c for c in cases if any(p in c.name.lower() for p in wanted)]

@@ -1,0 +1,228 @@
+"""Turn the benchmark cases of ``cases.py`` into timed callables for fastconv and PyTorch.
+
+One workload class per op kind.  A workload makes its inputs from a seeded generator and
+offers, per mode (``"fwd"``, ``"fwd+bwd"``, later e.g. ``"step"``), a fastconv function and a
+PyTorch function of those inputs plus the work one call does.  ``bind()`` returns zero-argument
+callables ready to time, so the pytest suites and ``compare.py`` time exactly the same code.
+
+PyTorch is optional: without it ``HAVE_TORCH`` is false and the torch callables are ``None``.
+
+Adding an op kind: subclass ``Workload``, fill ``modes`` and the methods they name, and register
+the class in ``WORKLOADS`` under the case's ``kind``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO_ROOT = os.path.dirname(BENCH_DIR)
+
+
+def _prefer_checkout() -> None:
+    """Benchmark the fastconv of this checkout when it has been built in place.
+
+    ``python bench/compare.py`` puts ``bench/`` on ``sys.path``, not the repository root, so an
+    in-place build (``setup.py build_ext --inplace``) would not be found.  A checkout without
+    compiled extensions is left alone so that an installed fastconv is used instead.
+    """
+    pkg = os.path.join(REPO_ROOT, "fastconv")
+    if not os.path.isdir(pkg) or REPO_ROOT in sys.path:
+        return
+    for _, _, files in os.walk(pkg):
+        if any(f.endswith((".so", ".pyd")) for f in files):
+            sys.path.insert(0, REPO_ROOT)
+            return
+
+
+_prefer_checkout()
+
+import fastconv  # noqa: E402
+
+from cases import flops  # noqa: E402
+
+try:
+    import torch
+    import torch.nn.functional as F
+except ImportError:  # PyTorch is optional
+    torch = None
+    F = None
+
+HAVE_TORCH = torch is not None
+ALGORITHMS = ("direct", "im2col", "auto")
+
+
+def set_threads(n: Optional[int] = None) -> int:
+    """Use ``n`` threads (default: fastconv's current setting) in fastconv and PyTorch alike."""
+    if n is not None:
+        fastconv.set_num_threads(n)
+    n = fastconv.get_num_threads()
+    if HAVE_TORCH:
+        torch.set_num_threads(n)
+    return n
+
+
+def versions() -> dict[str, str]:
+    """Versions and thread counts for report headers."""
+    info = {
+        "fastconv": getattr(fastconv, "__version__", "?"),
+        "fastconv_path": os.path.dirname(getattr(fastconv, "__file__", "?") or "?"),
+        "fastconv_threads": str(fastconv.get_num_threads()),
+        "numpy": np.__version__,
+        "torch": torch.__version__ if HAVE_TORCH else "not installed",
+    }
+    if HAVE_TORCH:
+        info["torch_threads"] = str(torch.get_num_threads())
+    return info
+
+
+def _accepts(func: Callable, name: str) -> bool:
+    try:
+        return name in inspect.signature(func).parameters
+    except (TypeError, ValueError):  # no signature available: do not pass optional keywords
+        return False
+
+
+@dataclass
+class Timed:
+    """One thing to time: a mode of a workload, bound to its inputs."""
+
+    mode: str
+    fastconv: Callable[[], Any]
+    torch: Optional[Callable[[], Any]]
+    work: float  # flops or bytes per call, see ``unit``
+    unit: str
+
+
+class Workload:
+    """Base class: a case, a dtype and a fastconv algorithm."""
+
+    #: (mode, fastconv method, torch method) in table order
+    modes: tuple[tuple[str, str, str], ...] = ()
+    #: rate unit of ``work()``: "GFLOP/s" (work in flops) or "GB/s" (work in bytes)
+    unit = "GFLOP/s"
+
+    def __init__(self, case, dtype: str = "float32", algorithm: str = "auto"):
+        self.case = case
+        self.dtype = np.dtype(dtype)
+        self.algorithm = algorithm
+
+    def make_inputs(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def torch_inputs(self, inputs: dict[str, np.ndarray]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def work(self, mode: str) -> float:
+        raise NotImplementedError
+
+    def _random(self, rng: np.random.Generator, shape) -> np.ndarray:
+        return rng.standard_normal(shape, dtype=np.float64).astype(self.dtype)
+
+    def bind(self, rng: np.random.Generator, with_torch: bool = True) -> list[Timed]:
+        """Make the inputs once and return one ``Timed`` per mode."""
+        inputs = self.make_inputs(rng)
+        tinputs = self.torch_inputs(inputs) if (with_torch and HAVE_TORCH) else None
+        timed = []
+        for mode, fc_name, torch_name in self.modes:
+            fc_method = getattr(self, fc_name)
+            torch_method = getattr(self, torch_name)
+            timed.append(
+                Timed(
+                    mode=mode,
+                    fastconv=lambda m=fc_method: m(inputs),
+                    torch=None if tinputs is None else (lambda m=torch_method: m(tinputs)),
+                    work=self.work(mode),
+                    unit=self.unit,
+                )
+            )
+        return timed
+
+
+class Conv2dWorkload(Workload):
+    """``conv2d`` forward, and forward followed by ``conv2d_backward`` (with grad input)."""
+
+    modes = (
+        ("fwd", "fastconv_fwd", "torch_fwd"),
+        ("fwd+bwd", "fastconv_fwdbwd", "torch_fwdbwd"),
+    )
+
+    def __init__(self, case, dtype: str = "float32", algorithm: str = "auto"):
+        super().__init__(case, dtype, algorithm)
+        c = case
+        self.params = dict(stride=c.stride, padding=c.padding, dilation=c.dilation, groups=c.groups)
+        self.backward_kwargs = {"needs_input_grad": True}
+        if _accepts(fastconv.conv2d_backward, "algorithm"):
+            self.backward_kwargs["algorithm"] = algorithm
+
+    def make_inputs(self, rng):
+        c = self.case
+        return {
+            "x": self._random(rng, c.x_shape),
+            "w": self._random(rng, c.w_shape),
+            "b": self._random(rng, (c.out_channels,)) if c.bias else None,
+            "gy": self._random(rng, c.y_shape),
+        }
+
+    def work(self, mode):
+        return flops(self.case, backward=(mode == "fwd+bwd"))
+
+    # fastconv -----------------------------------------------------------------------
+
+    def fastconv_fwd(self, inp):
+        return fastconv.conv2d(inp["x"], inp["w"], inp["b"], **self.params, algorithm=self.algorithm)
+
+    def fastconv_fwdbwd(self, inp):
+        y = fastconv.conv2d(inp["x"], inp["w"], inp["b"], **self.params, algorithm=self.algorithm)
+        grads = fastconv.conv2d_backward(inp["gy"], inp["x"], inp["w"], **self.params, **self.backward_kwargs)
+        return y, grads
+
+    # PyTorch ------------------------------------------------------------------------
+
+    def torch_inputs(self, inp):
+        (pt, pb), (pl, pr) = self.case.pads
+        t = {k: (None if v is None else torch.from_numpy(v)) for k, v in inp.items()}
+        # leaves for autograd; they share memory with the NumPy inputs, which nothing writes
+        t["x_req"] = t["x"].detach().requires_grad_()
+        t["w_req"] = t["w"].detach().requires_grad_()
+        t["b_req"] = None if t["b"] is None else t["b"].detach().requires_grad_()
+        if pt == pb and pl == pr:
+            t["padding"], t["pre_pad"] = (pt, pl), None
+        else:  # torch.nn.functional.conv2d takes symmetric padding only: pad explicitly
+            t["padding"], t["pre_pad"] = 0, (pl, pr, pt, pb)
+        return t
+
+    def _torch_conv(self, t, x, w, b):
+        c = self.case
+        if t["pre_pad"] is not None:
+            x = F.pad(x, t["pre_pad"])
+        return F.conv2d(x, w, b, stride=c.stride, padding=t["padding"], dilation=c.dilation, groups=c.groups)
+
+    def torch_fwd(self, t):
+        with torch.no_grad():
+            return self._torch_conv(t, t["x"], t["w"], t["b"])
+
+    def torch_fwdbwd(self, t):
+        leaves = [v for v in (t["x_req"], t["w_req"], t["b_req"]) if v is not None]
+        for leaf in leaves:  # fresh gradients every call, as fastconv returns new arrays
+            leaf.grad = None
+        y = self._torch_conv(t, t["x_req"], t["w_req"], t["b_req"])
+        y.backward(t["gy"])
+        return y, [leaf.grad for leaf in leaves]
+
+
+#: op kind -> workload class
+WORKLOADS: dict[str, type[Workload]] = {
+    "conv2d": Conv2dWorkload,
+}
+
+
+def workload(case, dtype: str = "float32", algorithm: str = "auto") -> Workload:
+    """The workload for ``case``, whatever its op kind."""
+    return WORKLOADS[case.kind](case, dtype=dtype, algorithm=algorithm)
