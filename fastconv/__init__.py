@@ -9,12 +9,13 @@ import sys
 
 from fastconv._version import __version__
 from fastconv._config import get_num_threads, set_num_threads, threads
-from fastconv.functional import conv2d, conv2d_backward
+from fastconv import functional
+from fastconv.functional import *  # noqa: F401,F403  (the public operations)
 
 __all__ = [
     "__version__",
-    "conv2d",
-    "conv2d_backward",
+    *[name for name in functional.__all__ if name != "ALGORITHMS"],
+    "functional",
     "get_num_threads",
     "set_num_threads",
     "threads",

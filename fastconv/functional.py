@@ -10,7 +10,7 @@ import numpy as np
 
 from fastconv import _config
 from fastconv._blas import single_threaded_blas
-from fastconv._kernels import _conv_direct, _conv_gemm
+from fastconv._kernels import _conv_direct, _conv_gemm, _pool
 from fastconv._validation import (
     as_array,
     as_contiguous,
@@ -23,7 +23,32 @@ from fastconv._validation import (
     result_dtype,
 )
 
-__all__ = ["conv2d", "conv2d_backward", "ALGORITHMS"]
+__all__ = [
+    "ALGORITHMS",
+    "conv2d",
+    "conv2d_backward",
+    "conv_transpose2d",
+    "conv_transpose2d_backward",
+    "max_pool2d",
+    "max_pool2d_backward",
+    "max_unpool2d",
+    "avg_pool2d",
+    "avg_pool2d_backward",
+    "lp_pool2d",
+    "lp_pool2d_backward",
+    "adaptive_avg_pool2d",
+    "adaptive_avg_pool2d_backward",
+    "global_avg_pool2d",
+    "global_avg_pool2d_backward",
+    "conv1d",
+    "conv1d_backward",
+    "conv_transpose1d",
+    "conv_transpose1d_backward",
+    "max_pool1d",
+    "max_pool1d_backward",
+    "avg_pool1d",
+    "avg_pool1d_backward",
+]
 
 ALGORITHMS = ("auto", "direct", "im2col")
 
@@ -39,9 +64,14 @@ INT32_MAX = 2**31 - 1
 
 
 class _ConvGeometry:
-    """Validated sizes of one conv2d call (x: N, C, H, W; w: K, C/G, KH, KW)."""
+    """Validated sizes of one convolution (x: N, C, H, W; w: K, C/G, KH, KW).
 
-    def __init__(self, x_shape, w_shape, stride, padding, dilation, groups):
+    ``out_hw`` fixes the output size instead of deriving it: transposed convolution
+    runs these kernels with the roles of input and output exchanged, and its sizes
+    are checked by its own validation first.
+    """
+
+    def __init__(self, x_shape, w_shape, stride, padding, dilation, groups, out_hw=None):
         self.n, self.c, self.h, self.w = x_shape
         self.k, self.cg, self.kh, self.kw = w_shape
         self.groups = as_index(groups, "groups", 1)
@@ -65,9 +95,11 @@ class _ConvGeometry:
         self.padding = normalize_padding(
             padding, (self.h, self.w), (self.kh, self.kw), self.stride, self.dilation
         )
-        self.oh, self.ow = output_hw(
-            (self.h, self.w), (self.kh, self.kw), self.stride, self.padding, self.dilation
-        )
+        if out_hw is None:
+            out_hw = output_hw(
+                (self.h, self.w), (self.kh, self.kw), self.stride, self.padding, self.dilation
+            )
+        self.oh, self.ow = out_hw
         self.y_shape = (self.n, self.k, self.oh, self.ow)
         check_size(self.y_shape, "the output (check padding and stride)")
         self.kg = self.k // self.groups
@@ -108,6 +140,46 @@ class _ConvGeometry:
         return np.empty((n_threads, per_thread), dtype=dtype)
 
 
+# Kernel dispatch shared by conv2d and conv_transpose2d. Each fills a preallocated
+# output whose shape the geometry describes (x: geom input, y: geom output).
+
+def _conv_forward_into(x, w, b, y, geom, algorithm, n_threads):
+    """y = conv(x, w) + b."""
+    if algorithm == "direct":
+        _conv_direct.conv2d_forward(x, w, b, y, *geom.kernel_args, n_threads)
+        return
+    rows = geom.band_rows(geom.n * geom.groups)
+    workspace = geom.workspace(rows, n_threads, y.dtype)
+    with single_threaded_blas():
+        _conv_gemm.conv2d_forward(x, w, b, y, workspace, *geom.kernel_args, rows, n_threads)
+
+
+def _conv_input_grad_into(gy, w, gx, geom, algorithm, n_threads):
+    """gx (zero-filled) += gradient of conv with respect to its input."""
+    if algorithm == "direct":
+        _conv_direct.conv2d_input_grad(gy, w, gx, *geom.kernel_args, n_threads)
+        return
+    rows = geom.band_rows()  # one task per (image, group): bands only bound memory
+    workspace = geom.workspace(rows, n_threads, gx.dtype)
+    with single_threaded_blas():
+        _conv_gemm.conv2d_input_grad(gy, w, gx, workspace, *geom.kernel_args, rows, n_threads)
+
+
+def _conv_weight_grad_into(gy, x, gw, geom, algorithm, n_threads):
+    """gw = gradient of conv with respect to its weights, summed over the batch."""
+    if algorithm == "direct":
+        _conv_direct.conv2d_weight_grad(gy, x, gw, *geom.kernel_args, n_threads)
+        return
+    rows = geom.band_rows(geom.n)
+    units = geom.n * -(-geom.oh // rows)
+    n_chunks = max(1, min(units, MAX_CHUNKS, CHUNK_ELEMENTS // max(1, gw.size)))
+    partials = np.zeros((n_chunks, gw.size), dtype=gw.dtype)
+    workspace = geom.workspace(rows, n_threads, gw.dtype)
+    with single_threaded_blas():
+        _conv_gemm.conv2d_weight_grad(gy, x, gw, partials, workspace, *geom.kernel_args, rows,
+                                      n_threads)
+
+
 def _check_algorithm(algorithm):
     if not isinstance(algorithm, str) or algorithm.lower() not in ALGORITHMS:
         raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
@@ -138,15 +210,22 @@ def _prepare_weights(w, flip):
     return np.ascontiguousarray(w[:, :, ::-1, ::-1]) if flip else w
 
 
-def _as_operands(x, w, extra=()):
+def _as_operands(x, w, extra=(), w_layout="(K, C/groups, KH, KW)"):
     """Validate ndim and dtype of x, w (and gy...), returning contiguous arrays."""
     x = as_array(x, "x")
     w = as_array(w, "w")
     check_ndim(x, "x", 4, "(N, C, H, W)")
-    check_ndim(w, "w", 4, "(K, C/groups, KH, KW)")
+    check_ndim(w, "w", 4, w_layout)
     extra = [as_array(value, name) for name, value in extra]
     dtype = result_dtype(x, w, *extra)
     return dtype, as_contiguous(x, dtype), as_contiguous(w, dtype), [as_contiguous(e, dtype) for e in extra]
+
+
+def _as_bias(b, channels, dtype):
+    b = as_contiguous(as_array(b, "b"), dtype)
+    if b.shape != (channels,):
+        raise ValueError(f"b must have shape ({channels},) (one per output channel), got {b.shape}")
+    return b
 
 
 def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, *, algorithm="auto",
@@ -192,9 +271,7 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, *, algorithm
     dtype, x, w, _ = _as_operands(x, w)
     geom = _ConvGeometry(x.shape, w.shape, stride, padding, dilation, groups)
     if b is not None:
-        b = as_contiguous(as_array(b, "b"), dtype)
-        if b.shape != (geom.k,):
-            raise ValueError(f"b must have shape ({geom.k},) (one per output channel), got {b.shape}")
+        b = _as_bias(b, geom.k, dtype)
     algorithm = _choose_algorithm(algorithm, geom)
     w = _prepare_weights(w, flip)
     if geom.empty:
@@ -203,14 +280,7 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, *, algorithm
             y += b[None, :, None, None]
         return y
     y = np.empty(geom.y_shape, dtype=dtype)
-    n_threads = _config.effective_n_threads()
-    if algorithm == "direct":
-        _conv_direct.conv2d_forward(x, w, b, y, *geom.kernel_args, n_threads)
-        return y
-    rows = geom.band_rows(geom.n * geom.groups)
-    workspace = geom.workspace(rows, n_threads, dtype)
-    with single_threaded_blas():
-        _conv_gemm.conv2d_forward(x, w, b, y, workspace, *geom.kernel_args, rows, n_threads)
+    _conv_forward_into(x, w, b, y, geom, algorithm, _config.effective_n_threads())
     return y
 
 
@@ -268,31 +338,743 @@ def conv2d_backward(gy, x, w, stride=1, padding=0, dilation=1, groups=1, *, flip
     gx = np.zeros(x.shape, dtype=dtype) if needs_input_grad else None
     gw = np.zeros(w.shape, dtype=dtype)
     gb = np.zeros(geom.k, dtype=dtype)
+    if gy.size:
+        _conv_direct.conv2d_bias_grad(gy, gb, n_threads)
     if geom.empty:
         return gx, gw, gb
-    _conv_direct.conv2d_bias_grad(gy, gb, n_threads)
-    if algorithm == "direct":
-        if gx is not None:
-            _conv_direct.conv2d_input_grad(gy, w_eff, gx, *geom.kernel_args, n_threads)
-        _conv_direct.conv2d_weight_grad(gy, x, gw, *geom.kernel_args, n_threads)
-    else:
-        _gemm_backward(geom, gy, x, w_eff, gx, gw, n_threads)
+    if gx is not None:
+        _conv_input_grad_into(gy, w_eff, gx, geom, algorithm, n_threads)
+    _conv_weight_grad_into(gy, x, gw, geom, algorithm, n_threads)
     if flip:
         gw = np.ascontiguousarray(gw[:, :, ::-1, ::-1])
     return gx, gw, gb
 
 
-def _gemm_backward(geom, gy, x, w, gx, gw, n_threads):
-    dtype = gw.dtype
-    with single_threaded_blas():
-        if gx is not None:
-            rows = geom.band_rows()  # one task per (image, group): bands only bound memory
-            workspace = geom.workspace(rows, n_threads, dtype)
-            _conv_gemm.conv2d_input_grad(gy, w, gx, workspace, *geom.kernel_args, rows, n_threads)
-        rows = geom.band_rows(geom.n)
-        units = geom.n * -(-geom.oh // rows)
-        n_chunks = max(1, min(units, MAX_CHUNKS, CHUNK_ELEMENTS // max(1, gw.size)))
-        partials = np.zeros((n_chunks, gw.size), dtype=dtype)
-        workspace = geom.workspace(rows, n_threads, dtype)
-        _conv_gemm.conv2d_weight_grad(gy, x, gw, partials, workspace, *geom.kernel_args, rows,
-                                      n_threads)
+# --- transposed convolution: the adjoint of conv2d, run on conv2d's kernels -------
+
+
+class _TransposeGeometry:
+    """Sizes of conv_transpose2d: x (N, C, H, W), w (C, K/G, KH, KW) -> y (N, K, OH, OW).
+
+    ``conv`` is the geometry of the convolution whose adjoint this is: its input
+    has y's shape and its output has x's shape.
+    """
+
+    def __init__(self, x_shape, w_shape, stride, padding, output_padding, dilation, groups,
+                 output_size):
+        n, c, h, w = x_shape
+        c_w, kg, kh, kw = w_shape
+        groups = as_index(groups, "groups", 1)
+        stride = as_pair(stride, "stride")
+        dilation = as_pair(dilation, "dilation")
+        if kh < 1 or kw < 1:
+            raise ValueError(f"w must have a kernel of at least 1x1, got shape {tuple(w_shape)}")
+        if c_w != c:
+            raise ValueError(
+                f"w must have shape (C, K/groups, KH, KW) with C = {c} (x's channels), "
+                f"got {tuple(w_shape)}"
+            )
+        if c % groups:
+            raise ValueError(f"groups={groups} must divide the input channels of x ({c})")
+        if isinstance(padding, str):
+            raise ValueError(
+                "padding of a transposed convolution must be an int, (h, w) or "
+                f"((top, bottom), (left, right)), got {padding!r}"
+            )
+        pads = normalize_padding(padding, (h, w), (kh, kw), stride, dilation)
+        default = tuple(
+            (size - 1) * s - p0 - p1 + d * (k - 1) + 1
+            for size, s, (p0, p1), d, k in zip((h, w), stride, pads, dilation, (kh, kw))
+        )
+        if output_size is not None:
+            out_pad = _output_padding_for(output_size, default, stride, dilation)
+        else:
+            out_pad = as_pair(output_padding, "output_padding", minimum=0)
+            for axis, (op, s, d) in enumerate(zip(out_pad, stride, dilation)):
+                if op >= max(s, d):
+                    raise ValueError(
+                        f"output_padding {out_pad} must be smaller than stride {stride} or "
+                        f"dilation {dilation} per axis: with stride s, s input sizes map to "
+                        "one output size of the forward convolution, and output_padding "
+                        "picks one of them"
+                    )
+        out_hw = tuple(size + op for size, op in zip(default, out_pad))
+        if min(out_hw) < 1:
+            raise ValueError(
+                f"conv_transpose2d output size {out_hw} is not positive; padding {pads} "
+                f"is too large for input {(h, w)} and kernel {(kh, kw)}"
+            )
+        self.y_shape = (n, kg * groups, *out_hw)
+        self.conv = _ConvGeometry(self.y_shape, w_shape, stride, pads, dilation, groups,
+                                  out_hw=(h, w))
+
+
+def _output_padding_for(output_size, default, stride, dilation):
+    """output_padding that gives ``output_size`` (its last two entries), checked."""
+    if isinstance(output_size, (str, bytes)) or not hasattr(output_size, "__len__"):
+        raise TypeError(f"output_size must be a sequence (OH, OW), got {output_size!r}")
+    if len(output_size) not in (2, 4):
+        raise ValueError(f"output_size must be (OH, OW) or (N, K, OH, OW), got {output_size!r}")
+    wanted = tuple(as_index(v, "output_size", 1) for v in tuple(output_size)[-2:])
+    pads = []
+    for size, low, s, d in zip(wanted, default, stride, dilation):
+        high = low + max(s, d) - 1
+        if not low <= size <= high:
+            raise ValueError(
+                f"output_size {wanted} is out of range: with these stride, padding and "
+                f"dilation each size must lie in [{low}, {high}] (got {size})"
+            )
+        pads.append(size - low)
+    return tuple(pads)
+
+
+def conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0, dilation=1, groups=1,
+                     *, output_size=None, algorithm="auto"):
+    """2-D transposed convolution (as torch.nn.functional.conv_transpose2d).
+
+    The adjoint of :func:`conv2d`: it computes conv2d's input gradient (GEMM of
+    the transposed weights, then col2im), never zero insertion.
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C, H, W)
+    w : array_like, shape (C, K / groups, KH, KW)
+        PyTorch's layout for transposed convolution.
+    b : array_like, shape (K,), optional
+    stride, dilation : int or (int, int)
+    padding : int, (int, int) or ((top, bottom), (left, right))
+        Padding of the convolution this is the adjoint of (it shrinks the output).
+    output_padding : int or (int, int)
+        Rows/columns added to the bottom/right of the output; each must be smaller
+        than the stride or the dilation of its axis (several input sizes of a
+        strided convolution give one output size: this picks one).
+    groups : int
+    output_size : (OH, OW) or (N, K, OH, OW), optional
+        Derives output_padding; must lie in the range the other arguments allow.
+    algorithm : {"auto", "direct", "im2col"}
+
+    Returns
+    -------
+    y : ndarray, shape (N, K, OH, OW)
+        OH = (H - 1) * stride - pad_top - pad_bottom + dilation * (KH - 1) + output_padding + 1.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> fastconv.conv_transpose2d(np.ones((1, 1, 2, 2)), np.ones((1, 1, 2, 2)), stride=2)[0, 0]
+    array([[1., 1., 1., 1.],
+           [1., 1., 1., 1.],
+           [1., 1., 1., 1.],
+           [1., 1., 1., 1.]])
+    """
+    dtype, x, w, _ = _as_operands(x, w, w_layout="(C, K/groups, KH, KW)")
+    geom = _TransposeGeometry(x.shape, w.shape, stride, padding, output_padding, dilation,
+                              groups, output_size)
+    if b is not None:
+        b = _as_bias(b, geom.y_shape[1], dtype)
+    y = np.zeros(geom.y_shape, dtype=dtype)
+    if not geom.conv.empty:
+        algorithm = _choose_algorithm(algorithm, geom.conv)
+        _conv_input_grad_into(x, w, y, geom.conv, algorithm, _config.effective_n_threads())
+    if b is not None:
+        y += b[None, :, None, None]
+    return y
+
+
+def conv_transpose2d_backward(gy, x, w, stride=1, padding=0, output_padding=0, dilation=1,
+                              groups=1, *, output_size=None, needs_input_grad=True,
+                              algorithm="auto"):
+    """Gradients of conv_transpose2d with respect to x, w and b.
+
+    Parameters
+    ----------
+    gy : array_like, shape (N, K, OH, OW)
+        Gradient of the loss with respect to conv_transpose2d's output.
+    x, w, stride, padding, output_padding, dilation, groups, output_size
+        As given to :func:`conv_transpose2d`.
+    needs_input_grad : bool
+        False skips the input gradient.
+
+    Returns
+    -------
+    gx : ndarray, shape (N, C, H, W) or None
+        conv2d of gy with w (the forward convolution).
+    gw : ndarray, shape (C, K / groups, KH, KW)
+        conv2d's weight gradient with the roles of x and gy exchanged.
+    gb : ndarray, shape (K,)
+        gy summed over N, OH, OW.
+    """
+    dtype, x, w, (gy,) = _as_operands(x, w, [("gy", gy)], w_layout="(C, K/groups, KH, KW)")
+    geom = _TransposeGeometry(x.shape, w.shape, stride, padding, output_padding, dilation,
+                              groups, output_size)
+    check_ndim(gy, "gy", 4, "(N, K, OH, OW)")
+    if gy.shape != geom.y_shape:
+        raise ValueError(
+            f"gy must have the shape of conv_transpose2d's output {geom.y_shape}, got {gy.shape}"
+        )
+    n_threads = _config.effective_n_threads()
+    gx = np.zeros(x.shape, dtype=dtype) if needs_input_grad else None
+    gw = np.zeros(w.shape, dtype=dtype)
+    gb = np.zeros(geom.y_shape[1], dtype=dtype)
+    if gy.size:
+        _conv_direct.conv2d_bias_grad(gy, gb, n_threads)
+    if geom.conv.empty:
+        return gx, gw, gb
+    algorithm = _choose_algorithm(algorithm, geom.conv)
+    if gx is not None:
+        _conv_forward_into(gy, w, None, gx, geom.conv, algorithm, n_threads)
+    _conv_weight_grad_into(x, gy, gw, geom.conv, algorithm, n_threads)
+    return gx, gw, gb
+
+
+# --- pooling ---------------------------------------------------------------------
+
+
+def _as_input(x, name="x", ndim=4, layout="(N, C, H, W)"):
+    """One float operand as a C-contiguous float32/float64 array of ``ndim`` dims."""
+    x = as_array(x, name)
+    check_ndim(x, name, ndim, layout)
+    return as_contiguous(x, result_dtype(x))
+
+
+class _PoolGeometry:
+    """Window sizes of one pooling call, with PyTorch's rules for output size."""
+
+    def __init__(self, in_hw, kernel_size, stride, padding, dilation, ceil_mode):
+        self.kernel = as_pair(kernel_size, "kernel_size")
+        self.stride = self.kernel if stride is None else as_pair(stride, "stride")
+        self.padding = as_pair(padding, "padding", minimum=0)
+        self.dilation = as_pair(dilation, "dilation")
+        self.ceil_mode = bool(ceil_mode)
+        if min(in_hw) < 1:
+            raise ValueError(f"x must have non-empty planes, got height x width {in_hw}")
+        for k, p in zip(self.kernel, self.padding):
+            if p > k // 2:  # PyTorch's limit, which also keeps it within half the dilated kernel
+                raise ValueError(
+                    f"padding {self.padding} must be at most half of kernel_size "
+                    f"{self.kernel} per axis, i.e. at most {tuple(k2 // 2 for k2 in self.kernel)}"
+                )
+        self.out_hw = tuple(
+            self._out_size(size, k, s, p, d)
+            for size, k, s, p, d in zip(in_hw, self.kernel, self.stride, self.padding,
+                                        self.dilation)
+        )
+
+    def _out_size(self, size, k, s, p, d):
+        span = d * (k - 1) + 1
+        room = size + 2 * p - span
+        out = (room + (s - 1 if self.ceil_mode else 0)) // s + 1  # floor division, as PyTorch
+        if self.ceil_mode and out > 0 and (out - 1) * s >= size + p:
+            out -= 1  # the last window would start in the right padding: dropped
+        if out < 1:
+            raise ValueError(
+                f"kernel_size {self.kernel} (dilation {self.dilation}) spans {span}, larger than "
+                f"the padded input {size + 2 * p}: the output would be empty"
+            )
+        # With dilation a window can skip over every real pixel; refuse those sizes.
+        starts = np.arange(out) * s - p
+        first_tap = np.where(starts < 0, -(starts // d), 0)  # ceil(-start / d)
+        if np.any((first_tap >= k) | (starts + first_tap * d >= size)):
+            raise ValueError(
+                f"kernel_size {self.kernel}, dilation {self.dilation}, padding {self.padding} "
+                "give a window that covers only padding"
+            )
+        return out
+
+
+def _pool_output(x, geom):
+    n, c = x.shape[:2]
+    shape = (n, c, *geom.out_hw)
+    check_size(shape, "the output")
+    return shape
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    """2-D max pooling (as torch.nn.functional.max_pool2d).
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C, H, W)
+    kernel_size : int or (int, int)
+    stride : int or (int, int), optional
+        Default: kernel_size.
+    padding : int or (int, int)
+        Implicit -inf padding on both sides, at most kernel_size // 2.
+    dilation : int or (int, int)
+    ceil_mode : bool
+        Ceil instead of floor for the output size; a last window that would start in
+        the right padding is dropped.
+    return_indices : bool
+        Also return the argmax of every window.
+
+    Returns
+    -------
+    y : ndarray, shape (N, C, OH, OW)
+    idx : ndarray of int64, shape (N, C, OH, OW), only with ``return_indices``
+        Flat offset h * W + w of each window's maximum within its input plane; ties
+        keep the first in scan order, NaN wins.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> y, idx = fastconv.max_pool2d(np.arange(16.0).reshape(1, 1, 4, 4), 2, return_indices=True)
+    >>> y[0, 0], idx[0, 0]
+    (array([[ 5.,  7.],
+           [13., 15.]]), array([[ 5,  7],
+           [13, 15]]))
+    """
+    x = _as_input(x)
+    geom = _PoolGeometry(x.shape[2:], kernel_size, stride, padding, dilation, ceil_mode)
+    shape = _pool_output(x, geom)
+    y = np.empty(shape, dtype=x.dtype)
+    idx = np.empty(shape, dtype=np.int64)
+    if y.size:
+        _pool.max_pool2d_forward(x, y, idx, *geom.kernel, *geom.stride, *geom.padding,
+                                 *geom.dilation, _config.effective_n_threads())
+    return (y, idx) if return_indices else y
+
+
+def _as_indices(idx, name, shape, plane_size, what):
+    idx = as_array(idx, name)
+    if idx.dtype.kind not in "iu":
+        raise TypeError(f"{name} must be an integer array (int64 flat offsets), got {idx.dtype}")
+    if idx.shape != shape:
+        raise ValueError(f"{name} must have shape {shape} (the shape of {what}), got {idx.shape}")
+    if idx.size and (idx.min() < 0 or idx.max() >= plane_size):
+        raise ValueError(
+            f"{name} holds offsets outside the plane: each must lie in [0, {plane_size}), "
+            f"got values in [{idx.min()}, {idx.max()}]"
+        )
+    return as_contiguous(idx, np.int64)
+
+
+def _as_shape(input_shape, name, ndim=4):
+    if isinstance(input_shape, (str, bytes)) or not hasattr(input_shape, "__len__"):
+        raise TypeError(f"{name} must be a sequence of {ndim} ints, got {input_shape!r}")
+    if len(input_shape) != ndim:
+        raise ValueError(f"{name} must have {ndim} entries, got {tuple(input_shape)}")
+    return tuple(as_index(v, name, 0) for v in input_shape)
+
+
+def max_pool2d_backward(gy, idx, input_shape):
+    """Gradient of max_pool2d: each gy goes to the input position its window chose.
+
+    Parameters
+    ----------
+    gy : array_like, shape (N, C, OH, OW)
+    idx : array_like of int, shape (N, C, OH, OW)
+        The indices max_pool2d returned; each must lie in [0, H * W).
+    input_shape : (N, C, H, W)
+
+    Returns
+    -------
+    gx : ndarray, shape ``input_shape``
+    """
+    gy = _as_input(gy, "gy", layout="(N, C, OH, OW)")
+    n, c, h, w = _as_shape(input_shape, "input_shape")
+    if (n, c) != gy.shape[:2]:
+        raise ValueError(f"input_shape {input_shape} must start with gy's (N, C) {gy.shape[:2]}")
+    idx = _as_indices(idx, "idx", gy.shape, h * w, "gy")
+    gx = np.zeros((n, c, h, w), dtype=gy.dtype)
+    if gy.size:
+        _pool.max_pool2d_backward(gy, idx, gx, _config.effective_n_threads())
+    return gx
+
+
+def max_unpool2d(y, idx, kernel_size, stride=None, padding=0, output_size=None):
+    """Partial inverse of max_pool2d: y's values at their recorded positions, zeros elsewhere.
+
+    Parameters
+    ----------
+    y : array_like, shape (N, C, H, W)
+        Pooled values.
+    idx : array_like of int, shape (N, C, H, W)
+        Indices from max_pool2d; each must lie in [0, OH * OW).
+    kernel_size, stride, padding
+        As given to max_pool2d.
+    output_size : (OH, OW) or (N, C, OH, OW), optional
+        Default (H - 1) * stride - 2 * padding + kernel_size; must lie strictly
+        within one stride of it.
+
+    Returns
+    -------
+    x : ndarray, shape (N, C, OH, OW)
+    """
+    y = _as_input(y, "y")
+    kernel = as_pair(kernel_size, "kernel_size")
+    stride = kernel if stride is None else as_pair(stride, "stride")
+    pad = as_pair(padding, "padding", minimum=0)
+    default = tuple((s_in - 1) * s - 2 * p + k
+                    for s_in, s, p, k in zip(y.shape[2:], stride, pad, kernel))
+    if output_size is None:
+        out_hw = default
+    else:
+        if isinstance(output_size, (str, bytes)) or not hasattr(output_size, "__len__") or len(
+            output_size
+        ) not in (2, 4):
+            raise ValueError(f"output_size must be (OH, OW) or (N, C, OH, OW), got {output_size!r}")
+        out_hw = tuple(as_index(v, "output_size", 1) for v in tuple(output_size)[-2:])
+        for size, d, s in zip(out_hw, default, stride):
+            if not d - s < size < d + s:
+                raise ValueError(
+                    f"output_size {out_hw} must lie strictly between {tuple(a - b for a, b in zip(default, stride))} "
+                    f"and {tuple(a + b for a, b in zip(default, stride))}"
+                )
+    if min(out_hw) < 1:
+        raise ValueError(f"max_unpool2d output size {out_hw} must be positive")
+    shape = (*y.shape[:2], *out_hw)
+    check_size(shape, "the output")
+    idx = _as_indices(idx, "idx", y.shape, out_hw[0] * out_hw[1], "y")
+    out = np.zeros(shape, dtype=y.dtype)
+    if y.size:
+        _pool.max_unpool2d(y, idx, out, _config.effective_n_threads())
+    return out
+
+
+def _avg_args(geom, count_include_pad, divisor_override):
+    if divisor_override is not None:
+        divisor_override = as_index(divisor_override, "divisor_override", 1)
+    return (*geom.kernel, *geom.stride, *geom.padding, bool(count_include_pad),
+            divisor_override or 0)
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None):
+    """2-D average pooling (as torch.nn.functional.avg_pool2d).
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C, H, W)
+    kernel_size, stride, padding, ceil_mode
+        As in :func:`max_pool2d` (zero padding, at most half the kernel).
+    count_include_pad : bool
+        Divide by the window size including padding (but never the ceil-mode overhang
+        past the padding) instead of the number of real pixels.
+    divisor_override : int, optional
+        Divide every window by this instead.
+
+    Returns
+    -------
+    y : ndarray, shape (N, C, OH, OW)
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> fastconv.avg_pool2d(np.arange(16.0).reshape(1, 1, 4, 4), 2)[0, 0]
+    array([[ 2.5,  4.5],
+           [10.5, 12.5]])
+    """
+    x = _as_input(x)
+    geom = _PoolGeometry(x.shape[2:], kernel_size, stride, padding, 1, ceil_mode)
+    args = _avg_args(geom, count_include_pad, divisor_override)
+    y = np.empty(_pool_output(x, geom), dtype=x.dtype)
+    if y.size:
+        _pool.avg_pool2d_forward(x, y, *args, _config.effective_n_threads())
+    return y
+
+
+def avg_pool2d_backward(gy, input_shape, kernel_size, stride=None, padding=0, ceil_mode=False,
+                        count_include_pad=True, divisor_override=None):
+    """Gradient of avg_pool2d: each gy divided by its window's divisor, spread over the window.
+
+    Parameters
+    ----------
+    gy : array_like, shape (N, C, OH, OW)
+    input_shape : (N, C, H, W)
+    kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
+        As given to :func:`avg_pool2d`.
+
+    Returns
+    -------
+    gx : ndarray, shape ``input_shape``
+    """
+    gy = _as_input(gy, "gy", layout="(N, C, OH, OW)")
+    shape = _as_shape(input_shape, "input_shape")
+    geom = _PoolGeometry(shape[2:], kernel_size, stride, padding, 1, ceil_mode)
+    _check_pool_grad(gy, shape, geom)
+    args = _avg_args(geom, count_include_pad, divisor_override)
+    gx = np.zeros(shape, dtype=gy.dtype)
+    if gy.size:
+        _pool.avg_pool2d_backward(gy, gx, *args, _config.effective_n_threads())
+    return gx
+
+
+def _check_pool_grad(gy, input_shape, geom):
+    expected = (*input_shape[:2], *geom.out_hw)
+    if gy.shape != expected:
+        raise ValueError(f"gy must have the shape of the pooling output {expected}, got {gy.shape}")
+
+
+def _lp_norm(p):
+    if isinstance(p, (bool, np.bool_)) or not isinstance(p, (int, float, np.integer, np.floating)):
+        raise TypeError(f"p must be a real number, got {type(p).__name__} {p!r}")
+    p = float(p)
+    if not (p > 0 and np.isfinite(p)):
+        raise ValueError(f"p must be a finite number > 0, got {p}")
+    return p
+
+
+def lp_pool2d(x, p, kernel_size, stride=None, ceil_mode=False):
+    """2-D power-average (p-norm) pooling: (sum over the window of |x|^p)^(1/p).
+
+    Matches torch.nn.functional.lp_pool2d wherever that is a p-norm (even p, or
+    inputs >= 0), including its ceil-mode rule: a window that overhangs the input
+    is scaled by window size / pixels inside. For odd p with negative inputs this
+    uses |x|^p (the p-norm) where PyTorch uses x^p.
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C, H, W)
+    p : float > 0
+    kernel_size, stride, ceil_mode
+        As in :func:`avg_pool2d` (no padding).
+
+    Returns
+    -------
+    y : ndarray, shape (N, C, OH, OW)
+    """
+    x = _as_input(x)
+    p = _lp_norm(p)
+    geom = _PoolGeometry(x.shape[2:], kernel_size, stride, 0, 1, ceil_mode)
+    y = np.empty(_pool_output(x, geom), dtype=x.dtype)
+    if y.size:
+        _pool.lp_pool2d_forward(x, y, p, *geom.kernel, *geom.stride,
+                                _config.effective_n_threads())
+    return y
+
+
+def lp_pool2d_backward(gy, x, y, p, kernel_size, stride=None, ceil_mode=False):
+    """Gradient of lp_pool2d: gy * y^(1-p) * |x|^(p-1) * sign(x) (times the overhang scale).
+
+    Windows whose output is 0 get a zero gradient (a subgradient).
+
+    Parameters
+    ----------
+    gy : array_like, shape (N, C, OH, OW)
+    x : array_like, shape (N, C, H, W)
+        lp_pool2d's input.
+    y : array_like, shape (N, C, OH, OW)
+        lp_pool2d's output.
+    p, kernel_size, stride, ceil_mode
+        As given to :func:`lp_pool2d`.
+
+    Returns
+    -------
+    gx : ndarray, shape (N, C, H, W)
+    """
+    gy = as_array(gy, "gy")
+    x = as_array(x, "x")
+    y = as_array(y, "y")
+    dtype = result_dtype(gy, x, y)
+    check_ndim(x, "x", 4, "(N, C, H, W)")
+    p = _lp_norm(p)
+    geom = _PoolGeometry(x.shape[2:], kernel_size, stride, 0, 1, ceil_mode)
+    check_ndim(gy, "gy", 4, "(N, C, OH, OW)")
+    _check_pool_grad(gy, x.shape, geom)
+    if y.shape != gy.shape:
+        raise ValueError(f"y must have the shape of gy {gy.shape}, got {y.shape}")
+    gy, x, y = (as_contiguous(a, dtype) for a in (gy, x, y))
+    gx = np.zeros(x.shape, dtype=dtype)
+    if gy.size:
+        _pool.lp_pool2d_backward(gy, x, y, gx, p, *geom.kernel, *geom.stride,
+                                 _config.effective_n_threads())
+    return gx
+
+
+def _adaptive_size(output_size, in_hw):
+    if isinstance(output_size, (tuple, list)):
+        if len(output_size) != 2:
+            raise ValueError(f"output_size must be an int or (OH, OW), got {output_size!r}")
+        sizes = [in_hw[i] if v is None else as_index(v, "output_size", 1)
+                 for i, v in enumerate(output_size)]
+        return tuple(sizes)
+    size = as_index(output_size, "output_size", 1)
+    return (size, size)
+
+
+def adaptive_avg_pool2d(x, output_size):
+    """Average pooling to a fixed output size (as torch.nn.functional.adaptive_avg_pool2d).
+
+    Window i along an axis of size H covers [floor(i * H / OH), ceil((i + 1) * H / OH)).
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C, H, W)
+    output_size : int or (int or None, int or None)
+        None keeps that axis's input size.
+
+    Returns
+    -------
+    y : ndarray, shape (N, C, OH, OW)
+    """
+    x = _as_input(x)
+    if min(x.shape[2:]) < 1:
+        raise ValueError(f"x must have non-empty planes, got shape {x.shape}")
+    out_hw = _adaptive_size(output_size, x.shape[2:])
+    shape = (*x.shape[:2], *out_hw)
+    check_size(shape, "the output")
+    y = np.empty(shape, dtype=x.dtype)
+    if y.size:
+        _pool.adaptive_avg_pool2d_forward(x, y, _config.effective_n_threads())
+    return y
+
+
+def adaptive_avg_pool2d_backward(gy, input_shape):
+    """Gradient of adaptive_avg_pool2d (gy's spatial size is the output size).
+
+    Parameters
+    ----------
+    gy : array_like, shape (N, C, OH, OW)
+    input_shape : (N, C, H, W)
+
+    Returns
+    -------
+    gx : ndarray, shape ``input_shape``
+    """
+    gy = _as_input(gy, "gy", layout="(N, C, OH, OW)")
+    shape = _as_shape(input_shape, "input_shape")
+    if shape[:2] != gy.shape[:2] or min(shape[2:]) < 1 or min(gy.shape[2:]) < 1:
+        raise ValueError(
+            f"input_shape {shape} must start with gy's (N, C) {gy.shape[:2]} and both must "
+            "have non-empty planes"
+        )
+    gx = np.zeros(shape, dtype=gy.dtype)
+    if gy.size:
+        _pool.adaptive_avg_pool2d_backward(gy, gx, _config.effective_n_threads())
+    return gx
+
+
+def global_avg_pool2d(x):
+    """Mean over each plane: (N, C, H, W) -> (N, C, 1, 1)."""
+    return adaptive_avg_pool2d(x, 1)
+
+
+def global_avg_pool2d_backward(gy, input_shape):
+    """Gradient of global_avg_pool2d: gy / (H * W) over each plane."""
+    return adaptive_avg_pool2d_backward(gy, input_shape)
+
+
+# --- 1-D operations: the 2-D ones on (N, C, 1, L) ----------------------------------
+
+
+def _to_2d(x, name):
+    x = as_array(x, name)
+    check_ndim(x, name, 3, "(N, C, L)")
+    return x[:, :, None, :]
+
+
+def _pad_1d(padding):
+    """1-D padding (int, (left, right) or a word) as 2-D padding with none on H."""
+    if isinstance(padding, str):
+        return padding
+    if isinstance(padding, (tuple, list)):
+        if len(padding) != 2:
+            raise ValueError(f"padding must be an int, (left, right) or a word, got {padding!r}")
+        return ((0, 0), (as_index(padding[0], "padding", 0), as_index(padding[1], "padding", 0)))
+    p = as_index(padding, "padding", 0)
+    return ((0, 0), (p, p))
+
+
+def _int_1d(value, name, minimum=1, fill=1):
+    """A 1-D int parameter as its 2-D pair: ``fill`` on the H axis."""
+    return (fill, as_index(value, name, minimum))
+
+
+def conv1d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, *, algorithm="auto",
+           flip=False):
+    """1-D convolution: x (N, C, L), w (K, C/groups, KL) -> (N, K, OL). See :func:`conv2d`.
+
+    ``padding`` is an int, (left, right), or "valid" / "same" / "full".
+    """
+    y = conv2d(_to_2d(x, "x"), _to_2d(w, "w"), b, _int_1d(stride, "stride"), _pad_1d(padding),
+               _int_1d(dilation, "dilation"), groups, algorithm=algorithm, flip=flip)
+    return y[:, :, 0, :]
+
+
+def conv1d_backward(gy, x, w, stride=1, padding=0, dilation=1, groups=1, *, flip=False,
+                    needs_input_grad=True, algorithm="auto"):
+    """Gradients (gx, gw, gb) of :func:`conv1d`; shapes as x, w and (K,)."""
+    gx, gw, gb = conv2d_backward(
+        _to_2d(gy, "gy"), _to_2d(x, "x"), _to_2d(w, "w"), _int_1d(stride, "stride"),
+        _pad_1d(padding), _int_1d(dilation, "dilation"), groups, flip=flip,
+        needs_input_grad=needs_input_grad, algorithm=algorithm,
+    )
+    return (None if gx is None else gx[:, :, 0, :]), gw[:, :, 0, :], gb
+
+
+def _out_size_1d(output_size):
+    """1-D output_size (L, (L,) or (N, K, L)) as the 2-D (1, L)."""
+    if output_size is None:
+        return None
+    if isinstance(output_size, (tuple, list)):
+        if not output_size:
+            raise ValueError("output_size must be L, (L,) or (N, K, L), got ()")
+        output_size = output_size[-1]
+    return (1, output_size)
+
+
+def conv_transpose1d(x, w, b=None, stride=1, padding=0, output_padding=0, dilation=1, groups=1,
+                     *, output_size=None, algorithm="auto"):
+    """1-D transposed convolution: x (N, C, L), w (C, K/groups, KL). See :func:`conv_transpose2d`."""
+    y = conv_transpose2d(
+        _to_2d(x, "x"), _to_2d(w, "w"), b, _int_1d(stride, "stride"), _pad_1d(padding),
+        _int_1d(output_padding, "output_padding", 0, fill=0), _int_1d(dilation, "dilation"), groups,
+        output_size=_out_size_1d(output_size), algorithm=algorithm,
+    )
+    return y[:, :, 0, :]
+
+
+def conv_transpose1d_backward(gy, x, w, stride=1, padding=0, output_padding=0, dilation=1,
+                              groups=1, *, output_size=None, needs_input_grad=True,
+                              algorithm="auto"):
+    """Gradients (gx, gw, gb) of :func:`conv_transpose1d`."""
+    gx, gw, gb = conv_transpose2d_backward(
+        _to_2d(gy, "gy"), _to_2d(x, "x"), _to_2d(w, "w"), _int_1d(stride, "stride"),
+        _pad_1d(padding), _int_1d(output_padding, "output_padding", 0, fill=0),
+        _int_1d(dilation, "dilation"), groups, output_size=_out_size_1d(output_size),
+        needs_input_grad=needs_input_grad, algorithm=algorithm,
+    )
+    return (None if gx is None else gx[:, :, 0, :]), gw[:, :, 0, :], gb
+
+
+def max_pool1d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    """1-D max pooling on (N, C, L); indices are positions in L. See :func:`max_pool2d`."""
+    out = max_pool2d(
+        _to_2d(x, "x"), _int_1d(kernel_size, "kernel_size"),
+        None if stride is None else _int_1d(stride, "stride"), _int_1d(padding, "padding", 0, fill=0),
+        _int_1d(dilation, "dilation"), ceil_mode, return_indices,
+    )
+    if return_indices:
+        return out[0][:, :, 0, :], out[1][:, :, 0, :]
+    return out[:, :, 0, :]
+
+
+def max_pool1d_backward(gy, idx, input_shape):
+    """Gradient of :func:`max_pool1d`; ``input_shape`` is (N, C, L)."""
+    n, c, length = _as_shape(input_shape, "input_shape", ndim=3)
+    gx = max_pool2d_backward(_to_2d(gy, "gy"), _to_2d(idx, "idx"), (n, c, 1, length))
+    return gx[:, :, 0, :]
+
+
+def avg_pool1d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
+    """1-D average pooling on (N, C, L). See :func:`avg_pool2d`."""
+    y = avg_pool2d(
+        _to_2d(x, "x"), _int_1d(kernel_size, "kernel_size"),
+        None if stride is None else _int_1d(stride, "stride"), _int_1d(padding, "padding", 0, fill=0),
+        ceil_mode, count_include_pad,
+    )
+    return y[:, :, 0, :]
+
+
+def avg_pool1d_backward(gy, input_shape, kernel_size, stride=None, padding=0, ceil_mode=False,
+                        count_include_pad=True):
+    """Gradient of :func:`avg_pool1d`; ``input_shape`` is (N, C, L)."""
+    n, c, length = _as_shape(input_shape, "input_shape", ndim=3)
+    gx = avg_pool2d_backward(
+        _to_2d(gy, "gy"), (n, c, 1, length), _int_1d(kernel_size, "kernel_size"),
+        None if stride is None else _int_1d(stride, "stride"), _int_1d(padding, "padding", 0, fill=0),
+        ceil_mode, count_include_pad,
+    )
+    return gx[:, :, 0, :]
