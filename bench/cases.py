@@ -154,8 +154,111 @@ CONV2D_CASES: list[Conv2dCase] = [
     Conv2dCase("7x7s2-3-224", (8, 3, 224, 224), 64, 7, stride=2, padding=3),
 ]
 
+# ---------------------------------------------------------------------------------------
+# conv_transpose2d
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConvTranspose2dCase:
+    """One conv_transpose2d shape: ``x`` is (N, C, H, W), ``w`` is (C, K/groups, KH, KW).
+
+    Work: every input pixel meets every (K/groups) x KH x KW tap once, so the forward is
+    ``2 * N * C * H * W * (K / groups) * KH * KW`` flops; forward + backward is 3x that.
+    """
+
+    name: str
+    x_shape: tuple[int, int, int, int]
+    out_channels: int
+    kernel: IntPair
+    stride: IntPair = 1
+    padding: IntPair = 0
+    output_padding: IntPair = 0
+    groups: int = 1
+    bias: bool = True
+
+    kind = "conv_transpose2d"
+
+    @property
+    def w_shape(self) -> tuple[int, int, int, int]:
+        kh, kw = pair(self.kernel)
+        return (self.x_shape[1], self.out_channels // self.groups, kh, kw)
+
+    @property
+    def y_shape(self) -> tuple[int, int, int, int]:
+        n, _, h, w = self.x_shape
+        sizes = [
+            (size - 1) * s - 2 * p + (k - 1) + op + 1
+            for size, s, p, k, op in zip(
+                (h, w), pair(self.stride), pair(self.padding), pair(self.kernel),
+                pair(self.output_padding),
+            )
+        ]
+        return (n, self.out_channels, *sizes)
+
+    def describe(self) -> str:
+        kh, kw = pair(self.kernel)
+        text = f"{'x'.join(map(str, self.x_shape))} ->{self.out_channels} {kh}x{kw}"
+        text += f" s{self.stride}" if self.stride != 1 else ""
+        text += f" p{self.padding}" if self.padding != 0 else ""
+        text += f" op{self.output_padding}" if self.output_padding != 0 else ""
+        return text
+
+
+CONV_TRANSPOSE2D_CASES: list[ConvTranspose2dCase] = [
+    ConvTranspose2dCase("convT-4x4s2-128-16", (8, 128, 16, 16), 64, 4, stride=2, padding=1),
+    ConvTranspose2dCase("convT-2x2s2-64-28", (8, 64, 28, 28), 32, 2, stride=2),
+    ConvTranspose2dCase("convT-3x3s2-32-15", (8, 32, 15, 15), 16, 3, stride=2, padding=1,
+                        output_padding=1),
+]
+
+
+# ---------------------------------------------------------------------------------------
+# pooling
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pool2dCase:
+    """One pooling shape; ``op`` is "max" or "avg".
+
+    Work is memory traffic (GB/s): the forward reads x and writes y; forward + backward
+    also reads gy and writes gx, and max pooling writes and reads its int64 indices.
+    """
+
+    name: str
+    op: str
+    x_shape: tuple[int, int, int, int]
+    kernel: IntPair
+    stride: IntPair = None
+    padding: IntPair = 0
+
+    kind = "pool2d"
+
+    @property
+    def y_shape(self) -> tuple[int, int, int, int]:
+        n, c, h, w = self.x_shape
+        stride = pair(self.kernel if self.stride is None else self.stride)
+        sizes = [out_size(size, k, s, 2 * p, 1)
+                 for size, k, s, p in zip((h, w), pair(self.kernel), stride, pair(self.padding))]
+        return (n, c, *sizes)
+
+    def describe(self) -> str:
+        kh, kw = pair(self.kernel)
+        text = f"{self.op} {'x'.join(map(str, self.x_shape))} {kh}x{kw}"
+        text += f" s{self.stride}" if self.stride is not None else ""
+        text += f" p{self.padding}" if self.padding != 0 else ""
+        return text
+
+
+POOL2D_CASES: list[Pool2dCase] = [
+    Pool2dCase("maxpool-2x2s2-64-56", "max", (32, 64, 56, 56), 2, stride=2),
+    Pool2dCase("maxpool-3x3s2p1-64-112", "max", (32, 64, 112, 112), 3, stride=2, padding=1),
+    Pool2dCase("avgpool-2x2s2-64-56", "avg", (32, 64, 56, 56), 2, stride=2),
+]
+
 #: Every case of every op kind, in table order.  Later op kinds append their lists here.
-ALL_CASES: list = [*CONV2D_CASES]
+ALL_CASES: list = [*CONV2D_CASES, *CONV_TRANSPOSE2D_CASES, *POOL2D_CASES]
 
 
 def flops(case, backward: bool = False) -> float:
@@ -163,12 +266,29 @@ def flops(case, backward: bool = False) -> float:
 
     ``backward=False``: forward only; ``backward=True``: forward + backward (3x forward).
     """
-    if case.kind != "conv2d":
+    if case.kind == "conv2d":
+        n, k, oh, ow = case.y_shape
+        _, c_per_group, kh, kw = case.w_shape
+        forward = 2.0 * n * k * oh * ow * c_per_group * kh * kw
+    elif case.kind == "conv_transpose2d":
+        n, c, h, w = case.x_shape
+        _, k_per_group, kh, kw = case.w_shape
+        forward = 2.0 * n * c * h * w * k_per_group * kh * kw
+    else:
         raise NotImplementedError(f"flops() has no rule for {case.kind!r} cases")
-    n, k, oh, ow = case.y_shape
-    _, c_per_group, kh, kw = case.w_shape
-    forward = 2.0 * n * k * oh * ow * c_per_group * kh * kw
     return 3.0 * forward if backward else forward
+
+
+def traffic_bytes(case, itemsize: int, backward: bool = False) -> float:
+    """Bytes a pooling call must move at least (see Pool2dCase)."""
+    x_elems = math.prod(case.x_shape)
+    y_elems = math.prod(case.y_shape)
+    total = (x_elems + y_elems) * itemsize
+    if backward:
+        total += (x_elems + y_elems) * itemsize  # read gy, write gx
+        if case.op == "max":
+            total += 2 * y_elems * 8  # int64 indices written, then read
+    return float(total)
 
 
 def select(cases, patterns: str | None):

@@ -45,7 +45,7 @@ _prefer_checkout()
 
 import fastconv  # noqa: E402
 
-from cases import flops  # noqa: E402
+from cases import flops, traffic_bytes  # noqa: E402
 
 try:
     import torch
@@ -217,9 +217,126 @@ class Conv2dWorkload(Workload):
         return y, [leaf.grad for leaf in leaves]
 
 
+class ConvTranspose2dWorkload(Workload):
+    """``conv_transpose2d`` forward, and forward followed by its backward (with grad input)."""
+
+    modes = (
+        ("fwd", "fastconv_fwd", "torch_fwd"),
+        ("fwd+bwd", "fastconv_fwdbwd", "torch_fwdbwd"),
+    )
+
+    def __init__(self, case, dtype: str = "float32", algorithm: str = "auto"):
+        super().__init__(case, dtype, algorithm)
+        c = case
+        self.params = dict(stride=c.stride, padding=c.padding, output_padding=c.output_padding,
+                           groups=c.groups)
+
+    def make_inputs(self, rng):
+        c = self.case
+        return {
+            "x": self._random(rng, c.x_shape),
+            "w": self._random(rng, c.w_shape),
+            "b": self._random(rng, (c.out_channels,)) if c.bias else None,
+            "gy": self._random(rng, c.y_shape),
+        }
+
+    def work(self, mode):
+        return flops(self.case, backward=(mode == "fwd+bwd"))
+
+    def fastconv_fwd(self, inp):
+        return fastconv.conv_transpose2d(inp["x"], inp["w"], inp["b"], **self.params,
+                                         algorithm=self.algorithm)
+
+    def fastconv_fwdbwd(self, inp):
+        y = self.fastconv_fwd(inp)
+        grads = fastconv.conv_transpose2d_backward(inp["gy"], inp["x"], inp["w"], **self.params,
+                                                   algorithm=self.algorithm)
+        return y, grads
+
+    def torch_inputs(self, inp):
+        t = {k: (None if v is None else torch.from_numpy(v)) for k, v in inp.items()}
+        t["x_req"] = t["x"].detach().requires_grad_()
+        t["w_req"] = t["w"].detach().requires_grad_()
+        t["b_req"] = None if t["b"] is None else t["b"].detach().requires_grad_()
+        return t
+
+    def _torch_op(self, x, w, b):
+        c = self.case
+        return F.conv_transpose2d(x, w, b, stride=c.stride, padding=c.padding,
+                                  output_padding=c.output_padding, groups=c.groups)
+
+    def torch_fwd(self, t):
+        with torch.no_grad():
+            return self._torch_op(t["x"], t["w"], t["b"])
+
+    def torch_fwdbwd(self, t):
+        leaves = [v for v in (t["x_req"], t["w_req"], t["b_req"]) if v is not None]
+        for leaf in leaves:
+            leaf.grad = None
+        y = self._torch_op(t["x_req"], t["w_req"], t["b_req"])
+        y.backward(t["gy"])
+        return y, [leaf.grad for leaf in leaves]
+
+
+class Pool2dWorkload(Workload):
+    """Max or average pooling forward, and forward followed by its backward."""
+
+    modes = (
+        ("fwd", "fastconv_fwd", "torch_fwd"),
+        ("fwd+bwd", "fastconv_fwdbwd", "torch_fwdbwd"),
+    )
+    unit = "GB/s"
+
+    def __init__(self, case, dtype: str = "float32", algorithm: str = "auto"):
+        super().__init__(case, dtype, algorithm)  # pooling has one algorithm
+        self.params = dict(kernel_size=case.kernel, stride=case.stride, padding=case.padding)
+
+    def make_inputs(self, rng):
+        return {"x": self._random(rng, self.case.x_shape),
+                "gy": self._random(rng, self.case.y_shape)}
+
+    def work(self, mode):
+        return traffic_bytes(self.case, self.dtype.itemsize, backward=(mode == "fwd+bwd"))
+
+    def fastconv_fwd(self, inp):
+        if self.case.op == "max":
+            return fastconv.max_pool2d(inp["x"], **self.params)
+        return fastconv.avg_pool2d(inp["x"], **self.params)
+
+    def fastconv_fwdbwd(self, inp):
+        x = inp["x"]
+        if self.case.op == "max":
+            y, idx = fastconv.max_pool2d(x, **self.params, return_indices=True)
+            return y, fastconv.max_pool2d_backward(inp["gy"], idx, x.shape)
+        y = fastconv.avg_pool2d(x, **self.params)
+        return y, fastconv.avg_pool2d_backward(inp["gy"], x.shape, **self.params)
+
+    def torch_inputs(self, inp):
+        t = {k: torch.from_numpy(v) for k, v in inp.items()}
+        t["x_req"] = t["x"].detach().requires_grad_()
+        return t
+
+    def _torch_op(self, x):
+        if self.case.op == "max":
+            return F.max_pool2d(x, **self.params)
+        return F.avg_pool2d(x, **self.params)
+
+    def torch_fwd(self, t):
+        with torch.no_grad():
+            return self._torch_op(t["x"])
+
+    def torch_fwdbwd(self, t):
+        t["x_req"].grad = None
+        y = self._torch_op(t["x_req"])
+        y.backward(t["gy"])
+        return y, t["x_req"].grad
+
+
 #: op kind -> workload class
 WORKLOADS: dict[str, type[Workload]] = {
     "conv2d": Conv2dWorkload,
+    "conv_transpose2d": ConvTranspose2dWorkload,
+    "pool2d": Pool2dWorkload,
 }
 
 
