@@ -4,6 +4,7 @@ Typed Cython kernels with OpenMP, released from the GIL; PyTorch semantics on
 NCHW float32/float64 arrays. See ``fastconv.functional`` for the operations.
 """
 
+import os
 import platform
 import sys
 
@@ -67,8 +68,11 @@ def show_config(file=None):
     if not blas:
         lines.append("  BLAS:          none found by threadpoolctl")
     for lib in blas:
+        # The kernels call scipy.linalg.cython_blas; mark scipy's own copy when it has one.
+        folders = os.path.dirname(str(lib.get("filepath", ""))).lower().split(os.sep)
+        role = "kernels' GEMM" if any(f.startswith("scipy") for f in folders) else "loaded"
         lines.append(
-            f"  BLAS:          {lib.get('internal_api')} {lib.get('version')} "
+            f"  BLAS ({role}): {lib.get('internal_api')} {lib.get('version')} "
             f"({lib.get('threading_layer', '?')} threading, {lib.get('num_threads')} threads, "
             f"arch {lib.get('architecture', '?')}) {lib.get('filepath')}"
         )
