@@ -1,0 +1,418 @@
+"""fastconv-train: train LeNet-5 on MNIST or Fashion-MNIST with fastconv.
+
+Usage (also ``python -m fastconv.train``)::
+
+    fastconv-train --dataset fashion-mnist --epochs 5
+
+Prints a progress bar per epoch (on a terminal) and one line per epoch::
+
+    Epoch 3: train loss 0.3012 acc 89.10% | test loss 0.3120 acc 88.70% (8870/10000) | 12.3 s, 4870 img/s
+
+"s" and "img/s" are the epoch's training time and throughput (the test pass is not
+counted). ``--checkpoint PATH`` writes the whole run state (model, optimiser, epoch,
+position in the epoch, shuffling RNG state, history) atomically after every epoch and
+on Ctrl-C; ``--resume PATH`` continues from it and gives the same results as an
+uninterrupted run. Same seed and thread count: identical results run to run.
+"""
+
+import argparse
+import json
+import math
+import os
+import signal
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+import fastconv
+from fastconv import data, nn, optim
+from fastconv.models import LeNet5
+
+__all__ = ["main", "train", "test", "build_parser"]
+
+#: Per-dataset pixel mean and standard deviation of the training images (in [0, 1]).
+NORMALISATION = {"mnist": (0.1307, 0.3081), "fashion-mnist": (0.2860, 0.3530)}
+CHECKPOINT_FORMAT = 1
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="fastconv-train",
+        description="Train LeNet-5 on MNIST-format data with fastconv.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--dataset", choices=["mnist", "fashion-mnist"], default="mnist")
+    parser.add_argument("--data-dir", default=None,
+                        help="folder with the four IDX files (else $FASTCONV_DATA, the cache, "
+                             "system folders, then a download)")
+    parser.add_argument("--model", choices=["modern", "classic"], default="modern")
+    parser.add_argument("--epochs", type=int, default=5, help="total epochs (a resumed run included)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--test-batch-size", type=int, default=1000)
+    parser.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="learning rate (default: 0.01 for sgd, 0.001 for adam)")
+    parser.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="kernel threads (default: fastconv's, see fastconv.show_config())")
+    parser.add_argument("--limit", type=int, default=None, help="use the first N training images")
+    parser.add_argument("--test-limit", type=int, default=None, help="use the first N test images")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="one training batch and one test batch, to check the setup")
+    parser.add_argument("--save", metavar="PATH", default=None,
+                        help="write the trained weights (.npz) at the end")
+    parser.add_argument("--checkpoint", metavar="PATH", default=None,
+                        help="write the run state after every epoch and on Ctrl-C")
+    parser.add_argument("--resume", metavar="PATH", default=None,
+                        help="continue the run saved in this checkpoint")
+    parser.add_argument("--log-json", metavar="PATH", default=None,
+                        help="append one JSON object per epoch to this file")
+    parser.add_argument("--plot", metavar="PATH", default=None,
+                        help="write a PNG of the loss and accuracy curves (needs matplotlib)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+# --- data -------------------------------------------------------------------------
+
+
+def prepare(images, dataset):
+    """uint8 (N, 28, 28) -> normalised float32 (N, 1, 28, 28)."""
+    mean, std = NORMALISATION[dataset]
+    x = images.astype(np.float32)[:, None, :, :] / np.float32(255)
+    return (x - np.float32(mean)) / np.float32(std)
+
+
+def load_split(args, split, limit):
+    images, labels = data.load_dataset(args.dataset, split, data_dir=args.data_dir)
+    if limit is not None:
+        images, labels = images[:limit], labels[:limit]
+    return prepare(images, args.dataset), labels.astype(np.int64)
+
+
+# --- training -----------------------------------------------------------------------
+
+
+class RunState:
+    """Everything a checkpoint holds besides model and optimiser: where the run is."""
+
+    def __init__(self, rng):
+        self.epoch = 1          # the epoch in progress (1-based)
+        self.batch = 0          # next batch of that epoch
+        self.epoch_rng_state = rng.bit_generator.state  # shuffling RNG at the epoch's start
+        self.sums = {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+        self.history = []
+
+    def as_meta(self):
+        return {"epoch": self.epoch, "batch": self.batch, "epoch_rng_state": self.epoch_rng_state,
+                "sums": self.sums, "history": self.history}
+
+    def load_meta(self, meta):
+        self.epoch, self.batch = int(meta["epoch"]), int(meta["batch"])
+        self.epoch_rng_state = meta["epoch_rng_state"]
+        self.sums = dict(meta["sums"])
+        self.history = list(meta["history"])
+
+
+class StopRequested:
+    """Ctrl-C sets a flag checked between batches; a second Ctrl-C interrupts at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        def handler(signum, frame):
+            self.requested = True
+            signal.signal(signal.SIGINT, self._previous)  # the next Ctrl-C is the default one
+
+        try:
+            self._previous = signal.signal(signal.SIGINT, handler)
+        except ValueError:  # not the main thread: no handler, Ctrl-C behaves as usual
+            self._previous = None
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
+def progress_bar(total, epoch, enabled):
+    if not enabled:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc=f"Epoch {epoch}", unit="batch", leave=False, disable=None)
+
+
+def train(model, loss_fn, opt, x, y, args, rng, state, stop, n_batches=None):
+    """Run (the rest of) one epoch; returns True when it completed, False when stopped."""
+    rng.bit_generator.state = state.epoch_rng_state
+    order = rng.permutation(len(x))
+    batch_size = args.batch_size
+    total = n_batches if n_batches is not None else math.ceil(len(x) / batch_size)
+    bar = progress_bar(total, state.epoch, not args.no_progress)
+    if bar is not None:
+        bar.update(state.batch)
+    model.train()
+    try:
+        while state.batch < total:
+            if stop.requested:
+                return False
+            start = time.perf_counter()
+            index = order[state.batch * batch_size:(state.batch + 1) * batch_size]
+            xb, yb = x[index], y[index]
+            logits = model(xb)
+            loss = loss_fn(logits, yb)
+            opt.zero_grad()
+            model.backward(loss_fn.backward())
+            opt.step()
+            state.sums["loss"] += loss * len(index)
+            state.sums["correct"] += int((logits.argmax(axis=1) == yb).sum())
+            state.sums["seen"] += len(index)
+            state.sums["seconds"] += time.perf_counter() - start
+            state.batch += 1
+            if bar is not None:
+                bar.set_postfix(loss=f"{state.sums['loss'] / state.sums['seen']:.4f}", refresh=False)
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    return True
+
+
+def test(model, loss_fn, x, y, batch_size, n_batches=None):
+    """Mean loss, number correct and number of test images, in eval mode."""
+    model.eval()
+    loss_sum, correct, seen = 0.0, 0, 0
+    stops = range(0, len(x), batch_size)
+    for start in stops[:n_batches] if n_batches is not None else stops:
+        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+        logits = model(xb)
+        loss_sum += loss_fn(logits, yb) * len(yb)
+        correct += int((logits.argmax(axis=1) == yb).sum())
+        seen += len(yb)
+    model.train()
+    return loss_sum / max(seen, 1), correct, seen
+
+
+# --- checkpoints --------------------------------------------------------------------
+
+
+def run_signature(args):
+    """What a checkpoint must share with the run that resumes it."""
+    return {"dataset": args.dataset, "model": args.model, "optimizer": args.optimizer,
+            "batch_size": args.batch_size, "limit": args.limit, "seed": args.seed}
+
+
+def save_checkpoint(path, model, opt, state, args):
+    """Write the run state to ``path`` atomically (a temp file, then a rename)."""
+    arrays = {f"model/{name}": value for name, value in model.state_dict().items()}
+    opt_state = opt.state_dict()
+    for i, entry in enumerate(opt_state["state"]):
+        for key, value in entry.items():
+            if isinstance(value, np.ndarray):
+                arrays[f"optim/{i}/{key}"] = value
+    scalars = [{k: v for k, v in entry.items() if not isinstance(v, np.ndarray)}
+               for entry in opt_state["state"]]
+    meta = {"format": CHECKPOINT_FORMAT, "run": run_signature(args), "lr": opt_state["lr"],
+            "optim_scalars": scalars, **state.as_meta()}
+    arrays["meta"] = np.array(json.dumps(meta))
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".fastconv-ckpt-", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_checkpoint(path, model, opt, state, args):
+    """Restore model, optimiser and run state; refuses a checkpoint of another run."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read checkpoint {path}: {exc}") from None
+    if "meta" not in arrays:
+        raise ValueError(f"{path} is not a fastconv-train checkpoint (no 'meta' entry)")
+    meta = json.loads(str(arrays.pop("meta")))
+    if meta.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: checkpoint format {meta.get('format')} is not supported")
+    mismatched = {k: (meta["run"].get(k), v) for k, v in run_signature(args).items()
+                  if meta["run"].get(k) != v}
+    if mismatched:
+        details = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in mismatched.items())
+        raise ValueError(f"checkpoint {path} belongs to a different run ({details})")
+    model_state = {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}
+    try:
+        model.load_state_dict(model_state)
+    except ValueError as exc:
+        raise ValueError(f"checkpoint {path} does not fit this model: {exc}") from None
+    entries = [dict(scalars) for scalars in meta["optim_scalars"]]
+    for key, value in arrays.items():
+        if key.startswith("optim/"):
+            _, i, name = key.split("/", 2)
+            entries[int(i)][name] = value
+    opt.load_state_dict({"lr": meta["lr"], "state": entries})
+    state.load_meta(meta)
+
+
+# --- reporting ----------------------------------------------------------------------
+
+
+def epoch_line(record):
+    return (
+        f"Epoch {record['epoch']}: train loss {record['train_loss']:.4f} "
+        f"acc {100 * record['train_acc']:.2f}% | test loss {record['test_loss']:.4f} "
+        f"acc {100 * record['test_acc']:.2f}% ({record['test_correct']}/{record['test_total']}) "
+        f"| {record['seconds']:.1f} s, {record['images_per_s']:.0f} img/s"
+    )
+
+
+def append_json(path, record):
+    keys = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "seconds", "images_per_s")
+    with open(path, "a") as f:
+        f.write(json.dumps({k: record[k] for k in keys}) + "\n")
+
+
+def plot_history(path, history):
+    """PNG of loss and accuracy per epoch (train and test)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise SystemExit("--plot needs matplotlib: pip install 'fastconv[plot]'") from None
+    epochs = [r["epoch"] for r in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_loss.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
+    ax_loss.plot(epochs, [r["test_loss"] for r in history], "s-", label="test")
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="Loss")
+    ax_acc.plot(epochs, [100 * r["train_acc"] for r in history], "o-", label="train")
+    ax_acc.plot(epochs, [100 * r["test_acc"] for r in history], "s-", label="test")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# --- main ---------------------------------------------------------------------------
+
+
+def check_args(parser, args):
+    for name in ("epochs", "batch_size", "test_batch_size", "threads", "limit", "test_limit"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if args.lr is None:
+        args.lr = 0.01 if args.optimizer == "sgd" else 0.001
+    if args.lr <= 0:
+        parser.error(f"--lr must be > 0, got {args.lr}")
+
+
+def make_optimizer(args, model):
+    if args.optimizer == "sgd":
+        return optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
+    return optim.Adam(model.parameters(), lr=args.lr)
+
+
+def main(argv=None):
+    """Run fastconv-train; returns the process exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_args(parser, args)
+    if args.threads is not None:
+        fastconv.set_num_threads(args.threads)
+    try:
+        x_train, y_train = load_split(args, "train", args.limit)
+        x_test, y_test = load_split(args, "test", args.test_limit)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"fastconv-train: {exc}", file=sys.stderr)
+        return 2
+
+    init_seed, shuffle_seed = np.random.SeedSequence(args.seed).spawn(2)
+    model = LeNet5(args.model, rng=np.random.default_rng(init_seed))
+    loss_fn = nn.CrossEntropyLoss()
+    opt = make_optimizer(args, model)
+    rng = np.random.default_rng(shuffle_seed)
+    state = RunState(rng)
+    if args.resume:
+        try:
+            load_checkpoint(args.resume, model, opt, state, args)
+        except (OSError, ValueError) as exc:
+            print(f"fastconv-train: {exc}", file=sys.stderr)
+            return 2
+        print(f"Resumed from {args.resume}: epoch {state.epoch}, batch {state.batch}")
+
+    print(f"fastconv {fastconv.__version__}: LeNet-5 ({args.model}) on {args.dataset}, "
+          f"{len(x_train)} train / {len(x_test)} test images, {args.optimizer} lr {args.lr}, "
+          f"batch {args.batch_size}, {fastconv.get_num_threads()} threads")
+    train_batches = 1 if args.dry_run else None
+    test_batches = 1 if args.dry_run else None
+    with StopRequested() as stop:
+        while state.epoch <= args.epochs:
+            finished = train(model, loss_fn, opt, x_train, y_train, args, rng, state, stop,
+                             train_batches)
+            if not finished:
+                if args.checkpoint:
+                    save_checkpoint(args.checkpoint, model, opt, state, args)
+                    print(f"Interrupted: run state saved to {args.checkpoint} "
+                          f"(epoch {state.epoch}, batch {state.batch}); continue with --resume")
+                else:
+                    print("Interrupted (no --checkpoint given: nothing saved)")
+                return 130
+            test_loss, correct, total = test(model, loss_fn, x_test, y_test,
+                                             args.test_batch_size, test_batches)
+            sums = state.sums
+            record = {
+                "epoch": state.epoch,
+                "train_loss": sums["loss"] / max(sums["seen"], 1),
+                "train_acc": sums["correct"] / max(sums["seen"], 1),
+                "test_loss": test_loss,
+                "test_acc": correct / max(total, 1),
+                "test_correct": correct,
+                "test_total": total,
+                "seconds": sums["seconds"],
+                "images_per_s": sums["seen"] / max(sums["seconds"], 1e-9),
+            }
+            print(epoch_line(record), flush=True)
+            state.history.append(record)
+            if args.log_json:
+                append_json(args.log_json, record)
+            # The next epoch starts from where the shuffling RNG is now.
+            state.epoch += 1
+            state.batch = 0
+            state.epoch_rng_state = rng.bit_generator.state
+            state.sums = {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+            if args.checkpoint:
+                save_checkpoint(args.checkpoint, model, opt, state, args)
+            if args.dry_run:
+                break
+    if args.save:
+        np.savez(args.save, **model.state_dict())
+        print(f"Saved weights to {args.save}")
+    if args.plot:
+        plot_history(args.plot, state.history)
+        print(f"Saved plot to {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

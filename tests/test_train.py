@@ -1,0 +1,262 @@
+"""fastconv-train end to end: accuracy on real data, exact resume, checkpoints, outputs.
+
+Most tests train on a small synthetic MNIST-format dataset written as IDX files into a
+temporary folder (each class a bright bar at its own place, plus noise), so they run
+anywhere. The accuracy test uses the real Fashion-MNIST files when they are installed.
+"""
+
+import gzip
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from fastconv import data, train
+
+FASHION_DIR = "/usr/share/datasets/fashion-mnist"
+
+
+def write_idx(path, array):
+    """Write a uint8 array as an IDX file (gzip-compressed when the name ends in .gz)."""
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(
+        f">{array.ndim}I", *array.shape
+    )
+    payload = header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "wb") as f:
+        f.write(payload)
+
+
+def synthetic_split(rng, n):
+    labels = rng.integers(0, 10, n).astype(np.uint8)
+    images = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
+    for k in range(10):  # class k: a bright horizontal bar at rows 2k+4 .. 2k+5
+        images[labels == k, 2 * k + 4:2 * k + 6, 4:24] = 220
+    return images, labels
+
+
+@pytest.fixture(scope="module")
+def synthetic_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("synthetic-mnist")
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 640), ("t10k", 200)):
+        images, labels = synthetic_split(rng, n)
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    return str(folder)
+
+
+def run(argv, capsys=None):
+    status = train.main(["--no-progress", "--threads", "2", *argv])
+    out = capsys.readouterr() if capsys is not None else None
+    return status, out
+
+
+def read_log(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def weights(path):
+    with np.load(path) as archive:
+        return {k: archive[k] for k in archive.files}
+
+
+BASE = ["--dataset", "mnist", "--batch-size", "32", "--lr", "0.05"]
+
+
+def test_epoch_line_and_json_log(synthetic_dir, tmp_path, capsys):
+    log = tmp_path / "log.jsonl"
+    status, out = run([*BASE, "--data-dir", synthetic_dir, "--epochs", "2",
+                       "--log-json", str(log)], capsys)
+    assert status == 0, out.err
+    lines = [line for line in out.out.splitlines() if line.startswith("Epoch ")]
+    assert len(lines) == 2
+    assert "train loss" in lines[0] and "test loss" in lines[0] and "img/s" in lines[0]
+    records = read_log(log)
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert set(records[0]) == {"epoch", "train_loss", "train_acc", "test_loss", "test_acc",
+                               "seconds", "images_per_s"}
+    # The bars are easy: two epochs learn them.
+    assert records[-1]["test_acc"] > 0.9
+
+
+def test_same_seed_same_results(synthetic_dir, tmp_path, capsys):
+    paths = []
+    for name in ("a", "b"):
+        save = tmp_path / f"{name}.npz"
+        status, _ = run([*BASE, "--data-dir", synthetic_dir, "--epochs", "1",
+                         "--save", str(save), "--log-json", str(tmp_path / f"{name}.jsonl")],
+                        capsys)
+        assert status == 0
+        paths.append(save)
+    first, second = weights(paths[0]), weights(paths[1])
+    assert first.keys() == second.keys()
+    for key in first:
+        np.testing.assert_array_equal(first[key], second[key])
+    strip = [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")}
+             for r in read_log(tmp_path / "a.jsonl") + read_log(tmp_path / "b.jsonl")]
+    assert strip[0] == strip[1]
+
+
+def metrics(path):
+    return [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")}
+            for r in read_log(path)]
+
+
+def test_resume_after_an_epoch_equals_uninterrupted(synthetic_dir, tmp_path, capsys):
+    full_log, full_save = tmp_path / "full.jsonl", tmp_path / "full.npz"
+    status, _ = run([*BASE, "--data-dir", synthetic_dir, "--epochs", "3",
+                     "--log-json", str(full_log), "--save", str(full_save)], capsys)
+    assert status == 0
+    ckpt, part_log, part_save = tmp_path / "run.ckpt", tmp_path / "part.jsonl", tmp_path / "part.npz"
+    status, _ = run([*BASE, "--data-dir", synthetic_dir, "--epochs", "1",
+                     "--checkpoint", str(ckpt), "--log-json", str(part_log)], capsys)
+    assert status == 0 and ckpt.exists()
+    status, out = run([*BASE, "--data-dir", synthetic_dir, "--epochs", "3", "--resume", str(ckpt),
+                       "--log-json", str(part_log), "--save", str(part_save)], capsys)
+    assert status == 0, out.err
+    assert "Resumed" in out.out
+    assert metrics(part_log) == metrics(full_log)
+    for key, value in weights(full_save).items():
+        np.testing.assert_array_equal(weights(part_save)[key], value)
+
+
+class StopAfter:
+    """A stop flag that turns on after ``batches`` checks, like Ctrl-C mid-epoch."""
+
+    def __init__(self, batches):
+        self.left = batches
+
+    @property
+    def requested(self):
+        self.left -= 1
+        return self.left < 0
+
+
+def test_resume_mid_epoch_equals_uninterrupted(synthetic_dir, tmp_path, monkeypatch, capsys):
+    full_log, full_save = tmp_path / "full.jsonl", tmp_path / "full.npz"
+    status, _ = run([*BASE, "--data-dir", synthetic_dir, "--epochs", "2",
+                     "--log-json", str(full_log), "--save", str(full_save)], capsys)
+    assert status == 0
+    ckpt = tmp_path / "run.ckpt"
+    part_log, part_save = tmp_path / "part.jsonl", tmp_path / "part.npz"
+
+    class InterruptedOnce(train.StopRequested):
+        def __enter__(self):
+            super().__enter__()
+            return StopAfter(27)  # stops in the second epoch (20 batches per epoch)
+
+    monkeypatch.setattr(train, "StopRequested", InterruptedOnce)
+    status, out = run([*BASE, "--data-dir", synthetic_dir, "--epochs", "2",
+                       "--checkpoint", str(ckpt), "--log-json", str(part_log)], capsys)
+    assert status == 130
+    assert "epoch 2, batch 7" in out.out
+    monkeypatch.undo()
+    status, _ = run([*BASE, "--data-dir", synthetic_dir, "--epochs", "2", "--resume", str(ckpt),
+                     "--log-json", str(part_log), "--save", str(part_save)], capsys)
+    assert status == 0
+    assert metrics(part_log) == metrics(full_log)
+    for key, value in weights(full_save).items():
+        np.testing.assert_array_equal(weights(part_save)[key], value)
+
+
+def test_ctrl_c_writes_a_checkpoint(synthetic_dir, tmp_path):
+    """A real SIGINT: the run stops between batches, saves, and exits with 130."""
+    ckpt = tmp_path / "run.ckpt"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fastconv.train", *BASE, "--data-dir", synthetic_dir,
+         "--epochs", "500", "--no-progress", "--checkpoint", str(ckpt), "--threads", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=str(tmp_path),
+    )
+    try:
+        for line in proc.stdout:  # wait until training has started
+            if line.startswith("Epoch 1:"):
+                break
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "run state saved" in out
+    meta = json.loads(str(np.load(ckpt, allow_pickle=False)["meta"]))
+    assert meta["epoch"] >= 2
+
+
+def test_resume_refuses_another_model(synthetic_dir, tmp_path, capsys):
+    ckpt = tmp_path / "run.ckpt"
+    status, _ = run([*BASE, "--data-dir", synthetic_dir, "--epochs", "1",
+                     "--checkpoint", str(ckpt)], capsys)
+    assert status == 0
+    status, out = run([*BASE, "--data-dir", synthetic_dir, "--epochs", "2", "--model", "classic",
+                       "--resume", str(ckpt)], capsys)
+    assert status == 2
+    assert "different run" in out.err and "model" in out.err
+
+
+def test_resume_refuses_a_file_that_is_not_a_checkpoint(synthetic_dir, tmp_path, capsys):
+    bogus = tmp_path / "bogus.ckpt"
+    bogus.write_bytes(b"not a checkpoint")
+    status, out = run([*BASE, "--data-dir", synthetic_dir, "--resume", str(bogus)], capsys)
+    assert status == 2
+    assert "bogus.ckpt" in out.err
+
+
+def test_dry_run_and_classic_model(synthetic_dir, capsys):
+    status, out = run([*BASE, "--data-dir", synthetic_dir, "--model", "classic", "--dry-run"],
+                      capsys)
+    assert status == 0, out.err
+    assert out.out.count("Epoch 1:") == 1
+
+
+def test_plot_writes_a_png(synthetic_dir, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "curves.png"
+    status, _ = run([*BASE, "--data-dir", synthetic_dir, "--epochs", "2", "--plot", str(png)],
+                    capsys)
+    assert status == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert png.stat().st_size > 5000
+
+
+def test_missing_data_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(data, "MIRRORS", {name: () for name in data.MIRRORS})
+    monkeypatch.setattr(data, "SYSTEM_DATA_DIRS", ())
+    monkeypatch.setenv("FASTCONV_DATA", str(tmp_path / "nothing"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    status, out = run(["--dataset", "mnist", "--data-dir", str(tmp_path)], capsys)
+    assert status == 2
+    assert str(tmp_path) in out.err
+
+
+def test_bad_arguments_exit_with_usage(capsys):
+    with pytest.raises(SystemExit) as exc:
+        train.main(["--batch-size", "0"])
+    assert exc.value.code == 2
+    assert "--batch-size" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not os.path.isdir(FASHION_DIR),
+                    reason=f"real Fashion-MNIST not installed ({FASHION_DIR}); "
+                           "apt-get install dataset-fashion-mnist")
+def test_one_epoch_on_6000_fashion_images_reaches_75_percent(tmp_path, capsys):
+    """Modern LeNet-5, Adam lr 0.002, batch 16, seed 1: one epoch over the first 6,000
+    training images, tested on the first 2,000 test images."""
+    log = tmp_path / "log.jsonl"
+    status, out = run(["--dataset", "fashion-mnist", "--data-dir", FASHION_DIR, "--epochs", "1",
+                       "--limit", "6000", "--test-limit", "2000", "--optimizer", "adam",
+                       "--lr", "0.002", "--batch-size", "16", "--seed", "1",
+                       "--log-json", str(log)], capsys)
+    assert status == 0, out.err
+    (record,) = read_log(log)
+    print(out.out)
+    assert record["test_acc"] >= 0.75, record
