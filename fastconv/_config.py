@@ -9,8 +9,9 @@ else the CPUs this process may use (affinity mask and cgroup CPU quota).
 
 import contextlib
 import math
-import operator
 import os
+
+from fastconv._validation import as_index
 
 __all__ = ["get_num_threads", "set_num_threads", "threads", "effective_n_threads", "available_cpus"]
 
@@ -46,18 +47,6 @@ def available_cpus():
     if limit is not None:
         count = min(count, limit)
     return max(1, count)
-
-
-def _check_count(n, name):
-    if isinstance(n, bool):
-        raise TypeError(f"{name} must be a positive int, got bool {n!r}")
-    try:
-        n = operator.index(n)
-    except TypeError:
-        raise TypeError(f"{name} must be a positive int, got {type(n).__name__} {n!r}") from None
-    if n < 1:
-        raise ValueError(f"{name} must be a positive int, got {n}")
-    return n
 
 
 def _default_from_environment():
@@ -103,7 +92,7 @@ def set_num_threads(n):
         Positive thread count. It may exceed the CPU count (the threads then share CPUs).
     """
     global _global_threads
-    _global_threads = _check_count(n, "n")
+    _global_threads = as_index(n, "n", 1)
 
 
 @contextlib.contextmanager
@@ -121,7 +110,7 @@ def threads(n):
     1
     """
     global _global_threads
-    n = _check_count(n, "n")
+    n = as_index(n, "n", 1)
     previous = _global_threads
     _global_threads = n
     try:

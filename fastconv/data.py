@@ -40,7 +40,6 @@ import gzip
 import hashlib
 import http.client
 import math
-import operator
 import os
 import struct
 import sys
@@ -49,6 +48,8 @@ import urllib.request
 import zlib
 
 import numpy as np
+
+from fastconv._validation import as_index
 
 __all__ = [
     "DatasetNotFoundError",
@@ -585,18 +586,13 @@ def batches(images, labels, batch_size, shuffle=True, seed=None, rng=None, drop_
 
     Raises
     ------
+    TypeError
+        ``batch_size`` is not an integer.
     ValueError
-        ``batch_size`` is not a positive integer, the lengths differ, or both
-        ``seed`` and ``rng`` are given.
+        ``batch_size`` is below 1, the lengths differ, or both ``seed`` and ``rng``
+        are given.
     """
-    if isinstance(batch_size, bool):
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    try:
-        batch_size = operator.index(batch_size)
-    except TypeError:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}") from None
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
+    batch_size = as_index(batch_size, "batch_size", 1)
     images = np.asarray(images)
     labels = np.asarray(labels)
     if images.ndim == 0 or labels.ndim == 0 or len(images) != len(labels):

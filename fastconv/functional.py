@@ -977,7 +977,11 @@ def _pad_1d(padding):
 
 
 def _int_1d(value, name, minimum=1, fill=1):
-    """A 1-D int parameter as its 2-D pair: ``fill`` on the H axis."""
+    """A 1-D int parameter (an int or a 1-tuple, as PyTorch takes) as its 2-D pair."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 1:
+            raise ValueError(f"{name} must be an int or a 1-tuple for a 1-D operation, got {value!r}")
+        value = value[0]
     return (fill, as_index(value, name, minimum))
 
 

@@ -28,6 +28,7 @@ import numpy as np
 
 import fastconv
 from fastconv import data, nn, optim
+from fastconv._blas import single_threaded_blas
 from fastconv.models import LeNet5
 
 __all__ = ["main", "train", "test", "build_parser"]
@@ -295,6 +296,7 @@ def plot_history(path, history):
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
     except ImportError:
         raise SystemExit("--plot needs matplotlib: pip install 'fastconv[plot]'") from None
     epochs = [r["epoch"] for r in history]
@@ -306,6 +308,7 @@ def plot_history(path, history):
     ax_acc.plot(epochs, [100 * r["test_acc"] for r in history], "s-", label="test")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
     for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
         ax.legend()
     fig.tight_layout()
@@ -366,7 +369,9 @@ def main(argv=None):
           f"batch {args.batch_size}, {fastconv.get_num_threads()} threads")
     train_batches = 1 if args.dry_run else None
     test_batches = 1 if args.dry_run else None
-    with StopRequested() as stop:
+    # fastconv's OpenMP threads are the run's only parallelism: a multi-threaded BLAS
+    # under NumPy's matmuls would spin on the same cores between kernels.
+    with StopRequested() as stop, single_threaded_blas():
         while state.epoch <= args.epochs:
             finished = train(model, loss_fn, opt, x_train, y_train, args, rng, state, stop,
                              train_batches)

@@ -561,3 +561,17 @@ def test_one_and_two_threads_bit_identical(dtype, rng, restore_threads):
     for i, (one, two) in enumerate(zip(results[1], results[2])):
         assert one.dtype == two.dtype
         assert np.array_equal(one, two), f"result {i} differs between 1 and 2 threads"
+
+
+def test_one_element_tuples_are_accepted_like_pytorch(rng):
+    """PyTorch's 1-D layers store stride=(2,), kernel_size=(3,): those work here too."""
+    x = rng.standard_normal((2, 3, 11))
+    w = rng.standard_normal((4, 3, 3))
+    np.testing.assert_array_equal(
+        fc.conv1d(x, w, stride=(2,), padding=(1, 1), dilation=(2,)),
+        fc.conv1d(x, w, stride=2, padding=1, dilation=2),
+    )
+    np.testing.assert_array_equal(fc.max_pool1d(x, (3,), (2,), (1,)), fc.max_pool1d(x, 3, 2, 1))
+    np.testing.assert_array_equal(fc.avg_pool1d(x, (3,), (2,)), fc.avg_pool1d(x, 3, 2))
+    with pytest.raises(ValueError, match="stride"):
+        fc.conv1d(x, w, stride=(2, 2, 2))

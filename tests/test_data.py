@@ -484,9 +484,12 @@ def test_batches_drop_last():
     assert list(data.batches(images, images, 11, drop_last=True)) == []
 
 
-@pytest.mark.parametrize("batch_size", [0, -1, 2.5, True, "3", None])
-def test_batches_bad_batch_size(batch_size):
-    with pytest.raises(ValueError, match="batch_size"):
+@pytest.mark.parametrize("batch_size, error", [
+    (0, ValueError), (-1, ValueError), (2.5, TypeError), (True, TypeError), ("3", TypeError),
+    (None, TypeError),
+])
+def test_batches_bad_batch_size(batch_size, error):
+    with pytest.raises(error, match="batch_size"):
         data.batches(np.arange(4), np.arange(4), batch_size)
 
 

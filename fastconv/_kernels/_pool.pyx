@@ -18,23 +18,7 @@ from cython.parallel cimport prange
 from libc.math cimport INFINITY, fabs, pow
 
 from fastconv._kernels._types cimport floating, index_t
-from fastconv._kernels._shape cimport ceil_div
-
-
-cdef inline index_t first_tap(index_t start, index_t dilation, index_t taps) noexcept nogil:
-    """First tap t with start + t * dilation >= 0 (at most ``taps``)."""
-    cdef index_t t = ceil_div(-start, dilation) if start < 0 else 0
-    return t if t < taps else taps
-
-
-cdef inline index_t stop_tap(index_t start, index_t dilation, index_t taps,
-                             index_t size) noexcept nogil:
-    """One past the last tap t with start + t * dilation < size (>= first_tap)."""
-    cdef index_t lo = first_tap(start, dilation, taps)
-    cdef index_t hi = ceil_div(size - start, dilation)
-    if hi > taps:
-        hi = taps
-    return hi if hi > lo else lo
+from fastconv._kernels._shape cimport first_valid, stop_valid
 
 
 def max_pool2d_forward(
@@ -56,12 +40,12 @@ def max_pool2d_forward(
             c = plane % n_ch
             for oh in range(oh_count):
                 h0 = oh * sh - ph
-                i_lo = first_tap(h0, dh, kh)
-                i_hi = stop_tap(h0, dh, kh, height)
+                i_lo = first_valid(h0, dh, kh)
+                i_hi = stop_valid(h0, dh, height, kh)
                 for ow in range(ow_count):
                     w0 = ow * sw - pw
-                    j_lo = first_tap(w0, dw, kw)
-                    j_hi = stop_tap(w0, dw, kw, width)
+                    j_lo = first_valid(w0, dw, kw)
+                    j_hi = stop_valid(w0, dw, width, kw)
                     best = -INFINITY
                     best_at = (h0 + i_lo * dh) * width + w0 + j_lo * dw
                     for i in range(i_lo, i_hi):

@@ -11,6 +11,17 @@ from fastconv._validation import as_index, as_pair
 __all__ = ["Conv2d", "ConvTranspose2d"]
 
 
+def _channels(in_channels, out_channels, groups):
+    """Validated (in_channels, out_channels, groups) of a convolution layer."""
+    in_channels = as_index(in_channels, "in_channels", 1)
+    out_channels = as_index(out_channels, "out_channels", 1)
+    groups = as_index(groups, "groups", 1)
+    if in_channels % groups or out_channels % groups:
+        raise ValueError(f"groups={groups} must divide in_channels={in_channels} and "
+                         f"out_channels={out_channels}")
+    return in_channels, out_channels, groups
+
+
 class Conv2d(NeedsForward, Module):
     """2-D convolution layer (as torch.nn.Conv2d), input (N, C, H, W).
 
@@ -34,12 +45,7 @@ class Conv2d(NeedsForward, Module):
                  groups=1, bias=True, *, needs_input_grad=True, algorithm="auto",
                  dtype=np.float32, rng=None):
         super().__init__()
-        in_channels = as_index(in_channels, "in_channels", 1)
-        out_channels = as_index(out_channels, "out_channels", 1)
-        groups = as_index(groups, "groups", 1)
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(f"groups={groups} must divide in_channels={in_channels} and "
-                             f"out_channels={out_channels}")
+        in_channels, out_channels, groups = _channels(in_channels, out_channels, groups)
         kh, kw = as_pair(kernel_size, "kernel_size")
         self.options = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
         self.needs_input_grad = needs_input_grad
@@ -90,12 +96,7 @@ class ConvTranspose2d(NeedsForward, Module):
                  output_padding=0, groups=1, bias=True, dilation=1, *, needs_input_grad=True,
                  algorithm="auto", dtype=np.float32, rng=None):
         super().__init__()
-        in_channels = as_index(in_channels, "in_channels", 1)
-        out_channels = as_index(out_channels, "out_channels", 1)
-        groups = as_index(groups, "groups", 1)
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(f"groups={groups} must divide in_channels={in_channels} and "
-                             f"out_channels={out_channels}")
+        in_channels, out_channels, groups = _channels(in_channels, out_channels, groups)
         kh, kw = as_pair(kernel_size, "kernel_size")
         self.options = dict(stride=stride, padding=padding, output_padding=output_padding,
                             dilation=dilation, groups=groups)

@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from fastconv._blas import single_threaded_blas
 from fastconv.nn._cache import NeedsForward
 from fastconv.nn._init import default_bound, generator, uniform
 from fastconv.nn.module import Module, Parameter
@@ -12,6 +13,9 @@ __all__ = ["Linear", "Flatten"]
 
 class Linear(NeedsForward, Module):
     """y = x @ W.T + b, x of shape (N, in_features) (as torch.nn.Linear).
+
+    The products run on a single-threaded BLAS, so they never compete for the CPUs
+    with fastconv's OpenMP threads.
 
     Parameters
     ----------
@@ -36,7 +40,8 @@ class Linear(NeedsForward, Module):
             raise ValueError(
                 f"Linear expects x of shape (N, {self.weight.shape[1]}), got {x.shape}"
             )
-        y = x @ self.weight.data.T
+        with single_threaded_blas():  # no BLAS threads spinning against fastconv's
+            y = x @ self.weight.data.T
         if self.bias is not None:
             y += self.bias.data
         self._save(x)
@@ -44,10 +49,12 @@ class Linear(NeedsForward, Module):
 
     def backward(self, grad_out):
         (x,) = self._take()
-        self.weight.grad += grad_out.T @ x
+        with single_threaded_blas():
+            self.weight.grad += grad_out.T @ x
+            grad_in = grad_out @ self.weight.data
         if self.bias is not None:
             self.bias.grad += grad_out.sum(axis=0)
-        return grad_out @ self.weight.data
+        return grad_in
 
     def extra_repr(self):
         return f"in_features={self.weight.shape[1]}, out_features={self.weight.shape[0]}"
