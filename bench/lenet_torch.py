@@ -43,12 +43,13 @@ def main(argv=None):
     parser.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--momentum", type=float, default=0.9)
+    parser.add_argument("--scheduler", choices=["none", "cosine"], default="cosine")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--test-limit", type=int, default=None)
     args = parser.parse_args(argv)
-    lr = args.lr if args.lr is not None else (0.01 if args.optimizer == "sgd" else 0.001)
+    lr = args.lr if args.lr is not None else (0.03 if args.optimizer == "sgd" else 0.001)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -66,6 +67,8 @@ def main(argv=None):
     else:
         opt = torch.optim.Adam(model.parameters(), lr=lr)
     loss_fn = tnn.CrossEntropyLoss()
+    schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.epochs)
+                if args.scheduler == "cosine" else None)
     rng = np.random.default_rng(np.random.SeedSequence(args.seed).spawn(2)[1])
     print(f"torch {torch.__version__}: LeNet-5 (modern) on {args.dataset}, {len(x_train)} train / "
           f"{len(x_test)} test images, {args.optimizer} lr {lr}, batch {args.batch_size}, "
@@ -98,6 +101,8 @@ def main(argv=None):
         print(f"Epoch {epoch}: train loss {loss_sum / n:.4f} acc {100 * correct / n:.2f}% | "
               f"test loss {test_loss / m:.4f} acc {100 * test_correct / m:.2f}% "
               f"({test_correct}/{m}) | {seconds:.1f} s, {n / seconds:.0f} img/s", flush=True)
+        if schedule is not None:
+            schedule.step()
 
 
 if __name__ == "__main__":

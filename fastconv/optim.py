@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-__all__ = ["Optimizer", "SGD", "Adam", "StepLR", "CosineAnnealingLR"]
+__all__ = ["Optimizer", "SGD", "Adam", "StepLR", "CosineAnnealingLR", "cosine_annealing"]
 
 
 class Optimizer:
@@ -186,6 +186,9 @@ class CosineAnnealingLR(_Scheduler):
         self.eta_min = float(eta_min)
 
     def lr_at(self, epoch):
-        return self.eta_min + (self.base_lr - self.eta_min) * (
-            1 + math.cos(math.pi * epoch / self.T_max)
-        ) / 2
+        return cosine_annealing(self.base_lr, epoch, self.T_max, self.eta_min)
+
+
+def cosine_annealing(base_lr, epoch, T_max, eta_min=0.0):
+    """eta_min + (base_lr - eta_min) * (1 + cos(pi * epoch / T_max)) / 2."""
+    return eta_min + (base_lr - eta_min) * (1 + math.cos(math.pi * epoch / T_max)) / 2

@@ -4,6 +4,9 @@ Usage (also ``python -m fastconv.train``)::
 
     fastconv-train --dataset fashion-mnist --epochs 5
 
+Defaults: SGD, lr 0.03 annealed per epoch along a cosine over ``--epochs``, momentum
+0.9, batch 64 (89-90% test accuracy on Fashion-MNIST after 5 epochs).
+
 Prints a progress bar per epoch (on a terminal) and one line per epoch::
 
     Epoch 3: train loss 0.3012 acc 89.10% | test loss 0.3120 acc 88.70% (8870/10000) | 12.3 s, 4870 img/s
@@ -54,8 +57,11 @@ def build_parser():
     parser.add_argument("--test-batch-size", type=int, default=1000)
     parser.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
     parser.add_argument("--lr", type=float, default=None,
-                        help="learning rate (default: 0.01 for sgd, 0.001 for adam)")
+                        help="learning rate (default: 0.03 for sgd, 0.001 for adam)")
     parser.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    parser.add_argument("--scheduler", choices=["none", "cosine"], default="cosine",
+                        help="learning rate per epoch: constant, or cosine annealing from --lr "
+                             "at epoch 1 towards 0 over --epochs")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None,
                         help="kernel threads (default: fastconv's, see fastconv.show_config())")
@@ -208,8 +214,12 @@ def test(model, loss_fn, x, y, batch_size, n_batches=None):
 
 def run_signature(args):
     """What a checkpoint must share with the run that resumes it."""
-    return {"dataset": args.dataset, "model": args.model, "optimizer": args.optimizer,
-            "batch_size": args.batch_size, "limit": args.limit, "seed": args.seed}
+    signature = {"dataset": args.dataset, "model": args.model, "optimizer": args.optimizer,
+                 "batch_size": args.batch_size, "limit": args.limit, "seed": args.seed,
+                 "scheduler": args.scheduler}
+    if args.scheduler == "cosine":  # the schedule spans the run's epochs
+        signature["epochs"] = args.epochs
+    return signature
 
 
 def save_checkpoint(path, model, opt, state, args):
@@ -325,7 +335,7 @@ def check_args(parser, args):
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
     if args.lr is None:
-        args.lr = 0.01 if args.optimizer == "sgd" else 0.001
+        args.lr = 0.03 if args.optimizer == "sgd" else 0.001
     if args.lr <= 0:
         parser.error(f"--lr must be > 0, got {args.lr}")
 
@@ -334,6 +344,14 @@ def make_optimizer(args, model):
     if args.optimizer == "sgd":
         return optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
     return optim.Adam(model.parameters(), lr=args.lr)
+
+
+def epoch_lr(args, epoch):
+    """Learning rate of ``epoch`` (1-based): it depends on the epoch alone, so a resumed
+    run sets it again exactly."""
+    if args.scheduler == "cosine":
+        return optim.cosine_annealing(args.lr, epoch - 1, args.epochs)
+    return args.lr
 
 
 def main(argv=None):
@@ -373,6 +391,7 @@ def main(argv=None):
     # under NumPy's matmuls would spin on the same cores between kernels.
     with StopRequested() as stop, single_threaded_blas():
         while state.epoch <= args.epochs:
+            opt.lr = epoch_lr(args, state.epoch)
             finished = train(model, loss_fn, opt, x_train, y_train, args, rng, state, stop,
                              train_batches)
             if not finished:
@@ -396,6 +415,7 @@ def main(argv=None):
                 "test_total": total,
                 "seconds": sums["seconds"],
                 "images_per_s": sums["seen"] / max(sums["seconds"], 1e-9),
+                "lr": opt.lr,
             }
             print(epoch_line(record), flush=True)
             state.history.append(record)

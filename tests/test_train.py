@@ -68,7 +68,9 @@ def weights(path):
         return {k: archive[k] for k in archive.files}
 
 
-BASE = ["--dataset", "mnist", "--batch-size", "32", "--lr", "0.05"]
+# A constant rate: these runs are extended across --epochs values, which a cosine
+# schedule (planned over --epochs) refuses.
+BASE = ["--dataset", "mnist", "--batch-size", "32", "--lr", "0.05", "--scheduler", "none"]
 
 
 def test_epoch_line_and_json_log(synthetic_dir, tmp_path, capsys):
@@ -263,3 +265,30 @@ def test_one_epoch_on_6000_fashion_images_reaches_75_percent(tmp_path, capsys):
     (record,) = read_log(log)
     print(out.out)
     assert record["test_acc"] >= 0.75, record
+
+
+def test_cosine_schedule_and_resume(synthetic_dir, tmp_path, capsys):
+    """The cosine rate depends on the epoch alone: a resumed run matches, and a checkpoint
+    of a run planned for another number of epochs is refused."""
+    cosine = [*BASE[:-2], "--data-dir", synthetic_dir, "--scheduler", "cosine"]
+    full_log, ckpt, part_log = tmp_path / "full.jsonl", tmp_path / "run.ckpt", tmp_path / "p.jsonl"
+    assert run([*cosine, "--epochs", "3", "--log-json", str(full_log)], capsys)[0] == 0
+
+    class StopInSecondEpoch(train.StopRequested):
+        def __enter__(self):
+            super().__enter__()
+            return StopAfter(25)
+
+    original = train.StopRequested
+    train.StopRequested = StopInSecondEpoch
+    try:
+        status, _ = run([*cosine, "--epochs", "3", "--checkpoint", str(ckpt),
+                         "--log-json", str(part_log)], capsys)
+    finally:
+        train.StopRequested = original
+    assert status == 130
+    status, out = run([*cosine, "--epochs", "4", "--resume", str(ckpt)], capsys)
+    assert status == 2 and "epochs" in out.err
+    assert run([*cosine, "--epochs", "3", "--resume", str(ckpt),
+                "--log-json", str(part_log)], capsys)[0] == 0
+    assert metrics(part_log) == metrics(full_log)
