@@ -10,6 +10,7 @@ else the CPUs this process may use (affinity mask and cgroup CPU quota).
 import contextlib
 import math
 import os
+import warnings
 
 from fastconv._validation import as_index
 
@@ -93,6 +94,15 @@ def set_num_threads(n):
     """
     global _global_threads
     _global_threads = as_index(n, "n", 1)
+    if _global_threads > 1 and _forked_after_openmp:
+        warnings.warn(
+            "fastconv: this process was forked after OpenMP threads had started, and "
+            "OpenMP cannot start threads again here: the kernels keep running on one "
+            "thread. Use multiprocessing's 'spawn' or 'forkserver' start method for "
+            "parallel workers.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
 
 
 @contextlib.contextmanager
@@ -120,5 +130,41 @@ def threads(n):
 
 
 def effective_n_threads():
-    """The thread count to pass to a parallel kernel (always >= 1)."""
-    return get_num_threads()
+    """The thread count to pass to a parallel kernel (always >= 1).
+
+    1 in a process forked after OpenMP threads had started: GNU libgomp's thread pool
+    does not survive ``fork``, and a parallel region there would wait forever.
+    """
+    global _openmp_started
+    if _forked_after_openmp:
+        return 1
+    n = get_num_threads()
+    if n > 1:
+        _openmp_started = True
+    return n
+
+
+# Fork safety. The parent's OpenMP worker threads do not exist in a forked child, and
+# libgomp would wait for them; such a child runs the kernels on one thread instead.
+_openmp_started = False
+_forked_after_openmp = False
+
+
+def _after_fork_in_child():
+    global _forked_after_openmp
+    if _openmp_started:
+        _forked_after_openmp = True
+
+
+def forked_after_openmp():
+    """True in a process forked after fastconv's OpenMP threads had started.
+
+    Its kernels then run on one thread (results are identical, only slower). Start
+    worker processes with multiprocessing's "spawn" or "forkserver" method to keep
+    them parallel.
+    """
+    return _forked_after_openmp
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
