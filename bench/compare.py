@@ -121,7 +121,7 @@ def _mode_cells(fc: float | None, th: float | None, work: float) -> str:
 
 
 def run_kind(kind: str, cases, args, rng, errors) -> dict[str, list[float | None]]:
-    """Time and print one table (one op kind); return the ratios per mode."""
+    """Time and print one table (one op kind); return the ratios per mode, in case order."""
     name_w = max(len("case"), *(len(c.name) for c in cases))
     desc_w = max(len("shape"), *(len(c.describe()) for c in cases))
     first = workloads.workload(cases[0], dtype=args.dtype, algorithm=args.algorithm)
@@ -148,6 +148,37 @@ def run_kind(kind: str, cases, args, rng, errors) -> dict[str, list[float | None
     return ratios
 
 
+def plot_ratios(path: str, rows, title: str) -> None:
+    """Horizontal bars of fastconv / torch time per case and mode (below 1: fastconv faster)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise SystemExit("--plot needs matplotlib: pip install matplotlib") from None
+    modes = list(dict.fromkeys(mode for _, ratios in rows for mode in ratios))
+    height = 0.8 / max(len(modes), 1)
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) * max(len(modes), 1) + 1.5))
+    for m, mode in enumerate(modes):
+        ys = [i + (m - (len(modes) - 1) / 2) * height for i in range(len(rows))]
+        values = [ratios.get(mode) or 0.0 for _, ratios in rows]
+        ax.barh(ys, values, height=height, label=mode)
+        for y, value in zip(ys, values):
+            if value:
+                ax.text(value, y, f" {value:.2f}", va="center", fontsize=8)
+    ax.axvline(1.0, color="black", linewidth=1)
+    ax.set_yticks(range(len(rows)), [name for name, _ in rows])
+    ax.invert_yaxis()
+    ax.set_xlabel("time ratio fastconv / torch (below 1: fastconv faster)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(loc="lower right")
+    ax.grid(True, axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         description="Time fastconv against PyTorch CPU, interleaved in one process, and print ratios.",
@@ -168,6 +199,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: 3 repetitions of single calls")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    parser.add_argument("--plot", metavar="PATH", default=None,
+                        help="also write a PNG bar chart of the ratios per case (needs matplotlib)")
     args = parser.parse_args(argv)
     if args.repeat is None:
         args.repeat = 3 if args.quick else 25
@@ -198,8 +231,12 @@ def main(argv=None) -> int:
     all_ratios: dict[str, list[float | None]] = {}
     start = time.perf_counter()
     kinds = list(dict.fromkeys(c.kind for c in cases))
+    plot_rows: list[tuple[str, dict[str, float | None]]] = []
     for kind in kinds:
-        ratios = run_kind(kind, [c for c in cases if c.kind == kind], args, rng, errors)
+        kind_cases = [c for c in cases if c.kind == kind]
+        ratios = run_kind(kind, kind_cases, args, rng, errors)
+        for i, case in enumerate(kind_cases):
+            plot_rows.append((case.name, {mode: r[i] for mode, r in ratios.items()}))
         if len(kinds) > 1:
             print(_geomean_line(f"{kind} cases", ratios))
         for mode, r in ratios.items():
@@ -208,6 +245,12 @@ def main(argv=None) -> int:
     print()
     print(_geomean_line("all cases" if len(kinds) > 1 else "cases", all_ratios))
     print(f"[{time.perf_counter() - start:.1f} s]")
+    if args.plot:
+        if args.no_torch:
+            parser.error("--plot draws fastconv / torch ratios: it needs torch")
+        plot_ratios(args.plot, plot_rows, f"fastconv {v['fastconv']} vs torch {v['torch']}, "
+                                          f"{threads} threads, {args.dtype}")
+        print(f"wrote {args.plot}")
     for err in errors:
         print(f"\nERROR {err}", file=sys.stderr)
     return 1 if errors else 0
