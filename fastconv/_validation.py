@@ -54,14 +54,69 @@ def float_kind(array, name):
 
 
 def as_array(value, name):
-    """np.asarray with errors that name the argument (ragged lists, objects, None)."""
+    """An ndarray view of ``value``, with errors that name the argument.
+
+    Arrays and array-likes go through ``np.asarray``. Any other object with
+    ``__dlpack__`` (a CPU ``torch.Tensor``, say) goes through ``np.from_dlpack``: its
+    memory is shared, never copied, also for a tensor that requires grad. None, an
+    exporter on another device (a GPU tensor), and complex or object data raise
+    TypeError; ragged sequences raise ValueError.
+    """
     if value is None:
         raise TypeError(f"{name} must be an array, got None")
-    try:
-        array = np.asarray(value)
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"{name} could not be turned into a numeric array: {exc}") from None
+    if isinstance(value, np.ndarray) or not hasattr(value, "__dlpack__"):
+        try:
+            array = np.asarray(value)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{name} could not be turned into a numeric array: {exc}") from None
+        float_kind(array, name)
+        return array
+
+    array = _from_dlpack(value, name)
     float_kind(array, name)
+    return array
+
+
+def _from_dlpack(value, name):
+    """An ndarray sharing the memory of a DLPack exporter (a CPU tensor, say)."""
+    device = getattr(value, "device", None)
+    try:
+        dl_device = (1, 0)  # an exporter that does not say is taken to be on the CPU
+        if hasattr(value, "__dlpack_device__"):
+            dl_device = tuple(value.__dlpack_device__())
+    except Exception as exc:  # e.g. torch's "meta" tensors, which have no memory at all
+        dl_device = (None, str(exc))
+    # DLPack device types NumPy can read: CPU, CUDA/ROCm pinned host, CUDA managed memory.
+    if dl_device[0] not in (1, 3, 11, 13):
+        raise TypeError(
+            f"{name} is on device {device if device is not None else dl_device} (DLPack device "
+            f"{dl_device}); fastconv computes on the CPU: move it there first "
+            "(for a torch.Tensor, x.cpu())"
+        )
+    is_neg = getattr(value, "is_neg", None)
+    if callable(is_neg) and is_neg():
+        # A lazily negated view (torch's negative bit) exports its memory without the
+        # sign; only a resolved copy holds the values it stands for.
+        value = value.resolve_neg()
+    try:
+        try:
+            array = np.from_dlpack(value)
+        except BufferError:
+            # Exporters that track gradients refuse to share such data; a detached view
+            # of the same memory is shared instead (still no copy).
+            if not getattr(value, "requires_grad", False) or not hasattr(value, "detach"):
+                raise
+            array = np.from_dlpack(value.detach())
+    except (BufferError, RuntimeError, ValueError, TypeError) as dlpack_exc:
+        try:  # what np.asarray takes is still taken (a copy, if the exporter offers one)
+            array = np.asarray(value)
+        except (RuntimeError, ValueError, TypeError):
+            dtype = getattr(value, "dtype", None)
+            of_dtype = f" of dtype {dtype}" if dtype is not None else ""
+            raise TypeError(
+                f"{name} ({type(value).__name__}{of_dtype}) could not be read through DLPack: "
+                f"{dlpack_exc}; expected CPU data of float32, float64 or integers"
+            ) from None
     return array
 
 
