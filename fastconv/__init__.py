@@ -1,12 +1,28 @@
 """fastconv: fast CPU convolution and pooling for NumPy arrays.
 
 Typed Cython kernels with OpenMP, released from the GIL; PyTorch semantics on
-NCHW float32/float64 arrays. See ``fastconv.functional`` for the operations.
+NCHW float32/float64 arrays. See ``fastconv.functional`` for the operations
+(all re-exported here), ``fastconv.nn`` for layers with forward/backward,
+``fastconv.optim`` for optimisers and ``fastconv.models`` for LeNet-5.
+
+Examples
+--------
+>>> import numpy as np, fastconv
+>>> x = np.ones((1, 1, 4, 4))
+>>> fastconv.conv2d(x, np.ones((2, 1, 3, 3))).shape
+(1, 2, 2, 2)
+>>> with fastconv.threads(1):
+...     fastconv.avg_pool2d(x, 2)[0, 0]
+array([[1., 1.],
+       [1., 1.]])
 """
+
+from __future__ import annotations
 
 import os
 import platform
 import sys
+from typing import IO, Any
 
 from fastconv._version import __version__
 from fastconv._config import get_num_threads, set_num_threads, threads
@@ -24,7 +40,9 @@ __all__ = [
 ]
 
 
-def _build_info():
+def _read_build_info() -> dict[str, Any]:
+    # Not named _build_info: importing the submodule fastconv._build_info binds that
+    # name on the package, which would replace the function after its first call.
     try:
         from fastconv._build_info import BUILD_INFO
     except ImportError:  # built by something other than setup.py's build_ext
@@ -32,23 +50,34 @@ def _build_info():
     return BUILD_INFO
 
 
-def show_config(file=None):
+def show_config(file: IO[str] | None = None) -> None:
     """Print how fastconv was built and how it will run.
 
     Lists the version, compiler and flags, whether OpenMP is on (a serial build
-    says so), the thread count and its source, and the BLAS library in use.
+    says so), the thread count and the CPUs available, and the BLAS libraries
+    loaded (the one the kernels' GEMM calls is marked).
 
     Parameters
     ----------
     file : file-like, optional
         Where to print (default: sys.stdout).
+
+    Examples
+    --------
+    >>> import io, fastconv
+    >>> out = io.StringIO()
+    >>> fastconv.show_config(out)
+    >>> out.getvalue().splitlines()[0] == f"fastconv {fastconv.__version__}"
+    True
+    >>> any(line.split(":")[0].strip() == "OpenMP" for line in out.getvalue().splitlines())
+    True
     """
     from fastconv import _config
     from fastconv._blas import blas_info
     from fastconv._kernels import _openmp
 
     out = sys.stdout if file is None else file
-    info = _build_info()
+    info = _read_build_info()
     if _openmp.openmp_enabled():
         openmp = f"on (OpenMP {_openmp.openmp_version()})"
     else:

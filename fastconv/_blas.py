@@ -6,15 +6,18 @@ reference-counted, so concurrent Python threads share one limit and the BLAS
 thread count is restored when the last one leaves.
 """
 
+from __future__ import annotations
+
 import threading
+from typing import Any, Literal
 
 _lock = threading.Lock()
 _active = 0
-_limiter = None
-_controller = None
+_limiter: Any = None  # threadpoolctl's limiter while a block is active
+_controller: Any = None  # threadpoolctl.ThreadpoolController, made on first use
 
 
-def _get_controller():
+def _get_controller() -> Any:
     global _controller
     if _controller is None:
         from threadpoolctl import ThreadpoolController
@@ -23,15 +26,31 @@ def _get_controller():
     return _controller
 
 
-def blas_info():
-    """Descriptions of the BLAS libraries loaded in this process (via threadpoolctl)."""
+def blas_info() -> list[dict[str, Any]]:
+    """Descriptions of the BLAS libraries loaded in this process (via threadpoolctl).
+
+    Returns
+    -------
+    list of dict
+        threadpoolctl's ``info()`` entries whose ``user_api`` is ``"blas"``
+        (keys such as ``internal_api``, ``version``, ``num_threads``, ``filepath``).
+    """
     return [info for info in _get_controller().info() if info.get("user_api") == "blas"]
 
 
 class single_threaded_blas:
-    """Context manager: BLAS uses one thread inside the block (reference-counted)."""
+    """Context manager: BLAS uses one thread inside the block (reference-counted).
 
-    def __enter__(self):
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv._blas import single_threaded_blas
+    >>> with single_threaded_blas():
+    ...     (np.ones((2, 3)) @ np.ones((3, 2))).tolist()
+    [[3.0, 3.0], [3.0, 3.0]]
+    """
+
+    def __enter__(self) -> single_threaded_blas:
         global _active, _limiter
         with _lock:
             if _active == 0:
@@ -39,7 +58,7 @@ class single_threaded_blas:
             _active += 1
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> Literal[False]:
         global _active, _limiter
         with _lock:
             _active -= 1

@@ -34,7 +34,21 @@ and how to get the files.
 ``Generator``; ``to_float`` turns uint8 images into float32 NCHW arrays.
 
 Dimensions: N images, H x W pixels (28 x 28 for both datasets), C = 1 channel.
+
+Examples
+--------
+>>> import numpy as np
+>>> from fastconv.data import batches, to_float
+>>> images = np.zeros((5, 28, 28), np.uint8)
+>>> labels = np.arange(5)
+>>> for x, y in batches(to_float(images), labels, batch_size=2, seed=0):
+...     print(x.shape, y.shape)
+(2, 1, 28, 28) (2,)
+(2, 1, 28, 28) (2,)
+(1, 1, 28, 28) (1,)
 """
+
+from __future__ import annotations
 
 import gzip
 import hashlib
@@ -46,8 +60,11 @@ import sys
 import tempfile
 import urllib.request
 import zlib
+from collections.abc import Iterator
+from typing import IO, Any, TypeAlias, cast
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from fastconv._validation import as_index
 
@@ -126,8 +143,11 @@ PROGRESS_MIN_BYTES = 1 << 20
 NUM_CLASSES = 10
 IMAGE_HW = (28, 28)
 
+#: A file name: str or os.PathLike.
+StrPath: TypeAlias = str | os.PathLike[str]
+
 # IDX type byte -> big-endian NumPy dtype
-_IDX_TYPES = {
+_IDX_TYPES: dict[int, np.dtype[Any]] = {
     0x08: np.dtype(">u1"),
     0x09: np.dtype(">i1"),
     0x0B: np.dtype(">i2"),
@@ -145,14 +165,21 @@ class DatasetNotFoundError(FileNotFoundError):
     """No folder holds the dataset's files and no download succeeded.
 
     The message lists every place looked at, the download error of each
-    mirror, and how to get the files.
+    mirror, and how to get the files. A ``FileNotFoundError``, so
+    ``except FileNotFoundError`` catches it too.
+
+    Examples
+    --------
+    >>> from fastconv.data import DatasetNotFoundError
+    >>> issubclass(DatasetNotFoundError, FileNotFoundError)
+    True
     """
 
 
 # --------------------------------------------------------------------- IDX files
 
 
-def _read_bytes(path):
+def _read_bytes(path: StrPath) -> bytes:
     """The file's bytes, decompressed when it is gzip (by name or by magic)."""
     with open(path, "rb") as f:
         raw = f.read()
@@ -164,7 +191,7 @@ def _read_bytes(path):
         raise ValueError(f"{os.fspath(path)}: corrupt gzip stream ({exc})") from None
 
 
-def read_idx(path):
+def read_idx(path: StrPath) -> NDArray[Any]:
     """Read an IDX file (raw or ``.gz``) into a NumPy array.
 
     The header is the magic number ``00 00 TYPE NDIM``, then NDIM big-endian
@@ -192,6 +219,26 @@ def read_idx(path):
         The message starts with the file's path.
     OSError
         The file cannot be opened (``FileNotFoundError`` when missing).
+
+    Examples
+    --------
+    >>> import gzip, os, tempfile
+    >>> from fastconv.data import read_idx
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(folder.name, "tiny-idx2-ubyte")
+    >>> header = bytes([0, 0, 0x08, 2, 0, 0, 0, 2, 0, 0, 0, 3])  # uint8, shape (2, 3)
+    >>> with open(path, "wb") as f:
+    ...     _ = f.write(header + bytes(range(6)))
+    >>> read_idx(path)
+    array([[0, 1, 2],
+           [3, 4, 5]], dtype=uint8)
+    >>> with gzip.open(path + ".gz", "wb") as f:
+    ...     _ = f.write(header + bytes(range(5)))  # one byte short
+    >>> read_idx(path + ".gz")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: ...tiny-idx2-ubyte.gz: truncated IDX file: 17 bytes, the header declares ..., 18 bytes
+    >>> folder.cleanup()
     """
     name = os.fspath(path)
     data = _read_bytes(path)
@@ -223,7 +270,7 @@ def read_idx(path):
     return array.astype(dtype.newbyteorder("="))
 
 
-def _idx_digest(path, limit=None):
+def _idx_digest(path: StrPath, limit: int | None = None) -> tuple[str, int]:
     """(SHA-256 hex digest, size) of the decompressed bytes of a ``.gz`` file.
 
     Stops reading once ``limit`` bytes are exceeded (the size returned then
@@ -243,21 +290,21 @@ def _idx_digest(path, limit=None):
 # --------------------------------------------------------------------- finding files
 
 
-def _canonical_name(name):
+def _canonical_name(name: str) -> str:
     key = str(name).strip().lower().replace("_", "-")
     if key not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
     return key
 
 
-def _canonical_split(split):
+def _canonical_split(split: str) -> str:
     key = str(split).strip().lower()
     if key not in SPLITS:
         raise ValueError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
     return key
 
 
-def cache_dir(name):
+def cache_dir(name: str) -> str:
     """The user cache folder of a dataset, where downloads go.
 
     Parameters
@@ -270,12 +317,25 @@ def cache_dir(name):
     str
         ``$XDG_CACHE_HOME/fastconv/NAME``, or ``~/.cache/fastconv/NAME`` when
         ``$XDG_CACHE_HOME`` is unset or empty. The folder may not exist yet.
+
+    Raises
+    ------
+    ValueError
+        Unknown dataset.
+
+    Examples
+    --------
+    >>> import os
+    >>> from fastconv.data import cache_dir
+    >>> path = cache_dir("Fashion_MNIST")
+    >>> os.path.basename(path), os.path.basename(os.path.dirname(path))
+    ('fashion-mnist', 'fastconv')
     """
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "fastconv", _canonical_name(name))
 
 
-def _search_folders(name, data_dir):
+def _search_folders(name: str, data_dir: StrPath | None) -> list[tuple[str, str]]:
     """[(folder, where it comes from)] in resolution order."""
     folders = []
     if data_dir is not None:
@@ -290,12 +350,12 @@ def _search_folders(name, data_dir):
     return folders
 
 
-def _file_variants(base):
+def _file_variants(base: str) -> list[str]:
     dotted = base.replace("-idx", ".idx", 1)
     return [base, base + ".gz", dotted, dotted + ".gz"]
 
 
-def _find_file(folder, base):
+def _find_file(folder: str, base: str) -> str | None:
     """The path of ``base`` (raw, ``.gz`` or dotted) in ``folder``, or None."""
     for variant in _file_variants(base):
         path = os.path.join(folder, variant)
@@ -307,13 +367,13 @@ def _find_file(folder, base):
 # --------------------------------------------------------------------- downloading
 
 
-def _progress(url, done, total):
+def _progress(url: str, done: int, total: int | None) -> None:
     total_text = f" / {total / 2**20:.1f}" if total else ""
     print(f"\rfastconv: downloading {url}: {done / 2**20:.1f}{total_text} MiB",
           end="", file=sys.stderr, flush=True)
 
 
-def _fetch(url, tmp, limit):
+def _fetch(url: str, tmp: IO[bytes], limit: int) -> None:
     """Copy ``url`` into the open file ``tmp``; at most ``limit`` bytes."""
     with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as response:
         length = response.headers.get("Content-Length")
@@ -340,7 +400,7 @@ def _fetch(url, tmp, limit):
             raise ValueError(f"connection closed after {done} of {total} bytes")
 
 
-def _download(name, base, folder, errors):
+def _download(name: str, base: str, folder: str, errors: list[str]) -> str | None:
     """Fetch ``base + ".gz"`` into ``folder``, trying each mirror; the path or None.
 
     Every failure is appended to ``errors`` as a line of text. The file is
@@ -378,7 +438,7 @@ def _download(name, base, folder, errors):
 # --------------------------------------------------------------------- datasets
 
 
-def _how_to_get(name):
+def _how_to_get(name: str) -> list[str]:
     files = ", ".join(f"{b}.gz" for pair in SPLITS.values() for b in pair)
     mirrors = MIRRORS.get(name) or ["(no mirror configured)"]
     lines = ["How to get the files:"]
@@ -394,7 +454,8 @@ def _how_to_get(name):
     return lines
 
 
-def locate_dataset(name, split, data_dir=None, download=True):
+def locate_dataset(name: str, split: str, data_dir: StrPath | None = None,
+                   download: bool = True) -> tuple[str, str]:
     """Find (or download) the two IDX files of a dataset split.
 
     Parameters
@@ -421,6 +482,18 @@ def locate_dataset(name, split, data_dir=None, download=True):
         Nowhere holds both files and no download succeeded.
     ValueError
         Unknown dataset or split.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from fastconv.data import locate_dataset
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> for name in ("train-images-idx3-ubyte.gz", "train-labels.idx1-ubyte"):
+    ...     open(os.path.join(folder.name, name), "wb").close()
+    >>> paths = locate_dataset("mnist", "train", data_dir=folder.name, download=False)
+    >>> [os.path.basename(p) for p in paths]  # found, not read
+    ['train-images-idx3-ubyte.gz', 'train-labels.idx1-ubyte']
+    >>> folder.cleanup()
     """
     name = _canonical_name(name)
     split = _canonical_split(split)
@@ -432,7 +505,7 @@ def locate_dataset(name, split, data_dir=None, download=True):
             continue
         paths = [_find_file(folder, b) for b in bases]
         if all(paths):
-            return tuple(paths)
+            return cast("tuple[str, str]", tuple(paths))
         missing = ", ".join(b for b, p in zip(bases, paths) if p is None)
         looked.append(f"  {folder} ({origin}): missing {missing} (raw or .gz)")
     if not os.environ.get("FASTCONV_DATA"):
@@ -448,7 +521,7 @@ def locate_dataset(name, split, data_dir=None, download=True):
         else:
             paths = [_find_file(folder, b) or _download(name, b, folder, errors) for b in bases]
             if all(paths):
-                return tuple(paths)
+                return cast("tuple[str, str]", tuple(paths))
         download_lines = [f"Downloads into {folder} failed:"] + [f"  {e}" for e in errors]
     else:
         download_lines = ["Download: disabled (download=False)."]
@@ -464,7 +537,8 @@ def locate_dataset(name, split, data_dir=None, download=True):
     raise DatasetNotFoundError("\n".join(message))
 
 
-def load_dataset(name, split, data_dir=None, download=True):
+def load_dataset(name: str, split: str, data_dir: StrPath | None = None,
+                 download: bool = True) -> tuple[NDArray[np.uint8], NDArray[np.int64]]:
     """Load MNIST or Fashion-MNIST images and labels.
 
     Parameters
@@ -498,6 +572,25 @@ def load_dataset(name, split, data_dir=None, download=True):
         Unknown dataset or split; a corrupt file; images that are not uint8
         (N, 28, 28); labels that are not uint8 (N,) in 0..9; or different
         image and label counts. File errors name the files.
+
+    Examples
+    --------
+    A folder holding a tiny test split of two images (no network: ``download=False``):
+
+    >>> import os, struct, tempfile
+    >>> import numpy as np
+    >>> from fastconv.data import load_dataset
+    >>> def write_idx(path, array):  # uint8 IDX file: magic 00 00 08 NDIM, then the sizes
+    ...     header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    ...     with open(path, "wb") as f:
+    ...         _ = f.write(header + array.astype(np.uint8).tobytes())
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> write_idx(os.path.join(folder.name, "t10k-images-idx3-ubyte"), np.zeros((2, 28, 28)))
+    >>> write_idx(os.path.join(folder.name, "t10k-labels-idx1-ubyte"), np.array([3, 7]))
+    >>> images, labels = load_dataset("mnist", "test", data_dir=folder.name, download=False)
+    >>> images.shape, images.dtype, labels
+    ((2, 28, 28), dtype('uint8'), array([3, 7]))
+    >>> folder.cleanup()
     """
     images_path, labels_path = locate_dataset(name, split, data_dir=data_dir,
                                               download=download)
@@ -524,7 +617,8 @@ def load_dataset(name, split, data_dir=None, download=True):
 class _Batches:
     """Iterator over mini-batches with a length (the number of batches)."""
 
-    def __init__(self, images, labels, order, batch_size, drop_last):
+    def __init__(self, images: NDArray[Any], labels: NDArray[Any], order: NDArray[Any] | None,
+                 batch_size: int, drop_last: bool) -> None:
         self._images = images
         self._labels = labels
         self._order = order
@@ -534,13 +628,13 @@ class _Batches:
         self._len = len(range(0, stop, batch_size))
         self._batch_size = batch_size
 
-    def __len__(self):
+    def __len__(self) -> int:
         return self._len
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[tuple[NDArray[Any], NDArray[Any]]]:
         return self
 
-    def __next__(self):
+    def __next__(self) -> tuple[NDArray[Any], NDArray[Any]]:
         start = next(self._starts)
         end = start + self._batch_size
         if self._order is None:
@@ -549,7 +643,9 @@ class _Batches:
         return self._images[index], self._labels[index]
 
 
-def batches(images, labels, batch_size, shuffle=True, seed=None, rng=None, drop_last=False):
+def batches(images: ArrayLike, labels: ArrayLike, batch_size: int, shuffle: bool = True,
+            seed: int | None = None, rng: np.random.Generator | None = None,
+            drop_last: bool = False) -> _Batches:
     """Iterate over a dataset in mini-batches, shuffled by a NumPy generator.
 
     The permutation is drawn when ``batches`` is called, so a generator kept
@@ -591,6 +687,18 @@ def batches(images, labels, batch_size, shuffle=True, seed=None, rng=None, drop_
     ValueError
         ``batch_size`` is below 1, the lengths differ, or both ``seed`` and ``rng``
         are given.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv.data import batches
+    >>> x, y = np.arange(10).reshape(5, 2), np.arange(5)
+    >>> [yb.tolist() for xb, yb in batches(x, y, 2, shuffle=False)]
+    [[0, 1], [2, 3], [4]]
+    >>> len(batches(x, y, 2, seed=0, drop_last=True))
+    2
+    >>> sorted(np.concatenate([yb for xb, yb in batches(x, y, 2, seed=0)]).tolist())
+    [0, 1, 2, 3, 4]
     """
     batch_size = as_index(batch_size, "batch_size", 1)
     images = np.asarray(images)
@@ -607,7 +715,8 @@ def batches(images, labels, batch_size, shuffle=True, seed=None, rng=None, drop_
     return _Batches(images, labels, order, batch_size, drop_last)
 
 
-def to_float(images, mean=None, std=None):
+def to_float(images: ArrayLike, mean: float | None = None,
+             std: float | None = None) -> NDArray[np.float32]:
     """Scale uint8 images to float32 in [0, 1], with a channel axis.
 
     Parameters
@@ -628,6 +737,16 @@ def to_float(images, mean=None, std=None):
     ------
     ValueError
         Not uint8, not 3 or 4 dimensions (one channel), or a bad ``std``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv.data import NORMALIZATION, to_float
+    >>> to_float(np.array([[[0, 51, 255]]], np.uint8))
+    array([[[[0. , 0.2, 1. ]]]], dtype=float32)
+    >>> x = to_float(np.zeros((2, 28, 28), np.uint8), *NORMALIZATION["mnist"])
+    >>> x.shape, round(float(x[0, 0, 0, 0]), 4)  # (0 - 0.1307) / 0.3081
+    ((2, 1, 28, 28), -0.4242)
     """
     images = np.asarray(images)
     if images.dtype != np.uint8:
@@ -641,7 +760,7 @@ def to_float(images, mean=None, std=None):
         raise ValueError("give both mean and std, or neither")
     x = images.astype(np.float32)
     np.divide(x, np.float32(255), out=x)
-    if mean is not None:
+    if mean is not None and std is not None:  # both or neither, checked above
         if not std > 0:
             raise ValueError(f"std must be positive, got {std}")
         np.subtract(x, np.float32(mean), out=x)

@@ -4,9 +4,32 @@ The semantics are those of ``torch.nn.functional`` unless said otherwise. Every
 function accepts any array-like (lists, views of any strides, read-only arrays),
 never modifies its inputs and returns new NumPy arrays of float32 or float64:
 float64 when any operand is float64 or an integer array, else float32.
+
+Dimensions, as in the shapes of every docstring:
+
+- N: images in the batch; C: input channels; K: output channels (filters);
+- H, W: input height and width; OH, OW: output height and width;
+- KH, KW: kernel height and width; L, OL: input and output length (1-D ops).
+
+Examples
+--------
+>>> import numpy as np
+>>> from fastconv import functional as F
+>>> x = np.ones((2, 3, 8, 8), dtype=np.float32)
+>>> w = np.ones((4, 3, 3, 3), dtype=np.float32)
+>>> y = F.conv2d(x, w, padding=1)
+>>> y.shape, y.dtype
+((2, 4, 8, 8), dtype('float32'))
+>>> F.max_pool2d(y, 2).shape
+(2, 4, 4, 4)
 """
 
+from __future__ import annotations
+
+from typing import Any, Literal, Sequence, TypeAlias, overload
+
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from fastconv import _config
 from fastconv._blas import single_threaded_blas
@@ -52,6 +75,18 @@ __all__ = [
 
 ALGORITHMS = ("auto", "direct", "im2col")
 
+# Types of the public signatures (not exported: spell them out or import them from here).
+#: An array of float32 or float64: what every operation returns.
+FloatArray: TypeAlias = NDArray[np.floating[Any]]
+#: An int, or one int per spatial axis (h, w).
+IntPair: TypeAlias = int | tuple[int, int]
+#: Convolution padding: an int, (h, w), ((top, bottom), (left, right)) or a word.
+Padding: TypeAlias = int | tuple[int, int] | tuple[tuple[int, int], tuple[int, int]] | str
+#: 1-D padding: an int, (left, right) or a word.
+Padding1d: TypeAlias = int | tuple[int, int] | str
+#: A 1-D int parameter: an int or a 1-tuple, as PyTorch takes.
+Int1d: TypeAlias = int | tuple[int]
+
 # Column-buffer budget per thread (elements): a band of output rows is packed at a time.
 BAND_ELEMENTS = 1 << 18
 # With few images, bands are cut smaller so at least this many units exist to share out.
@@ -71,7 +106,15 @@ class _ConvGeometry:
     are checked by its own validation first.
     """
 
-    def __init__(self, x_shape, w_shape, stride, padding, dilation, groups, out_hw=None):
+    stride: tuple[int, int]
+    dilation: tuple[int, int]
+    padding: tuple[tuple[int, int], tuple[int, int]]
+    oh: int
+    ow: int
+
+    def __init__(self, x_shape: Sequence[int], w_shape: Sequence[int], stride: IntPair,
+                 padding: Padding, dilation: IntPair, groups: int,
+                 out_hw: tuple[int, int] | None = None) -> None:
         self.n, self.c, self.h, self.w = x_shape
         self.k, self.cg, self.kh, self.kw = w_shape
         self.groups = as_index(groups, "groups", 1)
@@ -106,20 +149,20 @@ class _ConvGeometry:
         self.ckk = self.cg * self.kh * self.kw
 
     @property
-    def kernel_args(self):
+    def kernel_args(self) -> tuple[int, int, int, int, int, int, int]:
         """(sh, sw, pt, pl, dh, dw, groups) as the kernels take them."""
         (pt, _), (pl, _) = self.padding
         return (*self.stride, pt, pl, *self.dilation, self.groups)
 
     @property
-    def empty(self):
+    def empty(self) -> bool:
         return 0 in (self.n, self.c, self.k, self.oh, self.ow)
 
-    def gemm_fits(self):
+    def gemm_fits(self) -> bool:
         """True when every GEMM size and leading dimension fits BLAS's 32-bit ints."""
         return max(self.oh * self.ow, self.h * self.w, self.ckk, self.k) <= INT32_MAX
 
-    def band_rows(self, outer_units=None):
+    def band_rows(self, outer_units: int | None = None) -> int:
         """Output rows per im2col band, from the shape alone (never the thread count).
 
         With ``outer_units`` (images x groups that run in parallel), bands are also
@@ -131,7 +174,7 @@ class _ConvGeometry:
             rows = max(1, min(rows, -(-self.oh // wanted_bands)))
         return rows
 
-    def workspace(self, rows, n_threads, dtype):
+    def workspace(self, rows: int, n_threads: int, dtype: DTypeLike) -> FloatArray:
         """Per-thread column buffers: (threads, CKK * rows * OW)."""
         (pt, pb), (pl, pr) = self.padding
         pointwise = (self.kh, self.kw, *self.stride, pt, pb, pl, pr) == (1, 1, 1, 1, 0, 0, 0, 0)
@@ -143,7 +186,8 @@ class _ConvGeometry:
 # Kernel dispatch shared by conv2d and conv_transpose2d. Each fills a preallocated
 # output whose shape the geometry describes (x: geom input, y: geom output).
 
-def _conv_forward_into(x, w, b, y, geom, algorithm, n_threads):
+def _conv_forward_into(x: FloatArray, w: FloatArray, b: FloatArray | None, y: FloatArray,
+                       geom: _ConvGeometry, algorithm: str, n_threads: int) -> None:
     """y = conv(x, w) + b."""
     if algorithm == "direct":
         _conv_direct.conv2d_forward(x, w, b, y, *geom.kernel_args, n_threads)
@@ -154,7 +198,8 @@ def _conv_forward_into(x, w, b, y, geom, algorithm, n_threads):
         _conv_gemm.conv2d_forward(x, w, b, y, workspace, *geom.kernel_args, rows, n_threads)
 
 
-def _conv_input_grad_into(gy, w, gx, geom, algorithm, n_threads):
+def _conv_input_grad_into(gy: FloatArray, w: FloatArray, gx: FloatArray, geom: _ConvGeometry,
+                          algorithm: str, n_threads: int) -> None:
     """gx (zero-filled) += gradient of conv with respect to its input."""
     if algorithm == "direct":
         _conv_direct.conv2d_input_grad(gy, w, gx, *geom.kernel_args, n_threads)
@@ -165,7 +210,8 @@ def _conv_input_grad_into(gy, w, gx, geom, algorithm, n_threads):
         _conv_gemm.conv2d_input_grad(gy, w, gx, workspace, *geom.kernel_args, rows, n_threads)
 
 
-def _conv_weight_grad_into(gy, x, gw, geom, algorithm, n_threads):
+def _conv_weight_grad_into(gy: FloatArray, x: FloatArray, gw: FloatArray, geom: _ConvGeometry,
+                           algorithm: str, n_threads: int) -> None:
     """gw = gradient of conv with respect to its weights, summed over the batch."""
     if algorithm == "direct":
         _conv_direct.conv2d_weight_grad(gy, x, gw, *geom.kernel_args, n_threads)
@@ -180,13 +226,13 @@ def _conv_weight_grad_into(gy, x, gw, geom, algorithm, n_threads):
                                       n_threads)
 
 
-def _check_algorithm(algorithm):
+def _check_algorithm(algorithm: str) -> str:
     if not isinstance(algorithm, str) or algorithm.lower() not in ALGORITHMS:
         raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
     return algorithm.lower()
 
 
-def _choose_algorithm(algorithm, geom):
+def _choose_algorithm(algorithm: str, geom: _ConvGeometry) -> str:
     """Resolve "auto": im2col + GEMM once the GEMM is deep and wide enough to pay."""
     algorithm = _check_algorithm(algorithm)
     if algorithm == "im2col" and not geom.gemm_fits():
@@ -205,12 +251,14 @@ def _choose_algorithm(algorithm, geom):
     return "im2col"
 
 
-def _prepare_weights(w, flip):
+def _prepare_weights(w: FloatArray, flip: bool) -> FloatArray:
     """Kernel as the kernels read it: rotated 180 degrees for true convolution."""
     return np.ascontiguousarray(w[:, :, ::-1, ::-1]) if flip else w
 
 
-def _as_operands(x, w, extra=(), w_layout="(K, C/groups, KH, KW)"):
+def _as_operands(x: ArrayLike, w: ArrayLike, extra: Sequence[tuple[str, ArrayLike]] = (),
+                 w_layout: str = "(K, C/groups, KH, KW)",
+                 ) -> tuple[type[np.floating[Any]], FloatArray, FloatArray, list[FloatArray]]:
     """Validate ndim and dtype of x, w (and gy...), returning contiguous arrays."""
     x = as_array(x, "x")
     w = as_array(w, "w")
@@ -221,15 +269,16 @@ def _as_operands(x, w, extra=(), w_layout="(K, C/groups, KH, KW)"):
     return dtype, as_contiguous(x, dtype), as_contiguous(w, dtype), [as_contiguous(e, dtype) for e in extra]
 
 
-def _as_bias(b, channels, dtype):
+def _as_bias(b: ArrayLike, channels: int, dtype: type[np.floating[Any]]) -> FloatArray:
     b = as_contiguous(as_array(b, "b"), dtype)
     if b.shape != (channels,):
         raise ValueError(f"b must have shape ({channels},) (one per output channel), got {b.shape}")
     return b
 
 
-def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, *, algorithm="auto",
-           flip=False):
+def conv2d(x: ArrayLike, w: ArrayLike, b: ArrayLike | None = None, stride: IntPair = 1,
+           padding: Padding = 0, dilation: IntPair = 1, groups: int = 1, *,
+           algorithm: str = "auto", flip: bool = False) -> FloatArray:
     """2-D convolution (cross-correlation, as torch.nn.functional.conv2d).
 
     Parameters
@@ -239,19 +288,19 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, *, algorithm
     w : array_like, shape (K, C / groups, KH, KW)
         Filters.
     b : array_like, shape (K,), optional
-        Bias added to every output pixel of channel k.
-    stride, dilation : int or (int, int)
+        Bias added to every output pixel of channel k. Default: no bias.
+    stride, dilation : int or (int, int), default 1
         Step between windows and between kernel taps, per axis (>= 1).
-    padding : int, (int, int), ((top, bottom), (left, right)), or str
+    padding : int, (int, int), ((top, bottom), (left, right)), or str, default 0
         Zero padding. Words (any case): ``"valid"`` (none), ``"same"`` (output
         ceil(H / stride) x ceil(W / stride); the odd pixel of padding goes to the
         bottom/right, for any stride), ``"full"`` (dilation * (k - 1) on each side).
-    groups : int
+    groups : int, default 1
         Channel groups: C and K must be multiples; ``groups == C`` is depthwise.
-    algorithm : {"auto", "direct", "im2col"}
+    algorithm : {"auto", "direct", "im2col"}, default "auto"
         ``"direct"``: loops over the output. ``"im2col"``: per-thread im2col bands
         and a BLAS GEMM. ``"auto"`` chooses by shape. All agree within rounding.
-    flip : bool
+    flip : bool, default False
         True computes true convolution (kernel rotated 180 degrees).
 
     Returns
@@ -267,6 +316,15 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, *, algorithm
     >>> fastconv.conv2d(x, np.ones((1, 1, 2, 2)))[0, 0]
     array([[ 8., 12.],
            [20., 24.]])
+
+    Padding by a word, a stride, and true convolution:
+
+    >>> fastconv.conv2d(x, np.ones((1, 1, 2, 2)), padding="same", stride=2).shape
+    (1, 1, 2, 2)
+    >>> fastconv.conv2d(x, np.array([[[[1.0, 0.0]]]]), flip=True)[0, 0]
+    array([[1., 2.],
+           [4., 5.],
+           [7., 8.]])
     """
     dtype, x, w, _ = _as_operands(x, w)
     geom = _ConvGeometry(x.shape, w.shape, stride, padding, dilation, groups)
@@ -284,19 +342,23 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, *, algorithm
     return y
 
 
-def conv2d_backward(gy, x, w, stride=1, padding=0, dilation=1, groups=1, *, flip=False,
-                    needs_input_grad=True, algorithm="auto"):
+def conv2d_backward(gy: ArrayLike, x: ArrayLike, w: ArrayLike, stride: IntPair = 1,
+                    padding: Padding = 0, dilation: IntPair = 1, groups: int = 1, *,
+                    flip: bool = False, needs_input_grad: bool = True,
+                    algorithm: str = "auto") -> tuple[FloatArray | None, FloatArray, FloatArray]:
     """Gradients of conv2d with respect to x, w and b.
 
     Parameters
     ----------
     gy : array_like, shape (N, K, OH, OW)
         Gradient of the loss with respect to conv2d's output.
-    x, w, stride, padding, dilation, groups, flip
-        As given to :func:`conv2d`.
-    needs_input_grad : bool
+    x : array_like, shape (N, C, H, W)
+    w : array_like, shape (K, C / groups, KH, KW)
+    stride, padding, dilation, groups, flip
+        As given to :func:`conv2d` (same defaults).
+    needs_input_grad : bool, default True
         False skips the input gradient (a network's first layer needs none).
-    algorithm : {"auto", "direct", "im2col"}
+    algorithm : {"auto", "direct", "im2col"}, default "auto"
         As in :func:`conv2d`.
 
     Returns
@@ -360,8 +422,9 @@ class _TransposeGeometry:
     has y's shape and its output has x's shape.
     """
 
-    def __init__(self, x_shape, w_shape, stride, padding, output_padding, dilation, groups,
-                 output_size):
+    def __init__(self, x_shape: Sequence[int], w_shape: Sequence[int], stride: IntPair,
+                 padding: Padding, output_padding: IntPair, dilation: IntPair, groups: int,
+                 output_size: Sequence[int] | None) -> None:
         n, c, h, w = x_shape
         c_w, kg, kh, kw = w_shape
         groups = as_index(groups, "groups", 1)
@@ -409,7 +472,8 @@ class _TransposeGeometry:
                                   out_hw=(h, w))
 
 
-def _output_padding_for(output_size, default, stride, dilation):
+def _output_padding_for(output_size: Sequence[int], default: Sequence[int],
+                        stride: Sequence[int], dilation: Sequence[int]) -> tuple[int, ...]:
     """output_padding that gives ``output_size`` (its last two entries), checked."""
     if isinstance(output_size, (str, bytes)) or not hasattr(output_size, "__len__"):
         raise TypeError(f"output_size must be a sequence (OH, OW), got {output_size!r}")
@@ -428,8 +492,11 @@ def _output_padding_for(output_size, default, stride, dilation):
     return tuple(pads)
 
 
-def conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0, dilation=1, groups=1,
-                     *, output_size=None, algorithm="auto"):
+def conv_transpose2d(x: ArrayLike, w: ArrayLike, b: ArrayLike | None = None,
+                     stride: IntPair = 1, padding: Padding = 0, output_padding: IntPair = 0,
+                     dilation: IntPair = 1, groups: int = 1, *,
+                     output_size: Sequence[int] | None = None,
+                     algorithm: str = "auto") -> FloatArray:
     """2-D transposed convolution (as torch.nn.functional.conv_transpose2d).
 
     The adjoint of :func:`conv2d`: it computes conv2d's input gradient (GEMM of
@@ -441,17 +508,21 @@ def conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0, dilati
     w : array_like, shape (C, K / groups, KH, KW)
         PyTorch's layout for transposed convolution.
     b : array_like, shape (K,), optional
-    stride, dilation : int or (int, int)
-    padding : int, (int, int) or ((top, bottom), (left, right))
+        Bias added to every output pixel of channel k. Default: no bias.
+    stride, dilation : int or (int, int), default 1
+    padding : int, (int, int) or ((top, bottom), (left, right)), default 0
         Padding of the convolution this is the adjoint of (it shrinks the output).
-    output_padding : int or (int, int)
+        Words are refused.
+    output_padding : int or (int, int), default 0
         Rows/columns added to the bottom/right of the output; each must be smaller
         than the stride or the dilation of its axis (several input sizes of a
         strided convolution give one output size: this picks one).
-    groups : int
+    groups : int, default 1
+        C and K must be multiples of it.
     output_size : (OH, OW) or (N, K, OH, OW), optional
         Derives output_padding; must lie in the range the other arguments allow.
-    algorithm : {"auto", "direct", "im2col"}
+    algorithm : {"auto", "direct", "im2col"}, default "auto"
+        As in :func:`conv2d`.
 
     Returns
     -------
@@ -466,6 +537,13 @@ def conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0, dilati
            [1., 1., 1., 1.],
            [1., 1., 1., 1.],
            [1., 1., 1., 1.]])
+
+    With a stride, several output sizes map back to the same input size; ``output_size``
+    picks one:
+
+    >>> fastconv.conv_transpose2d(np.ones((1, 1, 2, 2)), np.ones((1, 1, 3, 3)), stride=2,
+    ...                           output_size=(6, 6)).shape
+    (1, 1, 6, 6)
     """
     dtype, x, w, _ = _as_operands(x, w, w_layout="(C, K/groups, KH, KW)")
     geom = _TransposeGeometry(x.shape, w.shape, stride, padding, output_padding, dilation,
@@ -481,19 +559,26 @@ def conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0, dilati
     return y
 
 
-def conv_transpose2d_backward(gy, x, w, stride=1, padding=0, output_padding=0, dilation=1,
-                              groups=1, *, output_size=None, needs_input_grad=True,
-                              algorithm="auto"):
+def conv_transpose2d_backward(gy: ArrayLike, x: ArrayLike, w: ArrayLike, stride: IntPair = 1,
+                              padding: Padding = 0, output_padding: IntPair = 0,
+                              dilation: IntPair = 1, groups: int = 1, *,
+                              output_size: Sequence[int] | None = None,
+                              needs_input_grad: bool = True, algorithm: str = "auto",
+                              ) -> tuple[FloatArray | None, FloatArray, FloatArray]:
     """Gradients of conv_transpose2d with respect to x, w and b.
 
     Parameters
     ----------
     gy : array_like, shape (N, K, OH, OW)
         Gradient of the loss with respect to conv_transpose2d's output.
-    x, w, stride, padding, output_padding, dilation, groups, output_size
-        As given to :func:`conv_transpose2d`.
-    needs_input_grad : bool
+    x : array_like, shape (N, C, H, W)
+    w : array_like, shape (C, K / groups, KH, KW)
+    stride, padding, output_padding, dilation, groups, output_size
+        As given to :func:`conv_transpose2d` (same defaults).
+    needs_input_grad : bool, default True
         False skips the input gradient.
+    algorithm : {"auto", "direct", "im2col"}, default "auto"
+        As in :func:`conv2d`.
 
     Returns
     -------
@@ -503,6 +588,18 @@ def conv_transpose2d_backward(gy, x, w, stride=1, padding=0, output_padding=0, d
         conv2d's weight gradient with the roles of x and gy exchanged.
     gb : ndarray, shape (K,)
         gy summed over N, OH, OW.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> x = np.ones((1, 1, 2, 2)); w = np.ones((1, 1, 2, 2))
+    >>> gy = np.ones((1, 1, 4, 4))  # conv_transpose2d(x, w, stride=2) is (1, 1, 4, 4)
+    >>> gx, gw, gb = fastconv.conv_transpose2d_backward(gy, x, w, stride=2)
+    >>> gx[0, 0]
+    array([[4., 4.],
+           [4., 4.]])
+    >>> gw.shape, gb
+    ((1, 1, 2, 2), array([16.]))
     """
     dtype, x, w, (gy,) = _as_operands(x, w, [("gy", gy)], w_layout="(C, K/groups, KH, KW)")
     geom = _TransposeGeometry(x.shape, w.shape, stride, padding, output_padding, dilation,
@@ -530,7 +627,8 @@ def conv_transpose2d_backward(gy, x, w, stride=1, padding=0, output_padding=0, d
 # --- pooling ---------------------------------------------------------------------
 
 
-def _as_input(x, name="x", ndim=4, layout="(N, C, H, W)"):
+def _as_input(x: ArrayLike, name: str = "x", ndim: int = 4,
+              layout: str = "(N, C, H, W)") -> FloatArray:
     """One float operand as a C-contiguous float32/float64 array of ``ndim`` dims."""
     x = as_array(x, name)
     check_ndim(x, name, ndim, layout)
@@ -540,7 +638,14 @@ def _as_input(x, name="x", ndim=4, layout="(N, C, H, W)"):
 class _PoolGeometry:
     """Window sizes of one pooling call, with PyTorch's rules for output size."""
 
-    def __init__(self, in_hw, kernel_size, stride, padding, dilation, ceil_mode):
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dilation: tuple[int, int]
+    out_hw: tuple[int, ...]
+
+    def __init__(self, in_hw: Sequence[int], kernel_size: IntPair, stride: IntPair | None,
+                 padding: IntPair, dilation: IntPair, ceil_mode: bool) -> None:
         self.kernel = as_pair(kernel_size, "kernel_size")
         self.stride = self.kernel if stride is None else as_pair(stride, "stride")
         self.padding = as_pair(padding, "padding", minimum=0)
@@ -560,7 +665,7 @@ class _PoolGeometry:
                                         self.dilation)
         )
 
-    def _out_size(self, size, k, s, p, d):
+    def _out_size(self, size: int, k: int, s: int, p: int, d: int) -> int:
         span = d * (k - 1) + 1
         room = size + 2 * p - span
         out = (room + (s - 1 if self.ceil_mode else 0)) // s + 1  # floor division, as PyTorch
@@ -582,15 +687,34 @@ class _PoolGeometry:
         return out
 
 
-def _pool_output(x, geom):
+def _pool_output(x: FloatArray, geom: _PoolGeometry) -> tuple[int, int, int, int]:
     n, c = x.shape[:2]
     shape = (n, c, *geom.out_hw)
     check_size(shape, "the output")
     return shape
 
 
-def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
-               return_indices=False):
+@overload
+def max_pool2d(x: ArrayLike, kernel_size: IntPair, stride: IntPair | None = ...,
+               padding: IntPair = ..., dilation: IntPair = ..., ceil_mode: bool = ...,
+               return_indices: Literal[False] = ...) -> FloatArray: ...
+@overload
+def max_pool2d(x: ArrayLike, kernel_size: IntPair, stride: IntPair | None, padding: IntPair,
+               dilation: IntPair, ceil_mode: bool,
+               return_indices: Literal[True]) -> tuple[FloatArray, NDArray[np.int64]]: ...
+@overload
+def max_pool2d(x: ArrayLike, kernel_size: IntPair, stride: IntPair | None = ...,
+               padding: IntPair = ..., dilation: IntPair = ..., ceil_mode: bool = ..., *,
+               return_indices: Literal[True]) -> tuple[FloatArray, NDArray[np.int64]]: ...
+@overload
+def max_pool2d(x: ArrayLike, kernel_size: IntPair, stride: IntPair | None = ...,
+               padding: IntPair = ..., dilation: IntPair = ..., ceil_mode: bool = ...,
+               return_indices: bool = ...,
+               ) -> FloatArray | tuple[FloatArray, NDArray[np.int64]]: ...
+def max_pool2d(x: ArrayLike, kernel_size: IntPair, stride: IntPair | None = None,
+               padding: IntPair = 0, dilation: IntPair = 1, ceil_mode: bool = False,
+               return_indices: bool = False,
+               ) -> FloatArray | tuple[FloatArray, NDArray[np.int64]]:
     """2-D max pooling (as torch.nn.functional.max_pool2d).
 
     Parameters
@@ -599,13 +723,13 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     kernel_size : int or (int, int)
     stride : int or (int, int), optional
         Default: kernel_size.
-    padding : int or (int, int)
+    padding : int or (int, int), default 0
         Implicit -inf padding on both sides, at most kernel_size // 2.
-    dilation : int or (int, int)
-    ceil_mode : bool
+    dilation : int or (int, int), default 1
+    ceil_mode : bool, default False
         Ceil instead of floor for the output size; a last window that would start in
         the right padding is dropped.
-    return_indices : bool
+    return_indices : bool, default False
         Also return the argmax of every window.
 
     Returns
@@ -635,7 +759,8 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     return (y, idx) if return_indices else y
 
 
-def _as_indices(idx, name, shape, plane_size, what):
+def _as_indices(idx: ArrayLike, name: str, shape: tuple[int, ...], plane_size: int,
+                what: str) -> NDArray[np.int64]:
     idx = as_array(idx, name)
     if idx.dtype.kind not in "iu":
         raise TypeError(f"{name} must be an integer array (int64 flat offsets), got {idx.dtype}")
@@ -649,7 +774,7 @@ def _as_indices(idx, name, shape, plane_size, what):
     return as_contiguous(idx, np.int64)
 
 
-def _as_shape(input_shape, name, ndim=4):
+def _as_shape(input_shape: Sequence[int], name: str, ndim: int = 4) -> tuple[int, ...]:
     if isinstance(input_shape, (str, bytes)) or not hasattr(input_shape, "__len__"):
         raise TypeError(f"{name} must be a sequence of {ndim} ints, got {input_shape!r}")
     if len(input_shape) != ndim:
@@ -657,7 +782,7 @@ def _as_shape(input_shape, name, ndim=4):
     return tuple(as_index(v, name, 0) for v in input_shape)
 
 
-def max_pool2d_backward(gy, idx, input_shape):
+def max_pool2d_backward(gy: ArrayLike, idx: ArrayLike, input_shape: Sequence[int]) -> FloatArray:
     """Gradient of max_pool2d: each gy goes to the input position its window chose.
 
     Parameters
@@ -670,6 +795,18 @@ def max_pool2d_backward(gy, idx, input_shape):
     Returns
     -------
     gx : ndarray, shape ``input_shape``
+        Zero except at the chosen positions (overlapping windows add up).
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> x = np.array([[[[1.0, 3.0], [4.0, 2.0]]]])
+    >>> y, idx = fastconv.max_pool2d(x, 2, return_indices=True)
+    >>> idx
+    array([[[[2]]]])
+    >>> fastconv.max_pool2d_backward(np.ones_like(y), idx, x.shape)[0, 0]
+    array([[0., 0.],
+           [1., 0.]])
     """
     gy = _as_input(gy, "gy", layout="(N, C, OH, OW)")
     n, c, h, w = _as_shape(input_shape, "input_shape")
@@ -682,7 +819,9 @@ def max_pool2d_backward(gy, idx, input_shape):
     return gx
 
 
-def max_unpool2d(y, idx, kernel_size, stride=None, padding=0, output_size=None):
+def max_unpool2d(y: ArrayLike, idx: ArrayLike, kernel_size: IntPair,
+                 stride: IntPair | None = None, padding: IntPair = 0,
+                 output_size: Sequence[int] | None = None) -> FloatArray:
     """Partial inverse of max_pool2d: y's values at their recorded positions, zeros elsewhere.
 
     Parameters
@@ -692,7 +831,7 @@ def max_unpool2d(y, idx, kernel_size, stride=None, padding=0, output_size=None):
     idx : array_like of int, shape (N, C, H, W)
         Indices from max_pool2d; each must lie in [0, OH * OW).
     kernel_size, stride, padding
-        As given to max_pool2d.
+        As given to max_pool2d (stride defaults to kernel_size, padding to 0).
     output_size : (OH, OW) or (N, C, OH, OW), optional
         Default (H - 1) * stride - 2 * padding + kernel_size; must lie strictly
         within one stride of it.
@@ -700,6 +839,15 @@ def max_unpool2d(y, idx, kernel_size, stride=None, padding=0, output_size=None):
     Returns
     -------
     x : ndarray, shape (N, C, OH, OW)
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> x = np.array([[[[1.0, 3.0], [4.0, 2.0]]]])
+    >>> y, idx = fastconv.max_pool2d(x, 2, return_indices=True)
+    >>> fastconv.max_unpool2d(y, idx, 2)[0, 0]
+    array([[0., 0.],
+           [4., 0.]])
     """
     y = _as_input(y, "y")
     kernel = as_pair(kernel_size, "kernel_size")
@@ -732,23 +880,26 @@ def max_unpool2d(y, idx, kernel_size, stride=None, padding=0, output_size=None):
     return out
 
 
-def _avg_args(geom, count_include_pad, divisor_override):
+def _avg_args(geom: _PoolGeometry, count_include_pad: bool,
+              divisor_override: int | None) -> tuple[int, int, int, int, int, int, bool, int]:
     if divisor_override is not None:
         divisor_override = as_index(divisor_override, "divisor_override", 1)
     return (*geom.kernel, *geom.stride, *geom.padding, bool(count_include_pad),
             divisor_override or 0)
 
 
-def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
-               divisor_override=None):
+def avg_pool2d(x: ArrayLike, kernel_size: IntPair, stride: IntPair | None = None,
+               padding: IntPair = 0, ceil_mode: bool = False, count_include_pad: bool = True,
+               divisor_override: int | None = None) -> FloatArray:
     """2-D average pooling (as torch.nn.functional.avg_pool2d).
 
     Parameters
     ----------
     x : array_like, shape (N, C, H, W)
     kernel_size, stride, padding, ceil_mode
-        As in :func:`max_pool2d` (zero padding, at most half the kernel).
-    count_include_pad : bool
+        As in :func:`max_pool2d` (stride defaults to kernel_size; zero padding, at
+        most half the kernel, default 0; ceil_mode default False).
+    count_include_pad : bool, default True
         Divide by the window size including padding (but never the ceil-mode overhang
         past the padding) instead of the number of real pixels.
     divisor_override : int, optional
@@ -764,6 +915,18 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
     >>> fastconv.avg_pool2d(np.arange(16.0).reshape(1, 1, 4, 4), 2)[0, 0]
     array([[ 2.5,  4.5],
            [10.5, 12.5]])
+
+    With padding, ``count_include_pad`` decides what a border window divides by:
+
+    >>> ones = np.ones((1, 1, 2, 2))
+    >>> fastconv.avg_pool2d(ones, 2, stride=1, padding=1)[0, 0]
+    array([[0.25, 0.5 , 0.25],
+           [0.5 , 1.  , 0.5 ],
+           [0.25, 0.5 , 0.25]])
+    >>> fastconv.avg_pool2d(ones, 2, stride=1, padding=1, count_include_pad=False)[0, 0]
+    array([[1., 1., 1.],
+           [1., 1., 1.],
+           [1., 1., 1.]])
     """
     x = _as_input(x)
     geom = _PoolGeometry(x.shape[2:], kernel_size, stride, padding, 1, ceil_mode)
@@ -774,8 +937,10 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
     return y
 
 
-def avg_pool2d_backward(gy, input_shape, kernel_size, stride=None, padding=0, ceil_mode=False,
-                        count_include_pad=True, divisor_override=None):
+def avg_pool2d_backward(gy: ArrayLike, input_shape: Sequence[int], kernel_size: IntPair,
+                        stride: IntPair | None = None, padding: IntPair = 0,
+                        ceil_mode: bool = False, count_include_pad: bool = True,
+                        divisor_override: int | None = None) -> FloatArray:
     """Gradient of avg_pool2d: each gy divided by its window's divisor, spread over the window.
 
     Parameters
@@ -783,11 +948,18 @@ def avg_pool2d_backward(gy, input_shape, kernel_size, stride=None, padding=0, ce
     gy : array_like, shape (N, C, OH, OW)
     input_shape : (N, C, H, W)
     kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
-        As given to :func:`avg_pool2d`.
+        As given to :func:`avg_pool2d` (same defaults).
 
     Returns
     -------
     gx : ndarray, shape ``input_shape``
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> fastconv.avg_pool2d_backward(np.array([[[[4.0, 8.0]]]]), (1, 1, 2, 4), 2)[0, 0]
+    array([[1., 1., 2., 2.],
+           [1., 1., 2., 2.]])
     """
     gy = _as_input(gy, "gy", layout="(N, C, OH, OW)")
     shape = _as_shape(input_shape, "input_shape")
@@ -800,13 +972,13 @@ def avg_pool2d_backward(gy, input_shape, kernel_size, stride=None, padding=0, ce
     return gx
 
 
-def _check_pool_grad(gy, input_shape, geom):
+def _check_pool_grad(gy: FloatArray, input_shape: Sequence[int], geom: _PoolGeometry) -> None:
     expected = (*input_shape[:2], *geom.out_hw)
     if gy.shape != expected:
         raise ValueError(f"gy must have the shape of the pooling output {expected}, got {gy.shape}")
 
 
-def _lp_norm(p):
+def _lp_norm(p: float) -> float:
     if isinstance(p, (bool, np.bool_)) or not isinstance(p, (int, float, np.integer, np.floating)):
         raise TypeError(f"p must be a real number, got {type(p).__name__} {p!r}")
     p = float(p)
@@ -815,7 +987,8 @@ def _lp_norm(p):
     return p
 
 
-def lp_pool2d(x, p, kernel_size, stride=None, ceil_mode=False):
+def lp_pool2d(x: ArrayLike, p: float, kernel_size: IntPair, stride: IntPair | None = None,
+              ceil_mode: bool = False) -> FloatArray:
     """2-D power-average (p-norm) pooling: (sum over the window of |x|^p)^(1/p).
 
     Matches torch.nn.functional.lp_pool2d wherever that is a p-norm (even p, or
@@ -827,12 +1000,23 @@ def lp_pool2d(x, p, kernel_size, stride=None, ceil_mode=False):
     ----------
     x : array_like, shape (N, C, H, W)
     p : float > 0
+        The norm: 1 sums |x| over the window, 2 is the Euclidean norm.
     kernel_size, stride, ceil_mode
-        As in :func:`avg_pool2d` (no padding).
+        As in :func:`avg_pool2d` (stride defaults to kernel_size, ceil_mode to
+        False; no padding).
 
     Returns
     -------
     y : ndarray, shape (N, C, OH, OW)
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> x = np.array([[[[3.0, 4.0], [0.0, 0.0]]]])
+    >>> fastconv.lp_pool2d(x, 2, 2)
+    array([[[[5.]]]])
+    >>> fastconv.lp_pool2d(x, 1, 2)
+    array([[[[7.]]]])
     """
     x = _as_input(x)
     p = _lp_norm(p)
@@ -844,7 +1028,8 @@ def lp_pool2d(x, p, kernel_size, stride=None, ceil_mode=False):
     return y
 
 
-def lp_pool2d_backward(gy, x, y, p, kernel_size, stride=None, ceil_mode=False):
+def lp_pool2d_backward(gy: ArrayLike, x: ArrayLike, y: ArrayLike, p: float, kernel_size: IntPair,
+                       stride: IntPair | None = None, ceil_mode: bool = False) -> FloatArray:
     """Gradient of lp_pool2d: gy * y^(1-p) * |x|^(p-1) * sign(x) (times the overhang scale).
 
     Windows whose output is 0 get a zero gradient (a subgradient).
@@ -857,11 +1042,20 @@ def lp_pool2d_backward(gy, x, y, p, kernel_size, stride=None, ceil_mode=False):
     y : array_like, shape (N, C, OH, OW)
         lp_pool2d's output.
     p, kernel_size, stride, ceil_mode
-        As given to :func:`lp_pool2d`.
+        As given to :func:`lp_pool2d` (same defaults).
 
     Returns
     -------
     gx : ndarray, shape (N, C, H, W)
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> x = np.array([[[[3.0, 4.0], [0.0, 0.0]]]])
+    >>> y = fastconv.lp_pool2d(x, 2, 2)
+    >>> fastconv.lp_pool2d_backward(np.ones_like(y), x, y, 2, 2)[0, 0]  # x / ||x||
+    array([[0.6, 0.8],
+           [0. , 0. ]])
     """
     gy = as_array(gy, "gy")
     x = as_array(x, "x")
@@ -882,7 +1076,8 @@ def lp_pool2d_backward(gy, x, y, p, kernel_size, stride=None, ceil_mode=False):
     return gx
 
 
-def _adaptive_size(output_size, in_hw):
+def _adaptive_size(output_size: int | tuple[int | None, int | None],
+                   in_hw: Sequence[int]) -> tuple[int, ...]:
     if isinstance(output_size, (tuple, list)):
         if len(output_size) != 2:
             raise ValueError(f"output_size must be an int or (OH, OW), got {output_size!r}")
@@ -893,7 +1088,8 @@ def _adaptive_size(output_size, in_hw):
     return (size, size)
 
 
-def adaptive_avg_pool2d(x, output_size):
+def adaptive_avg_pool2d(x: ArrayLike,
+                        output_size: int | tuple[int | None, int | None]) -> FloatArray:
     """Average pooling to a fixed output size (as torch.nn.functional.adaptive_avg_pool2d).
 
     Window i along an axis of size H covers [floor(i * H / OH), ceil((i + 1) * H / OH)).
@@ -902,11 +1098,21 @@ def adaptive_avg_pool2d(x, output_size):
     ----------
     x : array_like, shape (N, C, H, W)
     output_size : int or (int or None, int or None)
-        None keeps that axis's input size.
+        (OH, OW); an int is used for both; None keeps that axis's input size.
 
     Returns
     -------
     y : ndarray, shape (N, C, OH, OW)
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> x = np.arange(6.0).reshape(1, 1, 2, 3)
+    >>> fastconv.adaptive_avg_pool2d(x, (1, 2))  # windows: columns [0, 2) and [1, 3)
+    array([[[[2., 3.]]]])
+    >>> fastconv.adaptive_avg_pool2d(x, (None, 1))[0, 0]
+    array([[1.],
+           [4.]])
     """
     x = _as_input(x)
     if min(x.shape[2:]) < 1:
@@ -920,7 +1126,7 @@ def adaptive_avg_pool2d(x, output_size):
     return y
 
 
-def adaptive_avg_pool2d_backward(gy, input_shape):
+def adaptive_avg_pool2d_backward(gy: ArrayLike, input_shape: Sequence[int]) -> FloatArray:
     """Gradient of adaptive_avg_pool2d (gy's spatial size is the output size).
 
     Parameters
@@ -931,6 +1137,14 @@ def adaptive_avg_pool2d_backward(gy, input_shape):
     Returns
     -------
     gx : ndarray, shape ``input_shape``
+        Each gy divided by its window's size, added over the window (windows
+        may overlap).
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> fastconv.adaptive_avg_pool2d_backward(np.array([[[[2.0, 4.0]]]]), (1, 1, 1, 3))
+    array([[[[1., 3., 2.]]]])
     """
     gy = _as_input(gy, "gy", layout="(N, C, OH, OW)")
     shape = _as_shape(input_shape, "input_shape")
@@ -945,26 +1159,63 @@ def adaptive_avg_pool2d_backward(gy, input_shape):
     return gx
 
 
-def global_avg_pool2d(x):
-    """Mean over each plane: (N, C, H, W) -> (N, C, 1, 1)."""
+def global_avg_pool2d(x: ArrayLike) -> FloatArray:
+    """Mean over each plane: (N, C, H, W) -> (N, C, 1, 1).
+
+    Same as ``adaptive_avg_pool2d(x, 1)``.
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C, H, W)
+        Non-empty planes.
+
+    Returns
+    -------
+    y : ndarray, shape (N, C, 1, 1)
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> fastconv.global_avg_pool2d(np.arange(8.0).reshape(1, 2, 2, 2))
+    array([[[[1.5]],
+    <BLANKLINE>
+            [[5.5]]]])
+    """
     return adaptive_avg_pool2d(x, 1)
 
 
-def global_avg_pool2d_backward(gy, input_shape):
-    """Gradient of global_avg_pool2d: gy / (H * W) over each plane."""
+def global_avg_pool2d_backward(gy: ArrayLike, input_shape: Sequence[int]) -> FloatArray:
+    """Gradient of global_avg_pool2d: gy / (H * W) over each plane.
+
+    Parameters
+    ----------
+    gy : array_like, shape (N, C, 1, 1)
+    input_shape : (N, C, H, W)
+
+    Returns
+    -------
+    gx : ndarray, shape ``input_shape``
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> fastconv.global_avg_pool2d_backward(np.full((1, 1, 1, 1), 4.0), (1, 1, 2, 2))[0, 0]
+    array([[1., 1.],
+           [1., 1.]])
+    """
     return adaptive_avg_pool2d_backward(gy, input_shape)
 
 
 # --- 1-D operations: the 2-D ones on (N, C, 1, L) ----------------------------------
 
 
-def _to_2d(x, name):
+def _to_2d(x: ArrayLike, name: str) -> NDArray[Any]:
     x = as_array(x, name)
     check_ndim(x, name, 3, "(N, C, L)")
     return x[:, :, None, :]
 
 
-def _pad_1d(padding):
+def _pad_1d(padding: Padding1d) -> Padding:
     """1-D padding (int, (left, right) or a word) as 2-D padding with none on H."""
     if isinstance(padding, str):
         return padding
@@ -976,7 +1227,7 @@ def _pad_1d(padding):
     return ((0, 0), (p, p))
 
 
-def _int_1d(value, name, minimum=1, fill=1):
+def _int_1d(value: Int1d, name: str, minimum: int = 1, fill: int = 1) -> tuple[int, int]:
     """A 1-D int parameter (an int or a 1-tuple, as PyTorch takes) as its 2-D pair."""
     if isinstance(value, (tuple, list)):
         if len(value) != 1:
@@ -985,20 +1236,70 @@ def _int_1d(value, name, minimum=1, fill=1):
     return (fill, as_index(value, name, minimum))
 
 
-def conv1d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, *, algorithm="auto",
-           flip=False):
+def conv1d(x: ArrayLike, w: ArrayLike, b: ArrayLike | None = None, stride: Int1d = 1,
+           padding: Padding1d = 0, dilation: Int1d = 1, groups: int = 1, *,
+           algorithm: str = "auto", flip: bool = False) -> FloatArray:
     """1-D convolution: x (N, C, L), w (K, C/groups, KL) -> (N, K, OL). See :func:`conv2d`.
 
-    ``padding`` is an int, (left, right), or "valid" / "same" / "full".
+    Runs :func:`conv2d` on the arrays viewed as (N, C, 1, L).
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C, L)
+    w : array_like, shape (K, C / groups, KL)
+    b : array_like, shape (K,), optional
+    stride, dilation : int or (int,), default 1
+    padding : int, (left, right), or "valid" / "same" / "full", default 0
+    groups, algorithm, flip
+        As in :func:`conv2d` (defaults 1, "auto", False).
+
+    Returns
+    -------
+    y : ndarray, shape (N, K, OL)
+        OL = floor((L + pad_left + pad_right - dilation * (KL - 1) - 1) / stride) + 1.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> fastconv.conv1d(np.arange(5.0).reshape(1, 1, 5), np.ones((1, 1, 2)))
+    array([[[1., 3., 5., 7.]]])
+    >>> fastconv.conv1d(np.ones((2, 3, 10)), np.ones((4, 3, 3)), padding="same").shape
+    (2, 4, 10)
     """
     y = conv2d(_to_2d(x, "x"), _to_2d(w, "w"), b, _int_1d(stride, "stride"), _pad_1d(padding),
                _int_1d(dilation, "dilation"), groups, algorithm=algorithm, flip=flip)
     return y[:, :, 0, :]
 
 
-def conv1d_backward(gy, x, w, stride=1, padding=0, dilation=1, groups=1, *, flip=False,
-                    needs_input_grad=True, algorithm="auto"):
-    """Gradients (gx, gw, gb) of :func:`conv1d`; shapes as x, w and (K,)."""
+def conv1d_backward(gy: ArrayLike, x: ArrayLike, w: ArrayLike, stride: Int1d = 1,
+                    padding: Padding1d = 0, dilation: Int1d = 1, groups: int = 1, *,
+                    flip: bool = False, needs_input_grad: bool = True,
+                    algorithm: str = "auto") -> tuple[FloatArray | None, FloatArray, FloatArray]:
+    """Gradients (gx, gw, gb) of :func:`conv1d`; shapes as x, w and (K,).
+
+    Parameters
+    ----------
+    gy : array_like, shape (N, K, OL)
+        Gradient of the loss with respect to conv1d's output.
+    x : array_like, shape (N, C, L)
+    w : array_like, shape (K, C / groups, KL)
+    stride, padding, dilation, groups, flip, needs_input_grad, algorithm
+        As in :func:`conv1d` and :func:`conv2d_backward` (same defaults).
+
+    Returns
+    -------
+    gx : ndarray, shape (N, C, L), or None when ``needs_input_grad`` is False
+    gw : ndarray, shape (K, C / groups, KL)
+    gb : ndarray, shape (K,)
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> gx, gw, gb = fastconv.conv1d_backward(np.ones((1, 1, 4)), np.arange(5.0).reshape(1, 1, 5),
+    ...                                       np.ones((1, 1, 2)))
+    >>> gx, gw, gb
+    (array([[[1., 2., 2., 2., 1.]]]), array([[[ 6., 10.]]]), array([4.]))
+    """
     gx, gw, gb = conv2d_backward(
         _to_2d(gy, "gy"), _to_2d(x, "x"), _to_2d(w, "w"), _int_1d(stride, "stride"),
         _pad_1d(padding), _int_1d(dilation, "dilation"), groups, flip=flip,
@@ -1007,7 +1308,8 @@ def conv1d_backward(gy, x, w, stride=1, padding=0, dilation=1, groups=1, *, flip
     return (None if gx is None else gx[:, :, 0, :]), gw[:, :, 0, :], gb
 
 
-def _out_size_1d(output_size):
+def _out_size_1d(output_size: int | tuple[int, ...] | list[int] | None,
+                 ) -> tuple[int, int] | None:
     """1-D output_size (L, (L,) or (N, K, L)) as the 2-D (1, L)."""
     if output_size is None:
         return None
@@ -1018,9 +1320,37 @@ def _out_size_1d(output_size):
     return (1, output_size)
 
 
-def conv_transpose1d(x, w, b=None, stride=1, padding=0, output_padding=0, dilation=1, groups=1,
-                     *, output_size=None, algorithm="auto"):
-    """1-D transposed convolution: x (N, C, L), w (C, K/groups, KL). See :func:`conv_transpose2d`."""
+def conv_transpose1d(x: ArrayLike, w: ArrayLike, b: ArrayLike | None = None, stride: Int1d = 1,
+                     padding: int | tuple[int, int] = 0, output_padding: Int1d = 0,
+                     dilation: Int1d = 1, groups: int = 1, *,
+                     output_size: int | tuple[int, ...] | list[int] | None = None,
+                     algorithm: str = "auto") -> FloatArray:
+    """1-D transposed convolution: x (N, C, L), w (C, K/groups, KL). See :func:`conv_transpose2d`.
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C, L)
+    w : array_like, shape (C, K / groups, KL)
+    b : array_like, shape (K,), optional
+    stride, dilation : int or (int,), default 1
+    padding : int or (left, right), default 0
+    output_padding : int or (int,), default 0
+    groups, algorithm
+        As in :func:`conv_transpose2d` (defaults 1, "auto").
+    output_size : int, (OL,) or (N, K, OL), optional
+        Derives output_padding.
+
+    Returns
+    -------
+    y : ndarray, shape (N, K, OL)
+        OL = (L - 1) * stride - pad_left - pad_right + dilation * (KL - 1) + output_padding + 1.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> fastconv.conv_transpose1d(np.array([[[1.0, 2.0]]]), np.ones((1, 1, 3)), stride=2)
+    array([[[1., 1., 3., 2., 2.]]])
+    """
     y = conv_transpose2d(
         _to_2d(x, "x"), _to_2d(w, "w"), b, _int_1d(stride, "stride"), _pad_1d(padding),
         _int_1d(output_padding, "output_padding", 0, fill=0), _int_1d(dilation, "dilation"), groups,
@@ -1029,10 +1359,38 @@ def conv_transpose1d(x, w, b=None, stride=1, padding=0, output_padding=0, dilati
     return y[:, :, 0, :]
 
 
-def conv_transpose1d_backward(gy, x, w, stride=1, padding=0, output_padding=0, dilation=1,
-                              groups=1, *, output_size=None, needs_input_grad=True,
-                              algorithm="auto"):
-    """Gradients (gx, gw, gb) of :func:`conv_transpose1d`."""
+def conv_transpose1d_backward(gy: ArrayLike, x: ArrayLike, w: ArrayLike, stride: Int1d = 1,
+                              padding: int | tuple[int, int] = 0, output_padding: Int1d = 0,
+                              dilation: Int1d = 1, groups: int = 1, *,
+                              output_size: int | tuple[int, ...] | list[int] | None = None,
+                              needs_input_grad: bool = True, algorithm: str = "auto",
+                              ) -> tuple[FloatArray | None, FloatArray, FloatArray]:
+    """Gradients (gx, gw, gb) of :func:`conv_transpose1d`.
+
+    Parameters
+    ----------
+    gy : array_like, shape (N, K, OL)
+        Gradient of the loss with respect to conv_transpose1d's output.
+    x : array_like, shape (N, C, L)
+    w : array_like, shape (C, K / groups, KL)
+    stride, padding, output_padding, dilation, groups, output_size, needs_input_grad, algorithm
+        As in :func:`conv_transpose1d` and :func:`conv_transpose2d_backward`
+        (same defaults).
+
+    Returns
+    -------
+    gx : ndarray, shape (N, C, L), or None when ``needs_input_grad`` is False
+    gw : ndarray, shape (C, K / groups, KL)
+    gb : ndarray, shape (K,)
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> gx, gw, gb = fastconv.conv_transpose1d_backward(
+    ...     np.ones((1, 1, 5)), np.array([[[1.0, 2.0]]]), np.ones((1, 1, 3)), stride=2)
+    >>> gx, gw, gb
+    (array([[[3., 3.]]]), array([[[3., 3., 3.]]]), array([5.]))
+    """
     gx, gw, gb = conv_transpose2d_backward(
         _to_2d(gy, "gy"), _to_2d(x, "x"), _to_2d(w, "w"), _int_1d(stride, "stride"),
         _pad_1d(padding), _int_1d(output_padding, "output_padding", 0, fill=0),
@@ -1042,10 +1400,49 @@ def conv_transpose1d_backward(gy, x, w, stride=1, padding=0, output_padding=0, d
     return (None if gx is None else gx[:, :, 0, :]), gw[:, :, 0, :], gb
 
 
-def max_pool1d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
-               return_indices=False):
-    """1-D max pooling on (N, C, L); indices are positions in L. See :func:`max_pool2d`."""
-    out = max_pool2d(
+@overload
+def max_pool1d(x: ArrayLike, kernel_size: Int1d, stride: Int1d | None = ..., padding: Int1d = ...,
+               dilation: Int1d = ..., ceil_mode: bool = ...,
+               return_indices: Literal[False] = ...) -> FloatArray: ...
+@overload
+def max_pool1d(x: ArrayLike, kernel_size: Int1d, stride: Int1d | None, padding: Int1d,
+               dilation: Int1d, ceil_mode: bool,
+               return_indices: Literal[True]) -> tuple[FloatArray, NDArray[np.int64]]: ...
+@overload
+def max_pool1d(x: ArrayLike, kernel_size: Int1d, stride: Int1d | None = ..., padding: Int1d = ...,
+               dilation: Int1d = ..., ceil_mode: bool = ..., *,
+               return_indices: Literal[True]) -> tuple[FloatArray, NDArray[np.int64]]: ...
+@overload
+def max_pool1d(x: ArrayLike, kernel_size: Int1d, stride: Int1d | None = ..., padding: Int1d = ...,
+               dilation: Int1d = ..., ceil_mode: bool = ..., return_indices: bool = ...,
+               ) -> FloatArray | tuple[FloatArray, NDArray[np.int64]]: ...
+def max_pool1d(x: ArrayLike, kernel_size: Int1d, stride: Int1d | None = None, padding: Int1d = 0,
+               dilation: Int1d = 1, ceil_mode: bool = False, return_indices: bool = False,
+               ) -> FloatArray | tuple[FloatArray, NDArray[np.int64]]:
+    """1-D max pooling on (N, C, L); indices are positions in L. See :func:`max_pool2d`.
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C, L)
+    kernel_size : int or (int,)
+    stride : int or (int,), optional
+        Default: kernel_size.
+    padding, dilation, ceil_mode, return_indices
+        As in :func:`max_pool2d`, one value for L (defaults 0, 1, False, False).
+
+    Returns
+    -------
+    y : ndarray, shape (N, C, OL)
+    idx : ndarray of int64, shape (N, C, OL), only with ``return_indices``
+        Position in L of each window's maximum.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> fastconv.max_pool1d(np.array([[[1.0, 5.0, 2.0, 0.0, 3.0]]]), 2, return_indices=True)
+    (array([[[5., 2.]]]), array([[[1, 2]]]))
+    """
+    out: Any = max_pool2d(
         _to_2d(x, "x"), _int_1d(kernel_size, "kernel_size"),
         None if stride is None else _int_1d(stride, "stride"), _int_1d(padding, "padding", 0, fill=0),
         _int_1d(dilation, "dilation"), ceil_mode, return_indices,
@@ -1055,15 +1452,55 @@ def max_pool1d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     return out[:, :, 0, :]
 
 
-def max_pool1d_backward(gy, idx, input_shape):
-    """Gradient of :func:`max_pool1d`; ``input_shape`` is (N, C, L)."""
+def max_pool1d_backward(gy: ArrayLike, idx: ArrayLike, input_shape: Sequence[int]) -> FloatArray:
+    """Gradient of :func:`max_pool1d`; ``input_shape`` is (N, C, L).
+
+    Parameters
+    ----------
+    gy : array_like, shape (N, C, OL)
+    idx : array_like of int, shape (N, C, OL)
+        The indices max_pool1d returned; each must lie in [0, L).
+    input_shape : (N, C, L)
+
+    Returns
+    -------
+    gx : ndarray, shape ``input_shape``
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> fastconv.max_pool1d_backward(np.array([[[1.0, 1.0]]]), np.array([[[1, 2]]]), (1, 1, 5))
+    array([[[0., 1., 1., 0., 0.]]])
+    """
     n, c, length = _as_shape(input_shape, "input_shape", ndim=3)
     gx = max_pool2d_backward(_to_2d(gy, "gy"), _to_2d(idx, "idx"), (n, c, 1, length))
     return gx[:, :, 0, :]
 
 
-def avg_pool1d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
-    """1-D average pooling on (N, C, L). See :func:`avg_pool2d`."""
+def avg_pool1d(x: ArrayLike, kernel_size: Int1d, stride: Int1d | None = None,
+               padding: Int1d = 0, ceil_mode: bool = False,
+               count_include_pad: bool = True) -> FloatArray:
+    """1-D average pooling on (N, C, L). See :func:`avg_pool2d`.
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C, L)
+    kernel_size : int or (int,)
+    stride : int or (int,), optional
+        Default: kernel_size.
+    padding, ceil_mode, count_include_pad
+        As in :func:`avg_pool2d`, one value for L (defaults 0, False, True).
+
+    Returns
+    -------
+    y : ndarray, shape (N, C, OL)
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> fastconv.avg_pool1d(np.arange(6.0).reshape(1, 1, 6), 2)
+    array([[[0.5, 2.5, 4.5]]])
+    """
     y = avg_pool2d(
         _to_2d(x, "x"), _int_1d(kernel_size, "kernel_size"),
         None if stride is None else _int_1d(stride, "stride"), _int_1d(padding, "padding", 0, fill=0),
@@ -1072,9 +1509,28 @@ def avg_pool1d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
     return y[:, :, 0, :]
 
 
-def avg_pool1d_backward(gy, input_shape, kernel_size, stride=None, padding=0, ceil_mode=False,
-                        count_include_pad=True):
-    """Gradient of :func:`avg_pool1d`; ``input_shape`` is (N, C, L)."""
+def avg_pool1d_backward(gy: ArrayLike, input_shape: Sequence[int], kernel_size: Int1d,
+                        stride: Int1d | None = None, padding: Int1d = 0, ceil_mode: bool = False,
+                        count_include_pad: bool = True) -> FloatArray:
+    """Gradient of :func:`avg_pool1d`; ``input_shape`` is (N, C, L).
+
+    Parameters
+    ----------
+    gy : array_like, shape (N, C, OL)
+    input_shape : (N, C, L)
+    kernel_size, stride, padding, ceil_mode, count_include_pad
+        As given to :func:`avg_pool1d` (same defaults).
+
+    Returns
+    -------
+    gx : ndarray, shape ``input_shape``
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> fastconv.avg_pool1d_backward(np.array([[[2.0, 4.0]]]), (1, 1, 4), 2)
+    array([[[1., 1., 2., 2.]]])
+    """
     n, c, length = _as_shape(input_shape, "input_shape", ndim=3)
     gx = avg_pool2d_backward(
         _to_2d(gy, "gy"), (n, c, 1, length), _int_1d(kernel_size, "kernel_size"),

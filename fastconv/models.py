@@ -1,9 +1,15 @@
 """LeNet-5, in its modern form and as LeCun et al. (1998) describe it."""
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+
 import numpy as np
+from numpy.typing import DTypeLike
 
 from fastconv import nn
-from fastconv.nn._init import default_bound, generator
+from fastconv.functional import FloatArray
+from fastconv.nn._init import RNGLike, default_bound, generator
 
 __all__ = ["LeNet5", "C3_CONNECTIONS"]
 
@@ -23,9 +29,19 @@ class PartialConv2d(nn.Conv2d):
 
     The weight keeps zeros outside the table: the forward uses them as they are, and
     backward masks their gradient, so training never makes them non-zero.
+
+    Examples
+    --------
+    >>> from fastconv.models import C3_CONNECTIONS, PartialConv2d
+    >>> c3 = PartialConv2d(6, C3_CONNECTIONS, 5, rng=0)
+    >>> c3.weight.shape
+    (16, 6, 5, 5)
+    >>> [int((c3.weight.data[k] != 0).any(axis=(1, 2)).sum()) for k in (0, 6, 15)]
+    [3, 4, 6]
     """
 
-    def __init__(self, in_channels, connections, kernel_size, *, dtype=np.float32, rng=None):
+    def __init__(self, in_channels: int, connections: Sequence[Sequence[int]], kernel_size: int,
+                 *, dtype: DTypeLike = np.float32, rng: RNGLike = None) -> None:
         super().__init__(in_channels, len(connections), kernel_size, dtype=dtype, rng=rng)
         mask = np.zeros((len(connections), in_channels), dtype=dtype)
         for k, inputs in enumerate(connections):
@@ -34,13 +50,14 @@ class PartialConv2d(nn.Conv2d):
         # PyTorch's default bound, with each map's real fan-in.
         rng = generator(rng)
         kh, kw = self.weight.shape[2:]
+        assert self.bias is not None  # Conv2d was made with its default bias=True
         for k, inputs in enumerate(connections):
             bound = default_bound(len(inputs) * kh * kw)
             self.weight.data[k] = rng.uniform(-bound, bound, self.weight.shape[1:])
             self.bias.data[k] = rng.uniform(-bound, bound)
         self.weight.data *= self.mask
 
-    def _mask_grad(self, gw):
+    def _mask_grad(self, gw: FloatArray) -> FloatArray:
         return gw * self.mask
 
 
@@ -62,15 +79,33 @@ class LeNet5(nn.Sequential):
     rng : None, int or numpy.random.Generator
         Source of the initial weights (PyTorch's default initialisation).
 
+    Notes
+    -----
+    A :class:`fastconv.nn.Sequential`: ``forward(x)`` maps images (N, 1, 28, 28)
+    to logits (N, 10); ``backward(grad_logits)`` returns None, as the first
+    convolution skips its input gradient (``needs_input_grad=False``), and
+    fills every parameter's ``.grad``.
+
     Examples
     --------
     >>> import numpy as np
     >>> from fastconv.models import LeNet5
-    >>> LeNet5(rng=0)(np.zeros((2, 1, 28, 28), np.float32)).shape
+    >>> net = LeNet5(rng=0)
+    >>> logits = net(np.zeros((2, 1, 28, 28), np.float32))
+    >>> logits.shape
+    (2, 10)
+    >>> net.backward(np.ones_like(logits)) is None
+    True
+    >>> net[0].weight.grad.shape
+    (6, 1, 5, 5)
+    >>> sum(p.data.size for p in net.parameters())
+    61706
+    >>> LeNet5("classic", rng=0)(np.zeros((2, 1, 28, 28), np.float32)).shape
     (2, 10)
     """
 
-    def __init__(self, variant="modern", *, dtype=np.float32, rng=None):
+    def __init__(self, variant: str = "modern", *, dtype: DTypeLike = np.float32,
+                 rng: RNGLike = None) -> None:
         rng = generator(rng)
         if variant == "modern":
             layers = self._modern(dtype, rng)
@@ -82,7 +117,7 @@ class LeNet5(nn.Sequential):
         self.variant = variant
 
     @staticmethod
-    def _modern(dtype, rng):
+    def _modern(dtype: DTypeLike, rng: np.random.Generator) -> list[nn.Module]:
         return [
             nn.Conv2d(1, 6, 5, padding=2, needs_input_grad=False, dtype=dtype, rng=rng),
             nn.ReLU(),
@@ -99,7 +134,7 @@ class LeNet5(nn.Sequential):
         ]
 
     @staticmethod
-    def _classic(dtype, rng):
+    def _classic(dtype: DTypeLike, rng: np.random.Generator) -> list[nn.Module]:
         return [
             # Padding the 28x28 input by 2 is the paper's 32x32 input.
             nn.Conv2d(1, 6, 5, padding=2, needs_input_grad=False, dtype=dtype, rng=rng),

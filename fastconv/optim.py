@@ -3,19 +3,81 @@
 In order of complexity: SGD (momentum, dampening, Nesterov, weight decay), Adam;
 then StepLR and CosineAnnealingLR. Every one has ``state_dict()`` /
 ``load_state_dict()`` so a checkpoint can resume a run exactly.
+
+Examples
+--------
+>>> import numpy as np
+>>> from fastconv import nn, optim
+>>> net = nn.Linear(2, 1, rng=0)
+>>> opt = optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+>>> sched = optim.StepLR(opt, step_size=1, gamma=0.5)
+>>> x = np.ones((4, 2), np.float32)
+>>> for epoch in range(2):
+...     y = net(x)  # loss: the mean of y ** 2
+...     opt.zero_grad()
+...     grad_x = net.backward(2 * y / len(y))
+...     opt.step()
+...     sched.step()
+>>> opt.lr
+0.025
 """
 
+from __future__ import annotations
+
 import math
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:  # annotations only: optim does not depend on nn at run time
+    from fastconv.nn.module import Parameter
 
 __all__ = ["Optimizer", "SGD", "Adam", "StepLR", "CosineAnnealingLR", "cosine_annealing"]
 
 
 class Optimizer:
-    """Base class: holds the parameters, the learning rate and per-parameter state."""
+    """Base class: holds the parameters, the learning rate and per-parameter state.
 
-    def __init__(self, params, lr):
+    A subclass implements :meth:`step`, updating each ``p.data`` in place from
+    ``p.grad`` and keeping what it needs across steps in ``self.state[i]``.
+
+    Parameters
+    ----------
+    params : iterable of Parameter
+        Typically ``model.parameters()``; must not be empty.
+    lr : float >= 0
+        Learning rate (schedulers change ``self.lr`` between epochs).
+
+    Attributes
+    ----------
+    params : list of Parameter
+    lr : float
+    state : list of dict
+        One dict per parameter (e.g. SGD's ``"momentum_buffer"``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv.nn import Parameter
+    >>> from fastconv.optim import Optimizer
+    >>> class SignSGD(Optimizer):
+    ...     def step(self):
+    ...         for p in self.params:
+    ...             p.data -= self.lr * np.sign(p.grad)
+    >>> p = Parameter(np.array([1.0, 1.0]))
+    >>> p.grad[:] = [0.3, -2.0]
+    >>> opt = SignSGD([p], lr=0.5)
+    >>> opt.step(); p.data
+    array([0.5, 1.5])
+    >>> opt.zero_grad(); p.grad
+    array([0., 0.])
+    """
+
+    params: list[Parameter]
+    state: list[dict[str, Any]]
+
+    def __init__(self, params: Iterable[Parameter], lr: float) -> None:
         self.params = list(params)
         if not self.params:
             raise ValueError("params is empty: the optimiser has nothing to update")
@@ -24,24 +86,37 @@ class Optimizer:
         self.lr = float(lr)
         self.state = [dict() for _ in self.params]
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         """Set every parameter's gradient to zero."""
         for p in self.params:
             p.grad.fill(0)
 
-    def step(self):
+    def step(self) -> None:
+        """Update every parameter from its gradient (defined by each optimiser)."""
         raise NotImplementedError
 
-    def state_dict(self):
-        """Learning rate and per-parameter state (copies)."""
+    def state_dict(self) -> dict[str, Any]:
+        """Learning rate and per-parameter state (copies).
+
+        Returns
+        -------
+        dict
+            ``{"lr": float, "state": [dict per parameter]}``; arrays are copied.
+        """
         return {
             "lr": self.lr,
             "state": [{k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in s.items()}
                       for s in self.state],
         }
 
-    def load_state_dict(self, state):
-        """Restore what state_dict returned; refuses state for other parameters."""
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what state_dict returned; refuses state for other parameters.
+
+        Raises
+        ------
+        ValueError
+            The number of parameters or an array's shape differs.
+        """
         if len(state["state"]) != len(self.params):
             raise ValueError(
                 f"optimiser state has {len(state['state'])} parameters, this optimiser "
@@ -63,9 +138,36 @@ class SGD(Optimizer):
     g = grad + weight_decay * p; with momentum, d = momentum * d + (1 - dampening) * g
     (d = g on the first step), then g = g + momentum * d (Nesterov) or g = d;
     finally p -= lr * g.
+
+    Parameters
+    ----------
+    params : iterable of Parameter
+    lr : float >= 0
+    momentum : float >= 0, default 0
+    dampening : float, default 0
+    nesterov : bool, default False
+        Needs momentum > 0 and dampening 0.
+    weight_decay : float >= 0, default 0
+        L2 penalty added to the gradient.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv.nn import Parameter
+    >>> from fastconv.optim import SGD
+    >>> p = Parameter(np.array([1.0, -2.0]))
+    >>> p.grad[:] = 0.5
+    >>> opt = SGD([p], lr=0.1)
+    >>> opt.step(); p.data
+    array([ 0.95, -2.05])
+    >>> opt = SGD([p], lr=0.1, momentum=0.9)
+    >>> opt.step(); opt.step(); p.data  # steps of 0.05, then 0.095
+    array([ 0.805, -2.195])
     """
 
-    def __init__(self, params, lr, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0):
+    def __init__(self, params: Iterable[Parameter], lr: float, momentum: float = 0.0,
+                 dampening: float = 0.0, nesterov: bool = False,
+                 weight_decay: float = 0.0) -> None:
         super().__init__(params, lr)
         if momentum < 0 or weight_decay < 0:
             raise ValueError(f"momentum and weight_decay must be >= 0, got {momentum}, {weight_decay}")
@@ -76,7 +178,7 @@ class SGD(Optimizer):
         self.nesterov = bool(nesterov)
         self.weight_decay = float(weight_decay)
 
-    def step(self):
+    def step(self) -> None:
         """Update every parameter from its gradient."""
         for p, state in zip(self.params, self.state):
             g = p.grad
@@ -98,9 +200,34 @@ class Adam(Optimizer):
 
     m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
     p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
+
+    Parameters
+    ----------
+    params : iterable of Parameter
+    lr : float >= 0, default 1e-3
+    betas : (float, float), default (0.9, 0.999)
+        b1 and b2, each in [0, 1).
+    eps : float >= 0, default 1e-8
+    weight_decay : float >= 0, default 0
+        L2 penalty added to the gradient (not AdamW's decoupled decay).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv.nn import Parameter
+    >>> from fastconv.optim import Adam
+    >>> p = Parameter(np.array([1.0, -2.0]))
+    >>> p.grad[:] = [0.5, -3.0]
+    >>> opt = Adam([p], lr=0.1)
+    >>> opt.step(); p.data.round(6)  # the first step is lr * sign(grad)
+    array([ 0.9, -1.9])
+    >>> opt.state[0]["step"]
+    1
     """
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+    def __init__(self, params: Iterable[Parameter], lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0) -> None:
         super().__init__(params, lr)
         b1, b2 = betas
         if not (0 <= b1 < 1 and 0 <= b2 < 1):
@@ -111,7 +238,7 @@ class Adam(Optimizer):
         self.eps = float(eps)
         self.weight_decay = float(weight_decay)
 
-    def step(self):
+    def step(self) -> None:
         """Update every parameter from its gradient."""
         b1, b2 = self.betas
         for p, state in zip(self.params, self.state):
@@ -136,59 +263,136 @@ class Adam(Optimizer):
 class _Scheduler:
     """Base class: sets ``optimizer.lr`` from the epoch count on each ``step()``."""
 
-    def __init__(self, optimizer):
+    def __init__(self, optimizer: Optimizer) -> None:
         self.optimizer = optimizer
         self.base_lr = optimizer.lr
         self.last_epoch = 0
 
-    def lr_at(self, epoch):
+    def lr_at(self, epoch: int) -> float:
+        """The learning rate after ``epoch`` calls of :meth:`step`."""
         raise NotImplementedError
 
-    def step(self):
+    def step(self) -> None:
         """Advance one epoch and update the optimiser's learning rate."""
         self.last_epoch += 1
         self.optimizer.lr = self.lr_at(self.last_epoch)
 
-    def get_last_lr(self):
+    def get_last_lr(self) -> float:
+        """The optimiser's current learning rate (a float, not PyTorch's list)."""
         return self.optimizer.lr
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
+        """``{"base_lr": float, "last_epoch": int}``."""
         return {"base_lr": self.base_lr, "last_epoch": self.last_epoch}
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what state_dict returned and set the optimiser's learning rate."""
         self.base_lr = float(state["base_lr"])
         self.last_epoch = int(state["last_epoch"])
         self.optimizer.lr = self.lr_at(self.last_epoch)
 
 
 class StepLR(_Scheduler):
-    """lr = base_lr * gamma ** (epoch // step_size)."""
+    """lr = base_lr * gamma ** (epoch // step_size).
 
-    def __init__(self, optimizer, step_size, gamma=0.1):
+    ``base_lr`` is the optimiser's learning rate when the scheduler is made;
+    ``epoch`` counts the calls of ``step()``, one per epoch.
+
+    Parameters
+    ----------
+    optimizer : Optimizer
+    step_size : int >= 1
+        Epochs between decays.
+    gamma : float, default 0.1
+        Factor of each decay.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv.nn import Parameter
+    >>> from fastconv.optim import SGD, StepLR
+    >>> opt = SGD([Parameter(np.zeros(1))], lr=1.0)
+    >>> sched = StepLR(opt, step_size=2, gamma=0.5)
+    >>> lrs = []
+    >>> for epoch in range(5):
+    ...     sched.step()
+    ...     lrs.append(opt.lr)
+    >>> lrs
+    [1.0, 0.5, 0.5, 0.25, 0.25]
+    """
+
+    def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1) -> None:
         super().__init__(optimizer)
         if step_size < 1:
             raise ValueError(f"step_size must be >= 1, got {step_size}")
         self.step_size = int(step_size)
         self.gamma = float(gamma)
 
-    def lr_at(self, epoch):
+    def lr_at(self, epoch: int) -> float:
         return self.base_lr * self.gamma ** (epoch // self.step_size)
 
 
 class CosineAnnealingLR(_Scheduler):
-    """lr = eta_min + (base_lr - eta_min) * (1 + cos(pi * epoch / T_max)) / 2."""
+    """lr = eta_min + (base_lr - eta_min) * (1 + cos(pi * epoch / T_max)) / 2.
 
-    def __init__(self, optimizer, T_max, eta_min=0.0):
+    Parameters
+    ----------
+    optimizer : Optimizer
+    T_max : int >= 1
+        Epochs from base_lr down to eta_min (the cosine goes back up after).
+    eta_min : float, default 0
+        Smallest learning rate.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv.nn import Parameter
+    >>> from fastconv.optim import SGD, CosineAnnealingLR
+    >>> opt = SGD([Parameter(np.zeros(1))], lr=1.0)
+    >>> sched = CosineAnnealingLR(opt, T_max=4)
+    >>> lrs = []
+    >>> for epoch in range(4):
+    ...     sched.step()
+    ...     lrs.append(round(opt.lr, 4))
+    >>> lrs
+    [0.8536, 0.5, 0.1464, 0.0]
+    """
+
+    def __init__(self, optimizer: Optimizer, T_max: int, eta_min: float = 0.0) -> None:
         super().__init__(optimizer)
         if T_max < 1:
             raise ValueError(f"T_max must be >= 1, got {T_max}")
         self.T_max = int(T_max)
         self.eta_min = float(eta_min)
 
-    def lr_at(self, epoch):
+    def lr_at(self, epoch: int) -> float:
         return cosine_annealing(self.base_lr, epoch, self.T_max, self.eta_min)
 
 
-def cosine_annealing(base_lr, epoch, T_max, eta_min=0.0):
-    """eta_min + (base_lr - eta_min) * (1 + cos(pi * epoch / T_max)) / 2."""
+def cosine_annealing(base_lr: float, epoch: float, T_max: float, eta_min: float = 0.0) -> float:
+    """eta_min + (base_lr - eta_min) * (1 + cos(pi * epoch / T_max)) / 2.
+
+    The schedule of :class:`CosineAnnealingLR` as a plain function of the epoch
+    (fastconv-train uses it to set each epoch's learning rate directly).
+
+    Parameters
+    ----------
+    base_lr : float
+        Learning rate at epoch 0.
+    epoch : float
+        Epochs done.
+    T_max : float
+        Epoch at which the rate reaches eta_min.
+    eta_min : float, default 0
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> from fastconv.optim import cosine_annealing
+    >>> [round(cosine_annealing(0.1, epoch, 4), 4) for epoch in range(5)]
+    [0.1, 0.0854, 0.05, 0.0146, 0.0]
+    """
     return eta_min + (base_lr - eta_min) * (1 + math.cos(math.pi * epoch / T_max)) / 2

@@ -1,15 +1,19 @@
 """What a layer keeps between forward and backward."""
 
+from __future__ import annotations
+
+from typing import Any
+
 
 class NeedsForward:
     """Mixin: ``self._saved`` holds forward's tensors; backward without it is an error."""
 
-    _saved = None
+    _saved: tuple[Any, ...] | None = None
 
-    def _save(self, *values):
+    def _save(self, *values: Any) -> None:
         self._saved = values
 
-    def _take(self):
+    def _take(self) -> tuple[Any, ...]:
         if self._saved is None:
             raise RuntimeError(f"{type(self).__name__}.backward called before forward")
         return self._saved

@@ -1,88 +1,168 @@
-"""Element-wise activations and dropout."""
+"""Element-wise activations and dropout.
+
+Each keeps its input's shape: ``forward(x)`` and ``backward(grad_out)`` both map
+an array of any shape (N, ...) to one of the same shape and dtype.
+"""
+
+from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from fastconv.nn._cache import NeedsForward
-from fastconv.nn._init import generator
+from fastconv.nn._init import RNGLike, generator
 from fastconv.nn.module import Module
 
 __all__ = ["ReLU", "LeakyReLU", "Tanh", "ScaledTanh", "Sigmoid", "Dropout"]
 
 
 class ReLU(NeedsForward, Module):
-    """max(x, 0)."""
+    """max(x, 0), element-wise; backward passes the gradient where x > 0.
 
-    def forward(self, x):
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> relu = nn.ReLU()
+    >>> x = np.array([[-1.0, 2.0], [3.0, -4.0]])
+    >>> relu(x)  # negative inputs give -0.0 (x * 0), which equals 0
+    array([[-0.,  2.],
+           [ 3., -0.]])
+    >>> relu.backward(np.ones_like(x))
+    array([[0., 1.],
+           [1., 0.]])
+    """
+
+    def forward(self, x: ArrayLike) -> NDArray[Any]:
         x = np.asarray(x)
         positive = x > 0
         self._save(positive)
         return x * positive
 
-    def backward(self, grad_out):
+    def backward(self, grad_out: NDArray[Any]) -> NDArray[Any]:
         (positive,) = self._take()
         return grad_out * positive
 
 
 class LeakyReLU(NeedsForward, Module):
-    """x for x > 0, negative_slope * x otherwise."""
+    """x for x > 0, negative_slope * x otherwise (element-wise, any shape).
 
-    def __init__(self, negative_slope=0.01):
+    Parameters
+    ----------
+    negative_slope : float, default 0.01
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> act = nn.LeakyReLU(0.1)
+    >>> act(np.array([-1.0, 2.0]))
+    array([-0.1,  2. ])
+    >>> act.backward(np.ones(2))
+    array([0.1, 1. ])
+    """
+
+    def __init__(self, negative_slope: float = 0.01) -> None:
         super().__init__()
         self.negative_slope = float(negative_slope)
 
-    def forward(self, x):
+    def forward(self, x: ArrayLike) -> NDArray[Any]:
         x = np.asarray(x)
         slope = np.where(x > 0, 1.0, self.negative_slope).astype(x.dtype)
         self._save(slope)
         return x * slope
 
-    def backward(self, grad_out):
+    def backward(self, grad_out: NDArray[Any]) -> NDArray[Any]:
         (slope,) = self._take()
         return grad_out * slope
 
 
 class Tanh(NeedsForward, Module):
-    """tanh(x)."""
+    """tanh(x), element-wise; backward multiplies by 1 - tanh(x)^2.
 
-    def forward(self, x):
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> act = nn.Tanh()
+    >>> act(np.zeros((2, 3))).shape
+    (2, 3)
+    >>> act.backward(np.ones((2, 3)))[0]  # the slope at 0 is 1
+    array([1., 1., 1.])
+    """
+
+    def forward(self, x: ArrayLike) -> NDArray[Any]:
         y = np.tanh(x)
         self._save(y)
         return y
 
-    def backward(self, grad_out):
+    def backward(self, grad_out: NDArray[Any]) -> NDArray[Any]:
         (y,) = self._take()
         return grad_out * (1 - y * y)
 
 
 class ScaledTanh(NeedsForward, Module):
-    """A * tanh(S * x); LeNet-5's squashing function uses A = 1.7159, S = 2/3."""
+    """A * tanh(S * x); LeNet-5's squashing function uses A = 1.7159, S = 2/3.
 
-    def __init__(self, amplitude=1.7159, slope=2.0 / 3.0):
+    Element-wise, any shape; the output has the dtype of tanh(S * x).
+
+    Parameters
+    ----------
+    amplitude : float, default 1.7159
+        A.
+    slope : float, default 2/3
+        S.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> act = nn.ScaledTanh()
+    >>> act(np.array([0.0, 1.5])).round(4)  # 1.7159 * tanh(1)
+    array([0.    , 1.3068])
+    >>> act.backward(np.ones(2)).round(4)  # A * S * (1 - tanh(S x)^2)
+    array([1.1439, 0.4804])
+    """
+
+    def __init__(self, amplitude: float = 1.7159, slope: float = 2.0 / 3.0) -> None:
         super().__init__()
         self.amplitude = float(amplitude)
         self.slope = float(slope)
 
-    def forward(self, x):
+    def forward(self, x: ArrayLike) -> NDArray[Any]:
         t = np.tanh(self.slope * np.asarray(x))
         self._save(t)
         return (self.amplitude * t).astype(t.dtype, copy=False)
 
-    def backward(self, grad_out):
+    def backward(self, grad_out: NDArray[Any]) -> NDArray[Any]:
         (t,) = self._take()
         return grad_out * (self.amplitude * self.slope * (1 - t * t)).astype(t.dtype, copy=False)
 
 
 class Sigmoid(NeedsForward, Module):
-    """1 / (1 + exp(-x)), computed without overflow."""
+    """1 / (1 + exp(-x)), computed without overflow (element-wise, any shape).
 
-    def forward(self, x):
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> act = nn.Sigmoid()
+    >>> act(np.array([0.0, 800.0, -800.0]))  # no overflow warning
+    array([0.5, 1. , 0. ])
+    >>> act.backward(np.ones(3))  # y * (1 - y)
+    array([0.25, 0.  , 0.  ])
+    """
+
+    def forward(self, x: ArrayLike) -> NDArray[Any]:
         x = np.asarray(x)
         e = np.exp(-np.abs(x))
         y = np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
         self._save(y)
         return y
 
-    def backward(self, grad_out):
+    def backward(self, grad_out: NDArray[Any]) -> NDArray[Any]:
         (y,) = self._take()
         return grad_out * y * (1 - y)
 
@@ -93,19 +173,33 @@ class Dropout(NeedsForward, Module):
 
     Parameters
     ----------
-    p : float in [0, 1)
-    rng : None, int or numpy.random.Generator
+    p : float in [0, 1), default 0.5
+        Probability of zeroing an element.
+    rng : None, int or numpy.random.Generator, optional
         Source of the masks (keep one Generator for reproducible runs).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> drop = nn.Dropout(0.5, rng=0)
+    >>> y = drop(np.ones((2, 4)))
+    >>> y.shape, sorted(set(y.ravel().tolist()))  # kept elements are scaled by 2
+    ((2, 4), [0.0, 2.0])
+    >>> bool(np.all(drop.backward(np.ones((2, 4))) == y))  # the same mask
+    True
+    >>> drop.eval()(np.ones(3))  # identity in eval mode
+    array([1., 1., 1.])
     """
 
-    def __init__(self, p=0.5, *, rng=None):
+    def __init__(self, p: float = 0.5, *, rng: RNGLike = None) -> None:
         super().__init__()
         if not 0 <= p < 1:
             raise ValueError(f"p must be in [0, 1), got {p}")
         self.p = float(p)
         self.rng = generator(rng)
 
-    def forward(self, x):
+    def forward(self, x: ArrayLike) -> NDArray[Any]:
         x = np.asarray(x)
         if not self.training or self.p == 0:
             self._save(None)
@@ -115,6 +209,6 @@ class Dropout(NeedsForward, Module):
         self._save(scale)
         return x * scale
 
-    def backward(self, grad_out):
+    def backward(self, grad_out: NDArray[Any]) -> NDArray[Any]:
         (scale,) = self._take()
         return grad_out if scale is None else grad_out * scale

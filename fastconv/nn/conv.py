@@ -1,17 +1,23 @@
 """Convolution layers over fastconv.functional."""
 
+from __future__ import annotations
+
+from typing import Any, Sequence
+
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from fastconv import functional as F
+from fastconv.functional import FloatArray, IntPair, Padding
 from fastconv.nn._cache import NeedsForward
-from fastconv.nn._init import default_bound, generator, uniform
+from fastconv.nn._init import RNGLike, default_bound, generator, uniform
 from fastconv.nn.module import Module, Parameter
 from fastconv._validation import as_index, as_pair
 
 __all__ = ["Conv2d", "ConvTranspose2d"]
 
 
-def _channels(in_channels, out_channels, groups):
+def _channels(in_channels: int, out_channels: int, groups: int) -> tuple[int, int, int]:
     """Validated (in_channels, out_channels, groups) of a convolution layer."""
     in_channels = as_index(in_channels, "in_channels", 1)
     out_channels = as_index(out_channels, "out_channels", 1)
@@ -25,25 +31,62 @@ def _channels(in_channels, out_channels, groups):
 class Conv2d(NeedsForward, Module):
     """2-D convolution layer (as torch.nn.Conv2d), input (N, C, H, W).
 
+    ``forward(x)`` maps x (N, C, H, W) to :func:`fastconv.conv2d`'s output
+    (N, K, OH, OW), K = out_channels; ``backward(grad_out)`` takes the gradient
+    of that shape, adds into ``weight.grad`` and ``bias.grad`` and returns the
+    gradient with respect to x, (N, C, H, W), or None when ``needs_input_grad``
+    is False.
+
     Parameters
     ----------
     in_channels, out_channels : int
-    kernel_size, stride, dilation : int or (int, int)
-    padding : int, pair, pair of pairs or "valid" / "same" / "full"
-    groups : int
-    bias : bool
-    needs_input_grad : bool
+        C and K.
+    kernel_size : int or (int, int)
+        (KH, KW).
+    stride, dilation : int or (int, int), default 1
+    padding : int, pair, pair of pairs or "valid" / "same" / "full", default 0
+        As in :func:`fastconv.conv2d`.
+    groups : int, default 1
+        Must divide both channel counts.
+    bias : bool, default True
+    needs_input_grad : bool, default True
         False for a network's first layer: backward then returns None and skips
         the input gradient.
-    algorithm : {"auto", "direct", "im2col"}
+    algorithm : {"auto", "direct", "im2col"}, default "auto"
     dtype : float32 (default) or float64
-    rng : None, int or numpy.random.Generator
-        Source of the PyTorch-default initial values.
+        Of the parameters (and so of the output for float32 input).
+    rng : None, int or numpy.random.Generator, optional
+        Source of the PyTorch-default initial values: U(-b, b) with
+        b = 1 / sqrt(C / groups * KH * KW) for weight and bias.
+
+    Attributes
+    ----------
+    weight : Parameter, shape (K, C / groups, KH, KW)
+    bias : Parameter, shape (K,), or None
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> conv = nn.Conv2d(3, 8, 3, padding=1, rng=0)
+    >>> conv.weight.shape, conv.bias.shape
+    ((8, 3, 3, 3), (8,))
+    >>> y = conv(np.ones((2, 3, 5, 5), np.float32))
+    >>> y.shape, y.dtype
+    ((2, 8, 5, 5), dtype('float32'))
+    >>> conv.backward(np.ones_like(y)).shape
+    (2, 3, 5, 5)
+    >>> conv.bias.grad[:3]  # 2 images x 5 x 5 pixels
+    array([50., 50., 50.], dtype=float32)
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
-                 groups=1, bias=True, *, needs_input_grad=True, algorithm="auto",
-                 dtype=np.float32, rng=None):
+    options: dict[str, Any]  # keyword arguments of the functional op
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: IntPair,
+                 stride: IntPair = 1, padding: Padding = 0, dilation: IntPair = 1,
+                 groups: int = 1, bias: bool = True, *, needs_input_grad: bool = True,
+                 algorithm: str = "auto", dtype: DTypeLike = np.float32,
+                 rng: RNGLike = None) -> None:
         super().__init__()
         in_channels, out_channels, groups = _channels(in_channels, out_channels, groups)
         kh, kw = as_pair(kernel_size, "kernel_size")
@@ -56,16 +99,16 @@ class Conv2d(NeedsForward, Module):
                                         dtype))
         self.bias = Parameter(uniform(rng, bound, (out_channels,), dtype)) if bias else None
 
-    def _effective_weight(self):
+    def _effective_weight(self) -> NDArray[Any]:
         return self.weight.data
 
-    def forward(self, x):
+    def forward(self, x: ArrayLike) -> FloatArray:
         b = None if self.bias is None else self.bias.data
         y = F.conv2d(x, self._effective_weight(), b, **self.options, algorithm=self.algorithm)
         self._save(x)
         return y
 
-    def backward(self, grad_out):
+    def backward(self, grad_out: ArrayLike) -> FloatArray | None:
         (x,) = self._take()
         gx, gw, gb = F.conv2d_backward(grad_out, x, self._effective_weight(), **self.options,
                                        needs_input_grad=self.needs_input_grad,
@@ -75,10 +118,10 @@ class Conv2d(NeedsForward, Module):
             self.bias.grad += gb
         return gx
 
-    def _mask_grad(self, gw):
+    def _mask_grad(self, gw: FloatArray) -> FloatArray:
         return gw
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         k, c = self.weight.shape[0], self.weight.shape[1] * self.options["groups"]
         return f"{c}, {k}, kernel_size={self.weight.shape[2:]}, " + ", ".join(
             f"{key}={value}" for key, value in self.options.items()
@@ -88,13 +131,53 @@ class Conv2d(NeedsForward, Module):
 class ConvTranspose2d(NeedsForward, Module):
     """2-D transposed convolution layer (as torch.nn.ConvTranspose2d).
 
-    The weight is (in_channels, out_channels / groups, KH, KW). Other parameters
-    as :class:`Conv2d`, plus ``output_padding``.
+    ``forward(x, output_size=None)`` maps x (N, C, H, W) to
+    :func:`fastconv.conv_transpose2d`'s output (N, K, OH, OW), C = in_channels,
+    K = out_channels; ``backward(grad_out)`` takes the gradient of that shape,
+    adds into ``weight.grad`` and ``bias.grad`` and returns the gradient with
+    respect to x (or None when ``needs_input_grad`` is False).
+
+    Parameters
+    ----------
+    in_channels, out_channels, kernel_size, stride, groups, bias, dilation
+        As in :class:`Conv2d` (note PyTorch's order: ``output_padding``,
+        ``groups``, ``bias``, then ``dilation``).
+    padding : int, (int, int) or ((top, bottom), (left, right)), default 0
+        Padding of the convolution this is the adjoint of; words are refused.
+    output_padding : int or (int, int), default 0
+        As in :func:`fastconv.conv_transpose2d`.
+    needs_input_grad, algorithm, dtype, rng
+        As in :class:`Conv2d`. The initial bound uses PyTorch's fan-in,
+        K / groups * KH * KW.
+
+    Attributes
+    ----------
+    weight : Parameter, shape (C, K / groups, KH, KW)
+    bias : Parameter, shape (K,), or None
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> up = nn.ConvTranspose2d(4, 2, 2, stride=2, rng=0)
+    >>> up.weight.shape
+    (4, 2, 2, 2)
+    >>> y = up(np.ones((1, 4, 3, 3), np.float32))
+    >>> y.shape
+    (1, 2, 6, 6)
+    >>> up.backward(np.ones_like(y)).shape
+    (1, 4, 3, 3)
+    >>> up(np.ones((1, 4, 3, 3), np.float32), output_size=(7, 7)).shape
+    (1, 2, 7, 7)
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
-                 output_padding=0, groups=1, bias=True, dilation=1, *, needs_input_grad=True,
-                 algorithm="auto", dtype=np.float32, rng=None):
+    options: dict[str, Any]  # keyword arguments of the functional op
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: IntPair,
+                 stride: IntPair = 1, padding: Padding = 0, output_padding: IntPair = 0,
+                 groups: int = 1, bias: bool = True, dilation: IntPair = 1, *,
+                 needs_input_grad: bool = True, algorithm: str = "auto",
+                 dtype: DTypeLike = np.float32, rng: RNGLike = None) -> None:
         super().__init__()
         in_channels, out_channels, groups = _channels(in_channels, out_channels, groups)
         kh, kw = as_pair(kernel_size, "kernel_size")
@@ -109,14 +192,14 @@ class ConvTranspose2d(NeedsForward, Module):
                                         dtype))
         self.bias = Parameter(uniform(rng, bound, (out_channels,), dtype)) if bias else None
 
-    def forward(self, x, output_size=None):
+    def forward(self, x: ArrayLike, output_size: Sequence[int] | None = None) -> FloatArray:
         b = None if self.bias is None else self.bias.data
         y = F.conv_transpose2d(x, self.weight.data, b, **self.options, output_size=output_size,
                                algorithm=self.algorithm)
         self._save(x, output_size)
         return y
 
-    def backward(self, grad_out):
+    def backward(self, grad_out: ArrayLike) -> FloatArray | None:
         x, output_size = self._take()
         gx, gw, gb = F.conv_transpose2d_backward(
             grad_out, x, self.weight.data, **self.options, output_size=output_size,

@@ -1,6 +1,11 @@
 """Losses: a forward that returns the loss and a backward that returns dL/dinput."""
 
+from __future__ import annotations
+
+from typing import Any
+
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from fastconv.nn._cache import NeedsForward
 from fastconv.nn.module import Module
@@ -14,10 +19,21 @@ class CrossEntropyLoss(NeedsForward, Module):
     ``forward(logits, target)`` takes logits (N, classes) and integer targets (N,) and
     returns the loss as a Python float; ``backward()`` returns dL/dlogits,
     (softmax(logits) - onehot(target)) / N. The log-softmax subtracts each row's
-    maximum first, so large logits do not overflow.
+    maximum first, so large logits do not overflow. An empty batch has loss 0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> loss_fn = nn.CrossEntropyLoss()
+    >>> round(loss_fn(np.zeros((2, 4)), np.array([0, 3])), 4)  # log(4)
+    1.3863
+    >>> loss_fn.backward()  # (N, classes)
+    array([[-0.375,  0.125,  0.125,  0.125],
+           [ 0.125,  0.125,  0.125, -0.375]])
     """
 
-    def forward(self, logits, target):
+    def forward(self, logits: ArrayLike, target: ArrayLike) -> float:
         logits = np.asarray(logits)
         target = np.asarray(target)
         if logits.ndim != 2:
@@ -36,7 +52,8 @@ class CrossEntropyLoss(NeedsForward, Module):
         self._save(log_probs, target)
         return float(-log_probs[rows, target].mean()) if target.size else 0.0
 
-    def backward(self, grad_out=1.0):
+    def backward(self, grad_out: float = 1.0) -> NDArray[Any]:
+        """dL/dlogits, shape (N, classes), times ``grad_out`` (default 1)."""
         log_probs, target = self._take()
         n = max(1, target.shape[0])
         grad = np.exp(log_probs)

@@ -7,13 +7,33 @@ backward. The canonical step::
 
     logits = net(x); loss = loss_fn(logits, y)
     opt.zero_grad(); net.backward(loss_fn.backward()); opt.step()
+
+Examples
+--------
+>>> import numpy as np
+>>> from fastconv import nn, optim
+>>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3, rng=0))
+>>> loss_fn = nn.CrossEntropyLoss()
+>>> opt = optim.SGD(net.parameters(), lr=0.1)
+>>> x, y = np.ones((2, 1, 2, 2), np.float32), np.array([0, 2])
+>>> loss = loss_fn(net(x), y)
+>>> opt.zero_grad(); grad_x = net.backward(loss_fn.backward()); opt.step()
+>>> grad_x.shape, net[1].weight.grad.shape
+((2, 1, 2, 2), (3, 4))
 """
 
+from __future__ import annotations
+
 from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from typing import Any, TypeVar
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 __all__ = ["Parameter", "Module", "Sequential", "Residual"]
+
+_M = TypeVar("_M", bound="Module")
 
 
 class Parameter:
@@ -32,9 +52,25 @@ class Parameter:
         The value; optimisers update it in place.
     grad : ndarray
         Same shape and dtype; ``backward`` adds into it, ``zero_grad`` clears it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv.nn import Parameter
+    >>> p = Parameter([[1, 2], [3, 4]])
+    >>> p
+    Parameter(shape=(2, 2), dtype=float32)
+    >>> p.grad
+    array([[0., 0.],
+           [0., 0.]], dtype=float32)
+    >>> Parameter(np.zeros(3)).data.dtype
+    dtype('float64')
     """
 
-    def __init__(self, data, dtype=None):
+    data: NDArray[Any]
+    grad: NDArray[Any]
+
+    def __init__(self, data: ArrayLike, dtype: DTypeLike | None = None) -> None:
         data = np.asarray(data)
         if dtype is None:
             dtype = data.dtype if data.dtype in (np.float32, np.float64) else np.float32
@@ -42,10 +78,11 @@ class Parameter:
         self.grad = np.zeros_like(self.data)
 
     @property
-    def shape(self):
+    def shape(self) -> tuple[int, ...]:
+        """The shape of ``data`` (and of ``grad``)."""
         return self.data.shape
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype})"
 
 
@@ -55,14 +92,52 @@ class Module:
     Attributes holding a :class:`Parameter` or a :class:`Module` are registered in
     assignment order, which fixes the order of ``parameters()`` and the keys of
     ``state_dict()`` (``"0.weight"``, ``"features.3.bias"``, ...).
+
+    A subclass calls ``Module.__init__`` first, then defines ``forward`` (keeping
+    what backward needs) and ``backward(grad_out)``, which returns the gradient
+    with respect to forward's input and adds its parameters' gradients into
+    their ``.grad``. Calling a module calls its ``forward``.
+
+    Attributes
+    ----------
+    training : bool
+        True (the default) in training mode, False after :meth:`eval`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv.nn import Module, Parameter
+    >>> class Scale(Module):
+    ...     def __init__(self, n):
+    ...         super().__init__()
+    ...         self.weight = Parameter(np.ones(n))
+    ...     def forward(self, x):
+    ...         self.x = x
+    ...         return x * self.weight.data
+    ...     def backward(self, grad_out):
+    ...         self.weight.grad += (grad_out * self.x).sum(axis=0)
+    ...         return grad_out * self.weight.data
+    >>> layer = Scale(3)
+    >>> layer(np.full((2, 3), 2.0))
+    array([[2., 2., 2.],
+           [2., 2., 2.]])
+    >>> grad_x = layer.backward(np.ones((2, 3)))
+    >>> layer.weight.grad  # summed over the batch of 2
+    array([4., 4., 4.])
+    >>> list(layer.state_dict())
+    ['weight']
     """
 
-    def __init__(self):
+    _parameters: OrderedDict[str, Parameter]
+    _modules: OrderedDict[str, Module]
+    training: bool
+
+    def __init__(self) -> None:
         object.__setattr__(self, "_parameters", OrderedDict())
         object.__setattr__(self, "_modules", OrderedDict())
         object.__setattr__(self, "training", True)
 
-    def __setattr__(self, name, value):
+    def __setattr__(self, name: str, value: Any) -> None:
         if "_parameters" not in self.__dict__:
             raise AttributeError(f"{type(self).__name__}.__init__ must call Module.__init__ first")
         self._parameters.pop(name, None)
@@ -75,27 +150,29 @@ class Module:
 
     # -- computation -----------------------------------------------------------------
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.forward(*args, **kwargs)
 
-    def forward(self, x):
+    # Subclasses choose their own signatures (a loss takes logits and targets), so
+    # the base class types them loosely; concrete layers annotate theirs.
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
         """Compute the output and keep what backward needs."""
         raise NotImplementedError(f"{type(self).__name__} has no forward")
 
-    def backward(self, grad_out):
+    def backward(self, grad_out: Any) -> Any:
         """Gradient with respect to the last forward's input; accumulates parameter grads."""
         raise NotImplementedError(f"{type(self).__name__} has no backward")
 
     # -- parameters --------------------------------------------------------------------
 
-    def named_parameters(self, prefix=""):
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
         """Yield ``(name, Parameter)`` for this module and its children, depth first."""
         for name, param in self._parameters.items():
             yield prefix + name, param
         for name, module in self._modules.items():
             yield from module.named_parameters(prefix + name + ".")
 
-    def parameters(self):
+    def parameters(self) -> Iterator[Parameter]:
         """Yield every Parameter once, in registration order."""
         seen = set()
         for _, param in self.named_parameters():
@@ -103,28 +180,28 @@ class Module:
                 seen.add(id(param))
                 yield param
 
-    def modules(self):
+    def modules(self) -> Iterator[Module]:
         """Yield this module and all its descendants."""
         yield self
         for module in self._modules.values():
             yield from module.modules()
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         """Set every parameter's gradient to zero."""
         for param in self.parameters():
             param.grad.fill(0)
 
-    def train(self, mode=True):
+    def train(self: _M, mode: bool = True) -> _M:
         """Training mode (dropout active) for this module and its children; returns self."""
         for module in self.modules():
             object.__setattr__(module, "training", bool(mode))
         return self
 
-    def eval(self):
+    def eval(self: _M) -> _M:
         """Evaluation mode (dropout is the identity); returns self."""
         return self.train(False)
 
-    def to(self, dtype):
+    def to(self: _M, dtype: DTypeLike) -> _M:
         """Convert every parameter (and its gradient) to ``dtype`` in place; returns self."""
         dtype = np.dtype(dtype)
         if dtype not in (np.float32, np.float64):
@@ -136,11 +213,11 @@ class Module:
 
     # -- state -------------------------------------------------------------------------
 
-    def state_dict(self):
+    def state_dict(self) -> OrderedDict[str, NDArray[Any]]:
         """Copies of every parameter's value, keyed by dotted name."""
         return OrderedDict((name, param.data.copy()) for name, param in self.named_parameters())
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: Mapping[str, ArrayLike]) -> None:
         """Load parameter values from ``state``: all of them or, on any mismatch, none.
 
         Raises
@@ -169,10 +246,11 @@ class Module:
         for name, param in params.items():
             param.data[...] = values[name]
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
+        """Text shown between the parentheses of ``repr(module)``."""
         return ""
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         lines = [f"{type(self).__name__}({self.extra_repr()}"]
         for name, module in self._modules.items():
             child = repr(module).replace("\n", "\n  ")
@@ -183,55 +261,90 @@ class Module:
 class Sequential(Module):
     """Layers applied in order; backward walks them in reverse.
 
+    Parameters
+    ----------
+    *layers : Module
+        Registered as children ``"0"``, ``"1"``, ...; indexing, ``len`` and
+        iteration give them back in order.
+
+    Notes
+    -----
+    ``forward(x)`` returns the last layer's output; ``backward(grad_out)`` takes
+    the gradient with respect to that output and returns the one with respect to
+    ``x`` (None when the first layer skips its input gradient).
+
     Examples
     --------
+    >>> import numpy as np
     >>> from fastconv import nn
     >>> net = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
     >>> len(net), type(net[1]).__name__
     (3, 'ReLU')
+    >>> y = net(np.ones((5, 4), np.float32))
+    >>> y.shape, net.backward(np.ones_like(y)).shape
+    ((5, 2), (5, 4))
+    >>> [name for name, _ in net.named_parameters()]
+    ['0.weight', '0.bias', '2.weight', '2.bias']
     """
 
-    def __init__(self, *layers):
+    def __init__(self, *layers: Module) -> None:
         super().__init__()
         for index, layer in enumerate(layers):
             if not isinstance(layer, Module):
                 raise TypeError(f"layer {index} must be a Module, got {type(layer).__name__}")
             setattr(self, str(index), layer)
 
-    def __getitem__(self, index):
+    def __getitem__(self, index: int) -> Module:
         return list(self._modules.values())[index]
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._modules)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Module]:
         return iter(self._modules.values())
 
-    def forward(self, x):
+    def forward(self, x: Any) -> Any:
         for layer in self._modules.values():
             x = layer(x)
         return x
 
-    def backward(self, grad_out):
+    def backward(self, grad_out: Any) -> Any:
         for layer in reversed(self._modules.values()):
             grad_out = layer.backward(grad_out)
         return grad_out
 
 
 class Residual(Module):
-    """y = x + block(x); block's output must have x's shape."""
+    """y = x + block(x); block's output must have x's shape.
 
-    def __init__(self, block):
+    Parameters
+    ----------
+    block : Module
+        Maps an input to an output of the same shape; backward returns
+        ``grad_out + block.backward(grad_out)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> res = nn.Residual(nn.Conv2d(2, 2, 3, padding=1, rng=0))
+    >>> x = np.ones((1, 2, 4, 4), np.float32)
+    >>> y = res(x)
+    >>> y.shape, res.backward(np.ones_like(y)).shape
+    ((1, 2, 4, 4), (1, 2, 4, 4))
+    """
+
+    def __init__(self, block: Module) -> None:
         super().__init__()
         self.block = block
 
-    def forward(self, x):
+    def forward(self, x: Any) -> Any:
         y = self.block(x)
         if y.shape != np.shape(x):
             raise ValueError(f"Residual block changed the shape {np.shape(x)} -> {y.shape}")
         return x + y
 
-    def backward(self, grad_out):
+    def backward(self, grad_out: Any) -> Any:
         grad_in = self.block.backward(grad_out)
         if grad_in is None:  # the block skips its input gradient
             return grad_out

@@ -1,0 +1,40 @@
+"""Type stubs of the compiled module ``_conv_gemm.pyx`` (im2col + GEMM over bands).
+
+Every array is C-contiguous, of one float dtype per call (float32 or float64);
+sizes are validated by the caller (fastconv.functional). ``workspace`` holds one
+column buffer per thread, (threads, CKK * ROWS * OW); ``rows`` is the band height.
+"""
+
+from typing import TypeVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+_F = TypeVar("_F", np.float32, np.float64)
+
+def conv2d_forward(
+    x: NDArray[_F],  # IN (N, C, H, W)
+    w: NDArray[_F],  # IN (K, CG, KH, KW)
+    b: NDArray[_F] | None,  # IN (K,) or None
+    y: NDArray[_F],  # OUT (N, K, OH, OW)
+    workspace: NDArray[_F],  # SCRATCH (threads, CKK * P)
+    sh: int, sw: int, pt: int, pl: int, dh: int, dw: int,
+    groups: int, rows: int, n_threads: int,
+) -> None: ...
+def conv2d_input_grad(
+    gy: NDArray[_F],  # IN (N, K, OH, OW)
+    w: NDArray[_F],  # IN (K, CG, KH, KW)
+    gx: NDArray[_F],  # OUT (N, C, H, W), zero-filled by the caller
+    workspace: NDArray[_F],  # SCRATCH (threads, CKK * P)
+    sh: int, sw: int, pt: int, pl: int, dh: int, dw: int,
+    groups: int, rows: int, n_threads: int,
+) -> None: ...
+def conv2d_weight_grad(
+    gy: NDArray[_F],  # IN (N, K, OH, OW)
+    x: NDArray[_F],  # IN (N, C, H, W)
+    gw: NDArray[_F],  # OUT (K, CG, KH, KW)
+    partials: NDArray[_F],  # SCRATCH (n_chunks, K * CKK), zero-filled by the caller
+    workspace: NDArray[_F],  # SCRATCH (threads, CKK * P)
+    sh: int, sw: int, pt: int, pl: int, dh: int, dw: int,
+    groups: int, rows: int, n_threads: int,
+) -> None: ...
