@@ -4,6 +4,7 @@ runtime (or a copy of one); using all three, in any order, must neither crash no
 import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -39,7 +40,9 @@ def test_fastconv_torch_and_sklearn_in_one_process(imports):
     root = os.path.dirname(os.path.dirname(os.path.abspath(fastconv.__file__)))
     env = {**os.environ,
            "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    # Run outside the source tree: `python -c` puts the working folder first on sys.path.
     out = subprocess.run([sys.executable, "-c", SCRIPT.format(imports=imports)],
-                         capture_output=True, text=True, env=env, timeout=300)
+                         capture_output=True, text=True, env=env, timeout=300,
+                         cwd=tempfile.gettempdir())
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.strip().endswith("ok")

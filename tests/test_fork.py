@@ -7,6 +7,7 @@ the child's kernels on one thread, which gives the same results.
 import multiprocessing
 import os
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -87,7 +88,9 @@ def test_fork_before_any_parallel_kernel_keeps_threads():
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(fastconv.__file__)))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    # Run outside the source tree: `python -c` puts the working folder first on sys.path.
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         cwd=tempfile.gettempdir(),
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().startswith("(2,")

@@ -5,6 +5,7 @@ gradcheck, a few training steps). Skipped where torch is not installed."""
 import os
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -519,8 +520,9 @@ def _python(code):
     """Run ``code`` in a fresh interpreter that imports the fastconv under test."""
     root = os.path.dirname(os.path.dirname(fastconv.__file__))
     env = dict(os.environ, PYTHONPATH=root)
+    # Run outside the source tree: `python -c` puts the working folder first on sys.path.
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                            text=True, timeout=60)
+                            text=True, timeout=60, cwd=tempfile.gettempdir())
     assert result.returncode == 0, result.stderr
     return result.stdout
 
