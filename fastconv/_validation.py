@@ -7,6 +7,9 @@ import operator
 
 import numpy as np
 
+# Largest value of any size, stride, padding or count (the kernels index with 64 bits).
+MAX_INDEX = 2**62
+
 # Largest element count an output or workspace may have: indices are 64-bit and
 # byte counts must fit in them too.
 MAX_ELEMENTS = 2**62 // 8
@@ -22,6 +25,8 @@ def as_index(value, name, minimum):
         raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}") from None
     if result < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {result}")
+    if result > MAX_INDEX:
+        raise ValueError(f"{name} is too large: {result} > 2**62 (sizes are 64-bit)")
     return result
 
 
@@ -122,7 +127,7 @@ def _from_dlpack(value, name):
 
 def result_dtype(*arrays):
     """float64 if any operand is float64 or integer, else float32."""
-    if any(a.dtype == np.float64 or a.dtype.kind in "iub" for a in arrays):
+    if any(float_kind(a, "array") is np.float64 for a in arrays):  # any byte order
         return np.float64
     return np.float32
 

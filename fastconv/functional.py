@@ -177,7 +177,10 @@ class _ConvGeometry:
     def workspace(self, rows: int, n_threads: int, dtype: DTypeLike) -> FloatArray:
         """Per-thread column buffers: (threads, CKK * rows * OW)."""
         (pt, pb), (pl, pr) = self.padding
-        pointwise = (self.kh, self.kw, *self.stride, pt, pb, pl, pr) == (1, 1, 1, 1, 0, 0, 0, 0)
+        # Must match the kernels' is_pointwise exactly: a 1x1 kernel whose output has
+        # the input's size (a transposed convolution's output can be larger).
+        pointwise = ((self.kh, self.kw, *self.stride, pt, pb, pl, pr) == (1, 1, 1, 1, 0, 0, 0, 0)
+                     and (self.oh, self.ow) == (self.h, self.w))
         per_thread = 1 if pointwise else self.ckk * rows * self.ow
         check_size((n_threads, per_thread), "the im2col workspace")
         return np.empty((n_threads, per_thread), dtype=dtype)
@@ -214,7 +217,8 @@ def _conv_weight_grad_into(gy: FloatArray, x: FloatArray, gw: FloatArray, geom: 
                            algorithm: str, n_threads: int) -> None:
     """gw = gradient of conv with respect to its weights, summed over the batch."""
     if algorithm == "direct":
-        _conv_direct.conv2d_weight_grad(gy, x, gw, *geom.kernel_args, n_threads)
+        gy_nonfinite = not np.isfinite(gy).all()  # then padding products matter
+        _conv_direct.conv2d_weight_grad(gy, x, gw, *geom.kernel_args, n_threads, gy_nonfinite)
         return
     rows = geom.band_rows(geom.n)
     units = geom.n * -(-geom.oh // rows)
@@ -550,6 +554,7 @@ def conv_transpose2d(x: ArrayLike, w: ArrayLike, b: ArrayLike | None = None,
                               groups, output_size)
     if b is not None:
         b = _as_bias(b, geom.y_shape[1], dtype)
+    _check_algorithm(algorithm)  # a bad name is an error even when there is nothing to compute
     y = np.zeros(geom.y_shape, dtype=dtype)
     if not geom.conv.empty:
         algorithm = _choose_algorithm(algorithm, geom.conv)
@@ -609,6 +614,7 @@ def conv_transpose2d_backward(gy: ArrayLike, x: ArrayLike, w: ArrayLike, stride:
         raise ValueError(
             f"gy must have the shape of conv_transpose2d's output {geom.y_shape}, got {gy.shape}"
         )
+    algorithm = _choose_algorithm(algorithm, geom.conv)
     n_threads = _config.effective_n_threads()
     gx = np.zeros(x.shape, dtype=dtype) if needs_input_grad else None
     gw = np.zeros(w.shape, dtype=dtype)
@@ -617,7 +623,6 @@ def conv_transpose2d_backward(gy: ArrayLike, x: ArrayLike, w: ArrayLike, stride:
         _conv_direct.conv2d_bias_grad(gy, gb, n_threads)
     if geom.conv.empty:
         return gx, gw, gb
-    algorithm = _choose_algorithm(algorithm, geom.conv)
     if gx is not None:
         _conv_forward_into(gy, w, None, gx, geom.conv, algorithm, n_threads)
     _conv_weight_grad_into(x, gy, gw, geom.conv, algorithm, n_threads)
@@ -981,7 +986,10 @@ def _check_pool_grad(gy: FloatArray, input_shape: Sequence[int], geom: _PoolGeom
 def _lp_norm(p: float) -> float:
     if isinstance(p, (bool, np.bool_)) or not isinstance(p, (int, float, np.integer, np.floating)):
         raise TypeError(f"p must be a real number, got {type(p).__name__} {p!r}")
-    p = float(p)
+    try:
+        p = float(p)
+    except OverflowError:  # an int beyond the float range
+        raise ValueError(f"p must be a finite number > 0, got {p}") from None
     if not (p > 0 and np.isfinite(p)):
         raise ValueError(f"p must be a finite number > 0, got {p}")
     return p

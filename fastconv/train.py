@@ -28,6 +28,7 @@ import signal
 import sys
 import tempfile
 import time
+import zipfile
 from collections.abc import Mapping, Sequence
 from types import FrameType
 from typing import Any, Literal
@@ -367,11 +368,19 @@ def load_checkpoint(path: str, model: nn.Module, opt: optim.Optimizer, state: Ru
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise ValueError(f"cannot read checkpoint {path}: {exc}") from None
     if "meta" not in arrays:
         raise ValueError(f"{path} is not a fastconv-train checkpoint (no 'meta' entry)")
-    meta = json.loads(str(arrays.pop("meta")))
+    try:
+        meta = json.loads(str(arrays.pop("meta")))
+    except ValueError as exc:
+        raise ValueError(f"{path}: the checkpoint's 'meta' entry is not JSON: {exc}") from None
+    required = ("format", "run", "lr", "optim_scalars", "epoch", "batch", "epoch_rng_state",
+                "sums", "history")
+    if not isinstance(meta, dict) or any(key not in meta for key in required):
+        raise ValueError(f"{path}: the checkpoint's 'meta' entry is damaged (expected an object "
+                         f"with {', '.join(required)})")
     if meta.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: checkpoint format {meta.get('format')} is not supported")
     mismatched = {k: (meta["run"].get(k), v) for k, v in run_signature(args).items()

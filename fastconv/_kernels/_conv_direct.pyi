@@ -32,7 +32,7 @@ def conv2d_weight_grad(
     x: NDArray[_F],  # IN (N, C, H, W)
     gw: NDArray[_F],  # OUT (K, CG, KH, KW)
     sh: int, sw: int, pt: int, pl: int, dh: int, dw: int,
-    groups: int, n_threads: int,
+    groups: int, n_threads: int, gy_nonfinite: bool = ...,
 ) -> None: ...
 def conv2d_bias_grad(
     gy: NDArray[_F],  # IN (N, K, OH, OW)

@@ -60,6 +60,13 @@ def conv2d_forward(
                             ih = oh * sh + ih_off
                             for ow in range(ow_lo, ow_hi):
                                 y[n, k, oh, ow] += tap * x[n, cin, ih, ow * sw + iw_off]
+                        if tap - tap != 0:
+                            # An inf or NaN tap over zero padding: inf * 0 is NaN, as when
+                            # the padded zeros are multiplied (the im2col path, PyTorch).
+                            for oh in range(oh_count):
+                                for ow in range(ow_count):
+                                    if oh < oh_lo or oh >= oh_hi or ow < ow_lo or ow >= ow_hi:
+                                        y[n, k, oh, ow] += tap * 0
 
 
 def conv2d_input_grad(
@@ -105,9 +112,13 @@ def conv2d_weight_grad(
     const floating[:, :, :, ::1] x,   # IN (N, C, H, W)
     floating[:, :, :, ::1] gw,        # OUT (K, CG, KH, KW)
     index_t sh, index_t sw, index_t pt, index_t pl, index_t dh, index_t dw,
-    index_t groups, int n_threads,
+    index_t groups, int n_threads, bint gy_nonfinite=False,
 ):
-    """gw = correlation of x with gy, summed over the batch (double accumulator)."""
+    """gw = correlation of x with gy, summed over the batch (double accumulator).
+
+    ``gy_nonfinite``: gy holds inf or NaN, so the products of gy with the zero padding
+    (NaN for inf * 0) are added too, as the im2col path and PyTorch do.
+    """
     cdef index_t n_images = gy.shape[0], n_out = gy.shape[1]
     cdef index_t oh_count = gy.shape[2], ow_count = gy.shape[3]
     cdef index_t height = x.shape[2], width = x.shape[3]
@@ -135,6 +146,11 @@ def conv2d_weight_grad(
                             ih = oh * sh + ih_off
                             for ow in range(ow_lo, ow_hi):
                                 acc = acc + gy[n, k, oh, ow] * x[n, cin, ih, ow * sw + iw_off]
+                        if gy_nonfinite:
+                            for oh in range(oh_count):
+                                for ow in range(ow_count):
+                                    if oh < oh_lo or oh >= oh_hi or ow < ow_lo or ow >= ow_hi:
+                                        acc = acc + gy[n, k, oh, ow] * 0.0
                     gw[k, c, i, j] = <floating> acc
 
 

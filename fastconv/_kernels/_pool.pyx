@@ -245,6 +245,8 @@ def lp_pool2d_backward(
                                 gx[n, c, ih, iw] += <floating> (factor * abs_pow(value, p - 1))
                             elif value < 0:
                                 gx[n, c, ih, iw] -= <floating> (factor * abs_pow(value, p - 1))
+                            elif value != value:  # a NaN input has a NaN gradient
+                                gx[n, c, ih, iw] += <floating> value
 
 
 cdef inline index_t adaptive_start(index_t i, index_t in_size, index_t out_size) noexcept nogil:
