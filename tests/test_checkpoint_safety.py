@@ -21,6 +21,7 @@ import gzip
 import io
 import json
 import os
+import tempfile
 import signal
 import struct
 import subprocess
@@ -239,7 +240,8 @@ def kill_while_writing(path, delay):
         filter(None, [package_root, os.environ.get("PYTHONPATH")])),
         "FASTCONV_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-c", CHILD, str(path), *FLAGS],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            cwd=tempfile.gettempdir())  # `python -c` puts the cwd on sys.path
     lines, first_saved = [], threading.Event()
 
     def read():

@@ -27,6 +27,7 @@ run, e.g. ``FASTCONV_FUZZ_EXAMPLES=1000 pytest tests/test_fuzz.py``.
 import inspect
 import math
 import os
+import tempfile
 import queue
 import threading
 from dataclasses import dataclass
@@ -1475,7 +1476,8 @@ def test_pointwise_transposed_convolution_with_a_larger_output():
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run([sys.executable, "-c", POINTWISE_TRANSPOSED, tests_dir], env=env,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300,
+                          cwd=tempfile.gettempdir())  # `python -c` puts the cwd on sys.path
     if proc.returncode < 0:
         raise AssertionError(f"the child died of signal {-proc.returncode}:\n{proc.stdout}"
                              f"{proc.stderr[-2000:]}")
