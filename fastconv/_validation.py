@@ -30,6 +30,17 @@ def as_index(value, name, minimum):
     return result
 
 
+def conv_channels(in_channels, out_channels, groups):
+    """Validated (in_channels, out_channels, groups) of a convolution layer."""
+    in_channels = as_index(in_channels, "in_channels", 1)
+    out_channels = as_index(out_channels, "out_channels", 1)
+    groups = as_index(groups, "groups", 1)
+    if in_channels % groups or out_channels % groups:
+        raise ValueError(f"groups={groups} must divide in_channels={in_channels} and "
+                         f"out_channels={out_channels}")
+    return in_channels, out_channels, groups
+
+
 def as_pair(value, name, minimum=1):
     """(h, w) ints >= minimum from an int or a pair of ints."""
     if isinstance(value, (str, bytes)):

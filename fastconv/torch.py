@@ -44,7 +44,7 @@ import math
 from torch.autograd.function import once_differentiable
 
 from fastconv import functional as F
-from fastconv._validation import as_index, as_pair, normalize_padding
+from fastconv._validation import as_index, as_pair, conv_channels, normalize_padding
 
 __all__ = [
     "AvgPool2d",
@@ -390,17 +390,6 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
 # --- layers -------------------------------------------------------------------------------
 
 
-def _channels(in_channels, out_channels, groups):
-    """Validated (in_channels, out_channels, groups) of a convolution layer."""
-    in_channels = as_index(in_channels, "in_channels", 1)
-    out_channels = as_index(out_channels, "out_channels", 1)
-    groups = as_index(groups, "groups", 1)
-    if in_channels % groups or out_channels % groups:
-        raise ValueError(f"groups={groups} must divide in_channels={in_channels} and "
-                         f"out_channels={out_channels}")
-    return in_channels, out_channels, groups
-
-
 def _conv_padding(padding, kernel_size, stride, dilation):
     """Conv2d's padding, checked now: a word (lower case), (h, w) or pairs of pairs."""
     if isinstance(padding, str):
@@ -491,7 +480,7 @@ class Conv2d(_ConvLayer):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
                  groups=1, bias=True, padding_mode="zeros", device=None, dtype=None):
         super().__init__()
-        self.in_channels, self.out_channels, self.groups = _channels(in_channels, out_channels,
+        self.in_channels, self.out_channels, self.groups = conv_channels(in_channels, out_channels,
                                                                      groups)
         self.kernel_size = as_pair(kernel_size, "kernel_size")
         self.stride = as_pair(stride, "stride")
@@ -562,7 +551,7 @@ class ConvTranspose2d(_ConvLayer):
                  output_padding=0, groups=1, bias=True, dilation=1, padding_mode="zeros",
                  device=None, dtype=None):
         super().__init__()
-        self.in_channels, self.out_channels, self.groups = _channels(in_channels, out_channels,
+        self.in_channels, self.out_channels, self.groups = conv_channels(in_channels, out_channels,
                                                                      groups)
         self.kernel_size = as_pair(kernel_size, "kernel_size")
         self.stride = as_pair(stride, "stride")

@@ -12,20 +12,9 @@ from fastconv.functional import FloatArray, IntPair, Padding
 from fastconv.nn._cache import NeedsForward
 from fastconv.nn._init import RNGLike, default_bound, generator, uniform
 from fastconv.nn.module import Module, Parameter
-from fastconv._validation import as_index, as_pair
+from fastconv._validation import as_pair, conv_channels
 
 __all__ = ["Conv2d", "ConvTranspose2d"]
-
-
-def _channels(in_channels: int, out_channels: int, groups: int) -> tuple[int, int, int]:
-    """Validated (in_channels, out_channels, groups) of a convolution layer."""
-    in_channels = as_index(in_channels, "in_channels", 1)
-    out_channels = as_index(out_channels, "out_channels", 1)
-    groups = as_index(groups, "groups", 1)
-    if in_channels % groups or out_channels % groups:
-        raise ValueError(f"groups={groups} must divide in_channels={in_channels} and "
-                         f"out_channels={out_channels}")
-    return in_channels, out_channels, groups
 
 
 class Conv2d(NeedsForward, Module):
@@ -88,7 +77,7 @@ class Conv2d(NeedsForward, Module):
                  algorithm: str = "auto", dtype: DTypeLike = np.float32,
                  rng: RNGLike = None) -> None:
         super().__init__()
-        in_channels, out_channels, groups = _channels(in_channels, out_channels, groups)
+        in_channels, out_channels, groups = conv_channels(in_channels, out_channels, groups)
         kh, kw = as_pair(kernel_size, "kernel_size")
         self.options = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
         self.needs_input_grad = needs_input_grad
@@ -179,7 +168,7 @@ class ConvTranspose2d(NeedsForward, Module):
                  needs_input_grad: bool = True, algorithm: str = "auto",
                  dtype: DTypeLike = np.float32, rng: RNGLike = None) -> None:
         super().__init__()
-        in_channels, out_channels, groups = _channels(in_channels, out_channels, groups)
+        in_channels, out_channels, groups = conv_channels(in_channels, out_channels, groups)
         kh, kw = as_pair(kernel_size, "kernel_size")
         self.options = dict(stride=stride, padding=padding, output_padding=output_padding,
                             dilation=dilation, groups=groups)
