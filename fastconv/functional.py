@@ -158,6 +158,15 @@ class _ConvGeometry:
     def empty(self) -> bool:
         return 0 in (self.n, self.c, self.k, self.oh, self.ow)
 
+    @property
+    def pointwise(self) -> bool:
+        """True when each image is its own column matrix: a 1x1 kernel, stride 1, no
+        padding, and an output of the input's size (a transposed convolution's output
+        can be larger). Decided here only; the GEMM kernels are told."""
+        (pt, pb), (pl, pr) = self.padding
+        return ((self.kh, self.kw, *self.stride, pt, pb, pl, pr) == (1, 1, 1, 1, 0, 0, 0, 0)
+                and (self.oh, self.ow) == (self.h, self.w))
+
     def gemm_fits(self) -> bool:
         """True when every GEMM size and leading dimension fits BLAS's 32-bit ints."""
         return max(self.oh * self.ow, self.h * self.w, self.ckk, self.k) <= INT32_MAX
@@ -176,12 +185,7 @@ class _ConvGeometry:
 
     def workspace(self, rows: int, n_threads: int, dtype: DTypeLike) -> FloatArray:
         """Per-thread column buffers: (threads, CKK * rows * OW)."""
-        (pt, pb), (pl, pr) = self.padding
-        # Must match the kernels' is_pointwise exactly: a 1x1 kernel whose output has
-        # the input's size (a transposed convolution's output can be larger).
-        pointwise = ((self.kh, self.kw, *self.stride, pt, pb, pl, pr) == (1, 1, 1, 1, 0, 0, 0, 0)
-                     and (self.oh, self.ow) == (self.h, self.w))
-        per_thread = 1 if pointwise else self.ckk * rows * self.ow
+        per_thread = 1 if self.pointwise else self.ckk * rows * self.ow
         check_size((n_threads, per_thread), "the im2col workspace")
         return np.empty((n_threads, per_thread), dtype=dtype)
 
@@ -198,7 +202,8 @@ def _conv_forward_into(x: FloatArray, w: FloatArray, b: FloatArray | None, y: Fl
     rows = geom.band_rows(geom.n * geom.groups)
     workspace = geom.workspace(rows, n_threads, y.dtype)
     with single_threaded_blas():
-        _conv_gemm.conv2d_forward(x, w, b, y, workspace, *geom.kernel_args, rows, n_threads)
+        _conv_gemm.conv2d_forward(x, w, b, y, workspace, *geom.kernel_args, rows, n_threads,
+                                  geom.pointwise)
 
 
 def _conv_input_grad_into(gy: FloatArray, w: FloatArray, gx: FloatArray, geom: _ConvGeometry,
@@ -210,7 +215,8 @@ def _conv_input_grad_into(gy: FloatArray, w: FloatArray, gx: FloatArray, geom: _
     rows = geom.band_rows()  # one task per (image, group): bands only bound memory
     workspace = geom.workspace(rows, n_threads, gx.dtype)
     with single_threaded_blas():
-        _conv_gemm.conv2d_input_grad(gy, w, gx, workspace, *geom.kernel_args, rows, n_threads)
+        _conv_gemm.conv2d_input_grad(gy, w, gx, workspace, *geom.kernel_args, rows, n_threads,
+                                  geom.pointwise)
 
 
 def _conv_weight_grad_into(gy: FloatArray, x: FloatArray, gw: FloatArray, geom: _ConvGeometry,
@@ -227,7 +233,7 @@ def _conv_weight_grad_into(gy: FloatArray, x: FloatArray, gw: FloatArray, geom: 
     workspace = geom.workspace(rows, n_threads, gw.dtype)
     with single_threaded_blas():
         _conv_gemm.conv2d_weight_grad(gy, x, gw, partials, workspace, *geom.kernel_args, rows,
-                                      n_threads)
+                                      n_threads, geom.pointwise)
 
 
 def _check_algorithm(algorithm: str) -> str:

@@ -43,8 +43,6 @@ from fastconv.models import LeNet5
 
 __all__ = ["main", "train", "test", "build_parser"]
 
-#: Per-dataset pixel mean and standard deviation of the training images (in [0, 1]).
-NORMALISATION = {"mnist": (0.1307, 0.3081), "fashion-mnist": (0.2860, 0.3530)}
 CHECKPOINT_FORMAT = 1
 
 
@@ -108,9 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def prepare(images: NDArray[np.uint8], dataset: str) -> NDArray[np.float32]:
     """uint8 (N, 28, 28) -> normalised float32 (N, 1, 28, 28)."""
-    mean, std = NORMALISATION[dataset]
-    x = images.astype(np.float32)[:, None, :, :] / np.float32(255)
-    return (x - np.float32(mean)) / np.float32(std)
+    return data.to_float(images, *data.NORMALIZATION[dataset])
 
 
 def load_split(args: argparse.Namespace, split: str,

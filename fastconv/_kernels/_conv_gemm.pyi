@@ -19,7 +19,7 @@ def conv2d_forward(
     y: NDArray[_F],  # OUT (N, K, OH, OW)
     workspace: NDArray[_F],  # SCRATCH (threads, CKK * P)
     sh: int, sw: int, pt: int, pl: int, dh: int, dw: int,
-    groups: int, rows: int, n_threads: int,
+    groups: int, rows: int, n_threads: int, pointwise: bool,
 ) -> None: ...
 def conv2d_input_grad(
     gy: NDArray[_F],  # IN (N, K, OH, OW)
@@ -27,7 +27,7 @@ def conv2d_input_grad(
     gx: NDArray[_F],  # OUT (N, C, H, W), zero-filled by the caller
     workspace: NDArray[_F],  # SCRATCH (threads, CKK * P)
     sh: int, sw: int, pt: int, pl: int, dh: int, dw: int,
-    groups: int, rows: int, n_threads: int,
+    groups: int, rows: int, n_threads: int, pointwise: bool,
 ) -> None: ...
 def conv2d_weight_grad(
     gy: NDArray[_F],  # IN (N, K, OH, OW)
@@ -36,5 +36,5 @@ def conv2d_weight_grad(
     partials: NDArray[_F],  # SCRATCH (n_chunks, K * CKK), zero-filled by the caller
     workspace: NDArray[_F],  # SCRATCH (threads, CKK * P)
     sh: int, sw: int, pt: int, pl: int, dh: int, dw: int,
-    groups: int, rows: int, n_threads: int,
+    groups: int, rows: int, n_threads: int, pointwise: bool,
 ) -> None: ...

@@ -12,8 +12,9 @@ rows) units and every thread packs the band it works on into its own slot of
 w[g] (KG x CKK) @ col (CKK x P). Band sizes are chosen by the caller from the shape
 alone, never from the thread count, so results do not depend on it.
 
-A 1x1 kernel with stride 1 and no padding needs no im2col: the image rows are
-already the column matrix (``pointwise``).
+A 1x1 kernel with stride 1, no padding and an output of the input's size needs no
+im2col: the image rows are already the column matrix. The caller decides that
+(``pointwise``, the same decision that sized ``workspace``).
 
 The input gradient runs one task per (image, group): col = w[g]^T @ gy band, then
 col2im scatters it into the image the task owns. The weight gradient sums
@@ -32,14 +33,6 @@ from fastconv._kernels._gemm cimport gemm
 from fastconv._kernels._im2col cimport col2im_band, im2col_band
 
 
-cdef inline bint is_pointwise(index_t kh, index_t kw, index_t sh, index_t sw,
-                              index_t pt, index_t pl, index_t height, index_t width,
-                              index_t oh_count, index_t ow_count) noexcept nogil:
-    """True when the column matrix of an image is the image itself."""
-    return (kh == 1 and kw == 1 and sh == 1 and sw == 1 and pt == 0 and pl == 0
-            and oh_count == height and ow_count == width)
-
-
 def conv2d_forward(
     const floating[:, :, :, ::1] x,  # IN (N, C, H, W)
     const floating[:, :, :, ::1] w,  # IN (K, CG, KH, KW)
@@ -47,7 +40,7 @@ def conv2d_forward(
     floating[:, :, :, ::1] y,        # OUT (N, K, OH, OW)
     floating[:, ::1] workspace,      # SCRATCH (threads, CKK * P)
     index_t sh, index_t sw, index_t pt, index_t pl, index_t dh, index_t dw,
-    index_t groups, index_t rows, int n_threads,
+    index_t groups, index_t rows, int n_threads, bint pointwise,
 ):
     """y = conv(x, w) + b by im2col + GEMM over bands of ``rows`` output rows."""
     cdef index_t n_images = y.shape[0], n_out = y.shape[1]
@@ -57,8 +50,6 @@ def conv2d_forward(
     cdef index_t kg = n_out // groups, ckk = cg * kh * kw
     cdef index_t bands = (oh_count + rows - 1) // rows
     cdef index_t units = n_images * groups * bands
-    cdef bint pointwise = is_pointwise(kh, kw, sh, sw, pt, pl, height, width,
-                                       oh_count, ow_count)
     cdef bint has_bias = b is not None
     cdef index_t unit, n, g, band, oh0, oh1, span, k, oh, ow, slot
     cdef const floating* col
@@ -100,7 +91,7 @@ def conv2d_input_grad(
     floating[:, :, :, ::1] gx,        # OUT (N, C, H, W), zero-filled by the caller
     floating[:, ::1] workspace,       # SCRATCH (threads, CKK * P)
     index_t sh, index_t sw, index_t pt, index_t pl, index_t dh, index_t dw,
-    index_t groups, index_t rows, int n_threads,
+    index_t groups, index_t rows, int n_threads, bint pointwise,
 ):
     """gx = col2im(w^T @ gy), one task per (image, group)."""
     cdef index_t n_images = gy.shape[0], n_out = gy.shape[1]
@@ -109,8 +100,6 @@ def conv2d_input_grad(
     cdef index_t cg = w.shape[1], kh = w.shape[2], kw = w.shape[3]
     cdef index_t kg = n_out // groups, ckk = cg * kh * kw
     cdef index_t bands = (oh_count + rows - 1) // rows
-    cdef bint pointwise = is_pointwise(kh, kw, sh, sw, pt, pl, height, width,
-                                       oh_count, ow_count)
     cdef index_t unit, n, g, band, oh0, oh1, span, slot
     slot = 0
     with nogil, parallel(num_threads=n_threads):
@@ -143,7 +132,7 @@ def conv2d_weight_grad(
     floating[:, ::1] partials,        # SCRATCH (n_chunks, K * CKK), zero-filled by the caller
     floating[:, ::1] workspace,       # SCRATCH (threads, CKK * P)
     index_t sh, index_t sw, index_t pt, index_t pl, index_t dh, index_t dw,
-    index_t groups, index_t rows, int n_threads,
+    index_t groups, index_t rows, int n_threads, bint pointwise,
 ):
     """gw = sum over images and bands of gy band @ col^T, reduced in a fixed order."""
     cdef index_t n_images = gy.shape[0], n_out = gy.shape[1]
@@ -155,8 +144,6 @@ def conv2d_weight_grad(
     cdef index_t units = n_images * bands
     cdef index_t n_chunks = partials.shape[0]
     cdef index_t n_weights = n_out * ckk
-    cdef bint pointwise = is_pointwise(kh, kw, sh, sw, pt, pl, height, width,
-                                       oh_count, ow_count)
     cdef index_t chunk, unit, n, g, band, oh0, oh1, span, slot, e
     cdef const floating* col
     cdef int ldcol

@@ -1,16 +1,7 @@
-# Output-size and window-range helpers shared by conv and pooling kernels.
+# Window-range helpers shared by conv and pooling kernels (output sizes are computed
+# and validated in Python).
 
 from fastconv._kernels._types cimport index_t
-
-
-cdef inline index_t out_size(index_t size, index_t pad_before, index_t pad_after,
-                             index_t kernel, index_t stride, index_t dilation) noexcept nogil:
-    """Number of window positions along one axis (floor mode); 0 if none fit."""
-    cdef index_t span = dilation * (kernel - 1) + 1
-    cdef index_t padded = size + pad_before + pad_after
-    if padded < span:
-        return 0
-    return (padded - span) // stride + 1
 
 
 cdef inline index_t ceil_div(index_t a, index_t b) noexcept nogil:
