@@ -24,7 +24,7 @@ import warnings
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-KERNEL_MODULES = ["_openmp", "_gemm", "_im2col", "_conv_direct", "_conv_gemm", "_pool"]
+KERNEL_MODULES = ["_openmp", "_gemm", "_im2col", "_conv_direct", "_conv_wide", "_conv_gemm", "_pool"]
 
 OPENMP_PROBE = textwrap.dedent(
     """

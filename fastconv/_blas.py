@@ -13,16 +13,18 @@ from typing import Any, Literal
 
 _lock = threading.Lock()
 _active = 0
-_limiter: Any = None  # threadpoolctl's limiter while a block is active
+_saved: list[tuple[Any, int]] = []  # (library controller, its thread count) while a block is active
 _controller: Any = None  # threadpoolctl.ThreadpoolController, made on first use
+_blas_libs: list[Any] = []  # threadpoolctl's controllers of the loaded BLAS libraries
 
 
 def _get_controller() -> Any:
-    global _controller
+    global _controller, _blas_libs
     if _controller is None:
         from threadpoolctl import ThreadpoolController
 
         _controller = ThreadpoolController()
+        _blas_libs = list(_controller.select(user_api="blas").lib_controllers)
     return _controller
 
 
@@ -50,19 +52,30 @@ class single_threaded_blas:
     [[3.0, 3.0], [3.0, 3.0]]
     """
 
+    # The library controllers are found once and driven directly: a threadpoolctl
+    # ``limit()`` per call re-queries every library and costs ~17 us, a kernel call's
+    # worth on small shapes. A library loaded later is picked up by ``blas_info()``
+    # only; kernels call scipy's BLAS, which is loaded at import.
+
     def __enter__(self) -> single_threaded_blas:
-        global _active, _limiter
+        global _active
         with _lock:
             if _active == 0:
-                _limiter = _get_controller().limit(limits=1, user_api="blas")
+                _get_controller()
+                for lib in _blas_libs:
+                    threads = lib.get_num_threads()
+                    if threads != 1:
+                        lib.set_num_threads(1)
+                        _saved.append((lib, threads))
             _active += 1
         return self
 
     def __exit__(self, *exc: object) -> Literal[False]:
-        global _active, _limiter
+        global _active
         with _lock:
             _active -= 1
             if _active == 0:
-                _limiter.restore_original_limits()
-                _limiter = None
+                while _saved:
+                    lib, threads = _saved.pop()
+                    lib.set_num_threads(threads)
         return False

@@ -33,7 +33,7 @@ from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from fastconv import _config
 from fastconv._blas import single_threaded_blas
-from fastconv._kernels import _conv_direct, _conv_gemm, _pool
+from fastconv._kernels import _conv_direct, _conv_gemm, _conv_wide, _pool
 from fastconv._validation import (
     as_array,
     as_contiguous,
@@ -197,13 +197,27 @@ def _conv_forward_into(x: FloatArray, w: FloatArray, b: FloatArray | None, y: Fl
                        geom: _ConvGeometry, algorithm: str, n_threads: int) -> None:
     """y = conv(x, w) + b."""
     if algorithm == "direct":
-        _conv_direct.conv2d_forward(x, w, b, y, *geom.kernel_args, n_threads)
+        if geom.stride == (1, 1):
+            (pt, _), (pl, _) = geom.padding
+            workspace = _wide_workspace(geom, n_threads, y.dtype)
+            _conv_wide.conv2d_forward(x, w, b, y, workspace, pt, pl, *geom.dilation,
+                                      geom.groups, n_threads)
+        else:
+            _conv_direct.conv2d_forward(x, w, b, y, *geom.kernel_args, n_threads)
         return
     rows = geom.band_rows(geom.n * geom.groups)
     workspace = geom.workspace(rows, n_threads, y.dtype)
     with single_threaded_blas():
         _conv_gemm.conv2d_forward(x, w, b, y, workspace, *geom.kernel_args, rows, n_threads,
                                   geom.pointwise)
+
+
+def _wide_workspace(geom: _ConvGeometry, n_threads: int, dtype: DTypeLike) -> FloatArray:
+    """Per-thread scratch of the stride-1 direct kernels: a padded image and wide outputs."""
+    per_thread = _conv_wide.workspace_size(geom.cg, geom.oh, geom.ow, geom.kh, geom.kw,
+                                           *geom.dilation)
+    check_size((n_threads, per_thread), "the direct-convolution workspace")
+    return np.empty((n_threads, per_thread), dtype=dtype)
 
 
 def _conv_input_grad_into(gy: FloatArray, w: FloatArray, gx: FloatArray, geom: _ConvGeometry,

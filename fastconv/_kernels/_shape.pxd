@@ -6,6 +6,8 @@ from fastconv._kernels._types cimport index_t
 
 cdef inline index_t ceil_div(index_t a, index_t b) noexcept nogil:
     """ceil(a / b) for b > 0 and any sign of a."""
+    if b == 1:  # the common stride and dilation: skip the (slow) integer division
+        return a
     if a >= 0:
         return (a + b - 1) // b
     return -((-a) // b)
