@@ -26,12 +26,12 @@ Examples
 
 from __future__ import annotations
 
-from typing import Any, Literal, Sequence, TypeAlias, overload
+from typing import Any, Callable, Literal, Sequence, TypeAlias, overload
 
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
-from fastconv import _config
+from fastconv import _autotune, _config
 from fastconv._blas import single_threaded_blas
 from fastconv._kernels import _conv_direct, _conv_gemm, _conv_wide, _pool
 from fastconv._validation import (
@@ -199,7 +199,7 @@ def _conv_forward_into(x: FloatArray, w: FloatArray, b: FloatArray | None, y: Fl
     if algorithm == "direct":
         if geom.stride == (1, 1):
             (pt, _), (pl, _) = geom.padding
-            workspace = _wide_workspace(geom, n_threads, y.dtype)
+            workspace = _wide_workspace(geom.cg, (geom.oh, geom.ow), geom, n_threads, y.dtype)
             _conv_wide.conv2d_forward(x, w, b, y, workspace, pt, pl, *geom.dilation,
                                       geom.groups, n_threads)
         else:
@@ -212,19 +212,42 @@ def _conv_forward_into(x: FloatArray, w: FloatArray, b: FloatArray | None, y: Fl
                                   geom.pointwise)
 
 
-def _wide_workspace(geom: _ConvGeometry, n_threads: int, dtype: DTypeLike) -> FloatArray:
+def _wide_workspace(channels: int, out_hw: tuple[int, int], geom: _ConvGeometry,
+                    n_threads: int, dtype: DTypeLike) -> FloatArray:
     """Per-thread scratch of the stride-1 direct kernels: a padded image and wide outputs."""
-    per_thread = _conv_wide.workspace_size(geom.cg, geom.oh, geom.ow, geom.kh, geom.kw,
-                                           *geom.dilation)
+    per_thread = _conv_wide.workspace_size(channels, *out_hw, geom.kh, geom.kw, *geom.dilation)
     check_size((n_threads, per_thread), "the direct-convolution workspace")
     return np.empty((n_threads, per_thread), dtype=dtype)
+
+
+def _wide_input_grad(gy: FloatArray, w: FloatArray, gx: FloatArray, geom: _ConvGeometry,
+                     n_threads: int) -> None:
+    """gx = input gradient of a stride-1 conv, itself a stride-1 conv: gy, padded by the
+    kernel's reach less the forward padding, correlated with the rotated kernel whose
+    channel axes are swapped per group. Overwrites gx.
+
+    Only for finite w: the wide kernel multiplies gy's padding too, and inf * 0 there
+    would be NaN where the im2col path (and PyTorch) never form that product.
+    """
+    g, kg, cg = geom.groups, geom.kg, geom.cg
+    w_t = (w.reshape(g, kg, cg, geom.kh, geom.kw)[:, :, :, ::-1, ::-1]
+           .transpose(0, 2, 1, 3, 4).reshape(g * cg, kg, geom.kh, geom.kw))
+    w_t = np.ascontiguousarray(w_t)
+    (pt, _), (pl, _) = geom.padding
+    dh, dw = geom.dilation
+    workspace = _wide_workspace(kg, (geom.h, geom.w), geom, n_threads, gx.dtype)
+    _conv_wide.conv2d_forward(gy, w_t, None, gx, workspace, (geom.kh - 1) * dh - pt,
+                              (geom.kw - 1) * dw - pl, dh, dw, g, n_threads)
 
 
 def _conv_input_grad_into(gy: FloatArray, w: FloatArray, gx: FloatArray, geom: _ConvGeometry,
                           algorithm: str, n_threads: int) -> None:
     """gx (zero-filled) += gradient of conv with respect to its input."""
     if algorithm == "direct":
-        _conv_direct.conv2d_input_grad(gy, w, gx, *geom.kernel_args, n_threads)
+        if geom.stride == (1, 1) and np.isfinite(w).all():
+            _wide_input_grad(gy, w, gx, geom, n_threads)
+        else:
+            _conv_direct.conv2d_input_grad(gy, w, gx, *geom.kernel_args, n_threads)
         return
     rows = geom.band_rows()  # one task per (image, group): bands only bound memory
     workspace = geom.workspace(rows, n_threads, gx.dtype)
@@ -257,22 +280,84 @@ def _check_algorithm(algorithm: str) -> str:
 
 
 def _choose_algorithm(algorithm: str, geom: _ConvGeometry) -> str:
-    """Resolve "auto": im2col + GEMM once the GEMM is deep and wide enough to pay."""
+    """Check an algorithm name against the shape; "auto" stays "auto" (``_resolve``)."""
     algorithm = _check_algorithm(algorithm)
     if algorithm == "im2col" and not geom.gemm_fits():
         raise ValueError(
             "algorithm='im2col' needs GEMM sizes under 2**31 (planes and C/groups*KH*KW); "
             "use algorithm='direct' for this shape"
         )
-    if algorithm != "auto":
-        return algorithm
+    return algorithm
+
+
+def _auto_algorithm(geom: _ConvGeometry, pass_: str) -> str:
+    """The algorithm "auto" runs for one pass ("forward", "input_grad", "weight_grad").
+
+    Rules from timing each pass of the benchmark suite and LeNet-5's layers with each
+    algorithm (``bench/compare.py --algorithm``); they depend on the shape only, never
+    on the thread count, so results stay bit-identical across thread counts.
+    """
     if not geom.gemm_fits():
         return "direct"
     # Depthwise and very shallow convolutions do too little work per column for
     # packing to pay off; the direct loops win there.
     if geom.kg < 4 or geom.ckk < 16:
         return "direct"
+    taps = geom.kh * geom.kw
+    if geom.stride == (1, 1) and taps > 1:
+        # The stride-1 direct kernels (wide rows) beat packing + GEMM for few channels
+        # per group: few output channels (forward) or few input channels (input grad).
+        if pass_ == "forward" and geom.kg <= 32:
+            return "direct"
+        if pass_ == "input_grad" and (geom.cg <= 2 or (geom.cg <= 8 and taps <= 9)):
+            return "direct"
     return "im2col"
+
+
+def _candidates(geom: _ConvGeometry) -> list[str]:
+    """Algorithms that can run every pass of this shape."""
+    return ["direct", "im2col"] if geom.gemm_fits() else ["direct"]
+
+
+def _resolve(algorithm: str, geom: _ConvGeometry, pass_: str, dtype: DTypeLike,
+             n_threads: int, run: Callable[[str], object]) -> str:
+    """The algorithm one pass runs: as asked, or for "auto" the rule's choice, or with
+    autotuning on the fastest measured (``run(name)`` computes the pass into scratch)."""
+    if algorithm != "auto":
+        return algorithm
+    if not _autotune.get_autotune():
+        return _auto_algorithm(geom, pass_)
+    key = (pass_, (geom.n, geom.c, geom.h, geom.w), (geom.k, geom.cg, geom.kh, geom.kw),
+           geom.stride, geom.padding, geom.dilation, geom.groups, (geom.oh, geom.ow),
+           np.dtype(dtype).str, n_threads, _dispatch.ISA)
+    return _autotune.choose(key, _candidates(geom), run)
+
+
+def _forward(x: FloatArray, w: FloatArray, b: FloatArray | None, y: FloatArray,
+             geom: _ConvGeometry, algorithm: str, n_threads: int) -> None:
+    """y = conv(x, w) + b, "auto" resolved for the forward pass."""
+    algorithm = _resolve(algorithm, geom, "forward", y.dtype, n_threads,
+                         lambda a: _conv_forward_into(x, w, b, np.empty_like(y), geom, a,
+                                                      n_threads))
+    _conv_forward_into(x, w, b, y, geom, algorithm, n_threads)
+
+
+def _input_grad(gy: FloatArray, w: FloatArray, gx: FloatArray, geom: _ConvGeometry,
+                algorithm: str, n_threads: int) -> None:
+    """gx (zero-filled) += conv's input gradient, "auto" resolved for this pass."""
+    algorithm = _resolve(algorithm, geom, "input_grad", gx.dtype, n_threads,
+                         lambda a: _conv_input_grad_into(gy, w, np.zeros_like(gx), geom, a,
+                                                         n_threads))
+    _conv_input_grad_into(gy, w, gx, geom, algorithm, n_threads)
+
+
+def _weight_grad(gy: FloatArray, x: FloatArray, gw: FloatArray, geom: _ConvGeometry,
+                 algorithm: str, n_threads: int) -> None:
+    """gw = conv's weight gradient, "auto" resolved for this pass."""
+    algorithm = _resolve(algorithm, geom, "weight_grad", gw.dtype, n_threads,
+                         lambda a: _conv_weight_grad_into(gy, x, np.zeros_like(gw), geom, a,
+                                                          n_threads))
+    _conv_weight_grad_into(gy, x, gw, geom, algorithm, n_threads)
 
 
 def _prepare_weights(w: FloatArray, flip: bool) -> FloatArray:
@@ -362,7 +447,7 @@ def conv2d(x: ArrayLike, w: ArrayLike, b: ArrayLike | None = None, stride: IntPa
             y += b[None, :, None, None]
         return y
     y = np.empty(geom.y_shape, dtype=dtype)
-    _conv_forward_into(x, w, b, y, geom, algorithm, _config.effective_n_threads())
+    _forward(x, w, b, y, geom, algorithm, _config.effective_n_threads())
     return y
 
 
@@ -429,8 +514,8 @@ def conv2d_backward(gy: ArrayLike, x: ArrayLike, w: ArrayLike, stride: IntPair =
     if geom.empty:
         return gx, gw, gb
     if gx is not None:
-        _conv_input_grad_into(gy, w_eff, gx, geom, algorithm, n_threads)
-    _conv_weight_grad_into(gy, x, gw, geom, algorithm, n_threads)
+        _input_grad(gy, w_eff, gx, geom, algorithm, n_threads)
+    _weight_grad(gy, x, gw, geom, algorithm, n_threads)
     if flip:
         gw = np.ascontiguousarray(gw[:, :, ::-1, ::-1])
     return gx, gw, gb
@@ -578,7 +663,7 @@ def conv_transpose2d(x: ArrayLike, w: ArrayLike, b: ArrayLike | None = None,
     y = np.zeros(geom.y_shape, dtype=dtype)
     if not geom.conv.empty:
         algorithm = _choose_algorithm(algorithm, geom.conv)
-        _conv_input_grad_into(x, w, y, geom.conv, algorithm, _config.effective_n_threads())
+        _input_grad(x, w, y, geom.conv, algorithm, _config.effective_n_threads())
     if b is not None:
         y += b[None, :, None, None]
     return y
@@ -644,8 +729,8 @@ def conv_transpose2d_backward(gy: ArrayLike, x: ArrayLike, w: ArrayLike, stride:
     if geom.conv.empty:
         return gx, gw, gb
     if gx is not None:
-        _conv_forward_into(gy, w, None, gx, geom.conv, algorithm, n_threads)
-    _conv_weight_grad_into(x, gy, gw, geom.conv, algorithm, n_threads)
+        _forward(gy, w, None, gx, geom.conv, algorithm, n_threads)
+    _weight_grad(x, gy, gw, geom.conv, algorithm, n_threads)
     return gx, gw, gb
 
 
