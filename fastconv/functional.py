@@ -33,7 +33,7 @@ from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from fastconv import _config
 from fastconv._blas import single_threaded_blas
-from fastconv._kernels import _conv_direct, _conv_gemm, _pool
+from fastconv._dispatch import _conv_direct, _conv_gemm, _pool  # the variant for this CPU
 from fastconv._validation import (
     as_array,
     as_contiguous,
