@@ -11,9 +11,17 @@ Build switches (environment variables, read at build time):
 
 OpenMP is detected by compiling, linking and running a tiny program with the
 compiler that builds the extensions.
+
+Instruction-set variants: on x86-64 the hot modules (``DISPATCHED`` in
+fastconv/_dispatch.py) are built a second time with AVX2 and FMA as ``NAME_avx2``,
+when the compiler accepts the flags (probed); fastconv._dispatch picks one variant at
+import. Not built for FASTCONV_NATIVE=1 (the baseline already targets this machine) or
+FASTCONV_DEBUG=1.
 """
 
+import ast
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -24,7 +32,25 @@ import warnings
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-KERNEL_MODULES = ["_openmp", "_gemm", "_im2col", "_conv_direct", "_conv_wide", "_conv_gemm", "_pool"]
+KERNEL_MODULES = ["_openmp", "_cpu", "_gemm", "_im2col", "_conv_direct", "_conv_wide", "_conv_gemm",
+                  "_pool"]
+
+#: gcc/clang flags of each instruction-set variant; its modules are NAME_<isa>
+ISA_FLAGS = {"avx2": ["-mavx2", "-mfma"]}
+
+#: compiled (never run: the build machine may lack AVX2) to check the compiler and
+#: assembler take AVX2 and FMA
+ISA_PROBE = textwrap.dedent(
+    """
+    #include <immintrin.h>
+    double fastconv_probe(const double *a, const double *b, double *c) {
+        __m256d r = _mm256_fmadd_pd(_mm256_loadu_pd(a), _mm256_loadu_pd(b), _mm256_loadu_pd(c));
+        __m256i i = _mm256_add_epi64(_mm256_castpd_si256(r), _mm256_castpd_si256(r));
+        _mm256_storeu_pd(c, _mm256_castsi256_pd(i));
+        return c[0];
+    }
+    """
+)
 
 OPENMP_PROBE = textwrap.dedent(
     """
@@ -76,21 +102,52 @@ def optimisation_flags(compiler, native, debug):
     return flags
 
 
-def probe_openmp(compiler, compile_flags, link_flags):
-    """Return (works, message): compile, link and run a small OpenMP program."""
-    tmp = tempfile.mkdtemp(prefix="fastconv-openmp-")
+def dispatched_modules():
+    """DISPATCHED of fastconv/_dispatch.py, read without importing the package."""
+    with open(os.path.join("fastconv", "_dispatch.py")) as f:
+        tree = ast.parse(f.read())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "DISPATCHED" for t in node.targets
+        ):
+            return list(ast.literal_eval(node.value))
+    raise RuntimeError("fastconv/_dispatch.py defines no DISPATCHED")
+
+
+def isa_of(module_name):
+    """The instruction-set variant an extension module name stands for."""
+    return next((isa for isa in ISA_FLAGS if module_name.endswith("_" + isa)), "baseline")
+
+
+def isa_variants_wanted():
+    """Whether to declare the per-ISA builds at all, and why not."""
+    if env_flag("FASTCONV_NATIVE"):
+        return False, "not built: FASTCONV_NATIVE=1 targets this machine already"
+    if env_flag("FASTCONV_DEBUG"):
+        return False, "not built: debug build"
+    if platform.machine().lower() not in {"x86_64", "amd64", "i386", "i686", "x86"}:
+        return False, f"not built: {platform.machine()} is not x86"
+    return True, ""
+
+
+def probe(compiler, name, source_text, compile_flags, link_flags=None):
+    """Return (works, message): compile a small C file with ``compile_flags``; with
+    ``link_flags`` (a list), also link it as a program and run it."""
+    tmp = tempfile.mkdtemp(prefix=f"fastconv-{name}-")
     try:
-        source = os.path.join(tmp, "probe_openmp.c")
+        source = os.path.join(tmp, name + ".c")
         with open(source, "w") as f:
-            f.write(OPENMP_PROBE)
+            f.write(source_text)
         objects = compiler.compile([source], output_dir=tmp, extra_postargs=compile_flags)
-        compiler.link_executable(objects, "probe_openmp", output_dir=tmp, extra_postargs=link_flags)
-        exe = os.path.join(tmp, "probe_openmp" + (".exe" if sys.platform == "win32" else ""))
+        if link_flags is None:
+            return True, "ok"
+        compiler.link_executable(objects, name, output_dir=tmp, extra_postargs=link_flags)
+        exe = os.path.join(tmp, name + (".exe" if sys.platform == "win32" else ""))
         run = subprocess.run([exe], capture_output=True, text=True, timeout=60)
         if run.returncode != 0:
             return False, f"probe program exited with {run.returncode}: {run.stdout}{run.stderr}"
         return True, "ok"
-    except Exception as exc:  # any compile/link/run failure means: no usable OpenMP
+    except Exception as exc:  # any compile/link/run failure means: these flags do not work
         return False, f"{type(exc).__name__}: {exc}"
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -114,7 +171,7 @@ class BuildKernels(build_ext):
         native = env_flag("FASTCONV_NATIVE")
         debug = env_flag("FASTCONV_DEBUG")
         omp_compile, omp_link = openmp_flags(self.compiler)
-        has_openmp, why = probe_openmp(self.compiler, omp_compile, omp_link)
+        has_openmp, why = probe(self.compiler, "probe_openmp", OPENMP_PROBE, omp_compile, omp_link)
         if not has_openmp:
             message = (
                 "fastconv: the compiler cannot build OpenMP programs "
@@ -126,8 +183,10 @@ class BuildKernels(build_ext):
             warnings.warn(message)
             omp_compile, omp_link = [], []
         compile_flags = optimisation_flags(self.compiler, native, debug) + omp_compile
+        isa_built, isa_note = self.select_isa_variants()
         for ext in self.extensions:
-            ext.extra_compile_args = compile_flags + list(ext.extra_compile_args)
+            isa_flags = ISA_FLAGS.get(isa_of(ext.name), [])
+            ext.extra_compile_args = compile_flags + isa_flags + list(ext.extra_compile_args)
             ext.extra_link_args = omp_link + list(ext.extra_link_args)
         self.write_build_info(
             compiler=compiler_version(self.compiler),
@@ -136,8 +195,27 @@ class BuildKernels(build_ext):
             openmp=has_openmp,
             native=native,
             debug=debug,
+            isa_variants=isa_built,
+            isa_note=isa_note,
         )
         super().build_extensions()
+
+    def select_isa_variants(self):
+        """Keep the per-ISA extensions this compiler builds; return ({isa: flags}, note)."""
+        wanted, note = isa_variants_wanted()
+        built = {}
+        for isa, flags in ISA_FLAGS.items() if wanted else ():
+            if self.compiler.compiler_type == "msvc":
+                ok, why = False, "no MSVC flags set up"
+            else:
+                ok, why = probe(self.compiler, f"probe_{isa}", ISA_PROBE, flags)
+            if ok:
+                built[isa] = flags
+            else:
+                note = f"{isa} not built: the compiler refused {' '.join(flags)}"
+                print(f"fastconv: {note} ({why}); building the baseline kernels only")
+        self.extensions = [e for e in self.extensions if isa_of(e.name) in ("baseline", *built)]
+        return built, note
 
     def write_build_info(self, **info):
         text = "# Written by setup.py at build time.\nBUILD_INFO = " + repr(info) + "\n"
@@ -153,9 +231,12 @@ class BuildKernels(build_ext):
 def extensions():
     from Cython.Build import cythonize
 
+    names = list(KERNEL_MODULES)
+    if isa_variants_wanted()[0]:
+        names += [f"{name}_{isa}" for name in dispatched_modules() for isa in ISA_FLAGS]
     modules = [
         Extension(f"fastconv._kernels.{name}", [f"fastconv/_kernels/{name}.pyx"])
-        for name in KERNEL_MODULES
+        for name in names
     ]
     return cythonize(
         modules,

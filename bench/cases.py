@@ -257,8 +257,27 @@ POOL2D_CASES: list[Pool2dCase] = [
     Pool2dCase("avgpool-2x2s2-64-56", "avg", (32, 64, 56, 56), 2, stride=2),
 ]
 
+# ---------------------------------------------------------------------------------------
+# denormal weights (fastconv.set_flush_denormal)
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DenormalConv2dCase(Conv2dCase):
+    """A conv2d forward timed three ways: normal weights; the weights scaled into the
+    denormal range (``w * finfo(dtype).tiny / 4``, so every product is denormal); and those
+    weights with denormals flushed to zero (``set_flush_denormal(True)``).  Work as conv2d."""
+
+    kind = "conv2d_denormal"
+
+
+DENORMAL_CASES: list[DenormalConv2dCase] = [
+    DenormalConv2dCase("denormal-C3", (64, 6, 14, 14), 16, 5),
+    DenormalConv2dCase("denormal-3x3-64-28", (8, 64, 28, 28), 64, 3, padding=1),
+]
+
 #: Every case of every op kind, in table order.  Later op kinds append their lists here.
-ALL_CASES: list = [*CONV2D_CASES, *CONV_TRANSPOSE2D_CASES, *POOL2D_CASES]
+ALL_CASES: list = [*CONV2D_CASES, *CONV_TRANSPOSE2D_CASES, *POOL2D_CASES, *DENORMAL_CASES]
 
 
 def flops(case, backward: bool = False) -> float:
@@ -266,7 +285,7 @@ def flops(case, backward: bool = False) -> float:
 
     ``backward=False``: forward only; ``backward=True``: forward + backward (3x forward).
     """
-    if case.kind == "conv2d":
+    if case.kind in ("conv2d", "conv2d_denormal"):
         n, k, oh, ow = case.y_shape
         _, c_per_group, kh, kw = case.w_shape
         forward = 2.0 * n * k * oh * ow * c_per_group * kh * kw

@@ -332,11 +332,72 @@ class Pool2dWorkload(Workload):
         return y, t["x_req"].grad
 
 
+class DenormalConv2dWorkload(Conv2dWorkload):
+    """``conv2d`` forward with normal weights, with denormal weights, and with denormal
+    weights while denormals are flushed to zero (``set_flush_denormal`` in both libraries).
+
+    The flushing mode is switched only when the mode changes, not around every call:
+    switching wakes fastconv's worker threads, which would be timed too. The last case
+    leaves flushing on.
+    """
+
+    modes = (
+        ("normal", "fastconv_normal", "torch_normal"),
+        ("denormal", "fastconv_denormal", "torch_denormal"),
+        ("denormal+flush", "fastconv_flush", "torch_flush"),
+    )
+
+    def make_inputs(self, rng):
+        inp = super().make_inputs(rng)
+        inp["w_denormal"] = inp["w"] * (np.finfo(self.dtype).tiny / 4)
+        return inp
+
+    def work(self, mode):
+        return flops(self.case)
+
+    @staticmethod
+    def _flush(enabled):
+        if fastconv.get_flush_denormal() != enabled:
+            fastconv.set_flush_denormal(enabled)
+            if HAVE_TORCH:  # the calling thread's mode, which both libraries share
+                torch.set_flush_denormal(enabled)
+
+    def _conv(self, inp, w):
+        return fastconv.conv2d(inp["x"], w, inp["b"], **self.params, algorithm=self.algorithm)
+
+    def fastconv_normal(self, inp):
+        self._flush(False)
+        return self._conv(inp, inp["w"])
+
+    def fastconv_denormal(self, inp):
+        self._flush(False)
+        return self._conv(inp, inp["w_denormal"])
+
+    def fastconv_flush(self, inp):
+        self._flush(True)
+        return self._conv(inp, inp["w_denormal"])
+
+    def torch_normal(self, t):
+        self._flush(False)
+        return self.torch_fwd(t)
+
+    def torch_denormal(self, t):
+        self._flush(False)
+        with torch.no_grad():
+            return self._torch_conv(t, t["x"], t["w_denormal"], t["b"])
+
+    def torch_flush(self, t):
+        self._flush(True)
+        with torch.no_grad():
+            return self._torch_conv(t, t["x"], t["w_denormal"], t["b"])
+
+
 #: op kind -> workload class
 WORKLOADS: dict[str, type[Workload]] = {
     "conv2d": Conv2dWorkload,
     "conv_transpose2d": ConvTranspose2dWorkload,
     "pool2d": Pool2dWorkload,
+    "conv2d_denormal": DenormalConv2dWorkload,
 }
 
 

@@ -25,7 +25,13 @@ import sys
 from typing import IO, Any
 
 from fastconv._version import __version__
-from fastconv._config import get_num_threads, set_num_threads, threads
+from fastconv._config import (
+    get_flush_denormal,
+    get_num_threads,
+    set_flush_denormal,
+    set_num_threads,
+    threads,
+)
 from fastconv import functional
 from fastconv.functional import *  # noqa: F401,F403  (the public operations)
 
@@ -35,6 +41,8 @@ __all__ = [
     "functional",
     "get_num_threads",
     "set_num_threads",
+    "get_flush_denormal",
+    "set_flush_denormal",
     "threads",
     "show_config",
 ]
@@ -54,8 +62,9 @@ def show_config(file: IO[str] | None = None) -> None:
     """Print how fastconv was built and how it will run.
 
     Lists the version, compiler and flags, whether OpenMP is on (a serial build
-    says so), the thread count and the CPUs available, and the BLAS libraries
-    loaded (the one the kernels' GEMM calls is marked).
+    says so), the instruction-set variants of the kernels built and the one in use,
+    the thread count and the CPUs available, whether denormals are flushed, and the
+    BLAS libraries loaded (the one the kernels' GEMM calls is marked).
 
     Parameters
     ----------
@@ -72,9 +81,9 @@ def show_config(file: IO[str] | None = None) -> None:
     >>> any(line.split(":")[0].strip() == "OpenMP" for line in out.getvalue().splitlines())
     True
     """
-    from fastconv import _config
+    from fastconv import _config, _dispatch
     from fastconv._blas import blas_info
-    from fastconv._kernels import _openmp
+    from fastconv._kernels import _cpu, _openmp
 
     out = sys.stdout if file is None else file
     info = _read_build_info()
@@ -82,6 +91,15 @@ def show_config(file: IO[str] | None = None) -> None:
         openmp = f"on (OpenMP {_openmp.openmp_version()})"
     else:
         openmp = "OFF: serial build, the kernels run on one thread"
+    variants = ["baseline"] + [
+        f"{isa} ({' '.join(flags)})" for isa, flags in info.get("isa_variants", {}).items()
+    ]
+    isa = (
+        f"{_dispatch.ISA} in use (FASTCONV_ISA={_dispatch.REQUESTED}; "
+        f"CPU has AVX2+FMA: {'yes' if _cpu.cpu_has_avx2_fma() else 'no'}); "
+        f"built: {', '.join(variants)}"
+        + (f"; {info['isa_note']}" if info.get("isa_note") else "")
+    )
     lines = [
         f"fastconv {__version__}",
         f"  python:        {platform.python_version()} ({sys.executable})",
@@ -91,7 +109,9 @@ def show_config(file: IO[str] | None = None) -> None:
         f"  native SIMD:   {'on (FASTCONV_NATIVE=1)' if info.get('native') else 'off (portable)'}",
         f"  debug checks:  {'on (FASTCONV_DEBUG=1)' if info.get('debug') else 'off'}",
         f"  OpenMP:        {openmp}",
+        f"  kernels ISA:   {isa}",
         f"  threads:       {_config.get_num_threads()} (CPUs available: {_config.available_cpus()})",
+        f"  flush denormal: {'on' if _config.get_flush_denormal() else 'off'}",
     ]
     blas = blas_info()
     if not blas:

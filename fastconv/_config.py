@@ -5,6 +5,8 @@ context manager ``threads(n)`` that sets it for a block and restores it on exit
 (like torch.set_num_threads and threadpoolctl, it applies to every Python thread).
 Default, read at import: ``FASTCONV_NUM_THREADS``, else ``OMP_NUM_THREADS``,
 else the CPUs this process may use (affinity mask and cgroup CPU quota).
+
+Also the floating-point mode of the kernels' threads: ``set_flush_denormal``.
 """
 
 from __future__ import annotations
@@ -12,12 +14,24 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import threading
 import warnings
 from collections.abc import Iterator
 
+import numpy as np
+
+from fastconv._kernels import _cpu
 from fastconv._validation import as_index
 
-__all__ = ["get_num_threads", "set_num_threads", "threads", "effective_n_threads", "available_cpus"]
+__all__ = [
+    "get_num_threads",
+    "set_num_threads",
+    "threads",
+    "effective_n_threads",
+    "available_cpus",
+    "get_flush_denormal",
+    "set_flush_denormal",
+]
 
 def _cgroup_cpu_limit() -> int | None:
     """CPUs allowed by a cgroup quota (v2 ``cpu.max`` or v1 cfs files), or None."""
@@ -198,13 +212,115 @@ def effective_n_threads() -> int:
     ...     effective_n_threads()
     1
     """
-    global _openmp_started
-    if _forked_after_openmp:
-        return 1
-    n = get_num_threads()
+    global _openmp_started, _largest_team
+    n = 1 if _forked_after_openmp else get_num_threads()
     if n > 1:
         _openmp_started = True
+        _largest_team = max(_largest_team, n)
+    if _flush_state[0]:  # set_flush_denormal was called: bring this thread's team up to date
+        _sync_flush_denormal(n)
     return n
+
+
+# Denormal flushing is a per-thread register. The setting is process-wide: each Python
+# thread that runs kernels brings itself and its OpenMP team up to date before its next
+# kernel (the team is a pool reused by the runtime, so once per setting and team size).
+_flush_state = (0, False)  # (generation, enabled); generation 0: never set, nothing touched
+_flush_synced = threading.local()  # per Python thread: .state and .team last applied
+_largest_team = 1  # the most threads any parallel region has asked for: pools may be this big
+
+
+def _sync_flush_denormal(n: int) -> None:
+    state = _flush_state
+    if getattr(_flush_synced, "state", None) == state and getattr(_flush_synced, "team", 0) >= n:
+        return
+    team = max(n, _largest_team)
+    _cpu.apply_flush_denormal(state[1], 1 if _forked_after_openmp else team)
+    _flush_synced.state, _flush_synced.team = state, team
+
+
+def get_flush_denormal() -> bool:
+    """Whether the kernels flush denormal floats to zero (see :func:`set_flush_denormal`).
+
+    Returns
+    -------
+    bool
+        False unless ``set_flush_denormal(True)`` is in effect.
+
+    Examples
+    --------
+    >>> import fastconv
+    >>> fastconv.get_flush_denormal()
+    False
+    """
+    return _flush_state[1]
+
+
+def set_flush_denormal(enabled: bool) -> bool:
+    """Flush denormal floats to zero in the kernels (and the calling thread), or stop.
+
+    Denormals (float32 below about 1.2e-38 in magnitude, float64 below 2.2e-308) make
+    arithmetic many times slower on many CPUs. With flushing on, they are read as zero
+    and results that would be denormal are written as zero (x86-64: the FTZ and DAZ
+    bits of MXCSR; aarch64: FPCR.FZ), like ``torch.set_flush_denormal``.
+
+    Process-wide, like :func:`set_num_threads`: the mode is a per-thread CPU register,
+    set here in the calling thread and its OpenMP worker threads, and in any other
+    Python thread (and its workers) before the next fastconv kernel it runs. These
+    threads keep the mode for their other floating-point work too (NumPy included)
+    until it is switched off. Threads of other libraries (PyTorch's, a multi-threaded
+    BLAS called outside fastconv) are left alone.
+
+    Parameters
+    ----------
+    enabled : bool
+        True to flush denormals to zero, False for IEEE gradual underflow (the default).
+
+    Returns
+    -------
+    bool
+        The previous setting.
+
+    Raises
+    ------
+    TypeError
+        ``enabled`` is not a bool.
+
+    Warns
+    -----
+    RuntimeWarning
+        ``enabled`` is True on a platform without flushing control (neither x86-64
+        nor aarch64): nothing changes.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> tiny = np.full((1, 1, 3, 3), 1e-39, dtype=np.float32)  # float32 denormals
+    >>> w = np.ones((1, 1, 3, 3), dtype=np.float32)
+    >>> float(fastconv.conv2d(tiny, w)[0, 0, 0, 0]) > 0
+    True
+    >>> fastconv.set_flush_denormal(True)  # returns the previous setting
+    False
+    >>> float(fastconv.conv2d(tiny, w)[0, 0, 0, 0])
+    0.0
+    >>> fastconv.set_flush_denormal(False)
+    True
+    """
+    global _flush_state
+    if not isinstance(enabled, (bool, np.bool_)):
+        raise TypeError(f"enabled must be a bool, got {type(enabled).__name__} {enabled!r}")
+    previous = _flush_state[1]
+    if enabled and not _cpu.flush_denormal_supported():
+        warnings.warn(
+            "fastconv: flushing denormals is not supported on this platform "
+            "(x86-64 and aarch64 only); the setting stays off",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return previous
+    _flush_state = (_flush_state[0] + 1, bool(enabled))
+    _sync_flush_denormal(1 if _forked_after_openmp else get_num_threads())
+    return previous
 
 
 # Fork safety. The parent's OpenMP worker threads do not exist in a forked child, and

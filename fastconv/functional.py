@@ -33,7 +33,8 @@ from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from fastconv import _autotune, _config
 from fastconv._blas import single_threaded_blas
-from fastconv._kernels import _conv_direct, _conv_gemm, _conv_wide, _pool
+from fastconv import _dispatch
+from fastconv._dispatch import _conv_direct, _conv_gemm, _conv_wide, _pool  # this CPU's variant
 from fastconv._validation import (
     as_array,
     as_contiguous,

@@ -110,6 +110,11 @@ def package_modules():
 def test_examples_pass(module_name):
     if module_name in NEEDS:
         pytest.importorskip(NEEDS[module_name])
+    from fastconv import _dispatch
+
+    for isa, suffix in _dispatch.SUFFIX.items():
+        if suffix and module_name.endswith(suffix) and not _dispatch.cpu_supports(isa):
+            pytest.skip(f"{isa} kernels: importing them on this CPU is an illegal instruction")
     module = importlib.import_module(module_name)
     result = doctest.testmod(module, verbose=False, report=True)
     assert result.failed == 0, f"{module_name}: {result.failed} of {result.attempted} examples failed"

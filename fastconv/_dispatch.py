@@ -1,0 +1,111 @@
+"""Kernel modules built for several instruction sets, and the variant picked at import.
+
+On x86-64, setup.py builds every module of ``DISPATCHED`` twice from one source: a
+portable baseline (e.g. ``fastconv._kernels._pool``) and an AVX2 + FMA build
+(``fastconv._kernels._pool_avx2``, compiled with ``-mavx2 -mfma``). At import, one
+variant is chosen for all of them: the best one this CPU runs, or the one named by the
+environment variable ``FASTCONV_ISA`` (``auto``, ``avx2`` or ``baseline``, read once).
+An AVX2 module is never imported on a CPU without AVX2: even its import could stop the
+process with an illegal instruction. Asking for ``avx2`` where it cannot run warns and
+uses the baseline.
+
+The rest of fastconv imports these kernel modules from here, never from
+``fastconv._kernels`` directly.
+
+Examples
+--------
+>>> from fastconv import _dispatch
+>>> _dispatch.ISA in _dispatch.ISAS
+True
+>>> _dispatch._pool.__name__ in {f"fastconv._kernels._pool{_dispatch.SUFFIX[isa]}"
+...                              for isa in _dispatch.ISAS}
+True
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import warnings
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+from fastconv._kernels import _cpu
+
+#: kernel modules built per instruction set. Adding one: its name here, a two-line
+#: ``fastconv/_kernels/NAME_avx2.pyx`` that includes ``NAME.pyx``, and a line in the
+#: TYPE_CHECKING import below.
+DISPATCHED = ("_conv_direct", "_conv_wide", "_conv_gemm", "_pool")
+
+#: instruction-set variants, best first
+ISAS = ("avx2", "baseline")
+
+#: module-name suffix of each variant
+SUFFIX = {"avx2": "_avx2", "baseline": ""}
+
+
+def cpu_supports(isa: str) -> bool:
+    """Whether this CPU (and OS) can run the kernels built for ``isa``."""
+    return isa == "baseline" or (isa == "avx2" and _cpu.cpu_has_avx2_fma())
+
+
+def built(isa: str) -> bool:
+    """Whether every module of ``DISPATCHED`` was built for ``isa`` (found, not imported)."""
+    return all(
+        importlib.util.find_spec(f"fastconv._kernels.{name}{SUFFIX[isa]}") is not None
+        for name in DISPATCHED
+    )
+
+
+def load(isa: str) -> dict[str, ModuleType]:
+    """The ``isa`` variant of every module of ``DISPATCHED``, by base name.
+
+    Only for an ``isa`` with ``cpu_supports(isa)``: the import alone may run its code.
+    """
+    if not cpu_supports(isa):
+        raise RuntimeError(f"this CPU cannot run the {isa} kernels")
+    return {name: importlib.import_module(f"fastconv._kernels.{name}{SUFFIX[isa]}")
+            for name in DISPATCHED}
+
+
+def _requested() -> str:
+    value = os.environ.get("FASTCONV_ISA", "").strip().lower()
+    if value not in ("", "auto", *ISAS):
+        raise ValueError(
+            "environment variable FASTCONV_ISA must be one of auto, "
+            f"{', '.join(ISAS)}, got {os.environ['FASTCONV_ISA']!r}"
+        )
+    return value or "auto"
+
+
+def _choose() -> tuple[str, dict[str, ModuleType]]:
+    requested = _requested()
+    for isa in ISAS if requested == "auto" else (requested,):
+        if isa == "baseline":
+            break
+        problem = None
+        if not cpu_supports(isa):
+            problem = "this CPU lacks AVX2 or FMA"
+        elif not built(isa):
+            problem = "this build has no avx2 kernels"
+        else:
+            try:
+                return isa, load(isa)
+            except ImportError as exc:
+                problem = f"its modules do not import ({exc})"
+        if requested != "auto":
+            warnings.warn(f"fastconv: FASTCONV_ISA={requested} but {problem}: "
+                          "using the baseline kernels", RuntimeWarning, stacklevel=3)
+    return "baseline", load("baseline")
+
+
+#: the instruction-set variant of the kernels in use
+ISA, _modules = _choose()
+#: the value of FASTCONV_ISA this choice followed ("auto" when unset)
+REQUESTED = _requested()
+
+if TYPE_CHECKING:  # every variant has the interface of the baseline (same source)
+    from fastconv._kernels import _conv_direct, _conv_gemm, _conv_wide, _pool
+else:
+    globals().update(_modules)

@@ -1,0 +1,24 @@
+"""Type stubs of the compiled module ``_conv_wide.pyx`` (stride-1 direct convolution
+over wide rows).
+
+Every array is C-contiguous, of one float dtype per call (the fused ``floating``:
+float32 or float64); sizes are validated by the caller (fastconv.functional).
+Outputs are written in place.
+"""
+
+from typing import TypeVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+_F = TypeVar("_F", np.float32, np.float64)
+
+def workspace_size(cg: int, oh: int, ow: int, kh: int, kw: int, dh: int, dw: int) -> int: ...
+def conv2d_forward(
+    x: NDArray[_F],  # IN (N, C, H, W)
+    w: NDArray[_F],  # IN (K, CG, KH, KW)
+    b: NDArray[_F] | None,  # IN (K,) or None
+    y: NDArray[_F],  # OUT (N, K, OH, OW), every element written
+    workspace: NDArray[_F],  # SCRATCH (threads, workspace_size(...))
+    pt: int, pl: int, dh: int, dw: int, groups: int, n_threads: int,
+) -> None: ...
