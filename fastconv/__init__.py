@@ -32,6 +32,12 @@ from fastconv._config import (
     set_num_threads,
     threads,
 )
+from fastconv._autotune import (
+    autotune_choices,
+    clear_autotune_cache,
+    get_autotune,
+    set_autotune,
+)
 from fastconv import functional
 from fastconv.functional import *  # noqa: F401,F403  (the public operations)
 
@@ -44,6 +50,10 @@ __all__ = [
     "get_flush_denormal",
     "set_flush_denormal",
     "threads",
+    "get_autotune",
+    "set_autotune",
+    "autotune_choices",
+    "clear_autotune_cache",
     "show_config",
 ]
 
