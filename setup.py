@@ -24,7 +24,9 @@ import warnings
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-KERNEL_MODULES = ["_openmp", "_gemm", "_im2col", "_conv_direct", "_conv_gemm", "_pool"]
+KERNEL_MODULES = [
+    "_openmp", "_gemm", "_im2col", "_conv_direct", "_conv_gemm", "_conv_winograd", "_pool",
+]
 
 OPENMP_PROBE = textwrap.dedent(
     """

@@ -33,7 +33,8 @@ from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from fastconv import _config
 from fastconv._blas import single_threaded_blas
-from fastconv._kernels import _conv_direct, _conv_gemm, _pool
+from fastconv import _winograd
+from fastconv._kernels import _conv_direct, _conv_gemm, _conv_winograd, _pool
 from fastconv._validation import (
     as_array,
     as_contiguous,
@@ -73,7 +74,7 @@ __all__ = [
     "avg_pool1d_backward",
 ]
 
-ALGORITHMS = ("auto", "direct", "im2col")
+ALGORITHMS = ("auto", "direct", "im2col", "winograd")
 
 # Types of the public signatures (not exported: spell them out or import them from here).
 #: An array of float32 or float64: what every operation returns.
@@ -96,6 +97,12 @@ MAX_CHUNKS = 16
 CHUNK_ELEMENTS = 1 << 22
 # BLAS takes 32-bit sizes.
 INT32_MAX = 2**31 - 1
+# Winograd: output tile size M of F(MxM, 3x3), and the per-thread budget (elements)
+# of one block's transformed input and GEMM output, T * (C/groups + K/groups) * B.
+WINOGRAD_TILE = 4
+WINOGRAD_BLOCK_ELEMENTS = 1 << 19
+WINOGRAD_MIN_BLOCK, WINOGRAD_MAX_BLOCK = 16, 256
+WINOGRAD_SUPPORT = "3x3 kernels with stride 1 and dilation 1 (any padding and groups)"
 
 
 class _ConvGeometry:
@@ -167,6 +174,28 @@ class _ConvGeometry:
         return ((self.kh, self.kw, *self.stride, pt, pb, pl, pr) == (1, 1, 1, 1, 0, 0, 0, 0)
                 and (self.oh, self.ow) == (self.h, self.w))
 
+    @property
+    def winograd_ok(self) -> bool:
+        """True for the shapes the Winograd kernels handle: 3x3, stride 1, dilation 1."""
+        return ((self.kh, self.kw, *self.stride, *self.dilation) == (3, 3, 1, 1, 1, 1)
+                and self.gemm_fits())
+
+    def winograd_block(self, tile: int) -> int:
+        """Tiles per Winograd block, from the shape alone (never the thread count).
+
+        Large enough for an efficient GEMM (N = block), small enough that a block's
+        scratch stays within WINOGRAD_BLOCK_ELEMENTS, and cut smaller when there are
+        too few (block, group) units to share out.
+        """
+        n_tiles = self.n * -(-self.oh // tile) * -(-self.ow // tile)
+        per_tile = (tile + 2) ** 2 * (self.cg + self.kg)
+        block = WINOGRAD_BLOCK_ELEMENTS // max(1, per_tile)
+        block = max(WINOGRAD_MIN_BLOCK, min(WINOGRAD_MAX_BLOCK, block))
+        if self.groups * -(-n_tiles // block) < MIN_UNITS:
+            wanted_blocks = -(-MIN_UNITS // self.groups)
+            block = max(WINOGRAD_MIN_BLOCK, min(block, -(-n_tiles // wanted_blocks)))
+        return max(1, min(block, n_tiles))
+
     def gemm_fits(self) -> bool:
         """True when every GEMM size and leading dimension fits BLAS's 32-bit ints."""
         return max(self.oh * self.ow, self.h * self.w, self.ckk, self.k) <= INT32_MAX
@@ -199,6 +228,9 @@ def _conv_forward_into(x: FloatArray, w: FloatArray, b: FloatArray | None, y: Fl
     if algorithm == "direct":
         _conv_direct.conv2d_forward(x, w, b, y, *geom.kernel_args, n_threads)
         return
+    if algorithm == "winograd":
+        _winograd_forward_into(x, w, b, y, geom, n_threads)
+        return
     rows = geom.band_rows(geom.n * geom.groups)
     workspace = geom.workspace(rows, n_threads, y.dtype)
     with single_threaded_blas():
@@ -206,9 +238,49 @@ def _conv_forward_into(x: FloatArray, w: FloatArray, b: FloatArray | None, y: Fl
                                   geom.pointwise)
 
 
+def _winograd_forward_into(x: FloatArray, w: FloatArray, b: FloatArray | None, y: FloatArray,
+                           geom: _ConvGeometry, n_threads: int) -> None:
+    """y = conv(x, w) + b by Winograd F(MxM, 3x3) (geom.winograd_ok holds)."""
+    tile = WINOGRAD_TILE
+    u = _winograd.CACHE.get(w, tile)
+    block = geom.winograd_block(tile)
+    per_thread = (tile + 2) ** 2 * (geom.cg + geom.kg) * block
+    check_size((n_threads, per_thread), "the winograd workspace")
+    workspace = np.empty((n_threads, per_thread), dtype=y.dtype)
+    (pt, _), (pl, _) = geom.padding
+    with single_threaded_blas():
+        _conv_winograd.conv2d_forward(x, u, b, y, workspace, pt, pl, geom.groups, tile, block,
+                                      n_threads)
+
+
+def _winograd_input_grad(gy: FloatArray, w: FloatArray, gx: FloatArray, geom: _ConvGeometry,
+                         n_threads: int) -> bool:
+    """gx = conv2d's input gradient as a Winograd convolution; False if it does not apply.
+
+    For a 3x3 stride-1 kernel the input gradient is a 3x3 stride-1 convolution of gy
+    with the kernel rotated 180 degrees and its channel axes swapped (per group),
+    padded by (2 - top, 2 - bottom, 2 - left, 2 - right): possible when no padding
+    exceeds 2.
+    """
+    (pt, pb), (pl, pr) = geom.padding
+    if max(pt, pb, pl, pr) > 2:
+        return False
+    g = geom.groups
+    w_t = (w.reshape(g, geom.kg, geom.cg, 3, 3).transpose(0, 2, 1, 3, 4)
+           .reshape(geom.c, geom.kg, 3, 3)[:, :, ::-1, ::-1])
+    w_t = np.ascontiguousarray(w_t)
+    geom_t = _ConvGeometry(gy.shape, w_t.shape, 1, ((2 - pt, 2 - pb), (2 - pl, 2 - pr)), 1, g)
+    _winograd_forward_into(gy, w_t, None, gx, geom_t, n_threads)
+    return True
+
+
 def _conv_input_grad_into(gy: FloatArray, w: FloatArray, gx: FloatArray, geom: _ConvGeometry,
                           algorithm: str, n_threads: int) -> None:
     """gx (zero-filled) += gradient of conv with respect to its input."""
+    if algorithm == "winograd":
+        if _winograd_input_grad(gy, w, gx, geom, n_threads):
+            return
+        algorithm = "im2col"
     if algorithm == "direct":
         _conv_direct.conv2d_input_grad(gy, w, gx, *geom.kernel_args, n_threads)
         return
@@ -222,6 +294,8 @@ def _conv_input_grad_into(gy: FloatArray, w: FloatArray, gx: FloatArray, geom: _
 def _conv_weight_grad_into(gy: FloatArray, x: FloatArray, gw: FloatArray, geom: _ConvGeometry,
                            algorithm: str, n_threads: int) -> None:
     """gw = gradient of conv with respect to its weights, summed over the batch."""
+    if algorithm == "winograd":  # no Winograd weight gradient: im2col computes it
+        algorithm = "im2col"
     if algorithm == "direct":
         gy_nonfinite = not np.isfinite(gy).all()  # then padding products matter
         _conv_direct.conv2d_weight_grad(gy, x, gw, *geom.kernel_args, n_threads, gy_nonfinite)
@@ -245,6 +319,12 @@ def _check_algorithm(algorithm: str) -> str:
 def _choose_algorithm(algorithm: str, geom: _ConvGeometry) -> str:
     """Resolve "auto": im2col + GEMM once the GEMM is deep and wide enough to pay."""
     algorithm = _check_algorithm(algorithm)
+    if algorithm == "winograd" and not geom.winograd_ok:
+        raise ValueError(
+            f"algorithm='winograd' supports {WINOGRAD_SUPPORT}; got kernel "
+            f"{(geom.kh, geom.kw)}, stride {geom.stride}, dilation {geom.dilation} "
+            "(use 'im2col', 'direct' or 'auto' for this shape)"
+        )
     if algorithm == "im2col" and not geom.gemm_fits():
         raise ValueError(
             "algorithm='im2col' needs GEMM sizes under 2**31 (planes and C/groups*KH*KW); "
