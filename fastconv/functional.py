@@ -244,7 +244,7 @@ def _winograd_forward_into(x: FloatArray, w: FloatArray, b: FloatArray | None, y
     tile = WINOGRAD_TILE
     u = _winograd.CACHE.get(w, tile)
     block = geom.winograd_block(tile)
-    per_thread = (tile + 2) ** 2 * (geom.cg + geom.kg) * block
+    per_thread = _conv_winograd.workspace_elements(geom.cg, geom.kg, tile, block)
     check_size((n_threads, per_thread), "the winograd workspace")
     workspace = np.empty((n_threads, per_thread), dtype=y.dtype)
     (pt, _), (pl, _) = geom.padding

@@ -34,6 +34,17 @@ from cython.parallel cimport parallel, prange, threadid
 from fastconv._kernels._types cimport floating, index_t
 from fastconv._kernels._gemm cimport gemm
 
+# Elements between consecutive per-position matrices of a block's scratch beyond their
+# size: without it the T matrices lie a multiple of 4 KiB apart and the transforms'
+# T interleaved streams fight over the same cache sets.
+cdef enum:
+    SLAB_PAD = 16
+
+
+def workspace_elements(index_t cg, index_t kg, index_t tile, index_t block):
+    """Scratch elements one thread needs: T * ((CG + KG) * B + 2 * SLAB_PAD)."""
+    return (tile + 2) * (tile + 2) * ((cg + kg) * block + 2 * SLAB_PAD)
+
 
 # --- transforms of one tile: d is read with row stride ds, v and m with stride vs --
 
@@ -136,7 +147,7 @@ cdef void input_block(const floating* x, index_t height, index_t width,
                       floating* v) noexcept nogil:
     """V[t][c][j] for the tiles t0 .. t0 + nb - 1 and channels c0 .. c0 + cg - 1."""
     cdef index_t alpha = tile + 2
-    cdef index_t vs = cg * nb
+    cdef index_t vs = cg * nb + SLAB_PAD
     cdef index_t plane = height * width
     cdef floating patch[36]
     cdef const floating* src
@@ -182,7 +193,7 @@ cdef void output_block(const floating* mt, const floating* b, floating* y,
                        index_t n_out, index_t t0, index_t nb, index_t th_count,
                        index_t tw_count, index_t tile) noexcept nogil:
     """y tiles t0 .. t0 + nb - 1 of channels k0 .. k0 + kg - 1 from Mt[t][k][j] (+ b)."""
-    cdef index_t vs = kg * nb
+    cdef index_t vs = kg * nb + SLAB_PAD
     cdef index_t plane = oh_count * ow_count
     cdef floating o[16]
     cdef floating bias
@@ -252,12 +263,12 @@ def conv2d_forward(
             t0 = (unit // groups) * block
             nb = min(block, n_tiles - t0)
             v = &workspace[slot, 0]
-            mt = v + n_pos * cg * nb
+            mt = v + n_pos * (cg * nb + SLAB_PAD)
             input_block(&x[0, 0, 0, 0], height, width, g * cg, cg, n_channels,
                         t0, nb, th_count, tw_count, tile, pt, pl, v)
             for p in range(n_pos):
                 gemm(False, False, <int> kg, <int> nb, <int> cg, 1,
-                     &u[p, g * kg, 0], <int> cg, v + p * cg * nb, <int> nb,
-                     0, mt + p * kg * nb, <int> nb)
+                     &u[p, g * kg, 0], <int> cg, v + p * (cg * nb + SLAB_PAD), <int> nb,
+                     0, mt + p * (kg * nb + SLAB_PAD), <int> nb)
             output_block(mt, b_ptr, &y[0, 0, 0, 0], oh_count, ow_count, g * kg, kg,
                          n_out, t0, nb, th_count, tw_count, tile)
