@@ -316,6 +316,16 @@ def _check_algorithm(algorithm: str) -> str:
     return algorithm.lower()
 
 
+def _check_transpose_algorithm(algorithm: str) -> str:
+    algorithm = _check_algorithm(algorithm)
+    if algorithm == "winograd":
+        raise ValueError(
+            "algorithm='winograd' is offered by conv2d only, not by transposed "
+            "convolution; use 'auto', 'direct' or 'im2col'"
+        )
+    return algorithm
+
+
 def _choose_algorithm(algorithm: str, geom: _ConvGeometry) -> str:
     """Resolve "auto": im2col + GEMM once the GEMM is deep and wide enough to pay."""
     algorithm = _check_algorithm(algorithm)
@@ -387,9 +397,13 @@ def conv2d(x: ArrayLike, w: ArrayLike, b: ArrayLike | None = None, stride: IntPa
         bottom/right, for any stride), ``"full"`` (dilation * (k - 1) on each side).
     groups : int, default 1
         Channel groups: C and K must be multiples; ``groups == C`` is depthwise.
-    algorithm : {"auto", "direct", "im2col"}, default "auto"
+    algorithm : {"auto", "direct", "im2col", "winograd"}, default "auto"
         ``"direct"``: loops over the output. ``"im2col"``: per-thread im2col bands
-        and a BLAS GEMM. ``"auto"`` chooses by shape. All agree within rounding.
+        and a BLAS GEMM. ``"winograd"``: Winograd F(4x4, 3x3) (tile transforms and
+        one BLAS GEMM per transform position), for 3x3 kernels with stride 1 and
+        dilation 1 only (any padding and groups; other shapes raise ValueError);
+        never chosen by ``"auto"``. ``"auto"`` chooses by shape. All agree within
+        rounding (Winograd's float32 error is larger, about 1e-5 of max |y|).
     flip : bool, default False
         True computes true convolution (kernel rotated 180 degrees).
 
@@ -415,6 +429,27 @@ def conv2d(x: ArrayLike, w: ArrayLike, b: ArrayLike | None = None, stride: IntPa
     array([[1., 2.],
            [4., 5.],
            [7., 8.]])
+
+    Winograd, for 3x3 kernels with stride 1:
+
+    >>> x = np.ones((1, 2, 5, 5), dtype=np.float32)
+    >>> y = fastconv.conv2d(x, np.ones((1, 2, 3, 3), dtype=np.float32), padding=1,
+    ...                     algorithm="winograd")
+    >>> np.round(y[0, 0], 4)
+    array([[ 8., 12., 12., 12.,  8.],
+           [12., 18., 18., 18., 12.],
+           [12., 18., 18., 18., 12.],
+           [12., 18., 18., 18., 12.],
+           [ 8., 12., 12., 12.,  8.]], dtype=float32)
+
+    Notes
+    -----
+    With ``algorithm="winograd"`` the transformed weights are cached (a few
+    entries, least recently used dropped) and reused while the weights are
+    unchanged; every call compares the weights with the cached copy, so weights
+    changed in place are never served stale. Non-finite inputs spread within a
+    4 x 4 output tile: an infinity can give NaN where the other algorithms give
+    an infinity.
     """
     dtype, x, w, _ = _as_operands(x, w)
     geom = _ConvGeometry(x.shape, w.shape, stride, padding, dilation, groups)
@@ -448,8 +483,8 @@ def conv2d_backward(gy: ArrayLike, x: ArrayLike, w: ArrayLike, stride: IntPair =
         As given to :func:`conv2d` (same defaults).
     needs_input_grad : bool, default True
         False skips the input gradient (a network's first layer needs none).
-    algorithm : {"auto", "direct", "im2col"}, default "auto"
-        As in :func:`conv2d`.
+    algorithm : {"auto", "direct", "im2col", "winograd"}, default "auto"
+        As in :func:`conv2d`; see Notes for ``"winograd"``.
 
     Returns
     -------
@@ -464,6 +499,13 @@ def conv2d_backward(gy: ArrayLike, x: ArrayLike, w: ArrayLike, stride: IntPair =
     -----
     Results are bit-identical for any thread count: batch sums are split into
     chunks chosen from the shape alone and reduced in a fixed order.
+
+    With ``algorithm="winograd"`` (3x3 kernels, stride 1, dilation 1), the input
+    gradient is itself a 3x3 stride-1 convolution, of gy with the kernel rotated
+    180 degrees and its input and output channels swapped (per group), padded by
+    (2 - top, 2 - bottom, 2 - left, 2 - right); it runs as a Winograd convolution
+    when no padding exceeds 2, else by im2col. The weight gradient always uses
+    im2col.
 
     Examples
     --------
@@ -612,7 +654,8 @@ def conv_transpose2d(x: ArrayLike, w: ArrayLike, b: ArrayLike | None = None,
     output_size : (OH, OW) or (N, K, OH, OW), optional
         Derives output_padding; must lie in the range the other arguments allow.
     algorithm : {"auto", "direct", "im2col"}, default "auto"
-        As in :func:`conv2d`.
+        As in :func:`conv2d`, without ``"winograd"`` (ValueError: transposed
+        convolution runs conv2d's gradient kernels, which have no Winograd form).
 
     Returns
     -------
@@ -640,7 +683,7 @@ def conv_transpose2d(x: ArrayLike, w: ArrayLike, b: ArrayLike | None = None,
                               groups, output_size)
     if b is not None:
         b = _as_bias(b, geom.y_shape[1], dtype)
-    _check_algorithm(algorithm)  # a bad name is an error even when there is nothing to compute
+    _check_transpose_algorithm(algorithm)  # an error even when there is nothing to compute
     y = np.zeros(geom.y_shape, dtype=dtype)
     if not geom.conv.empty:
         algorithm = _choose_algorithm(algorithm, geom.conv)
@@ -669,7 +712,8 @@ def conv_transpose2d_backward(gy: ArrayLike, x: ArrayLike, w: ArrayLike, stride:
     needs_input_grad : bool, default True
         False skips the input gradient.
     algorithm : {"auto", "direct", "im2col"}, default "auto"
-        As in :func:`conv2d`.
+        As in :func:`conv2d`, without ``"winograd"`` (ValueError: transposed
+        convolution runs conv2d's gradient kernels, which have no Winograd form).
 
     Returns
     -------
@@ -700,6 +744,7 @@ def conv_transpose2d_backward(gy: ArrayLike, x: ArrayLike, w: ArrayLike, stride:
         raise ValueError(
             f"gy must have the shape of conv_transpose2d's output {geom.y_shape}, got {gy.shape}"
         )
+    _check_transpose_algorithm(algorithm)
     algorithm = _choose_algorithm(algorithm, geom.conv)
     n_threads = _config.effective_n_threads()
     gx = np.zeros(x.shape, dtype=dtype) if needs_input_grad else None
@@ -1345,7 +1390,8 @@ def conv1d(x: ArrayLike, w: ArrayLike, b: ArrayLike | None = None, stride: Int1d
     stride, dilation : int or (int,), default 1
     padding : int, (left, right), or "valid" / "same" / "full", default 0
     groups, algorithm, flip
-        As in :func:`conv2d` (defaults 1, "auto", False).
+        As in :func:`conv2d` (defaults 1, "auto", False); ``"winograd"`` needs a
+        3x3 kernel, so 1-D calls refuse it with ValueError.
 
     Returns
     -------
