@@ -38,7 +38,14 @@ from fastconv._kernels._gemm cimport gemm
 # size: without it the T matrices lie a multiple of 4 KiB apart and the transforms'
 # T interleaved streams fight over the same cache sets.
 cdef enum:
+    # Elements between consecutive per-position matrices of a block's scratch beyond
+    # their size: without it the T matrices lie a multiple of 4 KiB apart and the
+    # transforms' T interleaved streams fight over the same cache sets.
     SLAB_PAD = 16
+    # Tiles transformed together: the transforms run across a chunk's tiles (one tile
+    # per SIMD lane) from and to small local buffers.
+    CHUNK = 16
+    MAX_T = 36
 
 
 def workspace_elements(index_t cg, index_t kg, index_t tile, index_t block):
@@ -46,95 +53,145 @@ def workspace_elements(index_t cg, index_t kg, index_t tile, index_t block):
     return (tile + 2) * (tile + 2) * ((cg + kg) * block + 2 * SLAB_PAD)
 
 
-# --- transforms of one tile: d is read with row stride ds, v and m with stride vs --
+# --- transforms of a chunk of tiles --------------------------------------------
+# Patch element e of tile jj is d[e * CHUNK + jj]; transform position t of tile jj is
+# v[t * vs + jj] (m likewise); output element q of tile jj is o[q * CHUNK + jj]. The
+# loops over jj run across tiles, so the compiler can put one tile in each SIMD lane.
 
 
-cdef inline void input_f2(const floating* d, index_t ds, floating* v,
-                          index_t vs) noexcept nogil:
-    """v[t * vs] = (B^T d B)[t] for a 4 x 4 patch d."""
-    cdef floating r[16]
-    cdef index_t i, j
-    for j in range(4):
-        r[j] = d[j] - d[2 * ds + j]
-        r[4 + j] = d[ds + j] + d[2 * ds + j]
-        r[8 + j] = d[2 * ds + j] - d[ds + j]
-        r[12 + j] = d[ds + j] - d[3 * ds + j]
-    for i in range(4):
-        v[(4 * i) * vs] = r[4 * i] - r[4 * i + 2]
-        v[(4 * i + 1) * vs] = r[4 * i + 1] + r[4 * i + 2]
-        v[(4 * i + 2) * vs] = r[4 * i + 2] - r[4 * i + 1]
-        v[(4 * i + 3) * vs] = r[4 * i + 1] - r[4 * i + 3]
+cdef inline void bt4(floating d0, floating d1, floating d2, floating d3,
+                     floating* out, index_t stride) noexcept nogil:
+    """out[i * stride] = (B^T d)[i] of F(2x2, 3x3) for one column d."""
+    out[0] = d0 - d2
+    out[stride] = d1 + d2
+    out[2 * stride] = d2 - d1
+    out[3 * stride] = d1 - d3
 
 
-cdef inline void output_f2(const floating* m, index_t vs, floating* o) noexcept nogil:
-    """o (2 x 2, row-major) = A^T m A for the 16 values m[t * vs]."""
+cdef inline void bt6(floating d0, floating d1, floating d2, floating d3, floating d4,
+                     floating d5, floating* out, index_t stride) noexcept nogil:
+    """out[i * stride] = (B^T d)[i] of F(4x4, 3x3) for one column d."""
+    out[0] = 4 * d0 - 5 * d2 + d4
+    out[stride] = (d3 + d4) - 4 * (d1 + d2)
+    out[2 * stride] = (d4 - d3) + 4 * (d1 - d2)
+    out[3 * stride] = (d4 - d2) + 2 * (d3 - d1)
+    out[4 * stride] = (d4 - d2) - 2 * (d3 - d1)
+    out[5 * stride] = 4 * d1 - 5 * d3 + d5
+
+
+# The column and row passes are spelled out call by call, each pass one loop over
+# the chunk's tiles between local buffers (constant strides): written so, the
+# compiler vectorises both across tiles.
+
+cdef inline void input_f2(const floating* d, floating* v, index_t vs,
+                          index_t count) noexcept nogil:
+    """v = B^T d B for ``count`` 4 x 4 patches."""
+    cdef floating t[16 * CHUNK]  # B^T d of each tile
+    cdef floating u[16 * CHUNK]  # B^T d B of each tile
+    cdef index_t jj, p
+    for jj in range(count):
+        bt4(d[jj], d[4 * CHUNK + jj], d[8 * CHUNK + jj], d[12 * CHUNK + jj],
+            &t[jj], 4 * CHUNK)
+        bt4(d[CHUNK + jj], d[5 * CHUNK + jj], d[9 * CHUNK + jj], d[13 * CHUNK + jj],
+            &t[CHUNK + jj], 4 * CHUNK)
+        bt4(d[2 * CHUNK + jj], d[6 * CHUNK + jj], d[10 * CHUNK + jj], d[14 * CHUNK + jj],
+            &t[2 * CHUNK + jj], 4 * CHUNK)
+        bt4(d[3 * CHUNK + jj], d[7 * CHUNK + jj], d[11 * CHUNK + jj], d[15 * CHUNK + jj],
+            &t[3 * CHUNK + jj], 4 * CHUNK)
+    for jj in range(count):
+        bt4(t[jj], t[CHUNK + jj], t[2 * CHUNK + jj], t[3 * CHUNK + jj],
+            &u[jj], CHUNK)
+        bt4(t[4 * CHUNK + jj], t[5 * CHUNK + jj], t[6 * CHUNK + jj], t[7 * CHUNK + jj],
+            &u[4 * CHUNK + jj], CHUNK)
+        bt4(t[8 * CHUNK + jj], t[9 * CHUNK + jj], t[10 * CHUNK + jj], t[11 * CHUNK + jj],
+            &u[8 * CHUNK + jj], CHUNK)
+        bt4(t[12 * CHUNK + jj], t[13 * CHUNK + jj], t[14 * CHUNK + jj], t[15 * CHUNK + jj],
+            &u[12 * CHUNK + jj], CHUNK)
+    for p in range(16):  # to the 16 position matrices, apart by vs
+        for jj in range(count):
+            v[p * vs + jj] = u[p * CHUNK + jj]
+
+
+cdef inline void output_f2(const floating* m, index_t vs, floating* o,
+                           index_t count) noexcept nogil:
+    """o (2 x 2) = A^T m A for ``count`` tiles."""
     cdef floating r[8]
-    cdef index_t i, j
-    for j in range(4):
-        r[j] = m[j * vs] + m[(4 + j) * vs] + m[(8 + j) * vs]
-        r[4 + j] = m[(4 + j) * vs] - m[(8 + j) * vs] - m[(12 + j) * vs]
-    for i in range(2):
-        o[2 * i] = r[4 * i] + r[4 * i + 1] + r[4 * i + 2]
-        o[2 * i + 1] = r[4 * i + 1] - r[4 * i + 2] - r[4 * i + 3]
+    cdef index_t i, j, jj
+    for jj in range(count):
+        for j in range(4):
+            r[j] = m[j * vs + jj] + m[(4 + j) * vs + jj] + m[(8 + j) * vs + jj]
+            r[4 + j] = m[(4 + j) * vs + jj] - m[(8 + j) * vs + jj] - m[(12 + j) * vs + jj]
+        for i in range(2):
+            o[(2 * i) * CHUNK + jj] = r[4 * i] + r[4 * i + 1] + r[4 * i + 2]
+            o[(2 * i + 1) * CHUNK + jj] = r[4 * i + 1] - r[4 * i + 2] - r[4 * i + 3]
 
 
-cdef inline void input_f4(const floating* d, index_t ds, floating* v,
-                          index_t vs) noexcept nogil:
-    """v[t * vs] = (B^T d B)[t] for a 6 x 6 patch d."""
-    cdef floating r[36]
-    cdef floating d0, d1, d2, d3, d4, d5
-    cdef index_t i, j
-    for j in range(6):
-        d0 = d[j]
-        d1 = d[ds + j]
-        d2 = d[2 * ds + j]
-        d3 = d[3 * ds + j]
-        d4 = d[4 * ds + j]
-        d5 = d[5 * ds + j]
-        r[j] = 4 * d0 - 5 * d2 + d4
-        r[6 + j] = (d3 + d4) - 4 * (d1 + d2)
-        r[12 + j] = (d4 - d3) + 4 * (d1 - d2)
-        r[18 + j] = (d4 - d2) + 2 * (d3 - d1)
-        r[24 + j] = (d4 - d2) - 2 * (d3 - d1)
-        r[30 + j] = 4 * d1 - 5 * d3 + d5
-    for i in range(6):
-        d0 = r[6 * i]
-        d1 = r[6 * i + 1]
-        d2 = r[6 * i + 2]
-        d3 = r[6 * i + 3]
-        d4 = r[6 * i + 4]
-        d5 = r[6 * i + 5]
-        v[(6 * i) * vs] = 4 * d0 - 5 * d2 + d4
-        v[(6 * i + 1) * vs] = (d3 + d4) - 4 * (d1 + d2)
-        v[(6 * i + 2) * vs] = (d4 - d3) + 4 * (d1 - d2)
-        v[(6 * i + 3) * vs] = (d4 - d2) + 2 * (d3 - d1)
-        v[(6 * i + 4) * vs] = (d4 - d2) - 2 * (d3 - d1)
-        v[(6 * i + 5) * vs] = 4 * d1 - 5 * d3 + d5
+cdef inline void input_f4(const floating* d, floating* v, index_t vs,
+                          index_t count) noexcept nogil:
+    """v = B^T d B for ``count`` 6 x 6 patches."""
+    cdef floating t[36 * CHUNK]  # B^T d of each tile
+    cdef floating u[36 * CHUNK]  # B^T d B of each tile
+    cdef index_t jj, p
+    for jj in range(count):
+        bt6(d[jj], d[6 * CHUNK + jj], d[12 * CHUNK + jj],
+            d[18 * CHUNK + jj], d[24 * CHUNK + jj], d[30 * CHUNK + jj], &t[jj], 6 * CHUNK)
+        bt6(d[CHUNK + jj], d[7 * CHUNK + jj], d[13 * CHUNK + jj],
+            d[19 * CHUNK + jj], d[25 * CHUNK + jj], d[31 * CHUNK + jj], &t[CHUNK + jj], 6 * CHUNK)
+        bt6(d[2 * CHUNK + jj], d[8 * CHUNK + jj], d[14 * CHUNK + jj],
+            d[20 * CHUNK + jj], d[26 * CHUNK + jj], d[32 * CHUNK + jj],
+            &t[2 * CHUNK + jj], 6 * CHUNK)
+        bt6(d[3 * CHUNK + jj], d[9 * CHUNK + jj], d[15 * CHUNK + jj],
+            d[21 * CHUNK + jj], d[27 * CHUNK + jj], d[33 * CHUNK + jj],
+            &t[3 * CHUNK + jj], 6 * CHUNK)
+        bt6(d[4 * CHUNK + jj], d[10 * CHUNK + jj], d[16 * CHUNK + jj],
+            d[22 * CHUNK + jj], d[28 * CHUNK + jj], d[34 * CHUNK + jj],
+            &t[4 * CHUNK + jj], 6 * CHUNK)
+        bt6(d[5 * CHUNK + jj], d[11 * CHUNK + jj], d[17 * CHUNK + jj],
+            d[23 * CHUNK + jj], d[29 * CHUNK + jj], d[35 * CHUNK + jj],
+            &t[5 * CHUNK + jj], 6 * CHUNK)
+    for jj in range(count):
+        bt6(t[jj], t[CHUNK + jj], t[2 * CHUNK + jj],
+            t[3 * CHUNK + jj], t[4 * CHUNK + jj], t[5 * CHUNK + jj], &u[jj], CHUNK)
+        bt6(t[6 * CHUNK + jj], t[7 * CHUNK + jj], t[8 * CHUNK + jj],
+            t[9 * CHUNK + jj], t[10 * CHUNK + jj], t[11 * CHUNK + jj], &u[6 * CHUNK + jj], CHUNK)
+        bt6(t[12 * CHUNK + jj], t[13 * CHUNK + jj], t[14 * CHUNK + jj],
+            t[15 * CHUNK + jj], t[16 * CHUNK + jj], t[17 * CHUNK + jj], &u[12 * CHUNK + jj], CHUNK)
+        bt6(t[18 * CHUNK + jj], t[19 * CHUNK + jj], t[20 * CHUNK + jj],
+            t[21 * CHUNK + jj], t[22 * CHUNK + jj], t[23 * CHUNK + jj], &u[18 * CHUNK + jj], CHUNK)
+        bt6(t[24 * CHUNK + jj], t[25 * CHUNK + jj], t[26 * CHUNK + jj],
+            t[27 * CHUNK + jj], t[28 * CHUNK + jj], t[29 * CHUNK + jj], &u[24 * CHUNK + jj], CHUNK)
+        bt6(t[30 * CHUNK + jj], t[31 * CHUNK + jj], t[32 * CHUNK + jj],
+            t[33 * CHUNK + jj], t[34 * CHUNK + jj], t[35 * CHUNK + jj], &u[30 * CHUNK + jj], CHUNK)
+    for p in range(36):  # to the 36 position matrices, apart by vs
+        for jj in range(count):
+            v[p * vs + jj] = u[p * CHUNK + jj]
 
 
-cdef inline void output_f4(const floating* m, index_t vs, floating* o) noexcept nogil:
-    """o (4 x 4, row-major) = A^T m A for the 36 values m[t * vs]."""
+cdef inline void output_f4(const floating* m, index_t vs, floating* o,
+                           index_t count) noexcept nogil:
+    """o (4 x 4) = A^T m A for ``count`` tiles."""
     cdef floating r[24]
     cdef floating s12, d12, s34, d34
-    cdef index_t i, j
-    for j in range(6):
-        s12 = m[(6 + j) * vs] + m[(12 + j) * vs]
-        d12 = m[(6 + j) * vs] - m[(12 + j) * vs]
-        s34 = m[(18 + j) * vs] + m[(24 + j) * vs]
-        d34 = m[(18 + j) * vs] - m[(24 + j) * vs]
-        r[j] = m[j * vs] + s12 + s34
-        r[6 + j] = d12 + 2 * d34
-        r[12 + j] = s12 + 4 * s34
-        r[18 + j] = d12 + 8 * d34 + m[(30 + j) * vs]
-    for i in range(4):
-        s12 = r[6 * i + 1] + r[6 * i + 2]
-        d12 = r[6 * i + 1] - r[6 * i + 2]
-        s34 = r[6 * i + 3] + r[6 * i + 4]
-        d34 = r[6 * i + 3] - r[6 * i + 4]
-        o[4 * i] = r[6 * i] + s12 + s34
-        o[4 * i + 1] = d12 + 2 * d34
-        o[4 * i + 2] = s12 + 4 * s34
-        o[4 * i + 3] = d12 + 8 * d34 + r[6 * i + 5]
+    cdef index_t i, j, jj
+    for jj in range(count):
+        for j in range(6):
+            s12 = m[(6 + j) * vs + jj] + m[(12 + j) * vs + jj]
+            d12 = m[(6 + j) * vs + jj] - m[(12 + j) * vs + jj]
+            s34 = m[(18 + j) * vs + jj] + m[(24 + j) * vs + jj]
+            d34 = m[(18 + j) * vs + jj] - m[(24 + j) * vs + jj]
+            r[j] = m[j * vs + jj] + s12 + s34
+            r[6 + j] = d12 + 2 * d34
+            r[12 + j] = s12 + 4 * s34
+            r[18 + j] = d12 + 8 * d34 + m[(30 + j) * vs + jj]
+        for i in range(4):
+            s12 = r[6 * i + 1] + r[6 * i + 2]
+            d12 = r[6 * i + 1] - r[6 * i + 2]
+            s34 = r[6 * i + 3] + r[6 * i + 4]
+            d34 = r[6 * i + 3] - r[6 * i + 4]
+            o[(4 * i) * CHUNK + jj] = r[6 * i] + s12 + s34
+            o[(4 * i + 1) * CHUNK + jj] = d12 + 2 * d34
+            o[(4 * i + 2) * CHUNK + jj] = s12 + 4 * s34
+            o[(4 * i + 3) * CHUNK + jj] = d12 + 8 * d34 + r[6 * i + 5]
 
 
 # --- one (block, group) unit ---------------------------------------------------
@@ -149,43 +206,46 @@ cdef void input_block(const floating* x, index_t height, index_t width,
     cdef index_t alpha = tile + 2
     cdef index_t vs = cg * nb + SLAB_PAD
     cdef index_t plane = height * width
-    cdef floating patch[36]
+    cdef floating patches[MAX_T * CHUNK]
     cdef const floating* src
-    cdef const floating* d
-    cdef index_t c, j, n, th, tw, ih0, iw0, r, s, ih, iw, ds
+    cdef index_t c, chunk, j0, jj, count, n, th, tw, ih0, iw0, r, s, ih, s0, s1
     for c in range(cg):
         n = t0 // (th_count * tw_count)
         th = (t0 // tw_count) % th_count
         tw = t0 % tw_count
-        for j in range(nb):
-            src = x + (n * n_channels + c0 + c) * plane
-            ih0 = th * tile - pt
-            iw0 = tw * tile - pl
-            if ih0 >= 0 and iw0 >= 0 and ih0 + alpha <= height and iw0 + alpha <= width:
-                d = src + ih0 * width + iw0
-                ds = width
-            else:  # a border tile: copy the patch with zeros outside the image
-                for r in range(alpha):
-                    ih = ih0 + r
-                    for s in range(alpha):
-                        iw = iw0 + s
-                        if 0 <= ih < height and 0 <= iw < width:
-                            patch[r * alpha + s] = src[ih * width + iw]
-                        else:
-                            patch[r * alpha + s] = 0
-                d = patch
-                ds = alpha
+        for chunk in range((nb + CHUNK - 1) // CHUNK):
+            j0 = chunk * CHUNK
+            count = min(<index_t> CHUNK, nb - j0)
+            for jj in range(count):  # gather the chunk's patches, zeros outside the image
+                src = x + (n * n_channels + c0 + c) * plane
+                ih0 = th * tile - pt
+                iw0 = tw * tile - pl
+                if ih0 >= 0 and iw0 >= 0 and ih0 + alpha <= height and iw0 + alpha <= width:
+                    for r in range(alpha):
+                        for s in range(alpha):
+                            patches[(r * alpha + s) * CHUNK + jj] = (
+                                src[(ih0 + r) * width + iw0 + s])
+                else:
+                    s0 = max(0, -iw0)
+                    s1 = min(alpha, width - iw0)
+                    for r in range(alpha):
+                        for s in range(alpha):
+                            patches[(r * alpha + s) * CHUNK + jj] = 0
+                        ih = ih0 + r
+                        if 0 <= ih < height:
+                            for s in range(s0, s1):
+                                patches[(r * alpha + s) * CHUNK + jj] = src[ih * width + iw0 + s]
+                tw = tw + 1
+                if tw == tw_count:
+                    tw = 0
+                    th = th + 1
+                    if th == th_count:
+                        th = 0
+                        n = n + 1
             if tile == 4:
-                input_f4(d, ds, v + c * nb + j, vs)
+                input_f4(patches, v + c * nb + j0, vs, count)
             else:
-                input_f2(d, ds, v + c * nb + j, vs)
-            tw = tw + 1
-            if tw == tw_count:
-                tw = 0
-                th = th + 1
-                if th == th_count:
-                    th = 0
-                    n = n + 1
+                input_f2(patches, v + c * nb + j0, vs, count)
 
 
 cdef void output_block(const floating* mt, const floating* b, floating* y,
@@ -195,35 +255,38 @@ cdef void output_block(const floating* mt, const floating* b, floating* y,
     """y tiles t0 .. t0 + nb - 1 of channels k0 .. k0 + kg - 1 from Mt[t][k][j] (+ b)."""
     cdef index_t vs = kg * nb + SLAB_PAD
     cdef index_t plane = oh_count * ow_count
-    cdef floating o[16]
+    cdef floating out[16 * CHUNK]
     cdef floating bias
     cdef floating* dst
-    cdef index_t k, j, n, th, tw, oh0, ow0, r, s, rows, cols
+    cdef index_t k, chunk, j0, jj, count, n, th, tw, oh0, ow0, r, s, rows, cols
     for k in range(kg):
         bias = b[k0 + k] if b != NULL else 0
         n = t0 // (th_count * tw_count)
         th = (t0 // tw_count) % th_count
         tw = t0 % tw_count
-        for j in range(nb):
+        for chunk in range((nb + CHUNK - 1) // CHUNK):
+            j0 = chunk * CHUNK
+            count = min(<index_t> CHUNK, nb - j0)
             if tile == 4:
-                output_f4(mt + k * nb + j, vs, o)
+                output_f4(mt + k * nb + j0, vs, out, count)
             else:
-                output_f2(mt + k * nb + j, vs, o)
-            oh0 = th * tile
-            ow0 = tw * tile
-            rows = min(tile, oh_count - oh0)
-            cols = min(tile, ow_count - ow0)
-            dst = y + (n * n_out + k0 + k) * plane + oh0 * ow_count + ow0
-            for r in range(rows):
-                for s in range(cols):
-                    dst[r * ow_count + s] = o[r * tile + s] + bias
-            tw = tw + 1
-            if tw == tw_count:
-                tw = 0
-                th = th + 1
-                if th == th_count:
-                    th = 0
-                    n = n + 1
+                output_f2(mt + k * nb + j0, vs, out, count)
+            for jj in range(count):  # scatter, the bottom and right tiles clipped
+                oh0 = th * tile
+                ow0 = tw * tile
+                rows = min(tile, oh_count - oh0)
+                cols = min(tile, ow_count - ow0)
+                dst = y + (n * n_out + k0 + k) * plane + oh0 * ow_count + ow0
+                for r in range(rows):
+                    for s in range(cols):
+                        dst[r * ow_count + s] = out[(r * tile + s) * CHUNK + jj] + bias
+                tw = tw + 1
+                if tw == tw_count:
+                    tw = 0
+                    th = th + 1
+                    if th == th_count:
+                        th = 0
+                        n = n + 1
 
 
 def conv2d_forward(
