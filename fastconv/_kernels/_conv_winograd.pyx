@@ -108,8 +108,12 @@ cdef inline void input_f2(const floating* d, floating* v, index_t vs,
         bt4(t[12 * CHUNK + jj], t[13 * CHUNK + jj], t[14 * CHUNK + jj], t[15 * CHUNK + jj],
             &u[12 * CHUNK + jj], CHUNK)
     for p in range(16):  # to the 16 position matrices, apart by vs
-        for jj in range(count):
-            v[p * vs + jj] = u[p * CHUNK + jj]
+        if count == CHUNK:  # a constant trip count: inline vector moves, no memcpy call
+            for jj in range(CHUNK):
+                v[p * vs + jj] = u[p * CHUNK + jj]
+        else:
+            for jj in range(count):
+                v[p * vs + jj] = u[p * CHUNK + jj]
 
 
 cdef inline void output_f2(const floating* m, index_t vs, floating* o,
@@ -163,8 +167,12 @@ cdef inline void input_f4(const floating* d, floating* v, index_t vs,
         bt6(t[30 * CHUNK + jj], t[31 * CHUNK + jj], t[32 * CHUNK + jj],
             t[33 * CHUNK + jj], t[34 * CHUNK + jj], t[35 * CHUNK + jj], &u[30 * CHUNK + jj], CHUNK)
     for p in range(36):  # to the 36 position matrices, apart by vs
-        for jj in range(count):
-            v[p * vs + jj] = u[p * CHUNK + jj]
+        if count == CHUNK:  # a constant trip count: inline vector moves, no memcpy call
+            for jj in range(CHUNK):
+                v[p * vs + jj] = u[p * CHUNK + jj]
+        else:
+            for jj in range(count):
+                v[p * vs + jj] = u[p * CHUNK + jj]
 
 
 cdef inline void output_f4(const floating* m, index_t vs, floating* o,
@@ -197,6 +205,15 @@ cdef inline void output_f4(const floating* m, index_t vs, floating* o,
 # --- one (block, group) unit ---------------------------------------------------
 
 
+cdef inline void copy_patch(const floating* src, index_t width, floating* dst,
+                            index_t alpha) noexcept nogil:
+    """dst[(r * alpha + s) * CHUNK] = src[r * width + s], an alpha x alpha patch."""
+    cdef index_t r, s
+    for r in range(alpha):
+        for s in range(alpha):
+            dst[(r * alpha + s) * CHUNK] = src[r * width + s]
+
+
 cdef void input_block(const floating* x, index_t height, index_t width,
                       index_t c0, index_t cg, index_t n_channels,
                       index_t t0, index_t nb, index_t th_count, index_t tw_count,
@@ -221,10 +238,10 @@ cdef void input_block(const floating* x, index_t height, index_t width,
                 ih0 = th * tile - pt
                 iw0 = tw * tile - pl
                 if ih0 >= 0 and iw0 >= 0 and ih0 + alpha <= height and iw0 + alpha <= width:
-                    for r in range(alpha):
-                        for s in range(alpha):
-                            patches[(r * alpha + s) * CHUNK + jj] = (
-                                src[(ih0 + r) * width + iw0 + s])
+                    if tile == 4:  # a constant size: the copy unrolls
+                        copy_patch(src + ih0 * width + iw0, width, &patches[jj], 6)
+                    else:
+                        copy_patch(src + ih0 * width + iw0, width, &patches[jj], 4)
                 else:
                     s0 = max(0, -iw0)
                     s1 = min(alpha, width - iw0)
