@@ -32,8 +32,10 @@ import warnings
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-KERNEL_MODULES = ["_openmp", "_cpu", "_gemm", "_im2col", "_conv_direct", "_conv_wide", "_conv_gemm",
-                  "_pool"]
+KERNEL_MODULES = [
+    "_openmp", "_cpu", "_gemm", "_im2col", "_conv_direct", "_conv_wide", "_conv_gemm",
+    "_conv_winograd", "_pool",
+]
 
 #: gcc/clang flags of each instruction-set variant; its modules are NAME_<isa>
 ISA_FLAGS = {"avx2": ["-mavx2", "-mfma"]}

@@ -3,7 +3,7 @@
 Usage::
 
     python bench/compare.py [--threads N] [--repeat R] [--dtype float32|float64]
-                            [--cases SUBSTR[,SUBSTR...]] [--algorithm auto|direct|im2col]
+                            [--cases SUBSTR[,SUBSTR...]] [--algorithm auto|direct|im2col|winograd]
                             [--inner-ms MS] [--no-torch] [--quick]
 
 Method: both libraries run with the same number of threads (default: fastconv's own setting)

@@ -55,7 +55,7 @@ except ImportError:  # PyTorch is optional
     F = None
 
 HAVE_TORCH = torch is not None
-ALGORITHMS = ("direct", "im2col", "auto")
+ALGORITHMS = ("direct", "im2col", "winograd", "auto")
 
 
 def set_threads(n: Optional[int] = None) -> int:

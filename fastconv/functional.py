@@ -33,8 +33,14 @@ from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from fastconv import _autotune, _config
 from fastconv._blas import single_threaded_blas
-from fastconv import _dispatch
-from fastconv._dispatch import _conv_direct, _conv_gemm, _conv_wide, _pool  # this CPU's variant
+from fastconv import _dispatch, _winograd
+from fastconv._dispatch import (  # the variant for this CPU
+    _conv_direct,
+    _conv_gemm,
+    _conv_wide,
+    _conv_winograd,
+    _pool,
+)
 from fastconv._validation import (
     as_array,
     as_contiguous,
@@ -74,7 +80,7 @@ __all__ = [
     "avg_pool1d_backward",
 ]
 
-ALGORITHMS = ("auto", "direct", "im2col")
+ALGORITHMS = ("auto", "direct", "im2col", "winograd")
 
 # Types of the public signatures (not exported: spell them out or import them from here).
 #: An array of float32 or float64: what every operation returns.
@@ -97,6 +103,12 @@ MAX_CHUNKS = 16
 CHUNK_ELEMENTS = 1 << 22
 # BLAS takes 32-bit sizes.
 INT32_MAX = 2**31 - 1
+# Winograd: output tile size M of F(MxM, 3x3), and the per-thread budget (elements)
+# of one block's transformed input and GEMM output, T * (C/groups + K/groups) * B.
+WINOGRAD_TILE = 4
+WINOGRAD_BLOCK_ELEMENTS = 1 << 19
+WINOGRAD_MIN_BLOCK, WINOGRAD_MAX_BLOCK = 16, 256
+WINOGRAD_SUPPORT = "3x3 kernels with stride 1 and dilation 1 (any padding and groups)"
 
 
 class _ConvGeometry:
@@ -168,6 +180,28 @@ class _ConvGeometry:
         return ((self.kh, self.kw, *self.stride, pt, pb, pl, pr) == (1, 1, 1, 1, 0, 0, 0, 0)
                 and (self.oh, self.ow) == (self.h, self.w))
 
+    @property
+    def winograd_ok(self) -> bool:
+        """True for the shapes the Winograd kernels handle: 3x3, stride 1, dilation 1."""
+        return ((self.kh, self.kw, *self.stride, *self.dilation) == (3, 3, 1, 1, 1, 1)
+                and self.gemm_fits())
+
+    def winograd_block(self, tile: int) -> int:
+        """Tiles per Winograd block, from the shape alone (never the thread count).
+
+        Large enough for an efficient GEMM (N = block), small enough that a block's
+        scratch stays within WINOGRAD_BLOCK_ELEMENTS, and cut smaller when there are
+        too few (block, group) units to share out.
+        """
+        n_tiles = self.n * -(-self.oh // tile) * -(-self.ow // tile)
+        per_tile = (tile + 2) ** 2 * (self.cg + self.kg)
+        block = WINOGRAD_BLOCK_ELEMENTS // max(1, per_tile)
+        block = max(WINOGRAD_MIN_BLOCK, min(WINOGRAD_MAX_BLOCK, block))
+        if self.groups * -(-n_tiles // block) < MIN_UNITS:
+            wanted_blocks = -(-MIN_UNITS // self.groups)
+            block = max(WINOGRAD_MIN_BLOCK, min(block, -(-n_tiles // wanted_blocks)))
+        return max(1, min(block, n_tiles))
+
     def gemm_fits(self) -> bool:
         """True when every GEMM size and leading dimension fits BLAS's 32-bit ints."""
         return max(self.oh * self.ow, self.h * self.w, self.ckk, self.k) <= INT32_MAX
@@ -206,6 +240,9 @@ def _conv_forward_into(x: FloatArray, w: FloatArray, b: FloatArray | None, y: Fl
         else:
             _conv_direct.conv2d_forward(x, w, b, y, *geom.kernel_args, n_threads)
         return
+    if algorithm == "winograd":
+        _winograd_forward_into(x, w, b, y, geom, n_threads)
+        return
     rows = geom.band_rows(geom.n * geom.groups)
     workspace = geom.workspace(rows, n_threads, y.dtype)
     with single_threaded_blas():
@@ -241,9 +278,49 @@ def _wide_input_grad(gy: FloatArray, w: FloatArray, gx: FloatArray, geom: _ConvG
                               (geom.kw - 1) * dw - pl, dh, dw, g, n_threads)
 
 
+def _winograd_forward_into(x: FloatArray, w: FloatArray, b: FloatArray | None, y: FloatArray,
+                           geom: _ConvGeometry, n_threads: int) -> None:
+    """y = conv(x, w) + b by Winograd F(MxM, 3x3) (geom.winograd_ok holds)."""
+    tile = WINOGRAD_TILE
+    u = _winograd.CACHE.get(w, tile)
+    block = geom.winograd_block(tile)
+    per_thread = _conv_winograd.workspace_elements(geom.cg, geom.kg, tile, block)
+    check_size((n_threads, per_thread), "the winograd workspace")
+    workspace = np.empty((n_threads, per_thread), dtype=y.dtype)
+    (pt, _), (pl, _) = geom.padding
+    with single_threaded_blas():
+        _conv_winograd.conv2d_forward(x, u, b, y, workspace, pt, pl, geom.groups, tile, block,
+                                      n_threads)
+
+
+def _winograd_input_grad(gy: FloatArray, w: FloatArray, gx: FloatArray, geom: _ConvGeometry,
+                         n_threads: int) -> bool:
+    """gx = conv2d's input gradient as a Winograd convolution; False if it does not apply.
+
+    For a 3x3 stride-1 kernel the input gradient is a 3x3 stride-1 convolution of gy
+    with the kernel rotated 180 degrees and its channel axes swapped (per group),
+    padded by (2 - top, 2 - bottom, 2 - left, 2 - right): possible when no padding
+    exceeds 2.
+    """
+    (pt, pb), (pl, pr) = geom.padding
+    if max(pt, pb, pl, pr) > 2:
+        return False
+    g = geom.groups
+    w_t = (w.reshape(g, geom.kg, geom.cg, 3, 3).transpose(0, 2, 1, 3, 4)
+           .reshape(geom.c, geom.kg, 3, 3)[:, :, ::-1, ::-1])
+    w_t = np.ascontiguousarray(w_t)
+    geom_t = _ConvGeometry(gy.shape, w_t.shape, 1, ((2 - pt, 2 - pb), (2 - pl, 2 - pr)), 1, g)
+    _winograd_forward_into(gy, w_t, None, gx, geom_t, n_threads)
+    return True
+
+
 def _conv_input_grad_into(gy: FloatArray, w: FloatArray, gx: FloatArray, geom: _ConvGeometry,
                           algorithm: str, n_threads: int) -> None:
     """gx (zero-filled) += gradient of conv with respect to its input."""
+    if algorithm == "winograd":
+        if _winograd_input_grad(gy, w, gx, geom, n_threads):
+            return
+        algorithm = "im2col"
     if algorithm == "direct":
         if geom.stride == (1, 1) and np.isfinite(w).all():
             _wide_input_grad(gy, w, gx, geom, n_threads)
@@ -260,6 +337,8 @@ def _conv_input_grad_into(gy: FloatArray, w: FloatArray, gx: FloatArray, geom: _
 def _conv_weight_grad_into(gy: FloatArray, x: FloatArray, gw: FloatArray, geom: _ConvGeometry,
                            algorithm: str, n_threads: int) -> None:
     """gw = gradient of conv with respect to its weights, summed over the batch."""
+    if algorithm == "winograd":  # no Winograd weight gradient: im2col computes it
+        algorithm = "im2col"
     if algorithm == "direct":
         gy_nonfinite = not np.isfinite(gy).all()  # then padding products matter
         _conv_direct.conv2d_weight_grad(gy, x, gw, *geom.kernel_args, n_threads, gy_nonfinite)
@@ -280,9 +359,25 @@ def _check_algorithm(algorithm: str) -> str:
     return algorithm.lower()
 
 
+def _check_transpose_algorithm(algorithm: str) -> str:
+    algorithm = _check_algorithm(algorithm)
+    if algorithm == "winograd":
+        raise ValueError(
+            "algorithm='winograd' is offered by conv2d only, not by transposed "
+            "convolution; use 'auto', 'direct' or 'im2col'"
+        )
+    return algorithm
+
+
 def _choose_algorithm(algorithm: str, geom: _ConvGeometry) -> str:
     """Check an algorithm name against the shape; "auto" stays "auto" (``_resolve``)."""
     algorithm = _check_algorithm(algorithm)
+    if algorithm == "winograd" and not geom.winograd_ok:
+        raise ValueError(
+            f"algorithm='winograd' supports {WINOGRAD_SUPPORT}; got kernel "
+            f"{(geom.kh, geom.kw)}, stride {geom.stride}, dilation {geom.dilation} "
+            "(use 'im2col', 'direct' or 'auto' for this shape)"
+        )
     if algorithm == "im2col" and not geom.gemm_fits():
         raise ValueError(
             "algorithm='im2col' needs GEMM sizes under 2**31 (planes and C/groups*KH*KW); "
@@ -304,6 +399,12 @@ def _auto_algorithm(geom: _ConvGeometry, pass_: str) -> str:
     # packing to pay off; the direct loops win there.
     if geom.kg < 4 or geom.ckk < 16:
         return "direct"
+    # Winograd F(4x4, 3x3) does a quarter of the multiplies: it wins once both channel
+    # counts make its GEMMs deep (the input gradient swaps their roles).
+    if geom.winograd_ok and pass_ != "weight_grad":
+        c_in, c_out = (geom.cg, geom.kg) if pass_ == "forward" else (geom.kg, geom.cg)
+        if c_in >= 32 and c_out > 32:
+            return "winograd"
     taps = geom.kh * geom.kw
     if geom.stride == (1, 1) and taps > 1:
         # The stride-1 direct kernels (wide rows) beat packing + GEMM for few channels
@@ -315,9 +416,13 @@ def _auto_algorithm(geom: _ConvGeometry, pass_: str) -> str:
     return "im2col"
 
 
-def _candidates(geom: _ConvGeometry) -> list[str]:
-    """Algorithms that can run every pass of this shape."""
-    return ["direct", "im2col"] if geom.gemm_fits() else ["direct"]
+def _candidates(geom: _ConvGeometry, pass_: str) -> list[str]:
+    """Algorithms that can run this pass of this shape (autotuning times each)."""
+    if not geom.gemm_fits():
+        return ["direct"]
+    if geom.winograd_ok and pass_ != "weight_grad":  # no Winograd weight gradient
+        return ["direct", "im2col", "winograd"]
+    return ["direct", "im2col"]
 
 
 def _resolve(algorithm: str, geom: _ConvGeometry, pass_: str, dtype: DTypeLike,
@@ -331,7 +436,7 @@ def _resolve(algorithm: str, geom: _ConvGeometry, pass_: str, dtype: DTypeLike,
     key = (pass_, (geom.n, geom.c, geom.h, geom.w), (geom.k, geom.cg, geom.kh, geom.kw),
            geom.stride, geom.padding, geom.dilation, geom.groups, (geom.oh, geom.ow),
            np.dtype(dtype).str, n_threads, _dispatch.ISA)
-    return _autotune.choose(key, _candidates(geom), run)
+    return _autotune.choose(key, _candidates(geom, pass_), run)
 
 
 def _forward(x: FloatArray, w: FloatArray, b: FloatArray | None, y: FloatArray,
@@ -407,9 +512,13 @@ def conv2d(x: ArrayLike, w: ArrayLike, b: ArrayLike | None = None, stride: IntPa
         bottom/right, for any stride), ``"full"`` (dilation * (k - 1) on each side).
     groups : int, default 1
         Channel groups: C and K must be multiples; ``groups == C`` is depthwise.
-    algorithm : {"auto", "direct", "im2col"}, default "auto"
+    algorithm : {"auto", "direct", "im2col", "winograd"}, default "auto"
         ``"direct"``: loops over the output. ``"im2col"``: per-thread im2col bands
-        and a BLAS GEMM. ``"auto"`` chooses by shape. All agree within rounding.
+        and a BLAS GEMM. ``"winograd"``: Winograd F(4x4, 3x3) (tile transforms and
+        one BLAS GEMM per transform position), for 3x3 kernels with stride 1 and
+        dilation 1 only (any padding and groups; other shapes raise ValueError);
+        never chosen by ``"auto"``. ``"auto"`` chooses by shape. All agree within
+        rounding (Winograd's float32 error is larger, about 1e-5 of max |y|).
     flip : bool, default False
         True computes true convolution (kernel rotated 180 degrees).
 
@@ -435,6 +544,27 @@ def conv2d(x: ArrayLike, w: ArrayLike, b: ArrayLike | None = None, stride: IntPa
     array([[1., 2.],
            [4., 5.],
            [7., 8.]])
+
+    Winograd, for 3x3 kernels with stride 1:
+
+    >>> x = np.ones((1, 2, 5, 5), dtype=np.float32)
+    >>> y = fastconv.conv2d(x, np.ones((1, 2, 3, 3), dtype=np.float32), padding=1,
+    ...                     algorithm="winograd")
+    >>> np.round(y[0, 0], 4)
+    array([[ 8., 12., 12., 12.,  8.],
+           [12., 18., 18., 18., 12.],
+           [12., 18., 18., 18., 12.],
+           [12., 18., 18., 18., 12.],
+           [ 8., 12., 12., 12.,  8.]], dtype=float32)
+
+    Notes
+    -----
+    With ``algorithm="winograd"`` the transformed weights are cached (a few
+    entries, least recently used dropped) and reused while the weights are
+    unchanged; every call compares the weights with the cached copy, so weights
+    changed in place are never served stale. Non-finite inputs spread within a
+    4 x 4 output tile: an infinity can give NaN where the other algorithms give
+    an infinity.
     """
     dtype, x, w, _ = _as_operands(x, w)
     geom = _ConvGeometry(x.shape, w.shape, stride, padding, dilation, groups)
@@ -468,8 +598,8 @@ def conv2d_backward(gy: ArrayLike, x: ArrayLike, w: ArrayLike, stride: IntPair =
         As given to :func:`conv2d` (same defaults).
     needs_input_grad : bool, default True
         False skips the input gradient (a network's first layer needs none).
-    algorithm : {"auto", "direct", "im2col"}, default "auto"
-        As in :func:`conv2d`.
+    algorithm : {"auto", "direct", "im2col", "winograd"}, default "auto"
+        As in :func:`conv2d`; see Notes for ``"winograd"``.
 
     Returns
     -------
@@ -484,6 +614,13 @@ def conv2d_backward(gy: ArrayLike, x: ArrayLike, w: ArrayLike, stride: IntPair =
     -----
     Results are bit-identical for any thread count: batch sums are split into
     chunks chosen from the shape alone and reduced in a fixed order.
+
+    With ``algorithm="winograd"`` (3x3 kernels, stride 1, dilation 1), the input
+    gradient is itself a 3x3 stride-1 convolution, of gy with the kernel rotated
+    180 degrees and its input and output channels swapped (per group), padded by
+    (2 - top, 2 - bottom, 2 - left, 2 - right); it runs as a Winograd convolution
+    when no padding exceeds 2, else by im2col. The weight gradient always uses
+    im2col.
 
     Examples
     --------
@@ -632,7 +769,8 @@ def conv_transpose2d(x: ArrayLike, w: ArrayLike, b: ArrayLike | None = None,
     output_size : (OH, OW) or (N, K, OH, OW), optional
         Derives output_padding; must lie in the range the other arguments allow.
     algorithm : {"auto", "direct", "im2col"}, default "auto"
-        As in :func:`conv2d`.
+        As in :func:`conv2d`, without ``"winograd"`` (ValueError: transposed
+        convolution runs conv2d's gradient kernels, which have no Winograd form).
 
     Returns
     -------
@@ -660,7 +798,7 @@ def conv_transpose2d(x: ArrayLike, w: ArrayLike, b: ArrayLike | None = None,
                               groups, output_size)
     if b is not None:
         b = _as_bias(b, geom.y_shape[1], dtype)
-    _check_algorithm(algorithm)  # a bad name is an error even when there is nothing to compute
+    _check_transpose_algorithm(algorithm)  # an error even when there is nothing to compute
     y = np.zeros(geom.y_shape, dtype=dtype)
     if not geom.conv.empty:
         algorithm = _choose_algorithm(algorithm, geom.conv)
@@ -689,7 +827,8 @@ def conv_transpose2d_backward(gy: ArrayLike, x: ArrayLike, w: ArrayLike, stride:
     needs_input_grad : bool, default True
         False skips the input gradient.
     algorithm : {"auto", "direct", "im2col"}, default "auto"
-        As in :func:`conv2d`.
+        As in :func:`conv2d`, without ``"winograd"`` (ValueError: transposed
+        convolution runs conv2d's gradient kernels, which have no Winograd form).
 
     Returns
     -------
@@ -720,6 +859,7 @@ def conv_transpose2d_backward(gy: ArrayLike, x: ArrayLike, w: ArrayLike, stride:
         raise ValueError(
             f"gy must have the shape of conv_transpose2d's output {geom.y_shape}, got {gy.shape}"
         )
+    _check_transpose_algorithm(algorithm)
     algorithm = _choose_algorithm(algorithm, geom.conv)
     n_threads = _config.effective_n_threads()
     gx = np.zeros(x.shape, dtype=dtype) if needs_input_grad else None
@@ -1365,7 +1505,8 @@ def conv1d(x: ArrayLike, w: ArrayLike, b: ArrayLike | None = None, stride: Int1d
     stride, dilation : int or (int,), default 1
     padding : int, (left, right), or "valid" / "same" / "full", default 0
     groups, algorithm, flip
-        As in :func:`conv2d` (defaults 1, "auto", False).
+        As in :func:`conv2d` (defaults 1, "auto", False); ``"winograd"`` needs a
+        3x3 kernel, so 1-D calls refuse it with ValueError.
 
     Returns
     -------

@@ -41,7 +41,8 @@ class Conv2d(NeedsForward, Module):
     needs_input_grad : bool, default True
         False for a network's first layer: backward then returns None and skips
         the input gradient.
-    algorithm : {"auto", "direct", "im2col"}, default "auto"
+    algorithm : {"auto", "direct", "im2col", "winograd"}, default "auto"
+        As in :func:`fastconv.conv2d` (``"winograd"``: 3x3 kernels, stride 1 only).
     dtype : float32 (default) or float64
         Of the parameters (and so of the output for float32 input).
     rng : None, int or numpy.random.Generator, optional

@@ -1,0 +1,367 @@
+"""Tests for conv2d(..., algorithm="winograd") and its backward.
+
+Winograd F(4x4, 3x3) handles 3x3 kernels with stride 1 and dilation 1. Results
+are checked against the float64 NumPy reference (tests/reference.py), against
+im2col, against PyTorch where it is installed, by directional finite
+differences in float64, for bit-identity across 1, 2 and 3 threads, and for the
+cache of transformed weights (weights changed in place must never reuse a stale
+transform).
+"""
+
+import threading
+
+import numpy as np
+import pytest
+
+import fastconv as fc
+from fastconv import _winograd
+from fastconv import functional as F
+from fastconv import nn
+
+from reference import conv2d_backward_ref, conv2d_ref
+
+#: Largest error allowed, relative to max |reference| (Winograd's float32 error is
+#: about 1e-5 of the output's range at these sizes; float64 about 1e-14).
+REL_TOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-12}
+
+# (N, C, H, W, K, padding, groups): odd and even sizes, planes smaller than a tile,
+# 1x1 images, C = 1 and K = 1, groups and depthwise, asymmetric padding, words,
+# padding above 2 (the input gradient then falls back to im2col), and batches whose
+# tiles span several blocks that cross image boundaries.
+SHAPES = [
+    (2, 3, 7, 6, 4, 1, 1),
+    (1, 1, 1, 1, 1, 1, 1),
+    (1, 2, 1, 1, 3, ((2, 2), (2, 2)), 1),
+    (2, 5, 4, 4, 3, 0, 1),
+    (1, 1, 3, 3, 1, 0, 1),
+    (3, 4, 9, 11, 6, ((0, 2), (1, 0)), 2),
+    (1, 2, 13, 8, 2, "same", 1),
+    (2, 2, 3, 3, 2, "full", 1),
+    (1, 6, 3, 17, 6, 2, 3),
+    (2, 6, 10, 10, 6, "same", 6),
+    (1, 1, 8, 8, 1, 0, 1),
+    (2, 16, 23, 29, 8, "valid", 1),
+    (5, 8, 30, 30, 8, 1, 1),
+    (2, 3, 6, 9, 5, ((3, 0), (0, 4)), 1),
+]
+
+
+def _id(shape):
+    n, c, h, w, k, padding, groups = shape
+    return f"n{n}-c{c}-{h}x{w}-k{k}-p{padding}-g{groups}".replace(" ", "")
+
+
+def rel_err(got, ref):
+    ref = np.asarray(ref, dtype=np.float64)
+    scale = max(float(np.max(np.abs(ref))), 1e-300)
+    return float(np.max(np.abs(np.asarray(got, dtype=np.float64) - ref))) / scale
+
+
+def assert_rel(got, ref, dtype, what):
+    assert got.shape == ref.shape, f"{what}: shape {got.shape} != {ref.shape}"
+    assert got.dtype == dtype, f"{what}: dtype {got.dtype} != {dtype}"
+    err = rel_err(got, ref)
+    assert err <= REL_TOL[np.dtype(dtype)], f"{what}: relative error {err:.3g}"
+
+
+def problem(rng, shape, dtype, bias=True):
+    n, c, h, w, k, padding, groups = shape
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    wt = rng.standard_normal((k, c // groups, 3, 3)).astype(dtype)
+    b = rng.standard_normal(k).astype(dtype) if bias else None
+    return x, wt, b, dict(padding=padding, groups=groups)
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache():
+    """Each test starts with an empty transform cache."""
+    _winograd.CACHE.clear()
+    yield
+    _winograd.CACHE.clear()
+
+
+# --------------------------------------------------------------------------- #
+# against the reference and the other algorithms
+# --------------------------------------------------------------------------- #
+
+
+@pytest.mark.parametrize("flip", [False, True])
+@pytest.mark.parametrize("shape", SHAPES, ids=[_id(s) for s in SHAPES])
+def test_forward_and_backward_against_reference(shape, flip, dtype, rng):
+    x, w, b, conv = problem(rng, shape, dtype, bias=not flip)
+    y = fc.conv2d(x, w, b, **conv, flip=flip, algorithm="winograd")
+    y_ref = conv2d_ref(x, w, b, **conv, flip=flip)
+    assert_rel(y, y_ref, dtype, "y")
+    gy = rng.standard_normal(y_ref.shape).astype(dtype)
+    grads = fc.conv2d_backward(gy, x, w, **conv, flip=flip, algorithm="winograd")
+    for name, got, ref in zip(("gx", "gw", "gb"), grads,
+                              conv2d_backward_ref(gy, x, w, **conv, flip=flip)):
+        assert_rel(got, ref, dtype, name)
+
+
+@pytest.mark.parametrize("shape", SHAPES[::3], ids=[_id(s) for s in SHAPES[::3]])
+def test_backward_matches_im2col(shape, dtype, rng):
+    x, w, _, conv = problem(rng, shape, dtype)
+    gy = rng.standard_normal(F.conv2d(x, w, **conv).shape).astype(dtype)
+    wino = fc.conv2d_backward(gy, x, w, **conv, algorithm="winograd")
+    im2col = fc.conv2d_backward(gy, x, w, **conv, algorithm="im2col")
+    assert_rel(wino[0], im2col[0], dtype, "gx")
+    # the weight and bias gradients run the same kernels
+    assert np.array_equal(wino[1], im2col[1]) and np.array_equal(wino[2], im2col[2])
+
+
+def test_needs_input_grad_false(rng):
+    x, w, _, conv = problem(rng, SHAPES[0], np.float64)
+    gy = rng.standard_normal(F.conv2d(x, w, **conv).shape)
+    gx, gw, gb = fc.conv2d_backward(gy, x, w, **conv, algorithm="winograd",
+                                    needs_input_grad=False)
+    assert gx is None
+    _, gw_ref, gb_ref = conv2d_backward_ref(gy, x, w, **conv)
+    assert_rel(gw, gw_ref, np.float64, "gw")
+    assert_rel(gb, gb_ref, np.float64, "gb")
+
+
+@pytest.mark.parametrize("channels", [64, 256])
+def test_float32_accuracy_bound(channels):
+    """max |y - y_ref| / max |y_ref| <= 1e-3 for standard normal x and w (float32)."""
+    rng = np.random.default_rng(channels)
+    x = rng.standard_normal((2, channels, 20, 22)).astype(np.float32)
+    w = rng.standard_normal((16, channels, 3, 3)).astype(np.float32)
+    y = fc.conv2d(x, w, padding=1, algorithm="winograd")
+    y_ref = conv2d_ref(x.astype(np.float64), w.astype(np.float64), None, padding=1)
+    assert rel_err(y, y_ref) <= 1e-3
+    gy = rng.standard_normal(y.shape).astype(np.float32)
+    gx, _, _ = fc.conv2d_backward(gy, x, w, padding=1, algorithm="winograd")
+    gx_ref, _, _ = conv2d_backward_ref(gy.astype(np.float64), x.astype(np.float64),
+                                       w.astype(np.float64), padding=1)
+    assert rel_err(gx, gx_ref) <= 1e-3
+
+
+def test_empty_batch_and_bias():
+    x = np.zeros((0, 3, 5, 5), dtype=np.float32)
+    w = np.ones((2, 3, 3, 3), dtype=np.float32)
+    y = fc.conv2d(x, w, np.array([1.0, 2.0], dtype=np.float32), padding=1, algorithm="winograd")
+    assert y.shape == (0, 2, 5, 5) and y.dtype == np.float32
+    gx, gw, gb = fc.conv2d_backward(np.zeros((0, 2, 5, 5)), x, w, padding=1,
+                                    algorithm="winograd")
+    assert gx.shape == x.shape and not gw.any() and not gb.any()
+
+
+def test_name_case_insensitive(rng):
+    x, w, b, conv = problem(rng, SHAPES[0], np.float64)
+    assert np.array_equal(fc.conv2d(x, w, b, **conv, algorithm="Winograd"),
+                          fc.conv2d(x, w, b, **conv, algorithm="winograd"))
+
+
+def test_layer_with_winograd(rng):
+    layer = nn.Conv2d(4, 6, 3, padding=1, algorithm="winograd", dtype=np.float64, rng=0)
+    x = rng.standard_normal((2, 4, 9, 7))
+    y = layer(x)
+    y_ref = conv2d_ref(x, layer.weight.data, layer.bias.data, padding=1)
+    assert_rel(y, y_ref, np.float64, "y")
+    gx = layer.backward(np.ones_like(y))
+    gx_ref, gw_ref, _ = conv2d_backward_ref(np.ones_like(y), x, layer.weight.data, padding=1)
+    assert_rel(gx, gx_ref, np.float64, "gx")
+    assert_rel(layer.weight.grad, gw_ref, np.float64, "gw")
+
+
+# --------------------------------------------------------------------------- #
+# finite differences (float64) and PyTorch
+# --------------------------------------------------------------------------- #
+
+
+@pytest.mark.parametrize("xs, ws, conv", [
+    ((2, 3, 6, 5), (4, 3, 3, 3), dict(padding=1)),
+    ((1, 4, 7, 9), (6, 2, 3, 3), dict(padding=((2, 0), (0, 1)), groups=2, flip=True)),
+    ((2, 2, 5, 5), (3, 2, 3, 3), dict(padding=((3, 1), (0, 3)))),
+])
+def test_directional_finite_differences(xs, ws, conv, rng):
+    x, w, b = rng.standard_normal(xs), rng.standard_normal(ws), rng.standard_normal(ws[0])
+    gy = rng.standard_normal(fc.conv2d(x, w, b, **conv, algorithm="winograd").shape)
+    gx, gw, gb = fc.conv2d_backward(gy, x, w, **conv, algorithm="winograd")
+
+    def loss(x_, w_, b_):
+        return float(np.sum(gy * fc.conv2d(x_, w_, b_, **conv, algorithm="winograd")))
+
+    eps = 1e-3
+    for _ in range(3):
+        dx, dw, db = rng.standard_normal(xs), rng.standard_normal(ws), rng.standard_normal(ws[0])
+        num = (loss(x + eps * dx, w, b) - loss(x - eps * dx, w, b)) / (2 * eps)
+        assert np.isclose(num, np.sum(gx * dx), rtol=1e-7, atol=1e-7)
+        num = (loss(x, w + eps * dw, b) - loss(x, w - eps * dw, b)) / (2 * eps)
+        assert np.isclose(num, np.sum(gw * dw), rtol=1e-7, atol=1e-7)
+        num = (loss(x, w, b + eps * db) - loss(x, w, b - eps * db)) / (2 * eps)
+        assert np.isclose(num, np.sum(gb * db), rtol=1e-7, atol=1e-7)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=[_id(s) for s in SHAPES])
+def test_against_torch(shape, dtype, torch, rng):
+    x, w, b, conv = problem(rng, shape, dtype)
+    (pt, pb), (pl, pr) = F._ConvGeometry(x.shape, w.shape, 1, conv["padding"], 1,
+                                         conv["groups"]).padding
+    tf = torch.nn.functional
+    xt = torch.from_numpy(x.astype(np.float64)).requires_grad_()
+    wt = torch.from_numpy(w.astype(np.float64)).requires_grad_()
+    yt = tf.conv2d(tf.pad(xt, (pl, pr, pt, pb)), wt, torch.from_numpy(b.astype(np.float64)),
+                   groups=conv["groups"])
+    gy = rng.standard_normal(tuple(yt.shape)).astype(dtype)
+    yt.backward(torch.from_numpy(gy.astype(np.float64)))
+    y = fc.conv2d(x, w, b, **conv, algorithm="winograd")
+    assert_rel(y, yt.detach().numpy(), dtype, "y")
+    gx, gw, _ = fc.conv2d_backward(gy, x, w, **conv, algorithm="winograd")
+    assert_rel(gx, xt.grad.numpy(), dtype, "gx")
+    assert_rel(gw, wt.grad.numpy(), dtype, "gw")
+
+
+# --------------------------------------------------------------------------- #
+# threads
+# --------------------------------------------------------------------------- #
+
+
+@pytest.mark.parametrize("shape", [
+    (5, 8, 30, 30, 8, 1, 1),
+    (3, 6, 17, 15, 9, ((0, 2), (1, 0)), 3),
+    (1, 3, 9, 11, 5, "same", 1),
+    (7, 32, 12, 13, 16, 1, 1),
+], ids=["blocks-across-images", "groups-asymmetric", "one-image", "odd-batch"])
+def test_bit_identical_for_1_2_and_3_threads(shape, dtype, rng, restore_threads):
+    x, w, b, conv = problem(rng, shape, dtype)
+    gy = np.cos(np.arange(F.conv2d(x, w, **conv).size)).reshape(
+        F.conv2d(x, w, **conv).shape).astype(dtype)
+    results = {}
+    for threads in (1, 2, 3):
+        with fc.threads(threads):
+            results[threads] = (fc.conv2d(x, w, b, **conv, algorithm="winograd"),
+                                *fc.conv2d_backward(gy, x, w, **conv, algorithm="winograd"))
+    for threads in (2, 3):
+        for name, one, many in zip(("y", "gx", "gw", "gb"), results[1], results[threads]):
+            assert one.dtype == many.dtype
+            assert np.array_equal(one, many), f"{name}: 1 vs {threads} threads differ"
+
+
+def test_concurrent_python_threads(rng):
+    """Python threads with different weights of one shape share the cache safely."""
+    x = rng.standard_normal((2, 8, 12, 12)).astype(np.float32)
+    weights = [rng.standard_normal((8, 8, 3, 3)).astype(np.float32) for _ in range(12)]
+    expected = [fc.conv2d(x, w, padding=1, algorithm="winograd") for w in weights]
+    errors = []
+    barrier = threading.Barrier(4)
+
+    def work(offset):
+        barrier.wait()
+        for rep in range(3):
+            for i in range(len(weights)):
+                j = (i + offset + rep) % len(weights)
+                y = fc.conv2d(x, weights[j], padding=1, algorithm="winograd")
+                if not np.array_equal(y, expected[j]):
+                    errors.append(j)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors
+    assert len(_winograd.CACHE) <= _winograd.CACHE_SIZE
+
+
+# --------------------------------------------------------------------------- #
+# the cache of transformed weights
+# --------------------------------------------------------------------------- #
+
+
+def test_cache_reuses_transform_for_equal_weights(rng):
+    w = rng.standard_normal((4, 3, 3, 3))
+    u = _winograd.CACHE.get(w, 4)
+    assert _winograd.CACHE.get(w.copy(), 4) is u
+    assert not u.flags.writeable
+    assert _winograd.CACHE.get(w.astype(np.float32), 4) is not u  # another dtype
+
+
+def test_weights_changed_in_place_are_not_served_stale(dtype, rng):
+    x = rng.standard_normal((2, 3, 9, 9)).astype(dtype)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(dtype)
+    fc.conv2d(x, w, padding=1, algorithm="winograd")
+    for step in range(3):
+        w[step, 0, 1, 2] += 1  # one element: an optimiser step in place
+        y = fc.conv2d(x, w, padding=1, algorithm="winograd")
+        assert_rel(y, conv2d_ref(x, w, None, padding=1), dtype, f"y after step {step}")
+        gy = np.ones_like(y)
+        gx, _, _ = fc.conv2d_backward(gy, x, w, padding=1, algorithm="winograd")
+        assert_rel(gx, conv2d_backward_ref(gy, x, w, padding=1)[0], dtype, "gx")
+
+
+def test_new_weights_of_same_shape_and_flip(rng):
+    x = rng.standard_normal((1, 2, 7, 7))
+    w1, w2 = rng.standard_normal((2, 2, 2, 3, 3))
+    for w in (w1, w2, w1):
+        for flip in (False, True):
+            y = fc.conv2d(x, w, padding="same", flip=flip, algorithm="winograd")
+            assert_rel(y, conv2d_ref(x, w, None, padding="same", flip=flip), np.float64, "y")
+
+
+def test_cache_is_bounded(rng):
+    x = rng.standard_normal((1, 2, 5, 5))
+    for _ in range(3 * _winograd.CACHE_SIZE):
+        fc.conv2d(x, rng.standard_normal((2, 2, 3, 3)), algorithm="winograd")
+    assert len(_winograd.CACHE) == _winograd.CACHE_SIZE
+
+
+def test_nan_weights_are_never_cached_as_equal(rng):
+    x = rng.standard_normal((1, 1, 4, 4))
+    w = np.ones((1, 1, 3, 3))
+    w[0, 0, 0, 0] = np.nan
+    assert np.isnan(fc.conv2d(x, w, algorithm="winograd")).all()
+    w[0, 0, 0, 0] = 1.0
+    assert np.isfinite(fc.conv2d(x, w, algorithm="winograd")).all()
+
+
+# --------------------------------------------------------------------------- #
+# unsupported shapes and operations
+# --------------------------------------------------------------------------- #
+
+
+@pytest.mark.parametrize("wshape, kwargs", [
+    ((2, 3, 5, 5), dict()),
+    ((2, 3, 3, 2), dict()),
+    ((2, 3, 1, 1), dict()),
+    ((2, 3, 3, 3), dict(stride=2)),
+    ((2, 3, 3, 3), dict(stride=(1, 2))),
+    ((2, 3, 3, 3), dict(dilation=2)),
+    ((2, 3, 3, 3), dict(dilation=(1, 2), padding="same")),
+])
+def test_unsupported_shapes_raise(wshape, kwargs):
+    x = np.ones((1, 3, 8, 8))
+    match = "winograd.*3x3 kernels with stride 1 and dilation 1"
+    with pytest.raises(ValueError, match=match):
+        fc.conv2d(x, np.ones(wshape), **kwargs, algorithm="winograd")
+    gy = np.ones(fc.conv2d(x, np.ones(wshape), **kwargs).shape)
+    with pytest.raises(ValueError, match=match):
+        fc.conv2d_backward(gy, x, np.ones(wshape), **kwargs, algorithm="winograd")
+    with pytest.raises(ValueError, match=match):  # even with nothing to compute
+        fc.conv2d(np.ones((0, 3, 8, 8)), np.ones(wshape), **kwargs, algorithm="winograd")
+
+
+def test_conv1d_refuses_winograd():
+    with pytest.raises(ValueError, match="3x3 kernels"):
+        fc.conv1d(np.ones((1, 2, 9)), np.ones((2, 2, 3)), algorithm="winograd")
+
+
+def test_transposed_convolution_refuses_winograd():
+    x, w = np.ones((1, 2, 4, 4)), np.ones((2, 3, 3, 3))
+    with pytest.raises(ValueError, match="conv2d only"):
+        fc.conv_transpose2d(x, w, algorithm="winograd")
+    with pytest.raises(ValueError, match="conv2d only"):
+        fc.conv_transpose2d(np.ones((0, 2, 4, 4)), w, algorithm="winograd")
+    gy = np.ones(fc.conv_transpose2d(x, w).shape)
+    with pytest.raises(ValueError, match="conv2d only"):
+        fc.conv_transpose2d_backward(gy, x, w, algorithm="winograd")
+    with pytest.raises(ValueError, match="conv2d only"):
+        fc.conv_transpose1d(np.ones((1, 2, 4)), np.ones((2, 3, 3)), algorithm="winograd")
+
+
+def test_winograd_is_listed_and_auto_unchanged(rng):
+    assert "winograd" in F.ALGORITHMS
+    x, w, b, conv = problem(rng, (2, 16, 12, 12, 16, 1, 1), np.float32)
+    assert np.array_equal(fc.conv2d(x, w, b, **conv), fc.conv2d(x, w, b, **conv,
+                                                                algorithm="im2col"))
