@@ -360,8 +360,12 @@ def test_transposed_convolution_refuses_winograd():
         fc.conv_transpose1d(np.ones((1, 2, 4)), np.ones((2, 3, 3)), algorithm="winograd")
 
 
-def test_winograd_is_listed_and_auto_unchanged(rng):
+def test_winograd_is_listed_and_auto_takes_it_for_deep_3x3(rng):
     assert "winograd" in F.ALGORITHMS
+    # few channels: auto keeps the direct kernels; 32 in and 48 out: Winograd
     x, w, b, conv = problem(rng, (2, 16, 12, 12, 16, 1, 1), np.float32)
-    assert np.array_equal(fc.conv2d(x, w, b, **conv), fc.conv2d(x, w, b, **conv,
-                                                                algorithm="im2col"))
+    assert np.array_equal(fc.conv2d(x, w, b, **conv),
+                          fc.conv2d(x, w, b, **conv, algorithm="direct"))
+    x, w, b, conv = problem(rng, (2, 32, 12, 12, 48, 1, 1), np.float32)
+    assert np.array_equal(fc.conv2d(x, w, b, **conv),
+                          fc.conv2d(x, w, b, **conv, algorithm="winograd"))
