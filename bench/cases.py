@@ -257,6 +257,54 @@ POOL2D_CASES: list[Pool2dCase] = [
     Pool2dCase("avgpool-2x2s2-64-56", "avg", (32, 64, 56, 56), 2, stride=2),
 ]
 
+
+# ---------------------------------------------------------------------------------------
+# training step
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainStepCase:
+    """One whole training step of a model, as ``fastconv-train`` runs it.
+
+    Forward, cross-entropy loss, backward and an SGD update (with momentum) on one batch of
+    ``batch`` images of ``image_shape``.  The model is ``fastconv.models.LeNet5(variant)``,
+    whose first convolution pads the 28x28 image by 2 (the paper's 32x32 input).
+    Work is counted in images: the rate column reads images per second.
+    """
+
+    name: str
+    batch: int = 64
+    image_shape: tuple[int, int, int] = (1, 28, 28)
+    classes: int = 10
+    variant: str = "modern"
+    lr: float = 0.03
+    momentum: float = 0.9
+
+    kind = "train_step"
+
+    @property
+    def x_shape(self) -> tuple[int, ...]:
+        return (self.batch, *self.image_shape)
+
+    def describe(self) -> str:
+        return (f"LeNet5-{self.variant} {'x'.join(map(str, self.x_shape))} "
+                f"sgd lr{self.lr:g} m{self.momentum:g}")
+
+
+TRAIN_STEP_CASES: list[TrainStepCase] = [
+    TrainStepCase("lenet5-train-step"),
+]
+
+
+def is_large(case) -> bool:
+    """The "large" cases of the thread-scaling target: every conv2d case but LeNet's,
+    every transposed convolution and every pooling case."""
+    if case.kind == "conv2d":
+        return not case.name.lower().startswith("lenet")
+    return case.kind in ("conv_transpose2d", "pool2d")
+
+
 # ---------------------------------------------------------------------------------------
 # denormal weights (fastconv.set_flush_denormal)
 # ---------------------------------------------------------------------------------------
@@ -276,8 +324,10 @@ DENORMAL_CASES: list[DenormalConv2dCase] = [
     DenormalConv2dCase("denormal-3x3-64-28", (8, 64, 28, 28), 64, 3, padding=1),
 ]
 
+
 #: Every case of every op kind, in table order.  Later op kinds append their lists here.
-ALL_CASES: list = [*CONV2D_CASES, *CONV_TRANSPOSE2D_CASES, *POOL2D_CASES, *DENORMAL_CASES]
+ALL_CASES: list = [*CONV2D_CASES, *CONV_TRANSPOSE2D_CASES, *POOL2D_CASES, *TRAIN_STEP_CASES,
+                   *DENORMAL_CASES]
 
 
 def flops(case, backward: bool = False) -> float:

@@ -4,7 +4,8 @@ Usage::
 
     python bench/compare.py [--threads N] [--repeat R] [--dtype float32|float64]
                             [--cases SUBSTR[,SUBSTR...]] [--algorithm auto|direct|im2col|winograd]
-                            [--inner-ms MS] [--no-torch] [--quick]
+                            [--inner-ms MS] [--no-torch] [--no-memory] [--quick]
+                            [--scaling [N,N,...]] [--plot PATH]
 
 Method: both libraries run with the same number of threads (default: fastconv's own setting)
 in one process.  For every case and mode each callable is first warmed up and its inner loop
@@ -17,6 +18,30 @@ ratios per mode.  Without PyTorch the torch columns read ``-``.
 
 The cases come from ``cases.py`` and the timed code from ``workloads.py``: a new op kind added
 there appears here as its own table.
+
+Train step: the "train step" table times one whole LeNet-5 training step (batch 64: forward,
+cross-entropy loss, backward, SGD update with momentum) as ``fastconv-train`` runs it, against
+the same network in PyTorch (``lenet_torch.py``); its rate column is fastconv's images per
+second, and a line below it gives both libraries' images per second.
+
+Memory (``peak MB``, ``kept MB``; ``--no-memory`` leaves them out): after a case's timings,
+one more fastconv call of its ``fwd+bwd`` mode (``step`` for a training step) runs under
+``tracemalloc``.  NumPy reports its array allocations to ``tracemalloc``, and fastconv's
+kernels allocate their outputs and workspaces as NumPy arrays, so ``peak MB`` is the most
+memory allocated during the call and alive at one time: outputs, workspaces and temporaries,
+not the inputs (allocated before).  ``kept MB`` is what the call left allocated (its outputs,
+and in a training step the activations the layers cache).  Memory freed during the call that
+was allocated before it (a previous step's caches) is not subtracted.  This is not RSS: memory
+that C code allocates without NumPy is not seen (fastconv's kernels allocate none).  PyTorch's
+allocations are invisible to ``tracemalloc``, so torch's memory is not reported.
+
+Thread scaling (``--scaling 1,2,4``): instead of the comparison, fastconv alone is timed per
+case and mode at each thread count (interleaved like the comparison: the order of the counts
+flips every repetition), and the table shows medians and the speedup over the first count.
+Below it: the geometric mean speedup over the "large" cases (``cases.is_large``: every conv2d
+case but LeNet's, transposed convolutions, pooling) and over all the cases timed.
+
+``--plot``: the train step's ratio is drawn as a bar of its own mode, "step".
 """
 
 from __future__ import annotations
@@ -28,11 +53,13 @@ import statistics
 import sys
 import time
 import traceback
+import tracemalloc
+from contextlib import nullcontext
 
 import numpy as np
 
 import workloads
-from cases import ALL_CASES, select
+from cases import ALL_CASES, is_large, select
 
 
 def time_per_call(fn, loops: int) -> float:
@@ -62,17 +89,45 @@ def inner_loops(fn, target: float) -> int:
 
 def measure(timed, repeat: int, target: float) -> tuple[float, float | None]:
     """Median seconds per call of fastconv and of torch (``None`` without torch), interleaved."""
-    fc_loops = inner_loops(timed.fastconv, target)
+    with _fastconv_context(timed):
+        fc_loops = inner_loops(timed.fastconv, target)
     th_loops = inner_loops(timed.torch, target) if timed.torch is not None else 0
     fc_times, th_times = [], []
     for r in range(repeat):
         order = ("fc", "th") if r % 2 == 0 else ("th", "fc")
         for who in order:
             if who == "fc":
-                fc_times.append(time_per_call(timed.fastconv, fc_loops))
+                with _fastconv_context(timed):
+                    fc_times.append(time_per_call(timed.fastconv, fc_loops))
             elif timed.torch is not None:
                 th_times.append(time_per_call(timed.torch, th_loops))
     return statistics.median(fc_times), (statistics.median(th_times) if th_times else None)
+
+
+def _fastconv_context(timed):
+    """The context a workload asks to hold around its fastconv calls (single-threaded BLAS
+    for a training step, as the trainer holds it), else nothing."""
+    make = getattr(timed, "fastconv_context", None)
+    context = make() if make is not None else None
+    return context if context is not None else nullcontext()
+
+
+def traced_memory(timed) -> tuple[float, float]:
+    """``(peak, kept)`` bytes that one fastconv call of ``timed`` allocates (via tracemalloc).
+
+    ``peak``: the most bytes allocated during the call and alive at one time; ``kept``: the
+    bytes it allocated that are still alive when it returns (its result included).
+    """
+    gc.collect()
+    with _fastconv_context(timed):
+        tracemalloc.start()
+        try:
+            result = timed.fastconv()
+            kept, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    del result
+    return float(peak), float(kept)
 
 
 def geomean(values):
@@ -108,9 +163,9 @@ def _mode_header(mode: str, unit: str) -> tuple[str, str]:
     return title, cells
 
 
-def _mode_cells(fc: float | None, th: float | None, work: float) -> str:
+def _mode_cells(fc: float | None, th: float | None, work: float, unit: str = "GFLOP/s") -> str:
     ratio = fc / th if (fc is not None and th is not None and th > 0) else None
-    rate = work / fc / 1e9 if fc else None
+    rate = workloads.rate(work, fc, unit) if fc else None
     cells = [
         _num(None if fc is None else fc * 1e3, ".3f"),
         _num(None if th is None else th * 1e3, ".3f"),
@@ -120,6 +175,34 @@ def _mode_cells(fc: float | None, th: float | None, work: float) -> str:
     return " ".join(f"{c:>{CELL}}" for c in cells)
 
 
+#: table titles of op kinds whose name is not already a good title
+KIND_TITLES = {"train_step": "train step"}
+
+
+def _memory_header(mode: str) -> tuple[str, str]:
+    cells = " ".join(f"{n:>{CELL}}" for n in ("peak MB", "kept MB"))
+    return f" {mode} memory ".center(len(cells), "-"), cells
+
+
+def _memory_cells(timed, errors, case) -> str:
+    try:
+        peak, kept = traced_memory(timed)
+        values = [_num(peak / 2**20, ".2f"), _num(kept / 2**20, ".2f")]
+    except Exception as exc:
+        errors.append(f"{case.name} {timed.mode} memory: {exc!r}\n{traceback.format_exc()}")
+        values = ["-", "-"]
+    return " ".join(f"{v:>{CELL}}" for v in values)
+
+
+def _train_step_lines(case, timed, fc, th) -> None:
+    """Images per second of both libraries, and the issue's target for the step."""
+    fc_rate = workloads.rate(timed.work, fc, "img/s") if fc else None
+    th_rate = workloads.rate(timed.work, th, "img/s") if th else None
+    ratio = fc / th if (fc and th) else None
+    print(f"  {case.name}: fastconv {_num(fc_rate, '.0f')} img/s, torch {_num(th_rate, '.0f')} img/s, "
+          f"step time fastconv / torch {_num(ratio, '.2f')} (target <= 0.60)")
+
+
 def run_kind(kind: str, cases, args, rng, errors) -> dict[str, list[float | None]]:
     """Time and print one table (one op kind); return the ratios per mode, in case order."""
     name_w = max(len("case"), *(len(c.name) for c in cases))
@@ -127,25 +210,125 @@ def run_kind(kind: str, cases, args, rng, errors) -> dict[str, list[float | None
     first = workloads.workload(cases[0], dtype=args.dtype, algorithm=args.algorithm)
     modes = [m for m, _, _ in first.modes]
     heads = [_mode_header(m, first.unit) for m in modes]
+    if not args.no_memory:
+        heads.append(_memory_header(first.memory_mode))
     lead = " " * (name_w + desc_w + 2)
     print()
-    print(f"{kind} (ms per call, medians; ratio = fastconv / torch)")
+    print(f"{KIND_TITLES.get(kind, kind)} (ms per call, medians; ratio = fastconv / torch)")
     print(lead + " | ".join(h[0] for h in heads))
     print(f"{'case':<{name_w}} {'shape':<{desc_w}} " + " | ".join(h[1] for h in heads))
     ratios: dict[str, list[float | None]] = {m: [] for m in modes}
+    notes = []
     for case in cases:
         wl = workloads.workload(case, dtype=args.dtype, algorithm=args.algorithm)
         cells = []
+        memory = " ".join(f"{'-':>{CELL}}" for _ in range(2))
         for timed in wl.bind(rng, with_torch=not args.no_torch):
             try:
                 fc, th = measure(timed, args.repeat, args.inner_ms / 1e3)
             except Exception as exc:  # keep going: report the failure after the table
                 errors.append(f"{case.name} {timed.mode}: {exc!r}\n{traceback.format_exc()}")
                 fc, th = None, None
-            cells.append(_mode_cells(fc, th, timed.work))
+            cells.append(_mode_cells(fc, th, timed.work, timed.unit))
             ratios[timed.mode].append(fc / th if (fc and th) else None)
+            if not args.no_memory and timed.mode == wl.memory_mode:
+                memory = _memory_cells(timed, errors, case)
+            if case.kind == "train_step":
+                notes.append((case, timed, fc, th))
+        if not args.no_memory:
+            cells.append(memory)
         print(f"{case.name:<{name_w}} {case.describe():<{desc_w}} " + " | ".join(cells), flush=True)
+    for note in notes:
+        _train_step_lines(*note)
     return ratios
+
+
+# ---------------------------------------------------------------------------------------
+# thread scaling
+# ---------------------------------------------------------------------------------------
+
+
+def parse_counts(text: str) -> list[int]:
+    """``"1,2,4"`` -> ``[1, 2, 4]`` (distinct, in the given order, each at least 1)."""
+    try:
+        counts = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"--scaling expects comma-separated thread counts, got {text!r}") from None
+    if not counts or min(counts) < 1:
+        raise ValueError(f"--scaling expects thread counts of at least 1, got {text!r}")
+    return list(dict.fromkeys(counts))
+
+
+def measure_threads(timed, counts, repeat: int, target: float) -> dict[int, float]:
+    """Median seconds per fastconv call at each thread count, interleaved.
+
+    Every repetition times each count once; the order of the counts flips every
+    repetition so that drift hits all counts alike.  fastconv's thread setting is
+    restored afterwards.
+    """
+    before = workloads.fastconv.get_num_threads()
+    try:
+        loops = {}
+        for n in counts:
+            workloads.fastconv.set_num_threads(n)
+            with _fastconv_context(timed):
+                loops[n] = inner_loops(timed.fastconv, target)
+        times: dict[int, list[float]] = {n: [] for n in counts}
+        for r in range(repeat):
+            for n in (counts if r % 2 == 0 else counts[::-1]):
+                workloads.fastconv.set_num_threads(n)
+                with _fastconv_context(timed):
+                    times[n].append(time_per_call(timed.fastconv, loops[n]))
+    finally:
+        workloads.fastconv.set_num_threads(before)
+    return {n: statistics.median(t) for n, t in times.items()}
+
+
+def run_scaling(cases, counts, args, rng, errors) -> None:
+    """Time fastconv alone at each thread count; print ms, speedups and their geomeans."""
+    base = counts[0]
+    name_w = max(len("case"), *(len(c.name) for c in cases))
+    mode_w = max(len("mode"), *(len(m) for c in cases
+                                for m, _, _ in workloads.WORKLOADS[c.kind].modes))
+    ms_cells = " ".join(f"{f'{n}T ms':>{CELL}}" for n in counts)
+    up_cells = " ".join(f"{f'{n}T x':>{CELL}}" for n in counts[1:])
+    print()
+    print(f"thread scaling of fastconv (ms per call, medians; nT x = time at {base} "
+          f"thread{'s' if base > 1 else ''} / time at n threads)")
+    sep = " | " if len(counts) > 1 else ""
+    print(f"{'case':<{name_w}} {'mode':<{mode_w}} {ms_cells}{sep}{up_cells}")
+    speedups: dict[tuple[str, bool], dict[int, list[float]]] = {}
+    for case in cases:
+        wl = workloads.workload(case, dtype=args.dtype, algorithm=args.algorithm)
+        for timed in wl.bind(rng, with_torch=False):
+            try:
+                t = measure_threads(timed, counts, args.repeat, args.inner_ms / 1e3)
+            except Exception as exc:
+                errors.append(f"{case.name} {timed.mode} scaling: {exc!r}\n{traceback.format_exc()}")
+                t = {}
+            ups = {n: t[base] / t[n] for n in counts[1:] if t.get(n) and t.get(base)}
+            for group in ((timed.mode, False), (timed.mode, True)):
+                if group[1] and not is_large(case):
+                    continue
+                for n, up in ups.items():
+                    speedups.setdefault(group, {}).setdefault(n, []).append(up)
+            ms = " ".join(f"{_num(t[n] * 1e3 if n in t else None, '.3f'):>{CELL}}" for n in counts)
+            xs = " ".join(f"{_num(ups.get(n), '.2f'):>{CELL}}" for n in counts[1:])
+            print(f"{case.name:<{name_w}} {timed.mode:<{mode_w}} {ms}{sep}{xs}", flush=True)
+    if len(counts) < 2:
+        return
+    for large, label in ((True, "large cases (cases.is_large)"), (False, "all cases")):
+        parts = []
+        for (mode, is_large_group), per_n in speedups.items():
+            if is_large_group != large:
+                continue
+            n_cases = len(next(iter(per_n.values())))
+            text = ", ".join(f"{n}T {_num(geomean(v), '.2f')}x" for n, v in per_n.items())
+            parts.append(f"{mode} {text} ({n_cases} cases)")
+        if parts:
+            print(f"geometric mean speedup over {base}T, {label}: " + "; ".join(parts))
+    if base == 1 and 2 in counts:
+        print("target (issue): 2 threads >= 1.70x one thread on the large cases")
 
 
 def plot_ratios(path: str, rows, title: str) -> None:
@@ -196,6 +379,15 @@ def main(argv=None) -> int:
     parser.add_argument("--inner-ms", type=float, default=None,
                         help="length of one timed inner loop in ms (default: 40, or 0 with --quick)")
     parser.add_argument("--no-torch", action="store_true", help="time fastconv only")
+    parser.add_argument("--no-memory", action="store_true",
+                        help="leave out the peak MB / kept MB columns (fastconv's memory of one "
+                             "fwd+bwd call, or one training step, traced with tracemalloc: "
+                             "NumPy allocations, outputs and workspaces, not RSS; torch's memory "
+                             "is not measured)")
+    parser.add_argument("--scaling", metavar="N,N,...", nargs="?", const="1,2", default=None,
+                        help="instead of the comparison, time fastconv alone at these thread counts "
+                             "(interleaved medians) and print the speedups over the first count, "
+                             "with geometric means over the large cases (alone: 1,2)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: 3 repetitions of single calls")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
@@ -210,6 +402,14 @@ def main(argv=None) -> int:
         parser.error("--repeat must be at least 1")
     if args.threads is not None and args.threads < 1:
         parser.error("--threads must be at least 1")
+
+    if args.scaling is not None:
+        try:
+            args.scaling = parse_counts(args.scaling)
+        except ValueError as exc:
+            parser.error(str(exc))
+        if args.plot:
+            parser.error("--plot draws fastconv / torch ratios: not with --scaling")
 
     threads = workloads.set_threads(args.threads)
     if not workloads.HAVE_TORCH:
@@ -228,6 +428,8 @@ def main(argv=None) -> int:
 
     rng = np.random.default_rng(args.seed)
     errors: list[str] = []
+    if args.scaling is not None:
+        return _scaling_main(cases, args, rng, errors)
     all_ratios: dict[str, list[float | None]] = {}
     start = time.perf_counter()
     kinds = list(dict.fromkeys(c.kind for c in cases))
@@ -251,6 +453,15 @@ def main(argv=None) -> int:
         plot_ratios(args.plot, plot_rows, f"fastconv {v['fastconv']} vs torch {v['torch']}, "
                                           f"{threads} threads, {args.dtype}")
         print(f"wrote {args.plot}")
+    for err in errors:
+        print(f"\nERROR {err}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+def _scaling_main(cases, args, rng, errors) -> int:
+    start = time.perf_counter()
+    run_scaling(cases, args.scaling, args, rng, errors)
+    print(f"[{time.perf_counter() - start:.1f} s]")
     for err in errors:
         print(f"\nERROR {err}", file=sys.stderr)
     return 1 if errors else 0

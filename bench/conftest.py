@@ -71,7 +71,7 @@ def run_benchmark(benchmark):
         stats = getattr(benchmark, "stats", None)
         if stats is not None:
             median = stats.stats.median
-            benchmark.extra_info[unit] = round(work / median / 1e9, 3) if median > 0 else None
+            benchmark.extra_info[unit] = round(workloads.rate(work, median, unit), 3) if median > 0 else None
         return result
 
     return run

@@ -32,6 +32,16 @@ def lenet5():
     )
 
 
+def train_step(model, loss_fn, opt, xb, yb):
+    """One training step (forward, loss, backward, update); returns (loss, logits)."""
+    logits = model(xb)
+    loss = loss_fn(logits, yb)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return loss.item(), logits
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -81,12 +91,8 @@ def main(argv=None):
             start = time.perf_counter()
             index = order[b * args.batch_size:(b + 1) * args.batch_size]
             xb, yb = x_train[index], y_train[index]
-            logits = model(xb)
-            loss = loss_fn(logits, yb)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            loss_sum += loss.item() * len(index)
+            loss, logits = train_step(model, loss_fn, opt, xb, yb)
+            loss_sum += loss * len(index)
             correct += int((logits.argmax(1) == yb).sum())
             seconds += time.perf_counter() - start
         model.eval()

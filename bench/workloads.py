@@ -17,7 +17,7 @@ import inspect
 import os
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, ContextManager, Optional
 
 import numpy as np
 
@@ -56,6 +56,14 @@ except ImportError:  # PyTorch is optional
 
 HAVE_TORCH = torch is not None
 ALGORITHMS = ("direct", "im2col", "winograd", "auto")
+
+#: rate unit -> work per second that makes one unit (GFLOP/s: 1e9 flops per second)
+UNIT_SCALE = {"GFLOP/s": 1e9, "GB/s": 1e9, "img/s": 1.0}
+
+
+def rate(work: float, seconds: float, unit: str) -> float:
+    """``work`` done in ``seconds`` expressed in ``unit`` (see ``UNIT_SCALE``)."""
+    return work / seconds / UNIT_SCALE.get(unit, 1e9)
 
 
 def set_threads(n: Optional[int] = None) -> int:
@@ -98,6 +106,8 @@ class Timed:
     torch: Optional[Callable[[], Any]]
     work: float  # flops or bytes per call, see ``unit``
     unit: str
+    #: context manager factory to hold around timed fastconv calls (None: nothing)
+    fastconv_context: Optional[Callable[[], ContextManager]] = None
 
 
 class Workload:
@@ -105,8 +115,11 @@ class Workload:
 
     #: (mode, fastconv method, torch method) in table order
     modes: tuple[tuple[str, str, str], ...] = ()
-    #: rate unit of ``work()``: "GFLOP/s" (work in flops) or "GB/s" (work in bytes)
+    #: rate unit of ``work()``: "GFLOP/s" (work in flops), "GB/s" (work in bytes) or
+    #: "img/s" (work in images)
     unit = "GFLOP/s"
+    #: the mode whose fastconv call ``compare.py`` measures memory of
+    memory_mode = "fwd+bwd"
 
     def __init__(self, case, dtype: str = "float32", algorithm: str = "auto"):
         self.case = case
@@ -121,6 +134,10 @@ class Workload:
 
     def work(self, mode: str) -> float:
         raise NotImplementedError
+
+    def fastconv_context(self) -> Optional[ContextManager]:
+        """A context to hold around timed fastconv calls, or None (the default)."""
+        return None
 
     def _random(self, rng: np.random.Generator, shape) -> np.ndarray:
         return rng.standard_normal(shape, dtype=np.float64).astype(self.dtype)
@@ -140,6 +157,7 @@ class Workload:
                     torch=None if tinputs is None else (lambda m=torch_method: m(tinputs)),
                     work=self.work(mode),
                     unit=self.unit,
+                    fastconv_context=self.fastconv_context,
                 )
             )
         return timed
@@ -392,12 +410,92 @@ class DenormalConv2dWorkload(Conv2dWorkload):
             return self._torch_conv(t, t["x"], t["w_denormal"], t["b"])
 
 
+class TrainStepWorkload(Workload):
+    """One training step of LeNet-5: fastconv as ``fastconv-train`` runs it, and its torch twin.
+
+    fastconv: ``fastconv.models.LeNet5``, ``fastconv.nn.CrossEntropyLoss`` and
+    ``fastconv.optim.SGD``, stepped by ``fastconv.train.train_step`` (the trainer's own step)
+    with BLAS held single-threaded around the timed calls, as the trainer holds it for the
+    whole run.  torch: ``bench/lenet_torch.py``'s network, started from the same weights,
+    ``torch.nn.CrossEntropyLoss`` and ``torch.optim.SGD`` with the same settings.
+
+    Each call trains on the next batch of a seeded pool of random images and labels (both
+    libraries see the same batches in the same order).  The pool is large enough that the
+    model cannot memorise it within a benchmark run, so the gradients stay of training size
+    instead of vanishing into denormals.
+    """
+
+    modes = (("step", "fastconv_step", "torch_step"),)
+    unit = "img/s"
+    memory_mode = "step"
+    #: batches in the pool of inputs
+    pool_batches = 32
+
+    def make_inputs(self, rng):
+        from fastconv import nn
+        from fastconv.models import LeNet5
+        from fastconv.optim import SGD
+
+        c = self.case
+        x = self._random(rng, (self.pool_batches, *c.x_shape))
+        y = rng.integers(0, c.classes, size=(self.pool_batches, c.batch), dtype=np.int64)
+        model = LeNet5(c.variant, dtype=self.dtype, rng=rng)
+        if self.algorithm != "auto":  # LeNet5 builds its convolutions with "auto"
+            for layer in model:
+                if hasattr(layer, "algorithm"):
+                    layer.algorithm = self.algorithm
+        model.train()
+        return {
+            "x": x, "y": y, "model": model, "loss": nn.CrossEntropyLoss(),
+            "opt": SGD(model.parameters(), lr=c.lr, momentum=c.momentum),
+            "next": [0],  # index of the next batch, per library
+        }
+
+    def work(self, mode):
+        return float(self.case.batch)
+
+    def fastconv_context(self):
+        from fastconv._blas import single_threaded_blas
+
+        return single_threaded_blas()
+
+    def fastconv_step(self, inp):
+        from fastconv.train import train_step
+
+        i = inp["next"][0]
+        inp["next"][0] = (i + 1) % self.pool_batches
+        return train_step(inp["model"], inp["loss"], inp["opt"], inp["x"][i], inp["y"][i])
+
+    def torch_inputs(self, inp):
+        import lenet_torch
+
+        model = lenet_torch.lenet5()
+        state = {k: torch.from_numpy(np.array(v)) for k, v in inp["model"].state_dict().items()}
+        model.load_state_dict(state)
+        model = model.to(torch.float64 if self.dtype == np.float64 else torch.float32)
+        model.train()
+        return {
+            "x": torch.from_numpy(inp["x"]), "y": torch.from_numpy(inp["y"]), "model": model,
+            "loss": torch.nn.CrossEntropyLoss(),
+            "opt": torch.optim.SGD(model.parameters(), lr=self.case.lr, momentum=self.case.momentum),
+            "next": [0],
+        }
+
+    def torch_step(self, t):
+        import lenet_torch
+
+        i = t["next"][0]
+        t["next"][0] = (i + 1) % self.pool_batches
+        return lenet_torch.train_step(t["model"], t["loss"], t["opt"], t["x"][i], t["y"][i])
+
+
 #: op kind -> workload class
 WORKLOADS: dict[str, type[Workload]] = {
     "conv2d": Conv2dWorkload,
     "conv_transpose2d": ConvTranspose2dWorkload,
     "pool2d": Pool2dWorkload,
     "conv2d_denormal": DenormalConv2dWorkload,
+    "train_step": TrainStepWorkload,
 }
 
 
