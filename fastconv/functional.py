@@ -108,7 +108,7 @@ INT32_MAX = 2**31 - 1
 WINOGRAD_TILE = 4
 WINOGRAD_BLOCK_ELEMENTS = 1 << 19
 WINOGRAD_MIN_BLOCK, WINOGRAD_MAX_BLOCK = 16, 256
-WINOGRAD_SUPPORT = "3x3 kernels with stride 1 and dilation 1 (any padding and groups)"
+WINOGRAD_SUPPORT = "3x3 kernels with stride 1 (any padding, dilation and groups)"
 
 
 class _ConvGeometry:
@@ -182,9 +182,9 @@ class _ConvGeometry:
 
     @property
     def winograd_ok(self) -> bool:
-        """True for the shapes the Winograd kernels handle: 3x3, stride 1, dilation 1."""
-        return ((self.kh, self.kw, *self.stride, *self.dilation) == (3, 3, 1, 1, 1, 1)
-                and self.gemm_fits())
+        """True for the shapes the Winograd kernels handle: 3x3, stride 1 (a dilated
+        kernel runs as one undilated convolution per phase)."""
+        return (self.kh, self.kw, *self.stride) == (3, 3, 1, 1) and self.gemm_fits()
 
     def winograd_block(self, tile: int) -> int:
         """Tiles per Winograd block, from the shape alone (never the thread count).
@@ -281,35 +281,73 @@ def _wide_input_grad(gy: FloatArray, w: FloatArray, gx: FloatArray, geom: _ConvG
 def _winograd_forward_into(x: FloatArray, w: FloatArray, b: FloatArray | None, y: FloatArray,
                            geom: _ConvGeometry, n_threads: int) -> None:
     """y = conv(x, w) + b by Winograd F(MxM, 3x3) (geom.winograd_ok holds)."""
+    if geom.dilation != (1, 1):
+        _winograd_phases_into(x, w, b, y, geom, n_threads)
+        return
+    (pt, _), (pl, _) = geom.padding
+    _winograd_kernel(x, w, b, y, geom, pt, pl, n_threads)
+
+
+def _winograd_kernel(x: FloatArray, w: FloatArray, b: FloatArray | None, y: FloatArray,
+                     geom: _ConvGeometry, pt: int, pl: int, n_threads: int) -> None:
+    """The undilated Winograd kernel, top/left padding pt, pl (y's shape implies the rest)."""
     tile = WINOGRAD_TILE
     u = _winograd.CACHE.get(w, tile)
     block = geom.winograd_block(tile)
     per_thread = _conv_winograd.workspace_elements(geom.cg, geom.kg, tile, block)
     check_size((n_threads, per_thread), "the winograd workspace")
     workspace = np.empty((n_threads, per_thread), dtype=y.dtype)
-    (pt, _), (pl, _) = geom.padding
     with single_threaded_blas():
         _conv_winograd.conv2d_forward(x, u, b, y, workspace, pt, pl, geom.groups, tile, block,
                                       n_threads)
+
+
+def _winograd_phases_into(x: FloatArray, w: FloatArray, b: FloatArray | None, y: FloatArray,
+                          geom: _ConvGeometry, n_threads: int) -> None:
+    """A dilated 3x3 stride-1 convolution as dh * dw undilated ones.
+
+    Output row oh = dh * a + r reads input rows oh + i * dh - pt = dh * (a + i + q) + s
+    with r - pt = dh * q + s, 0 <= s < dh: only rows of residue s, at unit spacing. So
+    the output rows r, r + dh, ... are an undilated convolution of the input rows s,
+    s + dh, ... with top padding -q; columns likewise.
+    """
+    dh, dw = geom.dilation
+    (pt, _), (pl, _) = geom.padding
+    for r in range(min(dh, geom.oh)):
+        s_row, q_row = (r - pt) % dh, (r - pt) // dh
+        for c in range(min(dw, geom.ow)):
+            s_col, q_col = (c - pl) % dw, (c - pl) // dw
+            x_phase = np.ascontiguousarray(x[:, :, s_row::dh, s_col::dw])
+            out_hw = (len(range(r, geom.oh, dh)), len(range(c, geom.ow, dw)))
+            y_phase = np.empty((geom.n, geom.k, *out_hw), dtype=y.dtype)
+            if x_phase.size == 0:  # every tap of this phase falls in the padding
+                y_phase[...] = 0 if b is None else b[None, :, None, None]
+            else:
+                sub = _ConvGeometry(x_phase.shape, w.shape, 1, 0, 1, geom.groups,
+                                    out_hw=out_hw)
+                _winograd_kernel(x_phase, w, b, y_phase, sub, -q_row, -q_col, n_threads)
+            y[:, :, r::dh, c::dw] = y_phase
 
 
 def _winograd_input_grad(gy: FloatArray, w: FloatArray, gx: FloatArray, geom: _ConvGeometry,
                          n_threads: int) -> bool:
     """gx = conv2d's input gradient as a Winograd convolution; False if it does not apply.
 
-    For a 3x3 stride-1 kernel the input gradient is a 3x3 stride-1 convolution of gy
-    with the kernel rotated 180 degrees and its channel axes swapped (per group),
-    padded by (2 - top, 2 - bottom, 2 - left, 2 - right): possible when no padding
-    exceeds 2.
+    For a 3x3 stride-1 kernel of dilation (dh, dw) the input gradient is a 3x3 stride-1
+    convolution of gy, same dilation, with the kernel rotated 180 degrees and its
+    channel axes swapped (per group), padded by (2 dh - top, 2 dh - bottom, 2 dw - left,
+    2 dw - right): possible when no padding exceeds the kernel's reach.
     """
     (pt, pb), (pl, pr) = geom.padding
-    if max(pt, pb, pl, pr) > 2:
+    dh, dw = geom.dilation
+    if max(pt, pb) > 2 * dh or max(pl, pr) > 2 * dw:
         return False
     g = geom.groups
     w_t = (w.reshape(g, geom.kg, geom.cg, 3, 3).transpose(0, 2, 1, 3, 4)
            .reshape(geom.c, geom.kg, 3, 3)[:, :, ::-1, ::-1])
     w_t = np.ascontiguousarray(w_t)
-    geom_t = _ConvGeometry(gy.shape, w_t.shape, 1, ((2 - pt, 2 - pb), (2 - pl, 2 - pr)), 1, g)
+    pads = ((2 * dh - pt, 2 * dh - pb), (2 * dw - pl, 2 * dw - pr))
+    geom_t = _ConvGeometry(gy.shape, w_t.shape, 1, pads, (dh, dw), g)
     _winograd_forward_into(gy, w_t, None, gx, geom_t, n_threads)
     return True
 
