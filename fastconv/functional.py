@@ -313,20 +313,33 @@ def _winograd_phases_into(x: FloatArray, w: FloatArray, b: FloatArray | None, y:
     """
     dh, dw = geom.dilation
     (pt, _), (pl, _) = geom.padding
+    phases = []  # (output row/column offsets, input row/column offsets, top/left padding)
     for r in range(min(dh, geom.oh)):
-        s_row, q_row = (r - pt) % dh, (r - pt) // dh
         for c in range(min(dw, geom.ow)):
-            s_col, q_col = (c - pl) % dw, (c - pl) // dw
-            x_phase = np.ascontiguousarray(x[:, :, s_row::dh, s_col::dw])
-            out_hw = (len(range(r, geom.oh, dh)), len(range(c, geom.ow, dw)))
-            y_phase = np.empty((geom.n, geom.k, *out_hw), dtype=y.dtype)
-            if x_phase.size == 0:  # every tap of this phase falls in the padding
-                y_phase[...] = 0 if b is None else b[None, :, None, None]
-            else:
-                sub = _ConvGeometry(x_phase.shape, w.shape, 1, 0, 1, geom.groups,
-                                    out_hw=out_hw)
-                _winograd_kernel(x_phase, w, b, y_phase, sub, -q_row, -q_col, n_threads)
-            y[:, :, r::dh, c::dw] = y_phase
+            phases.append(((r, c), ((r - pt) % dh, (c - pl) % dw),
+                           (-((r - pt) // dh), -((c - pl) // dw))))
+    x_views = [x[:, :, sr::dh, sc::dw] for _, (sr, sc), _ in phases]
+    out_hws = [(len(range(r, geom.oh, dh)), len(range(c, geom.ow, dw)))
+               for (r, c), _, _ in phases]
+    if (len({v.shape for v in x_views}) == 1 and len(set(out_hws)) == 1
+            and len({pads for _, _, pads in phases}) == 1 and x_views[0].size):
+        # One call over all phases stacked along the batch: longer GEMMs, one setup.
+        x_stack = np.concatenate(x_views, axis=0)
+        y_stack = np.empty((x_stack.shape[0], geom.k, *out_hws[0]), dtype=y.dtype)
+        sub = _ConvGeometry(x_stack.shape, w.shape, 1, 0, 1, geom.groups, out_hw=out_hws[0])
+        _winograd_kernel(x_stack, w, b, y_stack, sub, *phases[0][2], n_threads)
+        for i, ((r, c), _, _) in enumerate(phases):
+            y[:, :, r::dh, c::dw] = y_stack[i * geom.n:(i + 1) * geom.n]
+        return
+    for ((r, c), _, pads), x_view, out_hw in zip(phases, x_views, out_hws):
+        y_phase = np.empty((geom.n, geom.k, *out_hw), dtype=y.dtype)
+        if x_view.size == 0:  # every tap of this phase falls in the padding
+            y_phase[...] = 0 if b is None else b[None, :, None, None]
+        else:
+            x_phase = np.ascontiguousarray(x_view)
+            sub = _ConvGeometry(x_phase.shape, w.shape, 1, 0, 1, geom.groups, out_hw=out_hw)
+            _winograd_kernel(x_phase, w, b, y_phase, sub, *pads, n_threads)
+        y[:, :, r::dh, c::dw] = y_phase
 
 
 def _winograd_input_grad(gy: FloatArray, w: FloatArray, gx: FloatArray, geom: _ConvGeometry,
