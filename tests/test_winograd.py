@@ -184,14 +184,14 @@ def test_directional_finite_differences(xs, ws, conv, rng):
         return float(np.sum(gy * fc.conv2d(x_, w_, b_, **conv, algorithm="winograd")))
 
     eps = 1e-3
+    args = (x, w, b)
     for _ in range(3):
-        dx, dw, db = rng.standard_normal(xs), rng.standard_normal(ws), rng.standard_normal(ws[0])
-        num = (loss(x + eps * dx, w, b) - loss(x - eps * dx, w, b)) / (2 * eps)
-        assert np.isclose(num, np.sum(gx * dx), rtol=1e-7, atol=1e-7)
-        num = (loss(x, w + eps * dw, b) - loss(x, w - eps * dw, b)) / (2 * eps)
-        assert np.isclose(num, np.sum(gw * dw), rtol=1e-7, atol=1e-7)
-        num = (loss(x, w, b + eps * db) - loss(x, w, b - eps * db)) / (2 * eps)
-        assert np.isclose(num, np.sum(gb * db), rtol=1e-7, atol=1e-7)
+        for i, grad in enumerate((gx, gw, gb)):
+            step = eps * rng.standard_normal(args[i].shape)
+            plus = [a + step if j == i else a for j, a in enumerate(args)]
+            minus = [a - step if j == i else a for j, a in enumerate(args)]
+            num = (loss(*plus) - loss(*minus)) / (2 * eps)
+            assert np.isclose(num, np.sum(grad * step) / eps, rtol=1e-7, atol=1e-7), i
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=[_id(s) for s in SHAPES])
