@@ -99,6 +99,18 @@ def test_forward_and_backward_against_reference(shape, flip, dtype, rng):
         assert_rel(got, ref, dtype, name)
 
 
+@pytest.mark.parametrize("shape", SHAPES, ids=[_id(s) for s in SHAPES])
+def test_f2x2_kernel_against_reference(shape, dtype, rng, monkeypatch):
+    """The kernel's F(2x2, 3x3) path (conv2d uses F(4x4, 3x3); the tile is a constant)."""
+    monkeypatch.setattr(F, "WINOGRAD_TILE", 2)
+    x, w, b, conv = problem(rng, shape, dtype)
+    y = fc.conv2d(x, w, b, **conv, algorithm="winograd")
+    assert_rel(y, conv2d_ref(x, w, b, **conv), dtype, "y")
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    gx, _, _ = fc.conv2d_backward(gy, x, w, **conv, algorithm="winograd")
+    assert_rel(gx, conv2d_backward_ref(gy, x, w, **conv)[0], dtype, "gx")
+
+
 @pytest.mark.parametrize("shape", SHAPES[::3], ids=[_id(s) for s in SHAPES[::3]])
 def test_backward_matches_im2col(shape, dtype, rng):
     x, w, _, conv = problem(rng, shape, dtype)
