@@ -100,6 +100,18 @@ def test_forward_and_backward_against_reference(shape, flip, dtype, rng):
         assert_rel(got, ref, dtype, name)
 
 
+@pytest.mark.parametrize("shape", SHAPES, ids=[_id(s) for s in SHAPES])
+def test_f2x2_kernel_against_reference(shape, dtype, rng, monkeypatch):
+    """The kernel's F(2x2, 3x3) path (conv2d uses F(4x4, 3x3); the tile is a constant)."""
+    monkeypatch.setattr(F, "WINOGRAD_TILE", 2)
+    x, w, b, conv = problem(rng, shape, dtype)
+    y = fc.conv2d(x, w, b, **conv, algorithm="winograd")
+    assert_rel(y, conv2d_ref(x, w, b, **conv), dtype, "y")
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    gx, _, _ = fc.conv2d_backward(gy, x, w, **conv, algorithm="winograd")
+    assert_rel(gx, conv2d_backward_ref(gy, x, w, **conv)[0], dtype, "gx")
+
+
 @pytest.mark.parametrize("shape", SHAPES[::3], ids=[_id(s) for s in SHAPES[::3]])
 def test_backward_matches_im2col(shape, dtype, rng):
     x, w, _, conv = problem(rng, shape, dtype)
@@ -185,14 +197,14 @@ def test_directional_finite_differences(xs, ws, conv, rng):
         return float(np.sum(gy * fc.conv2d(x_, w_, b_, **conv, algorithm="winograd")))
 
     eps = 1e-3
+    args = (x, w, b)
     for _ in range(3):
-        dx, dw, db = rng.standard_normal(xs), rng.standard_normal(ws), rng.standard_normal(ws[0])
-        num = (loss(x + eps * dx, w, b) - loss(x - eps * dx, w, b)) / (2 * eps)
-        assert np.isclose(num, np.sum(gx * dx), rtol=1e-7, atol=1e-7)
-        num = (loss(x, w + eps * dw, b) - loss(x, w - eps * dw, b)) / (2 * eps)
-        assert np.isclose(num, np.sum(gw * dw), rtol=1e-7, atol=1e-7)
-        num = (loss(x, w, b + eps * db) - loss(x, w, b - eps * db)) / (2 * eps)
-        assert np.isclose(num, np.sum(gb * db), rtol=1e-7, atol=1e-7)
+        for i, grad in enumerate((gx, gw, gb)):
+            step = eps * rng.standard_normal(args[i].shape)
+            plus = [a + step if j == i else a for j, a in enumerate(args)]
+            minus = [a - step if j == i else a for j, a in enumerate(args)]
+            num = (loss(*plus) - loss(*minus)) / (2 * eps)
+            assert np.isclose(num, np.sum(grad * step) / eps, rtol=1e-7, atol=1e-7), i
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=[_id(s) for s in SHAPES])

@@ -79,6 +79,19 @@ cdef inline void bt6(floating d0, floating d1, floating d2, floating d3, floatin
     out[5 * stride] = 4 * d1 - 5 * d3 + d5
 
 
+cdef inline void store_positions(const floating* u, floating* v, index_t vs, index_t count,
+                                 index_t n_pos) noexcept nogil:
+    """v[p * vs + jj] = u[p * CHUNK + jj]: a chunk's transforms to the position matrices."""
+    cdef index_t p, jj
+    for p in range(n_pos):
+        if count == CHUNK:  # a constant trip count: inline vector moves, no memcpy call
+            for jj in range(CHUNK):
+                v[p * vs + jj] = u[p * CHUNK + jj]
+        else:
+            for jj in range(count):
+                v[p * vs + jj] = u[p * CHUNK + jj]
+
+
 # The column and row passes are spelled out call by call, each pass one loop over
 # the chunk's tiles between local buffers (constant strides): written so, the
 # compiler vectorises both across tiles.
@@ -88,7 +101,7 @@ cdef inline void input_f2(const floating* d, floating* v, index_t vs,
     """v = B^T d B for ``count`` 4 x 4 patches."""
     cdef floating t[16 * CHUNK]  # B^T d of each tile
     cdef floating u[16 * CHUNK]  # B^T d B of each tile
-    cdef index_t jj, p
+    cdef index_t jj
     for jj in range(count):
         bt4(d[jj], d[4 * CHUNK + jj], d[8 * CHUNK + jj], d[12 * CHUNK + jj],
             &t[jj], 4 * CHUNK)
@@ -107,13 +120,7 @@ cdef inline void input_f2(const floating* d, floating* v, index_t vs,
             &u[8 * CHUNK + jj], CHUNK)
         bt4(t[12 * CHUNK + jj], t[13 * CHUNK + jj], t[14 * CHUNK + jj], t[15 * CHUNK + jj],
             &u[12 * CHUNK + jj], CHUNK)
-    for p in range(16):  # to the 16 position matrices, apart by vs
-        if count == CHUNK:  # a constant trip count: inline vector moves, no memcpy call
-            for jj in range(CHUNK):
-                v[p * vs + jj] = u[p * CHUNK + jj]
-        else:
-            for jj in range(count):
-                v[p * vs + jj] = u[p * CHUNK + jj]
+    store_positions(u, v, vs, count, 16)
 
 
 cdef inline void output_f2(const floating* m, index_t vs, floating* o,
@@ -135,7 +142,7 @@ cdef inline void input_f4(const floating* d, floating* v, index_t vs,
     """v = B^T d B for ``count`` 6 x 6 patches."""
     cdef floating t[36 * CHUNK]  # B^T d of each tile
     cdef floating u[36 * CHUNK]  # B^T d B of each tile
-    cdef index_t jj, p
+    cdef index_t jj
     for jj in range(count):
         bt6(d[jj], d[6 * CHUNK + jj], d[12 * CHUNK + jj],
             d[18 * CHUNK + jj], d[24 * CHUNK + jj], d[30 * CHUNK + jj], &t[jj], 6 * CHUNK)
@@ -166,13 +173,7 @@ cdef inline void input_f4(const floating* d, floating* v, index_t vs,
             t[27 * CHUNK + jj], t[28 * CHUNK + jj], t[29 * CHUNK + jj], &u[24 * CHUNK + jj], CHUNK)
         bt6(t[30 * CHUNK + jj], t[31 * CHUNK + jj], t[32 * CHUNK + jj],
             t[33 * CHUNK + jj], t[34 * CHUNK + jj], t[35 * CHUNK + jj], &u[30 * CHUNK + jj], CHUNK)
-    for p in range(36):  # to the 36 position matrices, apart by vs
-        if count == CHUNK:  # a constant trip count: inline vector moves, no memcpy call
-            for jj in range(CHUNK):
-                v[p * vs + jj] = u[p * CHUNK + jj]
-        else:
-            for jj in range(count):
-                v[p * vs + jj] = u[p * CHUNK + jj]
+    store_positions(u, v, vs, count, 36)
 
 
 cdef inline void output_f4(const floating* m, index_t vs, floating* o,
