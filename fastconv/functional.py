@@ -490,22 +490,33 @@ def _resolve(algorithm: str, geom: _ConvGeometry, pass_: str, dtype: DTypeLike,
     return _autotune.choose(key, _candidates(geom, pass_), run)
 
 
+def _finite_for_auto(resolved: str, asked: str, data: FloatArray) -> str:
+    """"auto" never trades PyTorch's inf/NaN pattern for speed: Winograd's transforms
+    spread an infinity over its output tile, so non-finite data goes to im2col."""
+    if asked == "auto" and resolved == "winograd" and not np.isfinite(
+            np.sum(data, dtype=np.float64)):
+        return "im2col"
+    return resolved
+
+
 def _forward(x: FloatArray, w: FloatArray, b: FloatArray | None, y: FloatArray,
              geom: _ConvGeometry, algorithm: str, n_threads: int) -> None:
     """y = conv(x, w) + b, "auto" resolved for the forward pass."""
-    algorithm = _resolve(algorithm, geom, "forward", y.dtype, n_threads,
-                         lambda a: _conv_forward_into(x, w, b, np.empty_like(y), geom, a,
-                                                      n_threads))
-    _conv_forward_into(x, w, b, y, geom, algorithm, n_threads)
+    chosen = _resolve(algorithm, geom, "forward", y.dtype, n_threads,
+                      lambda a: _conv_forward_into(x, w, b, np.empty_like(y), geom, a,
+                                                   n_threads))
+    chosen = _finite_for_auto(chosen, algorithm, x)
+    _conv_forward_into(x, w, b, y, geom, chosen, n_threads)
 
 
 def _input_grad(gy: FloatArray, w: FloatArray, gx: FloatArray, geom: _ConvGeometry,
                 algorithm: str, n_threads: int) -> None:
     """gx (zero-filled) += conv's input gradient, "auto" resolved for this pass."""
-    algorithm = _resolve(algorithm, geom, "input_grad", gx.dtype, n_threads,
-                         lambda a: _conv_input_grad_into(gy, w, np.zeros_like(gx), geom, a,
-                                                         n_threads))
-    _conv_input_grad_into(gy, w, gx, geom, algorithm, n_threads)
+    chosen = _resolve(algorithm, geom, "input_grad", gx.dtype, n_threads,
+                      lambda a: _conv_input_grad_into(gy, w, np.zeros_like(gx), geom, a,
+                                                      n_threads))
+    chosen = _finite_for_auto(chosen, algorithm, gy)
+    _conv_input_grad_into(gy, w, gx, geom, chosen, n_threads)
 
 
 def _weight_grad(gy: FloatArray, x: FloatArray, gw: FloatArray, geom: _ConvGeometry,
@@ -566,10 +577,11 @@ def conv2d(x: ArrayLike, w: ArrayLike, b: ArrayLike | None = None, stride: IntPa
     algorithm : {"auto", "direct", "im2col", "winograd"}, default "auto"
         ``"direct"``: loops over the output. ``"im2col"``: per-thread im2col bands
         and a BLAS GEMM. ``"winograd"``: Winograd F(4x4, 3x3) (tile transforms and
-        one BLAS GEMM per transform position), for 3x3 kernels with stride 1 and
-        dilation 1 only (any padding and groups; other shapes raise ValueError);
-        never chosen by ``"auto"``. ``"auto"`` chooses by shape. All agree within
-        rounding (Winograd's float32 error is larger, about 1e-5 of max |y|).
+        one BLAS GEMM per transform position), for 3x3 kernels with stride 1 only
+        (any padding, dilation and groups; other shapes raise ValueError).
+        ``"auto"`` chooses by shape (see the README's Algorithms section), or by
+        timing with :func:`fastconv.set_autotune`. All agree within rounding
+        (Winograd's float32 error is larger, about 1e-5 of max |y|).
     flip : bool, default False
         True computes true convolution (kernel rotated 180 degrees).
 
@@ -666,12 +678,13 @@ def conv2d_backward(gy: ArrayLike, x: ArrayLike, w: ArrayLike, stride: IntPair =
     Results are bit-identical for any thread count: batch sums are split into
     chunks chosen from the shape alone and reduced in a fixed order.
 
-    With ``algorithm="winograd"`` (3x3 kernels, stride 1, dilation 1), the input
+    With ``algorithm="winograd"`` (3x3 kernels, stride 1, dilation d), the input
     gradient is itself a 3x3 stride-1 convolution, of gy with the kernel rotated
     180 degrees and its input and output channels swapped (per group), padded by
-    (2 - top, 2 - bottom, 2 - left, 2 - right); it runs as a Winograd convolution
-    when no padding exceeds 2, else by im2col. The weight gradient always uses
-    im2col.
+    (2d - top, 2d - bottom, 2d - left, 2d - right); it runs as a Winograd convolution
+    when no padding exceeds 2d, else by im2col. The weight gradient always uses
+    im2col. ``"auto"`` picks per pass: the input and weight gradients may use
+    different algorithms.
 
     Examples
     --------

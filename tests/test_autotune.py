@@ -191,3 +191,23 @@ def test_direct_input_grad_with_infinite_weights_matches_im2col():
     gx_im2col, _, _ = fc.conv2d_backward(gy, x, w, padding=1, algorithm="im2col")
     np.testing.assert_array_equal(np.isnan(gx_direct), np.isnan(gx_im2col))
     np.testing.assert_array_equal(np.isinf(gx_direct), np.isinf(gx_im2col))
+
+
+@pytest.mark.parametrize("bad", [np.inf, np.nan])
+def test_auto_keeps_the_nonfinite_pattern_where_it_would_take_winograd(bad):
+    """auto picks Winograd for this shape, but an inf/NaN input goes to im2col, whose
+    pattern of inf and NaN matches PyTorch's."""
+    rng = np.random.default_rng(7)
+    x, w = problem(rng, (1, 32, 8, 8), (48, 32, 3, 3), np.float32)
+    geom = functional._ConvGeometry(x.shape, w.shape, 1, 1, 1, 1)
+    assert functional._auto_algorithm(geom, "forward") == "winograd"
+    x[0, 3, 4, 4] = bad
+    y = fc.conv2d(x, w, padding=1)
+    y_im2col = fc.conv2d(x, w, padding=1, algorithm="im2col")
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(y_im2col))
+    np.testing.assert_array_equal(np.isinf(y), np.isinf(y_im2col))
+    gy = rng.standard_normal(y.shape).astype(np.float32)
+    gy[0, 5, 2, 2] = bad
+    gx, _, _ = fc.conv2d_backward(gy, x, w, padding=1)
+    gx_im2col, _, _ = fc.conv2d_backward(gy, x, w, padding=1, algorithm="im2col")
+    np.testing.assert_array_equal(np.isnan(gx), np.isnan(gx_im2col))
