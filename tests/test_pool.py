@@ -1124,7 +1124,8 @@ def test_one_and_two_threads_bit_identical(n, c, dtype, rng, restore_threads):
 # the kernels' fast paths: interior runs, edge columns, in-kernel checks
 # --------------------------------------------------------------------------- #
 # Max and average pooling compute a row's interior columns (windows wholly inside the
-# row) tap by tap over the whole run, with code specialised for strides 1 and 2, and
+# row) over the whole run, with code specialised for whole 2x2 and 3x3 windows, rows of
+# 2 and 3 taps and strides 1 and 2 (3 for the average backward), else tap by tap, and
 # the clipped edge columns one by one. Rows here are wide enough for runs longer than
 # a vector, with odd lengths (remainders), edges on one or both sides, overlapping
 # windows (stride < kernel) and gaps (stride > kernel).
@@ -1141,6 +1142,9 @@ WIDE_POOLS = [
     dict(kernel_size=(1, 5), stride=(1, 4), padding=(0, 2)),
     dict(kernel_size=3, stride=2, padding=1, ceil_mode=True),
     dict(kernel_size=(2, 1), stride=(1, 1)),
+    dict(kernel_size=2, stride=1, ceil_mode=True),
+    dict(kernel_size=3, stride=3, padding=1, ceil_mode=True),
+    dict(kernel_size=3, stride=(1, 2)),
 ]
 WIDE_DILATED = [
     dict(kernel_size=3, stride=2, padding=1, dilation=2),

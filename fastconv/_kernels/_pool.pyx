@@ -56,52 +56,116 @@ cdef inline void max_run(const floating* src, floating* best, long long* at, ind
 
 
 cdef inline void max_run_rel(const floating* src, floating* best, int* rel, index_t count,
-                             index_t step, int tap) noexcept nogil:
-    """max_run recording the tap's offset within the window (int32, as wide as a float
-    lane: this loop vectorises where the int64 one does not)."""
-    cdef index_t k
-    cdef floating value
+                             index_t step, index_t rows, index_t row_step, index_t taps,
+                             index_t dw, int tap) noexcept nogil:
+    """``rows`` x ``taps`` taps of a window over a run of outputs, in scan order, recording
+    the winner's offset within the window (int32, as wide as a float lane: this
+    vectorises, int64 does not). src: the first tap's input, tap: its offset."""
+    cdef index_t k, i, j
+    cdef floating value, b
+    cdef int r
     cdef bint take
     for k in range(count):
-        value = src[k * step]
-        take = (value > best[k]) | (value != value)
-        best[k] = value if take else best[k]
-        rel[k] = tap if take else rel[k]
+        b = best[k]
+        r = rel[k]
+        for i in range(rows):
+            for j in range(taps):
+                value = src[k * step + i * row_step + j * dw]
+                take = (value > b) | (value != value)
+                b = value if take else b
+                r = <int> (tap + i * row_step + j * dw) if take else r
+        best[k] = b
+        rel[k] = r
 
 
 cdef inline void max_run_values(const floating* src, floating* best, index_t count,
-                                index_t step) noexcept nogil:
-    """max_run without indices."""
-    cdef index_t k
-    cdef floating value
+                                index_t step, index_t rows, index_t row_step, index_t taps,
+                                index_t dw) noexcept nogil:
+    """max_run_rel without indices."""
+    cdef index_t k, i, j
+    cdef floating value, b
     for k in range(count):
-        value = src[k * step]
-        best[k] = value if (value > best[k]) | (value != value) else best[k]
+        b = best[k]
+        for i in range(rows):
+            for j in range(taps):
+                value = src[k * step + i * row_step + j * dw]
+                b = value if (value > b) | (value != value) else b
+        best[k] = b
 
 
-cdef inline void max_tap(const floating* src, floating* best, long long* at, int* rel,
-                         index_t count, index_t step, long long pos, int tap) noexcept nogil:
-    # constant steps let the compiler vectorise the strided loads
-    if rel != NULL:
-        if step == 1:
-            max_run_rel(src, best, rel, count, 1, tap)
-        elif step == 2:
-            max_run_rel(src, best, rel, count, 2, tap)
-        else:
-            max_run_rel(src, best, rel, count, step, tap)
-    elif at == NULL:
-        if step == 1:
-            max_run_values(src, best, count, 1)
-        elif step == 2:
-            max_run_values(src, best, count, 2)
-        else:
-            max_run_values(src, best, count, step)
-    elif step == 1:
-        max_run(src, best, at, count, 1, pos)
-    elif step == 2:
-        max_run(src, best, at, count, 2, pos)
+cdef inline void max_rows(const floating* src, floating* best, long long* at, int* rel,
+                          index_t count, index_t step, index_t rows, index_t row_step,
+                          index_t kw, index_t dw, long long pos, int tap) noexcept nogil:
+    """``rows`` window rows over a run of outputs (at or rel NULL: see max_plane)."""
+    cdef index_t i, j
+    cdef bint square = dw == 1 and rows == kw
+    # Constant sizes let the compiler unroll the taps and vectorise over outputs, the
+    # maximum kept in registers: whole 2x2 and 3x3 windows, strides 1 and 2. Other
+    # windows go row by row (KW 2 and 3) or tap by tap.
+    if rel != NULL and square and kw == 2 and step == 2:
+        max_run_rel(src, best, rel, count, 2, 2, row_step, 2, 1, tap)
+    elif rel != NULL and square and kw == 2 and step == 1:
+        max_run_rel(src, best, rel, count, 1, 2, row_step, 2, 1, tap)
+    elif rel != NULL and square and kw == 3 and step == 2:
+        max_run_rel(src, best, rel, count, 2, 3, row_step, 3, 1, tap)
+    elif rel != NULL and square and kw == 3 and step == 1:
+        max_run_rel(src, best, rel, count, 1, 3, row_step, 3, 1, tap)
+    elif at == NULL and square and kw == 2 and step == 2:
+        max_run_values(src, best, count, 2, 2, row_step, 2, 1)
+    elif at == NULL and square and kw == 2 and step == 1:
+        max_run_values(src, best, count, 1, 2, row_step, 2, 1)
+    elif at == NULL and square and kw == 3 and step == 2:
+        max_run_values(src, best, count, 2, 3, row_step, 3, 1)
+    elif at == NULL and square and kw == 3 and step == 1:
+        max_run_values(src, best, count, 1, 3, row_step, 3, 1)
     else:
-        max_run(src, best, at, count, step, pos)
+        for i in range(rows):
+            max_row(src + i * row_step, best, at, rel, count, step, kw, dw,
+                    pos + i * row_step, <int> (tap + i * row_step))
+
+
+cdef inline void max_row(const floating* src, floating* best, long long* at, int* rel,
+                         index_t count, index_t step, index_t kw, index_t dw, long long pos,
+                         int tap) noexcept nogil:
+    """One window row (kw taps) over a run of outputs."""
+    cdef index_t j
+    if rel != NULL and dw == 1 and kw == 2 and step == 2:
+        max_run_rel(src, best, rel, count, 2, 1, 0, 2, 1, tap)
+    elif rel != NULL and dw == 1 and kw == 2 and step == 1:
+        max_run_rel(src, best, rel, count, 1, 1, 0, 2, 1, tap)
+    elif rel != NULL and dw == 1 and kw == 3 and step == 2:
+        max_run_rel(src, best, rel, count, 2, 1, 0, 3, 1, tap)
+    elif rel != NULL and dw == 1 and kw == 3 and step == 1:
+        max_run_rel(src, best, rel, count, 1, 1, 0, 3, 1, tap)
+    elif at == NULL and dw == 1 and kw == 2 and step == 2:
+        max_run_values(src, best, count, 2, 1, 0, 2, 1)
+    elif at == NULL and dw == 1 and kw == 2 and step == 1:
+        max_run_values(src, best, count, 1, 1, 0, 2, 1)
+    elif at == NULL and dw == 1 and kw == 3 and step == 2:
+        max_run_values(src, best, count, 2, 1, 0, 3, 1)
+    elif at == NULL and dw == 1 and kw == 3 and step == 1:
+        max_run_values(src, best, count, 1, 1, 0, 3, 1)
+    else:
+        for j in range(kw):
+            if rel != NULL:
+                if step == 1:
+                    max_run_rel(src + j * dw, best, rel, count, 1, 1, 0, 1, 1,
+                                <int> (tap + j * dw))
+                elif step == 2:
+                    max_run_rel(src + j * dw, best, rel, count, 2, 1, 0, 1, 1,
+                                <int> (tap + j * dw))
+                else:
+                    max_run_rel(src + j * dw, best, rel, count, step, 1, 0, 1, 1,
+                                <int> (tap + j * dw))
+            elif at == NULL:
+                if step == 1:
+                    max_run_values(src + j * dw, best, count, 1, 1, 0, 1, 1)
+                elif step == 2:
+                    max_run_values(src + j * dw, best, count, 2, 1, 0, 1, 1)
+                else:
+                    max_run_values(src + j * dw, best, count, step, 1, 0, 1, 1)
+            else:
+                max_run(src + j * dw, best, at, count, step, pos + j * dw)
 
 
 cdef inline void max_window(const floating* xp, floating* yr, long long* ir, index_t ow,
@@ -162,10 +226,8 @@ cdef void max_plane(const floating* xp, floating* yp, long long* ip, int* rel,
             else:
                 for k in range(count):
                     at[k] = first + k * sw
-        for i in range(i_lo, i_hi):
-            for j in range(kw):
-                start = (h0 + i * dh) * width + w_first + j * dw
-                max_tap(xp + start, best, at, rel, count, sw, start, <int> (start - first))
+        max_rows(xp + first, best, at, rel, count, sw, i_hi - i_lo, dh * width, kw, dw,
+                 first, 0)
         if rel != NULL:
             for k in range(count):
                 at[k] = first + k * sw + rel[k]
@@ -311,38 +373,73 @@ cdef inline void avg_window_grad(floating grad, floating* gxp, index_t h0, index
             gxp[ih * width + iw] += part
 
 
-cdef inline void sum_run(const floating* src, double* acc, index_t count,
-                         index_t step) noexcept nogil:
-    cdef index_t k
+cdef inline void sum_run(const floating* src, double* acc, index_t count, index_t step,
+                         index_t rows, index_t row_step, index_t taps) noexcept nogil:
+    """acc[k] += the rows x taps window taps of output k, in scan order."""
+    cdef index_t k, i, j
+    cdef double total
     for k in range(count):
-        acc[k] = acc[k] + src[k * step]
+        total = acc[k]
+        for i in range(rows):
+            for j in range(taps):
+                total = total + src[k * step + i * row_step + j]
+        acc[k] = total
 
 
-cdef inline void sum_tap(const floating* src, double* acc, index_t count,
-                         index_t step) noexcept nogil:
-    if step == 1:
-        sum_run(src, acc, count, 1)
-    elif step == 2:
-        sum_run(src, acc, count, 2)
+cdef inline void sum_rows(const floating* src, double* acc, index_t count, index_t step,
+                          index_t rows, index_t row_step, index_t kw) noexcept nogil:
+    """``rows`` window rows over a run of outputs (see max_rows for the constant sizes)."""
+    cdef index_t i, j
+    if rows == kw == 2 and step == 2:
+        sum_run(src, acc, count, 2, 2, row_step, 2)
+    elif rows == kw == 2 and step == 1:
+        sum_run(src, acc, count, 1, 2, row_step, 2)
+    elif rows == kw == 3 and step == 2:
+        sum_run(src, acc, count, 2, 3, row_step, 3)
+    elif rows == kw == 3 and step == 1:
+        sum_run(src, acc, count, 1, 3, row_step, 3)
     else:
-        sum_run(src, acc, count, step)
+        for i in range(rows):
+            for j in range(kw):
+                if step == 1:
+                    sum_run(src + i * row_step + j, acc, count, 1, 1, 0, 1)
+                elif step == 2:
+                    sum_run(src + i * row_step + j, acc, count, 2, 1, 0, 1)
+                else:
+                    sum_run(src + i * row_step + j, acc, count, step, 1, 0, 1)
 
 
-cdef inline void add_run(floating* dst, const floating* share, index_t count,
-                         index_t step) noexcept nogil:
-    cdef index_t k
+cdef inline void add_run(floating* dst, const floating* share, index_t count, index_t step,
+                         index_t rows, index_t row_step, index_t taps) noexcept nogil:
+    """dst += share[k] over the rows x taps window of output k; the windows of one call
+    must not overlap (step >= taps), or the loop would carry a dependence."""
+    cdef index_t k, i, j
+    cdef floating part
     for k in range(count):
-        dst[k * step] += share[k]
+        part = share[k]
+        for i in range(rows):
+            for j in range(taps):
+                dst[k * step + i * row_step + j] += part
 
 
-cdef inline void add_tap(floating* dst, const floating* share, index_t count,
-                         index_t step) noexcept nogil:
-    if step == 1:
-        add_run(dst, share, count, 1)
-    elif step == 2:
-        add_run(dst, share, count, 2)
+cdef inline void add_rows(floating* dst, const floating* share, index_t count, index_t step,
+                          index_t rows, index_t row_step, index_t kw) noexcept nogil:
+    """``rows`` window rows over a run of outputs: whole windows where stride = kernel
+    (2 and 3), else tap by tap (windows of one tap never overlap)."""
+    cdef index_t i, j
+    if rows == kw == 2 and step == 2:
+        add_run(dst, share, count, 2, 2, row_step, 2)
+    elif rows == kw == 3 and step == 3:
+        add_run(dst, share, count, 3, 3, row_step, 3)
     else:
-        add_run(dst, share, count, step)
+        for i in range(rows):
+            for j in range(kw):
+                if step == 1:
+                    add_run(dst + i * row_step + j, share, count, 1, 1, 0, 1)
+                elif step == 2:
+                    add_run(dst + i * row_step + j, share, count, 2, 1, 0, 1)
+                else:
+                    add_run(dst + i * row_step + j, share, count, step, 1, 0, 1)
 
 
 cdef void avg_plane(const floating* xp, floating* yp, double* acc,
@@ -350,7 +447,7 @@ cdef void avg_plane(const floating* xp, floating* yp, double* acc,
                     index_t kh, index_t kw, index_t sh, index_t sw, index_t ph, index_t pw,
                     bint count_include_pad, index_t divisor_override) noexcept nogil:
     """Average pooling of one plane (double accumulators, acc: OW scratch)."""
-    cdef index_t lo, hi, count, oh, ow, h0, ih, j, k, w_first, divisor
+    cdef index_t lo, hi, count, oh, ow, h0, ih, k, w_first, divisor
     interior_columns(width, ow_count, kw, sw, pw, 1, &lo, &hi)
     count = hi - lo
     w_first = lo * sw - pw
@@ -366,9 +463,9 @@ cdef void avg_plane(const floating* xp, floating* yp, double* acc,
             continue
         for k in range(count):
             acc[k] = 0
-        for ih in range(max(h0, 0), min(h0 + kh, height)):
-            for j in range(kw):
-                sum_tap(xp + ih * width + w_first + j, acc, count, sw)
+        ih = max(h0, 0)
+        sum_rows(xp + ih * width + w_first, acc, count, sw, min(h0 + kh, height) - ih, width,
+                 kw)
         # every interior window has the same divisor
         divisor = avg_divisor(h0, w_first, kh, kw, height, width, ph, pw,
                               count_include_pad, divisor_override)
@@ -407,7 +504,7 @@ cdef void avg_grad_plane(const floating* gyp, floating* gxp, floating* share,
                          index_t kh, index_t kw, index_t sh, index_t sw, index_t ph, index_t pw,
                          bint count_include_pad, index_t divisor_override) noexcept nogil:
     """gx plane = 0, then each gy / divisor added over its window (share: OW scratch)."""
-    cdef index_t lo, hi, count, oh, ow, h0, ih, j, k, w_first, divisor
+    cdef index_t lo, hi, count, oh, ow, h0, ih, k, w_first, divisor
     interior_columns(width, ow_count, kw, sw, pw, 1, &lo, &hi)
     count = hi - lo
     w_first = lo * sw - pw
@@ -426,9 +523,9 @@ cdef void avg_grad_plane(const floating* gyp, floating* gxp, floating* share,
                               count_include_pad, divisor_override)
         for k in range(count):
             share[k] = gyp[oh * ow_count + lo + k] / divisor
-        for ih in range(max(h0, 0), min(h0 + kh, height)):
-            for j in range(kw):
-                add_tap(gxp + ih * width + w_first + j, share, count, sw)
+        ih = max(h0, 0)
+        add_rows(gxp + ih * width + w_first, share, count, sw, min(h0 + kh, height) - ih,
+                 width, kw)
 
 
 def avg_pool2d_backward(
