@@ -767,10 +767,10 @@ def max_pool2d(x: ArrayLike, kernel_size: IntPair, stride: IntPair | None = None
     if y.size:
         n_threads = _config.effective_n_threads()
         # per-thread argmax offsets within the window (int32)
-        workspace = np.empty((n_threads, shape[3]), dtype=np.intc) if return_indices else None
+        workspace = None if idx is None else np.empty((n_threads, shape[3]), dtype=np.intc)
         _pool.max_pool2d_forward(x, y, idx, workspace, *geom.kernel, *geom.stride,
                                  *geom.padding, *geom.dilation, n_threads)
-    return (y, idx) if return_indices else y
+    return y if idx is None else (y, idx)
 
 
 def _as_indices(idx: ArrayLike, name: str, shape: tuple[int, ...],
