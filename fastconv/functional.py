@@ -1067,26 +1067,34 @@ def max_pool2d(x: ArrayLike, kernel_size: IntPair, stride: IntPair | None = None
     geom = _PoolGeometry(x.shape[2:], kernel_size, stride, padding, dilation, ceil_mode)
     shape = _pool_output(x, geom)
     y = np.empty(shape, dtype=x.dtype)
-    idx = np.empty(shape, dtype=np.int64)
+    idx = np.empty(shape, dtype=np.int64) if return_indices else None  # None: values only
     if y.size:
-        _pool.max_pool2d_forward(x, y, idx, *geom.kernel, *geom.stride, *geom.padding,
-                                 *geom.dilation, _config.effective_n_threads())
-    return (y, idx) if return_indices else y
+        n_threads = _config.effective_n_threads()
+        # per-thread argmax offsets within the window (int32)
+        workspace = None if idx is None else np.empty((n_threads, shape[3]), dtype=np.intc)
+        _pool.max_pool2d_forward(x, y, idx, workspace, *geom.kernel, *geom.stride,
+                                 *geom.padding, *geom.dilation, n_threads)
+    return y if idx is None else (y, idx)
 
 
-def _as_indices(idx: ArrayLike, name: str, shape: tuple[int, ...], plane_size: int,
-                what: str) -> NDArray[np.int64]:
+def _as_indices(idx: ArrayLike, name: str, shape: tuple[int, ...],
+                what: str) -> tuple[NDArray[Any], NDArray[np.int64]]:
+    """(idx as given, idx as C-contiguous int64); the range is checked by the kernel."""
     idx = as_array(idx, name)
     if idx.dtype.kind not in "iu":
         raise TypeError(f"{name} must be an integer array (int64 flat offsets), got {idx.dtype}")
     if idx.shape != shape:
         raise ValueError(f"{name} must have shape {shape} (the shape of {what}), got {idx.shape}")
-    if idx.size and (idx.min() < 0 or idx.max() >= plane_size):
+    return idx, as_contiguous(idx, np.int64)
+
+
+def _check_scatter(n_bad: int, idx: NDArray[Any], name: str, plane_size: int) -> None:
+    """Raise for the indices a scatter kernel found outside [0, plane_size) (and skipped)."""
+    if n_bad:
         raise ValueError(
             f"{name} holds offsets outside the plane: each must lie in [0, {plane_size}), "
             f"got values in [{idx.min()}, {idx.max()}]"
         )
-    return as_contiguous(idx, np.int64)
 
 
 def _as_shape(input_shape: Sequence[int], name: str, ndim: int = 4) -> tuple[int, ...]:
@@ -1127,10 +1135,10 @@ def max_pool2d_backward(gy: ArrayLike, idx: ArrayLike, input_shape: Sequence[int
     n, c, h, w = _as_shape(input_shape, "input_shape")
     if (n, c) != gy.shape[:2]:
         raise ValueError(f"input_shape {input_shape} must start with gy's (N, C) {gy.shape[:2]}")
-    idx = _as_indices(idx, "idx", gy.shape, h * w, "gy")
-    gx = np.zeros((n, c, h, w), dtype=gy.dtype)
-    if gy.size:
-        _pool.max_pool2d_backward(gy, idx, gx, _config.effective_n_threads())
+    given, idx = _as_indices(idx, "idx", gy.shape, "gy")
+    gx = np.empty((n, c, h, w), dtype=gy.dtype)  # zeroed by the kernel, plane by plane
+    n_bad = _pool.max_pool2d_backward(gy, idx, gx, _config.effective_n_threads())
+    _check_scatter(n_bad, given, "idx", h * w)
     return gx
 
 
@@ -1188,10 +1196,10 @@ def max_unpool2d(y: ArrayLike, idx: ArrayLike, kernel_size: IntPair,
         raise ValueError(f"max_unpool2d output size {out_hw} must be positive")
     shape = (*y.shape[:2], *out_hw)
     check_size(shape, "the output")
-    idx = _as_indices(idx, "idx", y.shape, out_hw[0] * out_hw[1], "y")
-    out = np.zeros(shape, dtype=y.dtype)
-    if y.size:
-        _pool.max_unpool2d(y, idx, out, _config.effective_n_threads())
+    given, idx = _as_indices(idx, "idx", y.shape, "y")
+    out = np.empty(shape, dtype=y.dtype)  # zeroed by the kernel, plane by plane
+    n_bad = _pool.max_unpool2d(y, idx, out, _config.effective_n_threads())
+    _check_scatter(n_bad, given, "idx", out_hw[0] * out_hw[1])
     return out
 
 
@@ -1248,7 +1256,9 @@ def avg_pool2d(x: ArrayLike, kernel_size: IntPair, stride: IntPair | None = None
     args = _avg_args(geom, count_include_pad, divisor_override)
     y = np.empty(_pool_output(x, geom), dtype=x.dtype)
     if y.size:
-        _pool.avg_pool2d_forward(x, y, *args, _config.effective_n_threads())
+        n_threads = _config.effective_n_threads()
+        workspace = np.empty((n_threads, y.shape[3]))  # per-thread row of double sums
+        _pool.avg_pool2d_forward(x, y, workspace, *args, n_threads)
     return y
 
 
@@ -1281,9 +1291,10 @@ def avg_pool2d_backward(gy: ArrayLike, input_shape: Sequence[int], kernel_size: 
     geom = _PoolGeometry(shape[2:], kernel_size, stride, padding, 1, ceil_mode)
     _check_pool_grad(gy, shape, geom)
     args = _avg_args(geom, count_include_pad, divisor_override)
-    gx = np.zeros(shape, dtype=gy.dtype)
-    if gy.size:
-        _pool.avg_pool2d_backward(gy, gx, *args, _config.effective_n_threads())
+    gx = np.empty(shape, dtype=gy.dtype)  # zeroed by the kernel, plane by plane
+    n_threads = _config.effective_n_threads()
+    workspace = np.empty((n_threads, max(gy.shape[3], 1)), dtype=gy.dtype)  # per-thread shares
+    _pool.avg_pool2d_backward(gy, gx, workspace, *args, n_threads)
     return gx
 
 

@@ -1118,3 +1118,154 @@ def test_one_and_two_threads_bit_identical(n, c, dtype, rng, restore_threads):
         one, two = results[1][name], results[2][name]
         assert one.dtype == two.dtype
         assert np.array_equal(one, two), f"{name} differs between 1 and 2 threads"
+
+
+# --------------------------------------------------------------------------- #
+# the kernels' fast paths: interior runs, edge columns, in-kernel checks
+# --------------------------------------------------------------------------- #
+# Max and average pooling compute a row's interior columns (windows wholly inside the
+# row) over the whole run, with code specialised for whole 2x2 and 3x3 windows, rows of
+# 2 and 3 taps and strides 1 and 2 (3 for the average backward), else tap by tap, and
+# the clipped edge columns one by one. Rows here are wide enough for runs longer than
+# a vector, with odd lengths (remainders), edges on one or both sides, overlapping
+# windows (stride < kernel) and gaps (stride > kernel).
+
+from fastconv._kernels import _pool  # noqa: E402
+
+WIDE_SIZES = [(9, 37), (6, 64), (5, 19)]
+WIDE_POOLS = [
+    dict(kernel_size=2, stride=2),
+    dict(kernel_size=3, stride=2, padding=1),
+    dict(kernel_size=3, stride=1, padding=1),
+    dict(kernel_size=(2, 3), stride=3),
+    dict(kernel_size=(3, 4), stride=(2, 3), padding=(1, 2), ceil_mode=True),
+    dict(kernel_size=(1, 5), stride=(1, 4), padding=(0, 2)),
+    dict(kernel_size=3, stride=2, padding=1, ceil_mode=True),
+    dict(kernel_size=(2, 1), stride=(1, 1)),
+    dict(kernel_size=2, stride=1, ceil_mode=True),
+    dict(kernel_size=3, stride=3, padding=1, ceil_mode=True),
+    dict(kernel_size=3, stride=(1, 2)),
+]
+WIDE_DILATED = [
+    dict(kernel_size=3, stride=2, padding=1, dilation=2),
+    dict(kernel_size=(2, 3), stride=1, dilation=(2, 3), ceil_mode=True),
+    dict(kernel_size=(3, 2), stride=(1, 3), padding=(1, 1), dilation=(1, 4)),
+]
+
+
+def _wide_id(pool):
+    return "-".join(f"{key.split('_')[0]}{value}".replace(" ", "") for key, value in pool.items())
+
+
+@pytest.mark.parametrize("mode", ["normal", "ties", "special"])
+@pytest.mark.parametrize("size", WIDE_SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("pool", WIDE_POOLS + WIDE_DILATED, ids=_wide_id)
+def test_max_pool_wide_rows(pool, size, mode, dtype, rng, assert_close):
+    if not max_geometry_ok(size, **pool):
+        pytest.skip("geometry without output")
+    check_max(max_pool_input(rng, (2, 3) + size, dtype, mode), pool, rng, assert_close)
+
+
+@pytest.mark.parametrize("pool", WIDE_POOLS[:3] + WIDE_DILATED[:1], ids=_wide_id)
+def test_max_pool_nan_and_ties_at_edges_and_interior(pool, dtype):
+    """NaN in the first, an interior and the last column, one NaN pair in one window
+    (the last wins), and rows of equal values (the first tap wins)."""
+    x = np.zeros((1, 2, 7, 41), dtype)
+    x[0, 0, 1, [0, 17, 40]] = np.nan
+    x[0, 0, 4, 20:22] = np.nan
+    x[0, 0, 5] = -np.inf
+    x[0, 1, ::2] = 3.0
+    x[0, 1, 3, [0, 25, 40]] = np.nan
+    y, idx = fc.max_pool2d(x, **pool, return_indices=True)
+    y_ref, idx_ref = max_pool2d_ref(x, **pool)
+    assert_max_equal(y, idx, y_ref, idx_ref)
+    np.testing.assert_array_equal(fc.max_pool2d(x, **pool), y)
+
+
+@pytest.mark.parametrize("pool", WIDE_POOLS + WIDE_DILATED, ids=_wide_id)
+def test_max_pool_int64_tracking_equals_int32(pool, dtype, rng):
+    """Without scratch the kernel tracks int64 plane offsets (its path for windows
+    spanning over 2**31 elements); it must choose exactly the same taps."""
+    x = max_pool_input(rng, (2, 2, 9, 37), dtype, "special")
+    if not max_geometry_ok(x.shape[2:], **pool):
+        pytest.skip("geometry without output")
+    y_ref, idx_ref = max_pool2d_ref(x, **pool)
+    k, s = pair_ref(pool["kernel_size"]), _stride_pair(pool["kernel_size"], pool["stride"])
+    p, d = pair_ref(pool.get("padding", 0)), pair_ref(pool.get("dilation", 1))
+    y = np.empty(y_ref.shape, dtype)
+    idx = np.empty(y_ref.shape, np.int64)
+    _pool.max_pool2d_forward(x, y, idx, None, *k, *s, *p, *d, 2)
+    assert_max_equal(y, idx, y_ref, idx_ref)
+
+
+@pytest.mark.parametrize("count_include_pad, divisor_override", [(True, None), (False, None),
+                                                                  (True, 5)])
+@pytest.mark.parametrize("size", WIDE_SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("pool", WIDE_POOLS, ids=_wide_id)
+def test_avg_pool_wide_rows(pool, size, count_include_pad, divisor_override, dtype, rng,
+                            assert_close):
+    pool = dict(pool, count_include_pad=count_include_pad, divisor_override=divisor_override)
+    check_avg(rng.standard_normal((2, 3) + size).astype(dtype), pool, rng, assert_close)
+
+
+def _kernel_args(pool):
+    k, s = pair_ref(pool["kernel_size"]), _stride_pair(pool["kernel_size"], pool["stride"])
+    return (*k, *s, *pair_ref(pool.get("padding", 0)))
+
+
+@pytest.mark.parametrize("pool", WIDE_POOLS, ids=_wide_id)
+def test_backward_kernels_overwrite_every_element(pool, dtype, rng, assert_close):
+    """The backward kernels zero gx themselves: NaN garbage in it must not survive, also
+    where no window reaches (gaps of stride > kernel, floor-mode leftovers)."""
+    x = rng.standard_normal((2, 3, 9, 37)).astype(dtype)
+    y, idx = fc.max_pool2d(x, **pool, return_indices=True)
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    gx = np.full(x.shape, np.nan, dtype)
+    assert _pool.max_pool2d_backward(gy, idx, gx, 2) == 0
+    assert_close(gx, max_pool2d_backward_ref(gy, idx, x.shape))
+    gx = np.full(x.shape, np.nan, dtype)
+    workspace = np.full((2, y.shape[3]), np.nan, dtype)
+    _pool.avg_pool2d_backward(gy, gx, workspace, *_kernel_args(pool), True, 0, 2)
+    assert_close(gx, avg_pool2d_backward_ref(gy, x.shape, **pool))
+    if "dilation" not in pool:
+        out = np.full(x.shape, np.nan, dtype)
+        assert _pool.max_unpool2d(y, idx, out, 2) == 0
+        np.testing.assert_array_equal(out, max_unpool2d_ref(y, idx, x.shape[2:]))
+
+
+def test_scatter_kernels_skip_and_count_indices_outside_the_plane(dtype):
+    """The scatter kernels check every index: one outside the plane is skipped (never
+    written) and counted, so the caller can raise."""
+    gy = np.array([[[[1.0, 2.0], [4.0, 8.0]]]], dtype)
+    idx = np.array([[[[0, 8], [-1, 9]]]], dtype=np.int64)  # a 3x3 plane: 8 is its last
+    gx = np.full((1, 1, 3, 3), np.nan, dtype)
+    assert _pool.max_pool2d_backward(gy, idx, gx, 1) == 2
+    np.testing.assert_array_equal(gx.ravel(), [1, 0, 0, 0, 0, 0, 0, 0, 2])
+    out = np.full((1, 1, 3, 3), np.nan, dtype)
+    assert _pool.max_unpool2d(gy, idx, out, 1) == 2
+    np.testing.assert_array_equal(out.ravel(), [1, 0, 0, 0, 0, 0, 0, 0, 2])
+    with pytest.raises(ValueError, match=r"idx holds offsets outside the plane.*\[-1, 9\]"):
+        fc.max_pool2d_backward(gy, idx, (1, 1, 3, 3))
+    with pytest.raises(ValueError, match=r"idx holds offsets outside the plane.*\[-1, 9\]"):
+        fc.max_unpool2d(gy, idx, 2, output_size=(3, 3))
+
+
+@pytest.mark.parametrize("pool", WIDE_POOLS[1:3] + WIDE_POOLS[4:5] + WIDE_DILATED[:1],
+                         ids=_wide_id)
+def test_wide_rows_bit_identical_for_1_2_3_threads(pool, dtype, rng, restore_threads):
+    x = max_pool_input(rng, (3, 5, 9, 37), dtype, "special")
+    finite = np.nan_to_num(x, neginf=-2.0)
+    results = []
+    for threads in (1, 2, 3):
+        with fc.threads(threads):
+            y, idx = fc.max_pool2d(x, **pool, return_indices=True)
+            gy = np.cos(fc.max_pool2d(finite, **pool))
+            out = [y, idx, fc.max_pool2d(x, **pool), fc.max_pool2d_backward(gy, idx, x.shape)]
+            if "dilation" not in pool:
+                avg = fc.avg_pool2d(finite, **pool)
+                out += [avg, fc.avg_pool2d_backward(np.cos(avg), x.shape, **pool)]
+            results.append(out)
+    for other in results[1:]:
+        for one, two in zip(results[0], other):
+            assert one.dtype == two.dtype
+            np.testing.assert_array_equal(one, two)  # NaN where NaN

@@ -8,97 +8,327 @@ Notes
 Every parallel task owns one (n, c) plane, forward and backward: the backward
 scatters (several windows overlap when the stride is smaller than the window)
 then never race, and each element is summed in one fixed order, so results are
-bit-identical for any thread count. Window bounds are clipped once per output
-row/column, not tested per tap. Output sizes, ceil-mode window dropping, padding
-limits and index ranges are validated by the caller (fastconv.functional).
+bit-identical for any thread count. Output sizes, ceil-mode window dropping,
+padding limits and index ranges are validated by the caller (fastconv.functional).
 Indices are flat offsets h * W + w within the input plane (int64).
+
+Max and average pooling split each output row into its interior columns, whose
+windows lie wholly inside the row (no clipping), and the few edge columns on
+either side. The interior is computed tap by tap over the whole run of columns:
+for one window tap, output k reads input column k * SW + offset, a counted loop
+over contiguous memory that compilers vectorise (stride 1 and 2 get their own
+specialisation). Each output still sees its taps in the same scan order (window
+row, then column), so ties, NaN and -inf behave exactly as a per-window scan.
+Backward kernels zero their own plane (np.empty in the caller): the plane stays in
+cache for the scatter that follows, and pages are first touched by their thread.
 """
 
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange, threadid
 from libc.math cimport INFINITY, fabs, pow
+from libc.string cimport memset
 
 from fastconv._kernels._types cimport floating, index_t
-from fastconv._kernels._shape cimport first_valid, stop_valid
+from fastconv._kernels._shape cimport ceil_div, first_valid, stop_valid
+
+
+cdef inline void interior_columns(index_t width, index_t ow_count, index_t kw, index_t sw,
+                                  index_t pw, index_t dw, index_t* lo, index_t* hi) noexcept nogil:
+    """[lo, hi): the output columns whose every tap lies inside [0, width)."""
+    cdef index_t span = (kw - 1) * dw + 1
+    lo[0] = min(ceil_div(pw, sw), ow_count)
+    # the last full window starts at width - span
+    hi[0] = max(min((width - span + pw) // sw + 1 if width >= span - pw else 0, ow_count), lo[0])
+
+
+# --- max pooling -------------------------------------------------------------------
+
+cdef inline void max_run(const floating* src, floating* best, long long* at, index_t count,
+                         index_t step, long long pos) noexcept nogil:
+    """One tap over a run of outputs: src[k * step] (input offset pos + k * step) vs best[k]."""
+    cdef index_t k
+    cdef floating value
+    cdef bint take
+    for k in range(count):
+        value = src[k * step]
+        take = (value > best[k]) | (value != value)  # NaN wins; ties keep the earlier tap
+        best[k] = value if take else best[k]
+        at[k] = pos + k * step if take else at[k]
+
+
+cdef inline void max_run_rel(const floating* src, floating* best, int* rel, index_t count,
+                             index_t step, index_t rows, index_t row_step, index_t taps,
+                             index_t dw, int tap) noexcept nogil:
+    """``rows`` x ``taps`` taps of a window over a run of outputs, in scan order, recording
+    the winner's offset within the window (int32, as wide as a float lane: this
+    vectorises, int64 does not). src: the first tap's input, tap: its offset."""
+    cdef index_t k, i, j
+    cdef floating value, b
+    cdef int r
+    cdef bint take
+    for k in range(count):
+        b = best[k]
+        r = rel[k]
+        for i in range(rows):
+            for j in range(taps):
+                value = src[k * step + i * row_step + j * dw]
+                take = (value > b) | (value != value)
+                b = value if take else b
+                r = <int> (tap + i * row_step + j * dw) if take else r
+        best[k] = b
+        rel[k] = r
+
+
+cdef inline void max_run_values(const floating* src, floating* best, index_t count,
+                                index_t step, index_t rows, index_t row_step, index_t taps,
+                                index_t dw) noexcept nogil:
+    """max_run_rel without indices."""
+    cdef index_t k, i, j
+    cdef floating value, b
+    for k in range(count):
+        b = best[k]
+        for i in range(rows):
+            for j in range(taps):
+                value = src[k * step + i * row_step + j * dw]
+                b = value if (value > b) | (value != value) else b
+        best[k] = b
+
+
+cdef inline void max_rows(const floating* src, floating* best, long long* at, int* rel,
+                          index_t count, index_t step, index_t rows, index_t row_step,
+                          index_t kw, index_t dw, long long pos, int tap) noexcept nogil:
+    """``rows`` window rows over a run of outputs (at or rel NULL: see max_plane)."""
+    cdef index_t i, j
+    cdef bint square = dw == 1 and rows == kw
+    # Constant sizes let the compiler unroll the taps and vectorise over outputs, the
+    # maximum kept in registers: whole 2x2 and 3x3 windows, strides 1 and 2. Other
+    # windows go row by row (KW 2 and 3) or tap by tap.
+    if rel != NULL and square and kw == 2 and step == 2:
+        max_run_rel(src, best, rel, count, 2, 2, row_step, 2, 1, tap)
+    elif rel != NULL and square and kw == 2 and step == 1:
+        max_run_rel(src, best, rel, count, 1, 2, row_step, 2, 1, tap)
+    elif rel != NULL and square and kw == 3 and step == 2:
+        max_run_rel(src, best, rel, count, 2, 3, row_step, 3, 1, tap)
+    elif rel != NULL and square and kw == 3 and step == 1:
+        max_run_rel(src, best, rel, count, 1, 3, row_step, 3, 1, tap)
+    elif at == NULL and square and kw == 2 and step == 2:
+        max_run_values(src, best, count, 2, 2, row_step, 2, 1)
+    elif at == NULL and square and kw == 2 and step == 1:
+        max_run_values(src, best, count, 1, 2, row_step, 2, 1)
+    elif at == NULL and square and kw == 3 and step == 2:
+        max_run_values(src, best, count, 2, 3, row_step, 3, 1)
+    elif at == NULL and square and kw == 3 and step == 1:
+        max_run_values(src, best, count, 1, 3, row_step, 3, 1)
+    else:
+        for i in range(rows):
+            max_row(src + i * row_step, best, at, rel, count, step, kw, dw,
+                    pos + i * row_step, <int> (tap + i * row_step))
+
+
+cdef inline void max_row(const floating* src, floating* best, long long* at, int* rel,
+                         index_t count, index_t step, index_t kw, index_t dw, long long pos,
+                         int tap) noexcept nogil:
+    """One window row (kw taps) over a run of outputs."""
+    cdef index_t j
+    if rel != NULL and dw == 1 and kw == 2 and step == 2:
+        max_run_rel(src, best, rel, count, 2, 1, 0, 2, 1, tap)
+    elif rel != NULL and dw == 1 and kw == 2 and step == 1:
+        max_run_rel(src, best, rel, count, 1, 1, 0, 2, 1, tap)
+    elif rel != NULL and dw == 1 and kw == 3 and step == 2:
+        max_run_rel(src, best, rel, count, 2, 1, 0, 3, 1, tap)
+    elif rel != NULL and dw == 1 and kw == 3 and step == 1:
+        max_run_rel(src, best, rel, count, 1, 1, 0, 3, 1, tap)
+    elif at == NULL and dw == 1 and kw == 2 and step == 2:
+        max_run_values(src, best, count, 2, 1, 0, 2, 1)
+    elif at == NULL and dw == 1 and kw == 2 and step == 1:
+        max_run_values(src, best, count, 1, 1, 0, 2, 1)
+    elif at == NULL and dw == 1 and kw == 3 and step == 2:
+        max_run_values(src, best, count, 2, 1, 0, 3, 1)
+    elif at == NULL and dw == 1 and kw == 3 and step == 1:
+        max_run_values(src, best, count, 1, 1, 0, 3, 1)
+    else:
+        for j in range(kw):
+            if rel != NULL:
+                if step == 1:
+                    max_run_rel(src + j * dw, best, rel, count, 1, 1, 0, 1, 1,
+                                <int> (tap + j * dw))
+                elif step == 2:
+                    max_run_rel(src + j * dw, best, rel, count, 2, 1, 0, 1, 1,
+                                <int> (tap + j * dw))
+                else:
+                    max_run_rel(src + j * dw, best, rel, count, step, 1, 0, 1, 1,
+                                <int> (tap + j * dw))
+            elif at == NULL:
+                if step == 1:
+                    max_run_values(src + j * dw, best, count, 1, 1, 0, 1, 1)
+                elif step == 2:
+                    max_run_values(src + j * dw, best, count, 2, 1, 0, 1, 1)
+                else:
+                    max_run_values(src + j * dw, best, count, step, 1, 0, 1, 1)
+            else:
+                max_run(src + j * dw, best, at, count, step, pos + j * dw)
+
+
+cdef inline void max_window(const floating* xp, floating* yr, long long* ir, index_t ow,
+                            index_t h0, index_t i_lo, index_t i_hi, index_t width,
+                            index_t kw, index_t sw, index_t pw, index_t dh,
+                            index_t dw) noexcept nogil:
+    """One (edge) window, clipped tap by tap: yr[ow] and, unless ir is NULL, ir[ow]."""
+    cdef index_t w0 = ow * sw - pw
+    cdef index_t j_lo = first_valid(w0, dw, kw), j_hi = stop_valid(w0, dw, width, kw)
+    cdef index_t i, j, at, best_at = (h0 + i_lo * dh) * width + w0 + j_lo * dw
+    cdef floating best = -INFINITY, value
+    for i in range(i_lo, i_hi):
+        for j in range(j_lo, j_hi):
+            at = (h0 + i * dh) * width + w0 + j * dw
+            value = xp[at]
+            if value > best or value != value:
+                best = value
+                best_at = at
+    yr[ow] = best
+    if ir != NULL:
+        ir[ow] = best_at
+
+
+cdef void max_plane(const floating* xp, floating* yp, long long* ip, int* rel,
+                    index_t height, index_t width, index_t oh_count, index_t ow_count,
+                    index_t kh, index_t kw, index_t sh, index_t sw, index_t ph, index_t pw,
+                    index_t dh, index_t dw) noexcept nogil:
+    """Max pooling of one plane. ip NULL: no indices; else rel NULL: the argmax is tracked
+    as int64 plane offsets, else as int32 offsets within the window (OW scratch)."""
+    cdef index_t lo, hi, count, oh, ow, h0, i, i_lo, i_hi, j, k, w_first, start, first
+    cdef floating* best
+    cdef long long* at = NULL
+    interior_columns(width, ow_count, kw, sw, pw, dw, &lo, &hi)
+    count = hi - lo
+    w_first = lo * sw - pw
+    for oh in range(oh_count):
+        h0 = oh * sh - ph
+        i_lo = first_valid(h0, dh, kh)
+        i_hi = stop_valid(h0, dh, height, kh)
+        for ow in range(lo):
+            max_window(xp, yp + oh * ow_count, NULL if ip == NULL else ip + oh * ow_count,
+                       ow, h0, i_lo, i_hi, width, kw, sw, pw, dh, dw)
+        for ow in range(hi, ow_count):
+            max_window(xp, yp + oh * ow_count, NULL if ip == NULL else ip + oh * ow_count,
+                       ow, h0, i_lo, i_hi, width, kw, sw, pw, dh, dw)
+        if count == 0:
+            continue
+        best = yp + oh * ow_count + lo
+        for k in range(count):
+            best[k] = -INFINITY
+        # an all -inf window reports its first tap
+        first = (h0 + i_lo * dh) * width + w_first
+        if ip != NULL:
+            at = ip + oh * ow_count + lo
+            if rel != NULL:
+                for k in range(count):
+                    rel[k] = 0
+            else:
+                for k in range(count):
+                    at[k] = first + k * sw
+        max_rows(xp + first, best, at, rel, count, sw, i_hi - i_lo, dh * width, kw, dw,
+                 first, 0)
+        if rel != NULL:
+            for k in range(count):
+                at[k] = first + k * sw + rel[k]
 
 
 def max_pool2d_forward(
     const floating[:, :, :, ::1] x,  # IN (N, C, H, W)
     floating[:, :, :, ::1] y,        # OUT (N, C, OH, OW)
-    long long[:, :, :, ::1] idx,     # OUT (N, C, OH, OW) argmax as h * W + w
+    long long[:, :, :, ::1] idx,     # OUT (N, C, OH, OW) argmax as h * W + w, or None
+    int[:, ::1] workspace,           # SCRATCH (threads, OW), or None: int64 argmax tracking
     index_t kh, index_t kw, index_t sh, index_t sw, index_t ph, index_t pw,
     index_t dh, index_t dw, int n_threads,
 ):
     """Window maximum; ties keep the first in scan order; NaN wins (the last NaN)."""
-    cdef index_t planes = x.shape[0] * x.shape[1], n_ch = x.shape[1]
+    cdef index_t planes = x.shape[0] * x.shape[1]
     cdef index_t height = x.shape[2], width = x.shape[3]
     cdef index_t oh_count = y.shape[2], ow_count = y.shape[3]
-    cdef index_t plane, n, c, oh, ow, h0, w0, i, j, i_lo, i_hi, j_lo, j_hi, ih, iw, best_at
-    cdef floating best, value
+    cdef index_t in_plane = height * width, out_plane = oh_count * ow_count
+    cdef index_t plane, slot
+    cdef bint with_idx = idx is not None
+    # int32 window offsets whenever the window's span in the plane fits (and scratch given)
+    cdef bint narrow = (with_idx and workspace is not None
+                        and (kh - 1) * dh * width + (kw - 1) * dw <= 2147483647)
+    if planes == 0 or out_plane == 0:
+        return
+    cdef const floating* xp = &x[0, 0, 0, 0]
+    cdef floating* yp = &y[0, 0, 0, 0]
+    cdef long long* ip = &idx[0, 0, 0, 0] if with_idx else NULL
+    slot = 0
+    with nogil, parallel(num_threads=n_threads):
+        slot = threadid()
+        for plane in prange(planes, schedule="static"):
+            max_plane(xp + plane * in_plane, yp + plane * out_plane,
+                      ip + plane * out_plane if with_idx else NULL,
+                      &workspace[slot, 0] if narrow else NULL,
+                      height, width, oh_count, ow_count, kh, kw, sh, sw, ph, pw, dh, dw)
+
+
+cdef index_t scatter_planes(const floating[:, :, :, ::1] src, const long long[:, :, :, ::1] idx,
+                            floating[:, :, :, ::1] dst, bint add, int n_threads) noexcept:
+    """dst = 0, then dst[idx] += src (add) or = src, plane by plane. Returns the number of
+    indices outside dst's plane: those are skipped, never written."""
+    cdef index_t planes = src.shape[0] * src.shape[1]
+    cdef index_t src_plane = src.shape[2] * src.shape[3]
+    cdef index_t dst_plane = dst.shape[2] * dst.shape[3]
+    cdef index_t plane, k, at, bad = 0
+    cdef const floating* sp
+    cdef const long long* ip
+    cdef floating* dp
+    if planes == 0:
+        return 0
+    if dst_plane == 0 or src_plane == 0:  # every index is outside / nothing to scatter
+        if dst_plane:
+            memset(&dst[0, 0, 0, 0], 0, planes * dst_plane * sizeof(floating))
+        return planes * src_plane
+    sp = &src[0, 0, 0, 0]
+    ip = &idx[0, 0, 0, 0]
+    dp = &dst[0, 0, 0, 0]
     with nogil:
         for plane in prange(planes, num_threads=n_threads, schedule="static"):
-            n = plane // n_ch
-            c = plane % n_ch
-            for oh in range(oh_count):
-                h0 = oh * sh - ph
-                i_lo = first_valid(h0, dh, kh)
-                i_hi = stop_valid(h0, dh, height, kh)
-                for ow in range(ow_count):
-                    w0 = ow * sw - pw
-                    j_lo = first_valid(w0, dw, kw)
-                    j_hi = stop_valid(w0, dw, width, kw)
-                    best = -INFINITY
-                    best_at = (h0 + i_lo * dh) * width + w0 + j_lo * dw
-                    for i in range(i_lo, i_hi):
-                        ih = h0 + i * dh
-                        for j in range(j_lo, j_hi):
-                            iw = w0 + j * dw
-                            value = x[n, c, ih, iw]
-                            if value > best or value != value:
-                                best = value
-                                best_at = ih * width + iw
-                    y[n, c, oh, ow] = best
-                    idx[n, c, oh, ow] = best_at
+            # zeroed by the thread that scatters: the plane stays in its cache
+            memset(dp + plane * dst_plane, 0, dst_plane * sizeof(floating))
+            for k in range(plane * src_plane, (plane + 1) * src_plane):
+                at = ip[k]
+                if <size_t> at >= <size_t> dst_plane:  # also catches at < 0
+                    bad += 1
+                elif add:
+                    dp[plane * dst_plane + at] += sp[k]
+                else:
+                    dp[plane * dst_plane + at] = sp[k]
+    return bad
 
 
 def max_pool2d_backward(
     const floating[:, :, :, ::1] gy,     # IN (N, C, OH, OW)
-    const long long[:, :, :, ::1] idx,   # IN (N, C, OH, OW), each in [0, H * W)
-    floating[:, :, :, ::1] gx,           # OUT (N, C, H, W), zero-filled by the caller
+    const long long[:, :, :, ::1] idx,   # IN (N, C, OH, OW), flat offsets in the plane
+    floating[:, :, :, ::1] gx,           # OUT (N, C, H, W), any contents (zeroed here)
     int n_threads,
 ):
-    """gx[argmax] += gy, one plane per task."""
-    cdef index_t planes = gy.shape[0] * gy.shape[1], n_ch = gy.shape[1]
-    cdef index_t oh_count = gy.shape[2], ow_count = gy.shape[3], width = gx.shape[3]
-    cdef index_t plane, n, c, oh, ow, at
-    with nogil:
-        for plane in prange(planes, num_threads=n_threads, schedule="static"):
-            n = plane // n_ch
-            c = plane % n_ch
-            for oh in range(oh_count):
-                for ow in range(ow_count):
-                    at = idx[n, c, oh, ow]
-                    gx[n, c, at // width, at % width] += gy[n, c, oh, ow]
+    """gx = 0, then gx[argmax] += gy, one plane per task.
+
+    Returns the number of indices outside [0, H * W): those are skipped (never
+    written); the caller raises when it is not 0.
+    """
+    return scatter_planes(gy, idx, gx, True, n_threads)
 
 
 def max_unpool2d(
     const floating[:, :, :, ::1] y,      # IN (N, C, H, W) pooled values
-    const long long[:, :, :, ::1] idx,   # IN (N, C, H, W), each in [0, OH * OW)
-    floating[:, :, :, ::1] out,          # OUT (N, C, OH, OW), zero-filled by the caller
+    const long long[:, :, :, ::1] idx,   # IN (N, C, H, W), flat offsets in the output plane
+    floating[:, :, :, ::1] out,          # OUT (N, C, OH, OW), any contents (zeroed here)
     int n_threads,
 ):
-    """out[idx] = y within each plane (a later duplicate index overwrites)."""
-    cdef index_t planes = y.shape[0] * y.shape[1], n_ch = y.shape[1]
-    cdef index_t h_count = y.shape[2], w_count = y.shape[3], width = out.shape[3]
-    cdef index_t plane, n, c, h, w, at
-    with nogil:
-        for plane in prange(planes, num_threads=n_threads, schedule="static"):
-            n = plane // n_ch
-            c = plane % n_ch
-            for h in range(h_count):
-                for w in range(w_count):
-                    at = idx[n, c, h, w]
-                    out[n, c, at // width, at % width] = y[n, c, h, w]
+    """out = 0, then out[idx] = y within each plane (a later duplicate index overwrites).
 
+    Returns the number of indices outside [0, OH * OW): those are skipped (never
+    written); the caller raises when it is not 0.
+    """
+    return scatter_planes(y, idx, out, False, n_threads)
+
+# --- average pooling ---------------------------------------------------------------
 
 cdef inline index_t avg_divisor(index_t h0, index_t w0, index_t kh, index_t kw,
                                 index_t height, index_t width, index_t ph, index_t pw,
@@ -116,61 +346,215 @@ cdef inline index_t avg_divisor(index_t h0, index_t w0, index_t kh, index_t kw,
     return (min(h_end, height) - h_lo) * (min(w_end, width) - w_lo)
 
 
+cdef inline floating avg_window(const floating* xp, index_t h0, index_t w0, index_t kh,
+                                index_t kw, index_t height, index_t width, index_t ph,
+                                index_t pw, bint count_include_pad,
+                                index_t divisor_override) noexcept nogil:
+    """Mean of one (edge) window at (h0, w0), clipped to the plane."""
+    cdef index_t ih, iw
+    cdef double total = 0
+    for ih in range(max(h0, 0), min(h0 + kh, height)):
+        for iw in range(max(w0, 0), min(w0 + kw, width)):
+            total = total + xp[ih * width + iw]
+    return <floating> (total / avg_divisor(h0, w0, kh, kw, height, width, ph, pw,
+                                           count_include_pad, divisor_override))
+
+
+cdef inline void avg_window_grad(floating grad, floating* gxp, index_t h0, index_t w0,
+                                 index_t kh, index_t kw, index_t height, index_t width,
+                                 index_t ph, index_t pw, bint count_include_pad,
+                                 index_t divisor_override) noexcept nogil:
+    """gx += grad / divisor over one (edge) window at (h0, w0), clipped to the plane."""
+    cdef index_t ih, iw
+    cdef floating part = grad / avg_divisor(h0, w0, kh, kw, height, width, ph, pw,
+                                            count_include_pad, divisor_override)
+    for ih in range(max(h0, 0), min(h0 + kh, height)):
+        for iw in range(max(w0, 0), min(w0 + kw, width)):
+            gxp[ih * width + iw] += part
+
+
+cdef inline void sum_run(const floating* src, double* acc, index_t count, index_t step,
+                         index_t rows, index_t row_step, index_t taps) noexcept nogil:
+    """acc[k] += the rows x taps window taps of output k, in scan order."""
+    cdef index_t k, i, j
+    cdef double total
+    for k in range(count):
+        total = acc[k]
+        for i in range(rows):
+            for j in range(taps):
+                total = total + src[k * step + i * row_step + j]
+        acc[k] = total
+
+
+cdef inline void sum_rows(const floating* src, double* acc, index_t count, index_t step,
+                          index_t rows, index_t row_step, index_t kw) noexcept nogil:
+    """``rows`` window rows over a run of outputs (see max_rows for the constant sizes)."""
+    cdef index_t i, j
+    if rows == kw == 2 and step == 2:
+        sum_run(src, acc, count, 2, 2, row_step, 2)
+    elif rows == kw == 2 and step == 1:
+        sum_run(src, acc, count, 1, 2, row_step, 2)
+    elif rows == kw == 3 and step == 2:
+        sum_run(src, acc, count, 2, 3, row_step, 3)
+    elif rows == kw == 3 and step == 1:
+        sum_run(src, acc, count, 1, 3, row_step, 3)
+    else:
+        for i in range(rows):
+            for j in range(kw):
+                if step == 1:
+                    sum_run(src + i * row_step + j, acc, count, 1, 1, 0, 1)
+                elif step == 2:
+                    sum_run(src + i * row_step + j, acc, count, 2, 1, 0, 1)
+                else:
+                    sum_run(src + i * row_step + j, acc, count, step, 1, 0, 1)
+
+
+cdef inline void add_run(floating* dst, const floating* share, index_t count, index_t step,
+                         index_t rows, index_t row_step, index_t taps) noexcept nogil:
+    """dst += share[k] over the rows x taps window of output k; the windows of one call
+    must not overlap (step >= taps), or the loop would carry a dependence."""
+    cdef index_t k, i, j
+    cdef floating part
+    for k in range(count):
+        part = share[k]
+        for i in range(rows):
+            for j in range(taps):
+                dst[k * step + i * row_step + j] += part
+
+
+cdef inline void add_rows(floating* dst, const floating* share, index_t count, index_t step,
+                          index_t rows, index_t row_step, index_t kw) noexcept nogil:
+    """``rows`` window rows over a run of outputs: whole windows where stride = kernel
+    (2 and 3), else tap by tap (windows of one tap never overlap)."""
+    cdef index_t i, j
+    if rows == kw == 2 and step == 2:
+        add_run(dst, share, count, 2, 2, row_step, 2)
+    elif rows == kw == 3 and step == 3:
+        add_run(dst, share, count, 3, 3, row_step, 3)
+    else:
+        for i in range(rows):
+            for j in range(kw):
+                if step == 1:
+                    add_run(dst + i * row_step + j, share, count, 1, 1, 0, 1)
+                elif step == 2:
+                    add_run(dst + i * row_step + j, share, count, 2, 1, 0, 1)
+                else:
+                    add_run(dst + i * row_step + j, share, count, step, 1, 0, 1)
+
+
+cdef void avg_plane(const floating* xp, floating* yp, double* acc,
+                    index_t height, index_t width, index_t oh_count, index_t ow_count,
+                    index_t kh, index_t kw, index_t sh, index_t sw, index_t ph, index_t pw,
+                    bint count_include_pad, index_t divisor_override) noexcept nogil:
+    """Average pooling of one plane (double accumulators, acc: OW scratch)."""
+    cdef index_t lo, hi, count, oh, ow, h0, ih, k, w_first, divisor
+    interior_columns(width, ow_count, kw, sw, pw, 1, &lo, &hi)
+    count = hi - lo
+    w_first = lo * sw - pw
+    for oh in range(oh_count):
+        h0 = oh * sh - ph
+        for ow in range(lo):
+            yp[oh * ow_count + ow] = avg_window(xp, h0, ow * sw - pw, kh, kw, height, width,
+                                                ph, pw, count_include_pad, divisor_override)
+        for ow in range(hi, ow_count):
+            yp[oh * ow_count + ow] = avg_window(xp, h0, ow * sw - pw, kh, kw, height, width,
+                                                ph, pw, count_include_pad, divisor_override)
+        if count == 0:
+            continue
+        for k in range(count):
+            acc[k] = 0
+        ih = max(h0, 0)
+        sum_rows(xp + ih * width + w_first, acc, count, sw, min(h0 + kh, height) - ih, width,
+                 kw)
+        # every interior window has the same divisor
+        divisor = avg_divisor(h0, w_first, kh, kw, height, width, ph, pw,
+                              count_include_pad, divisor_override)
+        for k in range(count):
+            yp[oh * ow_count + lo + k] = <floating> (acc[k] / divisor)
+
+
 def avg_pool2d_forward(
     const floating[:, :, :, ::1] x,  # IN (N, C, H, W)
     floating[:, :, :, ::1] y,        # OUT (N, C, OH, OW)
+    double[:, ::1] workspace,        # SCRATCH (threads, OW)
     index_t kh, index_t kw, index_t sh, index_t sw, index_t ph, index_t pw,
     bint count_include_pad, index_t divisor_override, int n_threads,
 ):
     """Window mean (double accumulator); divisor_override > 0 replaces the divisor."""
-    cdef index_t planes = x.shape[0] * x.shape[1], n_ch = x.shape[1]
+    cdef index_t planes = x.shape[0] * x.shape[1]
     cdef index_t height = x.shape[2], width = x.shape[3]
     cdef index_t oh_count = y.shape[2], ow_count = y.shape[3]
-    cdef index_t plane, n, c, oh, ow, h0, w0, ih, iw, divisor
-    cdef double acc
-    with nogil:
-        for plane in prange(planes, num_threads=n_threads, schedule="static"):
-            n = plane // n_ch
-            c = plane % n_ch
-            for oh in range(oh_count):
-                h0 = oh * sh - ph
-                for ow in range(ow_count):
-                    w0 = ow * sw - pw
-                    divisor = avg_divisor(h0, w0, kh, kw, height, width, ph, pw,
-                                          count_include_pad, divisor_override)
-                    acc = 0
-                    for ih in range(max(h0, 0), min(h0 + kh, height)):
-                        for iw in range(max(w0, 0), min(w0 + kw, width)):
-                            acc = acc + x[n, c, ih, iw]
-                    y[n, c, oh, ow] = <floating> (acc / divisor)
+    cdef index_t in_plane = height * width, out_plane = oh_count * ow_count
+    cdef index_t plane, slot
+    if planes == 0 or out_plane == 0:
+        return
+    cdef const floating* xp = &x[0, 0, 0, 0]
+    cdef floating* yp = &y[0, 0, 0, 0]
+    slot = 0
+    with nogil, parallel(num_threads=n_threads):
+        slot = threadid()
+        for plane in prange(planes, schedule="static"):
+            avg_plane(xp + plane * in_plane, yp + plane * out_plane, &workspace[slot, 0],
+                      height, width, oh_count, ow_count, kh, kw, sh, sw, ph, pw,
+                      count_include_pad, divisor_override)
+
+
+cdef void avg_grad_plane(const floating* gyp, floating* gxp, floating* share,
+                         index_t height, index_t width, index_t oh_count, index_t ow_count,
+                         index_t kh, index_t kw, index_t sh, index_t sw, index_t ph, index_t pw,
+                         bint count_include_pad, index_t divisor_override) noexcept nogil:
+    """gx plane = 0, then each gy / divisor added over its window (share: OW scratch)."""
+    cdef index_t lo, hi, count, oh, ow, h0, ih, k, w_first, divisor
+    interior_columns(width, ow_count, kw, sw, pw, 1, &lo, &hi)
+    count = hi - lo
+    w_first = lo * sw - pw
+    memset(gxp, 0, height * width * sizeof(floating))
+    for oh in range(oh_count):
+        h0 = oh * sh - ph
+        for ow in range(lo):
+            avg_window_grad(gyp[oh * ow_count + ow], gxp, h0, ow * sw - pw, kh, kw, height,
+                            width, ph, pw, count_include_pad, divisor_override)
+        for ow in range(hi, ow_count):
+            avg_window_grad(gyp[oh * ow_count + ow], gxp, h0, ow * sw - pw, kh, kw, height,
+                            width, ph, pw, count_include_pad, divisor_override)
+        if count == 0:
+            continue
+        divisor = avg_divisor(h0, w_first, kh, kw, height, width, ph, pw,
+                              count_include_pad, divisor_override)
+        for k in range(count):
+            share[k] = gyp[oh * ow_count + lo + k] / divisor
+        ih = max(h0, 0)
+        add_rows(gxp + ih * width + w_first, share, count, sw, min(h0 + kh, height) - ih,
+                 width, kw)
 
 
 def avg_pool2d_backward(
     const floating[:, :, :, ::1] gy,  # IN (N, C, OH, OW)
-    floating[:, :, :, ::1] gx,        # OUT (N, C, H, W), zero-filled by the caller
+    floating[:, :, :, ::1] gx,        # OUT (N, C, H, W), any contents (zeroed here)
+    floating[:, ::1] workspace,       # SCRATCH (threads, OW)
     index_t kh, index_t kw, index_t sh, index_t sw, index_t ph, index_t pw,
     bint count_include_pad, index_t divisor_override, int n_threads,
 ):
-    """gx[window] += gy / divisor, one plane per task."""
-    cdef index_t planes = gy.shape[0] * gy.shape[1], n_ch = gy.shape[1]
+    """gx = 0, then gx[window] += gy / divisor, one plane per task."""
+    cdef index_t planes = gy.shape[0] * gy.shape[1]
     cdef index_t height = gx.shape[2], width = gx.shape[3]
     cdef index_t oh_count = gy.shape[2], ow_count = gy.shape[3]
-    cdef index_t plane, n, c, oh, ow, h0, w0, ih, iw, divisor
-    cdef floating share
-    with nogil:
-        for plane in prange(planes, num_threads=n_threads, schedule="static"):
-            n = plane // n_ch
-            c = plane % n_ch
-            for oh in range(oh_count):
-                h0 = oh * sh - ph
-                for ow in range(ow_count):
-                    w0 = ow * sw - pw
-                    divisor = avg_divisor(h0, w0, kh, kw, height, width, ph, pw,
-                                          count_include_pad, divisor_override)
-                    share = gy[n, c, oh, ow] / divisor
-                    for ih in range(max(h0, 0), min(h0 + kh, height)):
-                        for iw in range(max(w0, 0), min(w0 + kw, width)):
-                            gx[n, c, ih, iw] += share
+    cdef index_t in_plane = height * width, out_plane = oh_count * ow_count
+    cdef index_t plane, slot
+    if planes == 0 or in_plane == 0:
+        return
+    cdef floating* gxp = &gx[0, 0, 0, 0]
+    if out_plane == 0:
+        memset(gxp, 0, planes * in_plane * sizeof(floating))
+        return
+    cdef const floating* gyp = &gy[0, 0, 0, 0]
+    slot = 0
+    with nogil, parallel(num_threads=n_threads):
+        slot = threadid()
+        for plane in prange(planes, schedule="static"):
+            avg_grad_plane(gyp + plane * out_plane, gxp + plane * in_plane, &workspace[slot, 0],
+                           height, width, oh_count, ow_count, kh, kw, sh, sw, ph, pw,
+                           count_include_pad, divisor_override)
 
 
 cdef inline double abs_pow(double value, double p) noexcept nogil:
