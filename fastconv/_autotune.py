@@ -12,6 +12,7 @@ fixed within a process once made.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from typing import Callable, Hashable, Sequence
@@ -120,7 +121,7 @@ def choose(key: Hashable, candidates: Sequence[str], run: Callable[[str], object
     if len(candidates) == 1:
         timings = {candidates[0]: 0.0}
     else:
-        timings = {name: _seconds(lambda name=name: run(name)) for name in candidates}
+        timings = {name: _seconds(functools.partial(run, name)) for name in candidates}
     fastest = min(candidates, key=timings.__getitem__)
     with _lock:
         return _choices.setdefault(key, fastest)
