@@ -231,11 +231,14 @@ _largest_team = 1  # the most threads any parallel region has asked for: pools m
 
 
 def _sync_flush_denormal(n: int) -> None:
+    global _openmp_started
     state = _flush_state
     if getattr(_flush_synced, "state", None) == state and getattr(_flush_synced, "team", 0) >= n:
         return
-    team = max(n, _largest_team)
-    _cpu.apply_flush_denormal(state[1], 1 if _forked_after_openmp else team)
+    team = 1 if _forked_after_openmp else max(n, _largest_team)
+    if team > 1:
+        _openmp_started = True
+    _cpu.apply_flush_denormal(state[1], team)
     _flush_synced.state, _flush_synced.team = state, team
 
 
@@ -319,7 +322,7 @@ def set_flush_denormal(enabled: bool) -> bool:
         )
         return previous
     _flush_state = (_flush_state[0] + 1, bool(enabled))
-    _sync_flush_denormal(1 if _forked_after_openmp else get_num_threads())
+    _sync_flush_denormal(get_num_threads())
     return previous
 
 

@@ -1,6 +1,8 @@
 """fastconv.set_flush_denormal: denormals flushed to zero in the calling thread and in
 the kernels' OpenMP worker threads, in every algorithm, and switched back off."""
 
+import multiprocessing
+import sys
 import threading
 
 import numpy as np
@@ -118,3 +120,28 @@ def test_unsupported_platform_warns_and_stays_off(monkeypatch):
         assert fastconv.set_flush_denormal(True) is False
     assert fastconv.get_flush_denormal() is False
     assert fastconv.set_flush_denormal(False) is False
+
+
+def _child_switches_off(queue):
+    flushed = bool(np.all(denormal_conv(np.float32, "direct") == 0))
+    previous = fastconv.set_flush_denormal(False)
+    unflushed = bool(np.all(denormal_conv(np.float32, "direct") > 0))
+    queue.put((flushed, previous, fastconv.get_flush_denormal(), unflushed))
+
+
+@pytest.mark.skipif(sys.platform == "win32" or "fork" not in multiprocessing.get_all_start_methods(),
+                    reason="no fork on this platform")
+def test_forked_child_keeps_and_switches_the_mode_without_hanging():
+    # The child cannot start the parent's OpenMP threads again: it switches on one thread.
+    with fastconv.threads(2):
+        denormal_conv(np.float32, "direct")  # the parent's OpenMP threads start
+        fastconv.set_flush_denormal(True)
+        ctx = multiprocessing.get_context("fork")
+        queue = ctx.Queue()
+        child = ctx.Process(target=_child_switches_off, args=(queue,))
+        child.start()
+        try:
+            result = queue.get(timeout=120)
+        finally:
+            child.join(120)
+    assert result == (True, True, False, True)
