@@ -111,6 +111,20 @@ WINOGRAD_MIN_BLOCK, WINOGRAD_MAX_BLOCK = 16, 256
 WINOGRAD_SUPPORT = "3x3 kernels with stride 1 (any padding, dilation and groups)"
 
 
+def _per_thread(n_threads: int, elements: int, dtype: DTypeLike, what: str) -> NDArray[Any]:
+    """Scratch rows of ``elements`` per thread, row i for thread i.
+
+    Rows are padded apart by at least one cache line: two threads writing the ends of
+    adjacent short rows (a pooling row of 28 sums) would otherwise share a line and
+    stall each other on every write.
+    """
+    itemsize = np.dtype(dtype).itemsize
+    line = max(1, 64 // itemsize)
+    padded = -(-elements // line) * line + line
+    check_size((n_threads, padded), what)
+    return np.empty((n_threads, padded), dtype=dtype)
+
+
 class _ConvGeometry:
     """Validated sizes of one convolution (x: N, C, H, W; w: K, C/G, KH, KW).
 
@@ -221,8 +235,7 @@ class _ConvGeometry:
     def workspace(self, rows: int, n_threads: int, dtype: DTypeLike) -> FloatArray:
         """Per-thread column buffers: (threads, CKK * rows * OW)."""
         per_thread = 1 if self.pointwise else self.ckk * rows * self.ow
-        check_size((n_threads, per_thread), "the im2col workspace")
-        return np.empty((n_threads, per_thread), dtype=dtype)
+        return _per_thread(n_threads, per_thread, dtype, "the im2col workspace")
 
 
 # Kernel dispatch shared by conv2d and conv_transpose2d. Each fills a preallocated
@@ -254,8 +267,7 @@ def _wide_workspace(channels: int, out_hw: tuple[int, int], geom: _ConvGeometry,
                     n_threads: int, dtype: DTypeLike) -> FloatArray:
     """Per-thread scratch of the stride-1 direct kernels: a padded image and wide outputs."""
     per_thread = _conv_wide.workspace_size(channels, *out_hw, geom.kh, geom.kw, *geom.dilation)
-    check_size((n_threads, per_thread), "the direct-convolution workspace")
-    return np.empty((n_threads, per_thread), dtype=dtype)
+    return _per_thread(n_threads, per_thread, dtype, "the direct-convolution workspace")
 
 
 def _wide_input_grad(gy: FloatArray, w: FloatArray, gx: FloatArray, geom: _ConvGeometry,
@@ -295,8 +307,7 @@ def _winograd_kernel(x: FloatArray, w: FloatArray, b: FloatArray | None, y: Floa
     u = _winograd.CACHE.get(w, tile)
     block = geom.winograd_block(tile)
     per_thread = _conv_winograd.workspace_elements(geom.cg, geom.kg, tile, block)
-    check_size((n_threads, per_thread), "the winograd workspace")
-    workspace = np.empty((n_threads, per_thread), dtype=y.dtype)
+    workspace = _per_thread(n_threads, per_thread, y.dtype, "the winograd workspace")
     with single_threaded_blas():
         _conv_winograd.conv2d_forward(x, u, b, y, workspace, pt, pl, geom.groups, tile, block,
                                       n_threads)
@@ -1071,7 +1082,8 @@ def max_pool2d(x: ArrayLike, kernel_size: IntPair, stride: IntPair | None = None
     if y.size:
         n_threads = _config.effective_n_threads()
         # per-thread argmax offsets within the window (int32)
-        workspace = None if idx is None else np.empty((n_threads, shape[3]), dtype=np.intc)
+        workspace = (None if idx is None
+                     else _per_thread(n_threads, shape[3], np.intc, "the pooling workspace"))
         _pool.max_pool2d_forward(x, y, idx, workspace, *geom.kernel, *geom.stride,
                                  *geom.padding, *geom.dilation, n_threads)
     return y if idx is None else (y, idx)
@@ -1257,7 +1269,8 @@ def avg_pool2d(x: ArrayLike, kernel_size: IntPair, stride: IntPair | None = None
     y = np.empty(_pool_output(x, geom), dtype=x.dtype)
     if y.size:
         n_threads = _config.effective_n_threads()
-        workspace = np.empty((n_threads, y.shape[3]))  # per-thread row of double sums
+        # per-thread row of double sums
+        workspace = _per_thread(n_threads, y.shape[3], np.float64, "the pooling workspace")
         _pool.avg_pool2d_forward(x, y, workspace, *args, n_threads)
     return y
 
@@ -1293,7 +1306,8 @@ def avg_pool2d_backward(gy: ArrayLike, input_shape: Sequence[int], kernel_size: 
     args = _avg_args(geom, count_include_pad, divisor_override)
     gx = np.empty(shape, dtype=gy.dtype)  # zeroed by the kernel, plane by plane
     n_threads = _config.effective_n_threads()
-    workspace = np.empty((n_threads, max(gy.shape[3], 1)), dtype=gy.dtype)  # per-thread shares
+    workspace = _per_thread(n_threads, max(gy.shape[3], 1), gy.dtype,  # per-thread shares
+                            "the pooling workspace")
     _pool.avg_pool2d_backward(gy, gx, workspace, *args, n_threads)
     return gx
 
