@@ -169,6 +169,11 @@ def compiler_version(compiler):
 class BuildKernels(build_ext):
     """build_ext that probes OpenMP and records the build configuration."""
 
+    def finalize_options(self):
+        super().finalize_options()
+        if self.parallel is None:  # compile the extensions on every CPU (pip passes no -j)
+            self.parallel = os.cpu_count() or 1
+
     def build_extensions(self):
         native = env_flag("FASTCONV_NATIVE")
         debug = env_flag("FASTCONV_DEBUG")
@@ -242,6 +247,7 @@ def extensions():
     ]
     return cythonize(
         modules,
+        nthreads=os.cpu_count() or 1,
         compiler_directives=cython_directives(env_flag("FASTCONV_DEBUG")),
         # Debug C files live apart so they never mix with the checked-off ones.
         build_dir="build/cython-debug" if env_flag("FASTCONV_DEBUG") else None,
