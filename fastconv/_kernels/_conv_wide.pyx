@@ -57,6 +57,12 @@ cdef inline void pad_image(const floating[:, :, :, ::1] x, index_t n, index_t c0
                 row[q] = 0
 
 
+cdef inline index_t tap_offset(index_t t, index_t kw, index_t dh, index_t dw,
+                              index_t wp) noexcept nogil:
+    """Offset of kernel tap t = i * KW + j in a padded plane of row length wp."""
+    return (t // kw) * dh * wp + (t % kw) * dw
+
+
 cdef inline void taps_two(floating* a0, floating* a1, const floating* xc,
                           const floating* wa, const floating* wb, index_t kh, index_t kw,
                           index_t dh, index_t dw, index_t wp, index_t length) noexcept nogil:
@@ -68,10 +74,10 @@ cdef inline void taps_two(floating* a0, floating* a1, const floating* xc,
     cdef const floating* x2
     cdef const floating* x3
     while t + 4 <= taps:
-        x0 = xc + (t // kw) * dh * wp + (t % kw) * dw
-        x1 = xc + ((t + 1) // kw) * dh * wp + ((t + 1) % kw) * dw
-        x2 = xc + ((t + 2) // kw) * dh * wp + ((t + 2) % kw) * dw
-        x3 = xc + ((t + 3) // kw) * dh * wp + ((t + 3) % kw) * dw
+        x0 = xc + tap_offset(t, kw, dh, dw, wp)
+        x1 = xc + tap_offset(t + 1, kw, dh, dw, wp)
+        x2 = xc + tap_offset(t + 2, kw, dh, dw, wp)
+        x3 = xc + tap_offset(t + 3, kw, dh, dw, wp)
         a_0 = wa[t]; a_1 = wa[t + 1]; a_2 = wa[t + 2]; a_3 = wa[t + 3]
         b_0 = wb[t]; b_1 = wb[t + 1]; b_2 = wb[t + 2]; b_3 = wb[t + 3]
         for p in range(length):
@@ -80,7 +86,7 @@ cdef inline void taps_two(floating* a0, floating* a1, const floating* xc,
             a1[p] = a1[p] + b_0 * v0 + b_1 * v1 + b_2 * v2 + b_3 * v3
         t += 4
     while t < taps:
-        x0 = xc + (t // kw) * dh * wp + (t % kw) * dw
+        x0 = xc + tap_offset(t, kw, dh, dw, wp)
         a_0 = wa[t]
         b_0 = wb[t]
         for p in range(length):
@@ -101,16 +107,16 @@ cdef inline void taps_one(floating* a0, const floating* xc, const floating* wa,
     cdef const floating* x2
     cdef const floating* x3
     while t + 4 <= taps:
-        x0 = xc + (t // kw) * dh * wp + (t % kw) * dw
-        x1 = xc + ((t + 1) // kw) * dh * wp + ((t + 1) % kw) * dw
-        x2 = xc + ((t + 2) // kw) * dh * wp + ((t + 2) % kw) * dw
-        x3 = xc + ((t + 3) // kw) * dh * wp + ((t + 3) % kw) * dw
+        x0 = xc + tap_offset(t, kw, dh, dw, wp)
+        x1 = xc + tap_offset(t + 1, kw, dh, dw, wp)
+        x2 = xc + tap_offset(t + 2, kw, dh, dw, wp)
+        x3 = xc + tap_offset(t + 3, kw, dh, dw, wp)
         a_0 = wa[t]; a_1 = wa[t + 1]; a_2 = wa[t + 2]; a_3 = wa[t + 3]
         for p in range(length):
             a0[p] = a0[p] + a_0 * x0[p] + a_1 * x1[p] + a_2 * x2[p] + a_3 * x3[p]
         t += 4
     while t < taps:
-        x0 = xc + (t // kw) * dh * wp + (t % kw) * dw
+        x0 = xc + tap_offset(t, kw, dh, dw, wp)
         a_0 = wa[t]
         for p in range(length):
             a0[p] = a0[p] + a_0 * x0[p]
