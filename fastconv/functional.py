@@ -279,15 +279,21 @@ def _wide_input_grad(gy: FloatArray, w: FloatArray, gx: FloatArray, geom: _ConvG
     Only for finite w: the wide kernel multiplies gy's padding too, and inf * 0 there
     would be NaN where the im2col path (and PyTorch) never form that product.
     """
+    (pt, _), (pl, _) = geom.padding
+    dh, dw = geom.dilation
+    workspace = _wide_workspace(geom.kg, (geom.h, geom.w), geom, n_threads, gx.dtype)
+    _conv_wide.conv2d_forward(gy, _input_grad_kernel(w, geom), None, gx, workspace,
+                              (geom.kh - 1) * dh - pt, (geom.kw - 1) * dw - pl, dh, dw,
+                              geom.groups, n_threads)
+
+
+def _input_grad_kernel(w: FloatArray, geom: _ConvGeometry) -> FloatArray:
+    """The kernel of a stride-1 conv's input gradient, itself a stride-1 conv of gy:
+    w rotated 180 degrees with its channel axes swapped per group, (C, K/G, KH, KW)."""
     g, kg, cg = geom.groups, geom.kg, geom.cg
     w_t = (w.reshape(g, kg, cg, geom.kh, geom.kw)[:, :, :, ::-1, ::-1]
            .transpose(0, 2, 1, 3, 4).reshape(g * cg, kg, geom.kh, geom.kw))
-    w_t = np.ascontiguousarray(w_t)
-    (pt, _), (pl, _) = geom.padding
-    dh, dw = geom.dilation
-    workspace = _wide_workspace(kg, (geom.h, geom.w), geom, n_threads, gx.dtype)
-    _conv_wide.conv2d_forward(gy, w_t, None, gx, workspace, (geom.kh - 1) * dh - pt,
-                              (geom.kw - 1) * dw - pl, dh, dw, g, n_threads)
+    return np.ascontiguousarray(w_t)
 
 
 def _winograd_forward_into(x: FloatArray, w: FloatArray, b: FloatArray | None, y: FloatArray,
@@ -366,12 +372,9 @@ def _winograd_input_grad(gy: FloatArray, w: FloatArray, gx: FloatArray, geom: _C
     dh, dw = geom.dilation
     if max(pt, pb) > 2 * dh or max(pl, pr) > 2 * dw:
         return False
-    g = geom.groups
-    w_t = (w.reshape(g, geom.kg, geom.cg, 3, 3).transpose(0, 2, 1, 3, 4)
-           .reshape(geom.c, geom.kg, 3, 3)[:, :, ::-1, ::-1])
-    w_t = np.ascontiguousarray(w_t)
+    w_t = _input_grad_kernel(w, geom)
     pads = ((2 * dh - pt, 2 * dh - pb), (2 * dw - pl, 2 * dw - pr))
-    geom_t = _ConvGeometry(gy.shape, w_t.shape, 1, pads, (dh, dw), g)
+    geom_t = _ConvGeometry(gy.shape, w_t.shape, 1, pads, (dh, dw), geom.groups)
     _winograd_forward_into(gy, w_t, None, gx, geom_t, n_threads)
     return True
 
