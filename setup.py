@@ -33,9 +33,12 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 KERNEL_MODULES = [
-    "_openmp", "_cpu", "_gemm", "_im2col", "_conv_direct", "_conv_wide", "_conv_gemm",
-    "_conv_winograd", "_pool",
+    "_openmp", "_cpu", "_gemm", "_im2col", "_conv_direct", "_conv_wide", "_conv_cvec",
+    "_conv_gemm", "_conv_winograd", "_pool",
 ]
+
+#: C headers the kernels include (a change rebuilds every kernel module)
+KERNEL_HEADERS = ["fastconv/_kernels/_cvec.h"]
 
 #: gcc/clang flags of each instruction-set variant; its modules are NAME_<isa>
 ISA_FLAGS = {"avx2": ["-mavx2", "-mfma"]}
@@ -242,7 +245,9 @@ def extensions():
     if isa_variants_wanted()[0]:
         names += [f"{name}_{isa}" for name in dispatched_modules() for isa in ISA_FLAGS]
     modules = [
-        Extension(f"fastconv._kernels.{name}", [f"fastconv/_kernels/{name}.pyx"])
+        # include_dirs: C headers of the kernels (_cvec.h), also for debug C files elsewhere
+        Extension(f"fastconv._kernels.{name}", [f"fastconv/_kernels/{name}.pyx"],
+                  include_dirs=["fastconv/_kernels"], depends=KERNEL_HEADERS)
         for name in names
     ]
     return cythonize(

@@ -36,7 +36,9 @@ from fastconv._kernels import _cpu
 #: kernel modules built per instruction set. Adding one: its name here, a two-line
 #: ``fastconv/_kernels/NAME_avx2.pyx`` that includes ``NAME.pyx``, and a line in the
 #: TYPE_CHECKING import below.
-DISPATCHED = ("_conv_direct", "_conv_wide", "_conv_gemm", "_conv_winograd", "_pool")
+DISPATCHED = (
+    "_conv_direct", "_conv_wide", "_conv_cvec", "_conv_gemm", "_conv_winograd", "_pool",
+)
 
 #: instruction-set variants, best first
 ISAS = ("avx2", "baseline")
@@ -106,6 +108,8 @@ ISA, _modules = _choose()
 REQUESTED = _requested()
 
 if TYPE_CHECKING:  # every variant has the interface of the baseline (same source)
-    from fastconv._kernels import _conv_direct, _conv_gemm, _conv_wide, _conv_winograd, _pool
+    from fastconv._kernels import (
+        _conv_cvec, _conv_direct, _conv_gemm, _conv_wide, _conv_winograd, _pool,
+    )
 else:
     globals().update(_modules)

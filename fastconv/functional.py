@@ -35,6 +35,7 @@ from fastconv import _autotune, _config
 from fastconv._blas import single_threaded_blas
 from fastconv import _dispatch, _winograd
 from fastconv._dispatch import (  # the variant for this CPU
+    _conv_cvec,
     _conv_direct,
     _conv_gemm,
     _conv_wide,
@@ -96,6 +97,12 @@ Int1d: TypeAlias = int | tuple[int]
 
 # Column-buffer budget per thread (elements): a band of output rows is packed at a time.
 BAND_ELEMENTS = 1 << 18
+# Channel-vectorised kernels: per-thread budget (elements) of a band's padded input
+# and its pixel-major outputs.
+CVEC_BAND_ELEMENTS = 1 << 15
+# ... and the channels per group from which they beat the wide-row kernels (forward and
+# input gradient) and the other direct weight gradient.
+CVEC_MIN_IN_CHANNELS, CVEC_MIN_OUT_CHANNELS, CVEC_MIN_WGRAD_CHANNELS = 3, 8, 4
 # With few images, bands are cut smaller so at least this many units exist to share out.
 MIN_UNITS = 16
 # Weight-gradient partial sums: at most this many chunks, and this many elements in all.
@@ -245,8 +252,10 @@ def _conv_forward_into(x: FloatArray, w: FloatArray, b: FloatArray | None, y: Fl
                        geom: _ConvGeometry, algorithm: str, n_threads: int) -> None:
     """y = conv(x, w) + b."""
     if algorithm == "direct":
-        if geom.stride == (1, 1):
-            (pt, _), (pl, _) = geom.padding
+        (pt, _), (pl, _) = geom.padding
+        if geom.stride == (1, 1) and _cvec_suits(geom.cg, geom.kg):
+            _cvec_forward(x, _cvec_packed(w, geom.groups), b, y, geom, (pt, pl), n_threads)
+        elif geom.stride == (1, 1):
             workspace = _wide_workspace(geom.cg, (geom.oh, geom.ow), geom, n_threads, y.dtype)
             _conv_wide.conv2d_forward(x, w, b, y, workspace, pt, pl, *geom.dilation,
                                       geom.groups, n_threads)
@@ -285,6 +294,88 @@ def _wide_input_grad(gy: FloatArray, w: FloatArray, gx: FloatArray, geom: _ConvG
     _conv_wide.conv2d_forward(gy, _input_grad_kernel(w, geom), None, gx, workspace,
                               (geom.kh - 1) * dh - pt, (geom.kw - 1) * dw - pl, dh, dw,
                               geom.groups, n_threads)
+
+
+def _cvec_suits(c_in: int, c_out: int) -> bool:
+    """Whether the channel-vectorised kernel beats the wide-row one for a stride-1
+    pass with these channels per group (measured on LeNet-like shapes): enough output
+    channels to fill its vectors, enough input channels to amortise each band copy."""
+    return c_in >= CVEC_MIN_IN_CHANNELS and c_out >= CVEC_MIN_OUT_CHANNELS
+
+
+def _cvec_packed(w: FloatArray, groups: int) -> FloatArray:
+    """Weights (K, CG, KH, KW) packed for the channel-vectorised kernels: (G, CKK, KP),
+    taps major, output channels contiguous and zero-padded to whole SIMD vectors."""
+    k, cg, kh, kw = w.shape
+    kg = k // groups
+    lanes = _conv_cvec.lanes(w.dtype == np.float64)
+    packed = np.zeros((groups, cg * kh * kw, -(-kg // lanes) * lanes), dtype=w.dtype)
+    packed[:, :, :kg] = w.reshape(groups, kg, cg * kh * kw).transpose(0, 2, 1)
+    return packed
+
+
+def _cvec_plan(c_in: int, kp: int, out_hw: tuple[int, int], geom: _ConvGeometry,
+               outer_units: int, n_threads: int, dtype: DTypeLike
+               ) -> tuple[int, NDArray[np.intp], FloatArray]:
+    """(rows per band, tap offsets, per-thread workspace) of a channel-vectorised pass
+    with ``c_in`` input channels per group, KP padded output channels and output
+    ``out_hw``; from the shape alone (never the thread count)."""
+    (oh, ow), (sh, sw), (dh, dw) = out_hw, geom.stride, geom.dilation
+    wp = (ow - 1) * sw + (geom.kw - 1) * dw + 1
+    rows = max(1, min(oh, CVEC_BAND_ELEMENTS // (c_in * sh * wp + ow * kp)))
+    if outer_units * -(-oh // rows) < MIN_UNITS:
+        rows = max(1, min(rows, -(-oh // -(-MIN_UNITS // max(1, outer_units)))))
+    plane = ((rows - 1) * sh + (geom.kh - 1) * dh + 1) * wp
+    c, i, j = np.meshgrid(np.arange(c_in), np.arange(geom.kh), np.arange(geom.kw),
+                          indexing="ij")
+    tap_off = (c * plane + i * dh * wp + j * dw).astype(np.intp).ravel()
+    workspace = _per_thread(n_threads, c_in * plane + rows * ow * kp, dtype,
+                            "the direct-convolution workspace")
+    return rows, tap_off, workspace
+
+
+def _cvec_forward(x: FloatArray, w_packed: FloatArray, b: FloatArray | None, y: FloatArray,
+                  geom: _ConvGeometry, pads: tuple[int, int], n_threads: int) -> None:
+    """y = conv(x, w) + b by the channel-vectorised kernel; ``pads`` (top, left) may
+    differ from the geometry's (the input gradient runs this on gy)."""
+    groups, c_in, kp = w_packed.shape[0], x.shape[1] // w_packed.shape[0], w_packed.shape[2]
+    rows, tap_off, workspace = _cvec_plan(c_in, kp, y.shape[2:], geom,
+                                          x.shape[0] * groups, n_threads, y.dtype)
+    _conv_cvec.conv2d_forward(x, w_packed, b, y, workspace, tap_off, geom.kh, geom.kw,
+                              *geom.stride, *pads, *geom.dilation, rows, n_threads)
+
+
+def _cvec_input_grad(gy: FloatArray, w: FloatArray, gx: FloatArray, geom: _ConvGeometry,
+                     n_threads: int) -> None:
+    """gx = input gradient of a stride-1 conv, as a channel-vectorised stride-1 conv of
+    gy (see ``_wide_input_grad``, whose conditions it shares). Overwrites gx."""
+    (pt, _), (pl, _) = geom.padding
+    dh, dw = geom.dilation
+    packed = _cvec_packed(_input_grad_kernel(w, geom), geom.groups)
+    _cvec_forward(gy, packed, None, gx, geom,
+                  ((geom.kh - 1) * dh - pt, (geom.kw - 1) * dw - pl), n_threads)
+
+
+def _cvec_weight_grad(gy: FloatArray, x: FloatArray, gw: FloatArray, geom: _ConvGeometry,
+                      n_threads: int) -> None:
+    """gw = weight gradient by the channel-vectorised kernel, summed over fixed chunks
+    of (image, band) units in order."""
+    lanes = _conv_cvec.lanes(gw.dtype == np.float64)
+    kp = -(-geom.kg // lanes) * lanes
+    rows, tap_off, workspace = _cvec_plan(geom.cg, kp, (geom.oh, geom.ow), geom, geom.n,
+                                          n_threads, gw.dtype)
+    units = geom.n * -(-geom.oh // rows)
+    n_chunks = max(1, min(units, MAX_CHUNKS))
+    partials = np.empty((n_chunks, geom.groups, geom.ckk, kp), dtype=gw.dtype)
+    (pt, _), (pl, _) = geom.padding
+    _conv_cvec.conv2d_weight_grad(gy, x, partials, workspace, tap_off, geom.kh, geom.kw,
+                                  *geom.stride, pt, pl, *geom.dilation, rows, n_threads)
+    total = partials[0]
+    with np.errstate(invalid="ignore", over="ignore"):  # inf and NaN are results here
+        for chunk in partials[1:]:  # in chunk order: the same sums for any thread count
+            total += chunk
+    gw[...] = (total[:, :, :geom.kg].transpose(0, 2, 1)
+               .reshape(gw.shape))
 
 
 def _input_grad_kernel(w: FloatArray, geom: _ConvGeometry) -> FloatArray:
@@ -388,7 +479,10 @@ def _conv_input_grad_into(gy: FloatArray, w: FloatArray, gx: FloatArray, geom: _
         algorithm = "im2col"
     if algorithm == "direct":
         if geom.stride == (1, 1) and np.isfinite(w).all():
-            _wide_input_grad(gy, w, gx, geom, n_threads)
+            if _cvec_suits(geom.kg, geom.cg):  # gy's channels in, x's channels out
+                _cvec_input_grad(gy, w, gx, geom, n_threads)
+            else:
+                _wide_input_grad(gy, w, gx, geom, n_threads)
         else:
             _conv_direct.conv2d_input_grad(gy, w, gx, *geom.kernel_args, n_threads)
         return
@@ -404,6 +498,9 @@ def _conv_weight_grad_into(gy: FloatArray, x: FloatArray, gw: FloatArray, geom: 
     """gw = gradient of conv with respect to its weights, summed over the batch."""
     if algorithm == "winograd":  # no Winograd weight gradient: im2col computes it
         algorithm = "im2col"
+    if algorithm == "direct" and geom.kg >= CVEC_MIN_WGRAD_CHANNELS:
+        _cvec_weight_grad(gy, x, gw, geom, n_threads)
+        return
     if algorithm == "direct":
         gy_nonfinite = not np.isfinite(gy).all()  # then padding products matter
         _conv_direct.conv2d_weight_grad(gy, x, gw, *geom.kernel_args, n_threads, gy_nonfinite)
@@ -470,6 +567,10 @@ def _auto_algorithm(geom: _ConvGeometry, pass_: str) -> str:
         c_in, c_out = (geom.cg, geom.kg) if pass_ == "forward" else (geom.kg, geom.cg)
         if c_in >= 32 and c_out > 32:
             return "winograd"
+    # The channel-vectorised direct kernels beat a GEMM that small channel counts
+    # leave thin: they load each input once for a whole vector of channels.
+    if geom.stride == (1, 1) and _cvec_beats_gemm(geom, pass_):
+        return "direct"
     taps = geom.kh * geom.kw
     if geom.stride == (1, 1) and taps > 1:
         # The stride-1 direct kernels (wide rows) beat packing + GEMM for few channels
@@ -479,6 +580,21 @@ def _auto_algorithm(geom: _ConvGeometry, pass_: str) -> str:
         if pass_ == "input_grad" and (geom.cg <= 2 or (geom.cg <= 8 and taps <= 9)):
             return "direct"
     return "im2col"
+
+
+def _cvec_beats_gemm(geom: _ConvGeometry, pass_: str) -> bool:
+    """Where "direct" runs the channel-vectorised kernels (stride 1) and they beat
+    im2col: forward, up to 32 output channels per group, or 64 with 6 to 32 input
+    channels (the input gradient swaps the two roles); weight gradient, up to 64 of
+    each."""
+    if geom.kh * geom.kw == 1:
+        return False  # a 1x1 convolution is a GEMM as it stands
+    if pass_ == "weight_grad":
+        return geom.kg <= 64 and geom.cg <= 64
+    c_in, c_out = (geom.kg, geom.cg) if pass_ == "input_grad" else (geom.cg, geom.kg)
+    if not _cvec_suits(c_in, c_out):
+        return False  # the wide-row kernel would run
+    return c_out <= 32 or (c_out <= 64 and 6 <= c_in <= 32)
 
 
 def _candidates(geom: _ConvGeometry, pass_: str) -> list[str]:

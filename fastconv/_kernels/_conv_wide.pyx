@@ -26,35 +26,11 @@ bit-identical for any thread count.
 
 from cython.parallel cimport parallel, prange, threadid
 
+from fastconv._kernels._band cimport copy_band
 from fastconv._kernels._types cimport floating, index_t
 
 cdef enum:
     KBLOCK = 8  # output channels per forward task
-
-
-cdef inline void pad_image(const floating[:, :, :, ::1] x, index_t n, index_t c0,
-                           index_t channels, index_t pt, index_t pl, index_t hp,
-                           index_t wp, floating* out) noexcept nogil:
-    """out[c, r, q] = x[n, c0 + c, r - pt, q - pl], zero outside x (any sign of pt, pl)."""
-    cdef index_t height = x.shape[2], width = x.shape[3]
-    cdef index_t c, r, q, h, q_lo, q_hi
-    cdef floating* row
-    q_lo = min(max(pl, 0), wp)  # columns q with 0 <= q - pl < width
-    q_hi = max(min(width + pl, wp), q_lo)
-    for c in range(channels):
-        for r in range(hp):
-            row = out + (c * hp + r) * wp
-            h = r - pt
-            if h < 0 or h >= height:
-                for q in range(wp):
-                    row[q] = 0
-                continue
-            for q in range(q_lo):
-                row[q] = 0
-            for q in range(q_lo, q_hi):
-                row[q] = x[n, c0 + c, h, q - pl]
-            for q in range(q_hi, wp):
-                row[q] = 0
 
 
 cdef inline index_t tap_offset(index_t t, index_t kw, index_t dh, index_t dw,
@@ -162,7 +138,7 @@ def conv2d_forward(
             k1 = min(k0 + KBLOCK, (g + 1) * kg)
             xpad = &workspace[slot, 0]
             acc = xpad + cg * hp * wp
-            pad_image(x, n, g * cg, cg, pt, pl, hp, wp, xpad)
+            copy_band(x, n, g * cg, cg, -pt, hp, -pl, wp, hp * wp, xpad)
             for k in range(k0, k1):
                 init = b[k] if has_bias else 0
                 for p in range(oh_count * wp):

@@ -1,0 +1,225 @@
+"""Channel-vectorised direct convolution, forward and weight gradient.
+
+Dimension legend: N batch, C input channels, H, W input size, K output channels,
+G groups, CG = C / G, KG = K / G, KH, KW kernel size, SH, SW stride, DH, DW
+dilation, OH, OW output size, CKK = CG * KH * KW taps, KP = KG rounded up to whole
+SIMD vectors (``lanes()``), R output rows per band.
+
+Notes
+-----
+For few channels on small images (LeNet's layers) a GEMM is too small to pay for its
+packing, and vectorising along an output row of 10 pixels wastes most of a vector.
+Here one SIMD vector holds consecutive output channels instead: each input value is
+loaded once, broadcast, and multiplied into a vector of channels, with a block of up to
+12 accumulator vectors held in registers (``_cvec.h``): output pixels x channel vectors
+for the forward pass, kernel taps x channel vectors for the weight gradient.
+
+The packed weights are (G, CKK, KP): tap-major, channels contiguous, zero beyond KG.
+
+Each task copies one band of input rows of one image and group into its thread's
+workspace, zero-padded (so the loops test nothing), and (forward) computes the band's
+outputs pixel-major into the workspace, then writes them to y channel-major, or
+(weight gradient) transposes the band's output gradient pixel-major and adds the
+band's products into its chunk's partial sums; chunks are fixed by the shape and
+summed in order by the caller. Every output is summed in one fixed order: results
+are bit-identical for any thread count.
+"""
+
+from cython.parallel cimport prange, threadid
+
+from fastconv._kernels._band cimport copy_band
+from fastconv._kernels._types cimport floating, index_t
+
+cdef extern from "_cvec.h" nogil:
+    int FC_LANES_F
+    int FC_LANES_D
+    int fc_max_block(int nv)
+    void fc_fwd_f(const float* x, Py_ssize_t step, const Py_ssize_t* tap_off,
+                  Py_ssize_t n_taps, const float* w, Py_ssize_t ldw, float* out,
+                  Py_ssize_t ldo, int nv, int r)
+    void fc_fwd_d(const double* x, Py_ssize_t step, const Py_ssize_t* tap_off,
+                  Py_ssize_t n_taps, const double* w, Py_ssize_t ldw, double* out,
+                  Py_ssize_t ldo, int nv, int r)
+    void fc_wgrad_f(const float* x, Py_ssize_t row_step, Py_ssize_t step, Py_ssize_t rows,
+                    Py_ssize_t cols, const float* g, Py_ssize_t ldg,
+                    const Py_ssize_t* tap_off, float* out, Py_ssize_t ldo, int nv, int tb)
+    void fc_wgrad_d(const double* x, Py_ssize_t row_step, Py_ssize_t step, Py_ssize_t rows,
+                    Py_ssize_t cols, const double* g, Py_ssize_t ldg,
+                    const Py_ssize_t* tap_off, double* out, Py_ssize_t ldo, int nv, int tb)
+
+
+def lanes(bint double_precision):
+    """Channels per SIMD vector of this build: for float64 when ``double_precision``."""
+    return FC_LANES_D if double_precision else FC_LANES_F
+
+
+cdef inline index_t balanced_block(index_t length, index_t most) noexcept nogil:
+    """Block size <= most that covers length in the fewest, most even blocks."""
+    cdef index_t blocks = (length + most - 1) // most
+    return (length + blocks - 1) // blocks
+
+
+cdef inline void fwd_block(const floating* x, index_t step, const index_t* tap_off,
+                           index_t n_taps, const floating* w, index_t ldw, floating* out,
+                           index_t ldo, int nv, int r) noexcept nogil:
+    if floating is float:
+        fc_fwd_f(x, step, tap_off, n_taps, w, ldw, out, ldo, nv, r)
+    else:
+        fc_fwd_d(x, step, tap_off, n_taps, w, ldw, out, ldo, nv, r)
+
+
+cdef inline void wgrad_block(const floating* x, index_t row_step, index_t step, index_t rows,
+                             index_t cols, const floating* g, index_t ldg,
+                             const index_t* tap_off, floating* out, index_t ldo, int nv,
+                             int tb) noexcept nogil:
+    if floating is float:
+        fc_wgrad_f(x, row_step, step, rows, cols, g, ldg, tap_off, out, ldo, nv, tb)
+    else:
+        fc_wgrad_d(x, row_step, step, rows, cols, g, ldg, tap_off, out, ldo, nv, tb)
+
+
+cdef void forward_band(const floating* band, const floating* wg, const index_t* tap_off,
+                       index_t ckk, index_t kp, index_t lanes_, index_t rows, index_t ow,
+                       index_t row_step, index_t sw, floating* out) noexcept nogil:
+    """out[(r * OW + j) * KP + k] = sum_t wg[t, k] * band[tap_off[t] + r * row_step + j * sw]:
+    channel blocks of two vectors (one for an odd last vector), pixel blocks of R."""
+    cdef index_t kb = 0, r, j, j0, block, step_j
+    cdef int nv, most
+    while kb < kp:
+        nv = 2 if kp - kb >= 2 * lanes_ else 1
+        most = fc_max_block(nv)
+        block = balanced_block(ow, most)
+        for r in range(rows):
+            j = 0
+            while j < ow:
+                j0 = min(j, ow - block)  # the last block may overlap: same sums again
+                fwd_block(band + r * row_step + j0 * sw, sw, tap_off, ckk, wg + kb, kp,
+                          out + (r * ow + j0) * kp + kb, kp, nv, <int>block)
+                j += block
+        kb += nv * lanes_
+
+
+def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] w_packed,
+                   const floating[::1] b, floating[:, :, :, ::1] y,
+                   floating[:, ::1] workspace, const index_t[::1] tap_off,
+                   index_t kh, index_t kw, index_t sh, index_t sw, index_t pt, index_t pl,
+                   index_t dh, index_t dw, index_t rows, int n_threads):
+    """y = conv(x, w) + b (b may be None) with packed weights (G, CKK, KP).
+
+    ``tap_off`` holds the offset of each tap in a band of the workspace,
+    c * band_plane(rows) + i * DH * WP + j * DW. ``rows`` output rows per band;
+    workspace rows hold band_plane(rows) * CG + rows * OW * KP elements.
+    """
+    cdef index_t n_batch = x.shape[0], groups = w_packed.shape[0]
+    cdef index_t cg = x.shape[1] // groups, ckk = w_packed.shape[1], kp = w_packed.shape[2]
+    cdef index_t kg = y.shape[1] // groups, oh = y.shape[2], ow = y.shape[3]
+    cdef index_t lanes_ = FC_LANES_D if floating is double else FC_LANES_F
+    cdef index_t wp = (ow - 1) * sw + (kw - 1) * dw + 1
+    cdef index_t band_h = (rows - 1) * sh + (kh - 1) * dh + 1
+    cdef index_t plane = band_h * wp
+    cdef index_t bands = (oh + rows - 1) // rows
+    cdef index_t units = n_batch * groups * bands
+    cdef bint has_bias = b is not None
+    cdef index_t u, n, g, oh0, n_rows, k, r, j, tid
+    cdef floating* band
+    cdef floating* out
+    cdef floating bias_k
+    if x.shape[1] != groups * cg or w_packed.shape[1] != cg * kh * kw or kp < kg:
+        raise ValueError("packed weights do not match x and y")
+    if tap_off.shape[0] != ckk or workspace.shape[1] < cg * plane + rows * ow * kp:
+        raise ValueError("tap offsets or workspace too small")
+    for u in prange(units, nogil=True, schedule="static", num_threads=n_threads):
+        tid = threadid()
+        band = &workspace[tid, 0]
+        out = band + cg * plane
+        n = u // (groups * bands)
+        g = (u // bands) % groups
+        oh0 = (u % bands) * rows
+        n_rows = min(rows, oh - oh0)
+        copy_band(x, n, g * cg, cg, oh0 * sh - pt, (n_rows - 1) * sh + (kh - 1) * dh + 1,
+                  -pl, wp, plane, band)
+        forward_band(band, &w_packed[g, 0, 0], &tap_off[0], ckk, kp, lanes_, n_rows, ow,
+                     sh * wp, sw, out)
+        for k in range(kg):
+            bias_k = b[g * kg + k] if has_bias else 0
+            for r in range(n_rows):
+                for j in range(ow):
+                    y[n, g * kg + k, oh0 + r, j] = out[(r * ow + j) * kp + k] + bias_k
+
+
+cdef void transpose_band(const floating[:, :, :, ::1] gy, index_t n, index_t k0, index_t kg,
+                         index_t kp, index_t oh0, index_t rows, floating* out) noexcept nogil:
+    """out[(r * OW + j) * KP + k] = gy[n, k0 + k, oh0 + r, j], zero for KG <= k < KP."""
+    cdef index_t ow = gy.shape[3], k, p, r, j
+    for p in range(rows * ow):
+        for k in range(kg, kp):
+            out[p * kp + k] = 0
+    for k in range(kg):
+        for r in range(rows):
+            for j in range(ow):
+                out[(r * ow + j) * kp + k] = gy[n, k0 + k, oh0 + r, j]
+
+
+cdef void weight_grad_band(const floating* band, const floating* g_t, const index_t* tap_off,
+                           index_t ckk, index_t kp, index_t lanes_, index_t rows, index_t ow,
+                           index_t row_step, index_t sw, floating* partial) noexcept nogil:
+    """partial[t, k] += sum over the band's pixels of g_t[p, k] * band[pixel + tap_off[t]]."""
+    cdef index_t kb = 0, t, tb
+    cdef int nv
+    while kb < kp:
+        nv = 2 if kp - kb >= 2 * lanes_ else 1
+        tb = balanced_block(ckk, fc_max_block(nv))
+        t = 0
+        while t < ckk:
+            tb = min(tb, ckk - t)
+            wgrad_block(band, row_step, sw, rows, ow, g_t + kb, kp, tap_off + t,
+                        partial + t * kp + kb, kp, nv, <int>tb)
+            t += tb
+        kb += nv * lanes_
+
+
+def conv2d_weight_grad(const floating[:, :, :, ::1] gy, const floating[:, :, :, ::1] x,
+                       floating[:, :, :, ::1] partials, floating[:, ::1] workspace,
+                       const index_t[::1] tap_off, index_t kh, index_t kw, index_t sh,
+                       index_t sw, index_t pt, index_t pl, index_t dh, index_t dw,
+                       index_t rows, int n_threads):
+    """partials[chunk, g, t, k] = the chunk's share of the weight gradient (G, CKK, KP).
+
+    Units (image, band of ``rows`` output rows) are split into ``partials.shape[0]``
+    fixed chunks in order; the caller sums the chunks in order. Workspace rows hold
+    band_plane(rows) * CG + rows * OW * KP elements.
+    """
+    cdef index_t n_batch = x.shape[0], n_chunks = partials.shape[0]
+    cdef index_t groups = partials.shape[1], ckk = partials.shape[2], kp = partials.shape[3]
+    cdef index_t cg = x.shape[1] // groups, kg = gy.shape[1] // groups
+    cdef index_t oh = gy.shape[2], ow = gy.shape[3]
+    cdef index_t lanes_ = FC_LANES_D if floating is double else FC_LANES_F
+    cdef index_t wp = (ow - 1) * sw + (kw - 1) * dw + 1
+    cdef index_t band_h = (rows - 1) * sh + (kh - 1) * dh + 1
+    cdef index_t plane = band_h * wp
+    cdef index_t bands = (oh + rows - 1) // rows
+    cdef index_t units = n_batch * bands
+    cdef index_t chunk, u, n, g, oh0, n_rows, tid
+    cdef floating* band
+    cdef floating* g_t
+    if x.shape[1] != groups * cg or ckk != cg * kh * kw or kp < kg or gy.shape[0] != n_batch:
+        raise ValueError("partials do not match x and gy")
+    if tap_off.shape[0] != ckk or workspace.shape[1] < cg * plane + rows * ow * kp:
+        raise ValueError("tap offsets or workspace too small")
+    if n_chunks < 1 or n_chunks > max(units, 1):
+        raise ValueError("need 1 <= chunks <= units")
+    partials[...] = 0
+    for chunk in prange(n_chunks, nogil=True, schedule="static", num_threads=n_threads):
+        tid = threadid()
+        band = &workspace[tid, 0]
+        g_t = band + cg * plane
+        for u in range(chunk * units // n_chunks, (chunk + 1) * units // n_chunks):
+            n = u // bands
+            oh0 = (u % bands) * rows
+            n_rows = min(rows, oh - oh0)
+            for g in range(groups):
+                copy_band(x, n, g * cg, cg, oh0 * sh - pt,
+                          (n_rows - 1) * sh + (kh - 1) * dh + 1, -pl, wp, plane, band)
+                transpose_band(gy, n, g * kg, kg, kp, oh0, n_rows, g_t)
+                weight_grad_band(band, g_t, &tap_off[0], ckk, kp, lanes_, n_rows, ow,
+                                 sh * wp, sw, &partials[chunk, g, 0, 0])

@@ -1,0 +1,186 @@
+/* Register-blocked micro-kernels of the channel-vectorised direct convolution
+ * (_conv_cvec.pyx): one SIMD vector holds FC_LANES_F floats (FC_LANES_D doubles) of
+ * consecutive output channels, so each input value is loaded once, broadcast, and
+ * multiplied into every channel of the vector.
+ *
+ * Written with GCC/clang vector extensions: the same source compiles to SSE2 in the
+ * baseline build and to AVX2 + FMA in the _avx2 build. Other compilers get plain
+ * loops over the lanes (correct, slower).
+ *
+ * Block sizes are compile-time constants in each inlined call (switch on R or T), so
+ * the accumulators live in registers: NV vectors of channels x R pixels (forward) or
+ * x T taps (weight gradient), at most FC_MAX_ACC of them.
+ */
+#ifndef FASTCONV_CVEC_H
+#define FASTCONV_CVEC_H
+
+#include <stddef.h>
+
+#define FC_MAX_NV 2
+#define FC_MAX_ACC 12
+
+#if defined(__GNUC__) || defined(__clang__)
+#define FC_LANES_F 8
+#define FC_LANES_D 4
+#define FC_INLINE static inline __attribute__((always_inline))
+#define FC_UNROLL _Pragma("GCC unroll 16")
+typedef float fc_vf __attribute__((vector_size(32)));
+typedef double fc_vd __attribute__((vector_size(32)));
+/* the same vectors at element alignment: loads and stores at any address */
+typedef float fc_vf_u __attribute__((vector_size(32), aligned(4)));
+typedef double fc_vd_u __attribute__((vector_size(32), aligned(8)));
+#else
+/* one lane: the same blocking with scalars */
+#define FC_LANES_F 1
+#define FC_LANES_D 1
+#define FC_INLINE static __inline
+#define FC_UNROLL
+typedef float fc_vf;
+typedef double fc_vd;
+typedef float fc_vf_u;
+typedef double fc_vd_u;
+#endif
+#define FC_LOAD(U, p) (*(const U *)(p))
+#define FC_STORE(U, p, v) (*(U *)(p) = (v))
+#define FC_ZERO(V) ((V){0})
+#define FC_FMA(acc, v, s) ((acc) += (v) * (s))
+#define FC_ADD_TO(U, p, v) (*(U *)(p) += (v))
+
+/* Forward block: out[r * ldo + lane] (r < R, NV vectors of channels) =
+ *     sum over taps t of w[t * ldw + lane] * x[tap_off[t] + r * step]
+ * x points at the input of the block's first pixel, step is the input distance between
+ * neighbouring output pixels (the stride), w at this channel block of the packed
+ * weights. Taps are summed in order t = 0, 1, ...: the result does not depend on R. */
+#define FC_DEFINE_FWD_BLOCK(NAME, T, V, U, LANES)                                          \
+FC_INLINE void NAME(const T *x, ptrdiff_t step, const ptrdiff_t *tap_off, ptrdiff_t n_taps,  \
+                    const T *w, ptrdiff_t ldw, T *out, ptrdiff_t ldo, const int NV,          \
+                    const int R)                                                             \
+{                                                                                            \
+    V acc0[FC_MAX_ACC], acc1[FC_MAX_ACC];                                                    \
+    ptrdiff_t t;                                                                             \
+    int r;                                                                                   \
+    FC_UNROLL for (r = 0; r < R; r++) { acc0[r] = FC_ZERO(V); acc1[r] = FC_ZERO(V); }        \
+    for (t = 0; t < n_taps; t++) {                                                           \
+        const T *xt = x + tap_off[t];                                                        \
+        const V w0 = FC_LOAD(U, w + t * ldw);                                                \
+        const V w1 = NV > 1 ? FC_LOAD(U, w + t * ldw + LANES) : FC_ZERO(V);                  \
+        FC_UNROLL for (r = 0; r < R; r++) {                                                  \
+            const T s = xt[r * step];                                                        \
+            FC_FMA(acc0[r], w0, s);                                                          \
+            if (NV > 1) FC_FMA(acc1[r], w1, s);                                              \
+        }                                                                                    \
+    }                                                                                        \
+    FC_UNROLL for (r = 0; r < R; r++) {                                                      \
+        FC_STORE(U, out + r * ldo, acc0[r]);                                                 \
+        if (NV > 1) FC_STORE(U, out + r * ldo + LANES, acc1[r]);                             \
+    }                                                                                        \
+}
+
+/* Weight-gradient block: for taps t < TB (NV vectors of channels),
+ *     out[t * ldo + lane] += sum over pixels (i < rows, j < cols) of
+ *         g[(i * cols + j) * ldg + lane] * x[i * row_step + j * step + tap_off[t]]
+ * g holds the output gradient transposed, pixel-major with channels contiguous.
+ * Pixels are summed in order into registers, then added to out once. */
+#define FC_DEFINE_WGRAD_BLOCK(NAME, T, V, U, LANES)                                         \
+FC_INLINE void NAME(const T *x, ptrdiff_t row_step, ptrdiff_t step, ptrdiff_t rows,          \
+                    ptrdiff_t cols, const T *g, ptrdiff_t ldg, const ptrdiff_t *tap_off,     \
+                    T *out, ptrdiff_t ldo, const int NV, const int TB)                       \
+{                                                                                            \
+    V acc0[FC_MAX_ACC], acc1[FC_MAX_ACC];                                                    \
+    ptrdiff_t off[FC_MAX_ACC];                                                               \
+    ptrdiff_t i, j;                                                                          \
+    int t;                                                                                   \
+    FC_UNROLL for (t = 0; t < TB; t++) {                                                     \
+        acc0[t] = FC_ZERO(V); acc1[t] = FC_ZERO(V); off[t] = tap_off[t];                     \
+    }                                                                                        \
+    for (i = 0; i < rows; i++) {                                                             \
+        const T *xr = x + i * row_step;                                                      \
+        const T *gr = g + i * cols * ldg;                                                    \
+        for (j = 0; j < cols; j++) {                                                         \
+            const T *xp = xr + j * step;                                                     \
+            const V g0 = FC_LOAD(U, gr + j * ldg);                                           \
+            const V g1 = NV > 1 ? FC_LOAD(U, gr + j * ldg + LANES) : FC_ZERO(V);             \
+            FC_UNROLL for (t = 0; t < TB; t++) {                                             \
+                const T s = xp[off[t]];                                                      \
+                FC_FMA(acc0[t], g0, s);                                                      \
+                if (NV > 1) FC_FMA(acc1[t], g1, s);                                          \
+            }                                                                                \
+        }                                                                                    \
+    }                                                                                        \
+    FC_UNROLL for (t = 0; t < TB; t++) {                                                     \
+        FC_ADD_TO(U, out + t * ldo, acc0[t]);                                                \
+        if (NV > 1) FC_ADD_TO(U, out + t * ldo + LANES, acc1[t]);                            \
+    }                                                                                        \
+}
+
+FC_DEFINE_FWD_BLOCK(fc_fwd_block_f, float, fc_vf, fc_vf_u, FC_LANES_F)
+FC_DEFINE_FWD_BLOCK(fc_fwd_block_d, double, fc_vd, fc_vd_u, FC_LANES_D)
+FC_DEFINE_WGRAD_BLOCK(fc_wgrad_block_f, float, fc_vf, fc_vf_u, FC_LANES_F)
+FC_DEFINE_WGRAD_BLOCK(fc_wgrad_block_d, double, fc_vd, fc_vd_u, FC_LANES_D)
+
+/* The blocks with R (or TB) fixed at compile time, one case per size. */
+#define FC_CASES_12(CALL) \
+    case 1: CALL(1); break; case 2: CALL(2); break; case 3: CALL(3); break;     \
+    case 4: CALL(4); break; case 5: CALL(5); break; case 6: CALL(6); break;     \
+    case 7: CALL(7); break; case 8: CALL(8); break; case 9: CALL(9); break;     \
+    case 10: CALL(10); break; case 11: CALL(11); break; case 12: CALL(12); break;
+#define FC_CASES_6(CALL) \
+    case 1: CALL(1); break; case 2: CALL(2); break; case 3: CALL(3); break;     \
+    case 4: CALL(4); break; case 5: CALL(5); break; case 6: CALL(6); break;
+
+/* Largest block (pixels or taps) for NV vectors: NV * block accumulators. */
+static inline int fc_max_block(int nv) { return nv > 1 ? FC_MAX_ACC / 2 : FC_MAX_ACC; }
+
+#define FC_DEFINE_DISPATCH(T, SUFFIX)                                                        \
+static inline void fc_fwd_##SUFFIX(const T *x, ptrdiff_t step, const ptrdiff_t *tap_off,     \
+                                   ptrdiff_t n_taps, const T *w, ptrdiff_t ldw, T *out,      \
+                                   ptrdiff_t ldo, int nv, int r)                             \
+{                                                                                            \
+    if (nv > 1) {                                                                            \
+        switch (r) {                                                                         \
+        _FC_FWD_CASES(T, SUFFIX, 2, FC_CASES_6)                                              \
+        }                                                                                    \
+    } else {                                                                                 \
+        switch (r) {                                                                         \
+        _FC_FWD_CASES(T, SUFFIX, 1, FC_CASES_12)                                             \
+        }                                                                                    \
+    }                                                                                        \
+}                                                                                            \
+static inline void fc_wgrad_##SUFFIX(const T *x, ptrdiff_t row_step, ptrdiff_t step,         \
+                                     ptrdiff_t rows, ptrdiff_t cols, const T *g,             \
+                                     ptrdiff_t ldg, const ptrdiff_t *tap_off, T *out,        \
+                                     ptrdiff_t ldo, int nv, int tb)                          \
+{                                                                                            \
+    if (nv > 1) {                                                                            \
+        switch (tb) {                                                                        \
+        _FC_WGRAD_CASES(T, SUFFIX, 2, FC_CASES_6)                                            \
+        }                                                                                    \
+    } else {                                                                                 \
+        switch (tb) {                                                                        \
+        _FC_WGRAD_CASES(T, SUFFIX, 1, FC_CASES_12)                                           \
+        }                                                                                    \
+    }                                                                                        \
+}
+
+#define _FC_FWD_CASES(T, SUFFIX, NV, CASES) \
+    CASES(_FC_FWD_CALL_##SUFFIX##_##NV)
+#define _FC_WGRAD_CASES(T, SUFFIX, NV, CASES) \
+    CASES(_FC_WGRAD_CALL_##SUFFIX##_##NV)
+
+#define _FC_FWD_CALL_f_1(R) fc_fwd_block_f(x, step, tap_off, n_taps, w, ldw, out, ldo, 1, R)
+#define _FC_FWD_CALL_f_2(R) fc_fwd_block_f(x, step, tap_off, n_taps, w, ldw, out, ldo, 2, R)
+#define _FC_FWD_CALL_d_1(R) fc_fwd_block_d(x, step, tap_off, n_taps, w, ldw, out, ldo, 1, R)
+#define _FC_FWD_CALL_d_2(R) fc_fwd_block_d(x, step, tap_off, n_taps, w, ldw, out, ldo, 2, R)
+#define _FC_WGRAD_CALL_f_1(B) \
+    fc_wgrad_block_f(x, row_step, step, rows, cols, g, ldg, tap_off, out, ldo, 1, B)
+#define _FC_WGRAD_CALL_f_2(B) \
+    fc_wgrad_block_f(x, row_step, step, rows, cols, g, ldg, tap_off, out, ldo, 2, B)
+#define _FC_WGRAD_CALL_d_1(B) \
+    fc_wgrad_block_d(x, row_step, step, rows, cols, g, ldg, tap_off, out, ldo, 1, B)
+#define _FC_WGRAD_CALL_d_2(B) \
+    fc_wgrad_block_d(x, row_step, step, rows, cols, g, ldg, tap_off, out, ldo, 2, B)
+
+FC_DEFINE_DISPATCH(float, f)
+FC_DEFINE_DISPATCH(double, d)
+
+#endif /* FASTCONV_CVEC_H */

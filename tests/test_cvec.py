@@ -1,0 +1,118 @@
+"""The channel-vectorised direct kernels (fastconv/_kernels/_conv_cvec.pyx).
+
+``algorithm="direct"`` runs them for stride-1 forward and input-gradient passes with
+at least CVEC_MIN_IN_CHANNELS input and CVEC_MIN_OUT_CHANNELS output channels per
+group, and for weight gradients with at least CVEC_MIN_WGRAD_CHANNELS output channels
+per group (any stride). The shapes below reach every blocking path: channel counts
+that fill two vectors, one vector, or part of one; rows whose pixel blocks overlap;
+tap counts that leave a short last block; images cut into several bands; groups,
+dilation, padding, strides and both dtypes. Each result is checked against the plain
+NumPy float64 reference and for bit-identical results with 1, 2 and 3 threads.
+"""
+
+import numpy as np
+import pytest
+
+import fastconv as fc
+import fastconv.functional as F
+
+from reference import conv2d_backward_ref, conv2d_ref
+
+# (x shape, w shape, stride, padding, dilation, groups)
+SHAPES = [
+    ((4, 6, 14, 14), (16, 6, 5, 5), 1, 0, 1, 1),      # LeNet C3: two vectors of channels
+    ((3, 1, 28, 28), (6, 1, 5, 5), 1, 2, 1, 1),       # LeNet C1: part of one vector
+    ((2, 3, 11, 13), (9, 3, 3, 3), 1, 1, 1, 1),       # one vector and one lane more
+    ((2, 5, 9, 17), (24, 5, 3, 2), 1, (1, 0), 1, 1),  # three vectors: two, then one
+    ((2, 8, 10, 10), (20, 4, 3, 3), 1, 2, 2, 2),      # groups, dilation, wide padding
+    ((1, 4, 70, 23), (12, 4, 3, 3), 1, 1, 1, 1),      # one image: cut into bands
+    ((2, 3, 17, 15), (8, 3, 4, 3), (2, 3), (1, 2), (2, 1), 1),  # strided weight gradient
+    ((2, 16, 7, 7), (8, 16, 3, 3), 1, 1, 1, 1),       # input gradient to 16 channels
+    ((2, 3, 4, 30), (40, 3, 2, 7), 1, (0, 3), 1, 1),  # pixel blocks of a long row
+]
+
+
+def _ids(shape):
+    return "x{}-w{}-s{}-p{}-d{}-g{}".format(*shape).replace(" ", "")
+
+
+def _passes_on_cvec(w_shape, stride, groups):
+    """Which passes of this shape run the channel-vectorised kernels under "direct"."""
+    kg, cg = w_shape[0] // groups, w_shape[1]
+    stride_one = stride in (1, (1, 1))
+    return {
+        "forward": stride_one and F._cvec_suits(cg, kg),
+        "input_grad": stride_one and F._cvec_suits(kg, cg),
+        "weight_grad": kg >= F.CVEC_MIN_WGRAD_CHANNELS,
+    }
+
+
+def test_every_pass_is_covered():
+    covered = {name for _, w, s, _, _, g in SHAPES
+               for name, on in _passes_on_cvec(w, s, g).items() if on}
+    assert covered == {"forward", "input_grad", "weight_grad"}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", SHAPES, ids=_ids)
+def test_matches_reference(shape, dtype, assert_close):
+    x_shape, w_shape, stride, padding, dilation, groups = shape
+    rng = np.random.default_rng(sum(x_shape) + sum(w_shape))
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[0]).astype(dtype)
+    conv = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    y = fc.conv2d(x, w, b, **conv, algorithm="direct")
+    assert_close(y, conv2d_ref(x, w, b, **conv), err_msg="y:")
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    gx, gw, gb = fc.conv2d_backward(gy, x, w, **conv, algorithm="direct")
+    gx_ref, gw_ref, gb_ref = conv2d_backward_ref(gy, x, w, **conv)
+    assert_close(gx, gx_ref, err_msg="gx:")
+    assert_close(gw, gw_ref, err_msg="gw:")
+    assert_close(gb, gb_ref, err_msg="gb:")
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=_ids)
+def test_bit_identical_for_1_2_and_3_threads(shape, restore_threads):
+    x_shape, w_shape, stride, padding, dilation, groups = shape
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    conv = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    results = []
+    for n_threads in (1, 2, 3):
+        fc.set_num_threads(n_threads)
+        y = fc.conv2d(x, w, **conv, algorithm="direct")
+        gy = np.cos(np.arange(y.size, dtype=np.float32)).reshape(y.shape)
+        results.append((y, *fc.conv2d_backward(gy, x, w, **conv, algorithm="direct")))
+    for other in results[1:]:
+        for got, first in zip(other, results[0]):
+            np.testing.assert_array_equal(got, first)
+
+
+def test_weight_gradient_keeps_padding_products_of_infinite_gy():
+    """Like im2col (and PyTorch), inf in gy times the zero padding gives NaN in gw."""
+    x = np.ones((1, 3, 4, 4), np.float32)
+    w = np.ones((8, 3, 3, 3), np.float32)
+    gy = np.zeros((1, 8, 4, 4), np.float32)
+    gy[0, 0, 0, 0] = np.inf
+    _, gw_direct, _ = fc.conv2d_backward(gy, x, w, padding=1, algorithm="direct")
+    _, gw_im2col, _ = fc.conv2d_backward(gy, x, w, padding=1, algorithm="im2col")
+    np.testing.assert_array_equal(gw_direct, gw_im2col)
+    assert np.isnan(gw_direct[0, :, 0, 0]).all() and np.isinf(gw_direct[0, :, 2, 2]).all()
+
+
+def test_auto_picks_the_channel_vectorised_kernels_for_lenet_c3():
+    geom = F._ConvGeometry((64, 6, 14, 14), (16, 6, 5, 5), 1, 0, 1, 1)
+    assert F._auto_algorithm(geom, "forward") == "direct"
+    assert F._auto_algorithm(geom, "weight_grad") == "direct"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_packed_weights_layout(dtype):
+    w = np.arange(2 * 3 * 2 * 2, dtype=dtype).reshape(2, 3, 2, 2)
+    packed = F._cvec_packed(w, groups=1)
+    lanes = fc._dispatch._conv_cvec.lanes(dtype == np.float64)
+    assert packed.shape == (1, 12, -(-2 // lanes) * lanes)
+    np.testing.assert_array_equal(packed[0, :, :2], w.reshape(2, 12).T)
+    assert not packed[0, :, 2:].any()
