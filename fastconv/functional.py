@@ -100,8 +100,8 @@ BAND_ELEMENTS = 1 << 18
 # Channel-vectorised kernels: per-thread budget (elements) of a band's padded input
 # and its pixel-major outputs.
 CVEC_BAND_ELEMENTS = 1 << 15
-# ... and the channels per group from which they beat the wide-row kernels (forward and
-# input gradient) and the other direct weight gradient.
+# ... and the channels per group from which they beat the wide-row kernels (forward)
+# and the other direct weight gradient.
 CVEC_MIN_IN_CHANNELS, CVEC_MIN_OUT_CHANNELS, CVEC_MIN_WGRAD_CHANNELS = 3, 8, 4
 # With few images, bands are cut smaller so at least this many units exist to share out.
 MIN_UNITS = 16
@@ -253,7 +253,7 @@ def _conv_forward_into(x: FloatArray, w: FloatArray, b: FloatArray | None, y: Fl
     """y = conv(x, w) + b."""
     if algorithm == "direct":
         (pt, _), (pl, _) = geom.padding
-        if geom.stride == (1, 1) and _cvec_suits(geom.cg, geom.kg):
+        if _cvec_suits(geom.cg, geom.kg):
             _cvec_forward(x, _cvec_packed(w, geom.groups), b, y, geom, (pt, pl), n_threads)
         elif geom.stride == (1, 1):
             workspace = _wide_workspace(geom.cg, (geom.oh, geom.ow), geom, n_threads, y.dtype)
@@ -297,9 +297,10 @@ def _wide_input_grad(gy: FloatArray, w: FloatArray, gx: FloatArray, geom: _ConvG
 
 
 def _cvec_suits(c_in: int, c_out: int) -> bool:
-    """Whether the channel-vectorised kernel beats the wide-row one for a stride-1
-    pass with these channels per group (measured on LeNet-like shapes): enough output
-    channels to fill its vectors, enough input channels to amortise each band copy."""
+    """Whether "direct" runs a forward pass with these channels per group on the
+    channel-vectorised kernel rather than the wide-row (stride 1) or plain loops:
+    enough output channels to fill its vectors, enough input channels to amortise
+    each band copy (measured on LeNet-like shapes)."""
     return c_in >= CVEC_MIN_IN_CHANNELS and c_out >= CVEC_MIN_OUT_CHANNELS
 
 
@@ -345,15 +346,24 @@ def _cvec_forward(x: FloatArray, w_packed: FloatArray, b: FloatArray | None, y: 
                               *geom.stride, *pads, *geom.dilation, rows, n_threads)
 
 
-def _cvec_input_grad(gy: FloatArray, w: FloatArray, gx: FloatArray, geom: _ConvGeometry,
-                     n_threads: int) -> None:
-    """gx = input gradient of a stride-1 conv, as a channel-vectorised stride-1 conv of
-    gy (see ``_wide_input_grad``, whose conditions it shares). Overwrites gx."""
+def _cvec_scatter_input_grad(gy: FloatArray, w: FloatArray, gx: FloatArray,
+                             geom: _ConvGeometry, n_threads: int) -> None:
+    """gx = input gradient by the channel-vectorised scatter kernel (any stride): each
+    gy pixel times each tap is added into a padded image of x's channels. Overwrites
+    gx; padding is never multiplied, so non-finite w needs no care."""
+    g, kg, cg, taps = geom.groups, geom.kg, geom.cg, geom.kh * geom.kw
+    lanes = _conv_cvec.lanes(w.dtype == np.float64)
+    packed = np.zeros((g, kg * taps, -(-cg // lanes) * lanes), dtype=w.dtype)
+    packed[:, :, :cg] = (w.reshape(g, kg, cg, taps).transpose(0, 1, 3, 2)
+                         .reshape(g, kg * taps, cg))
+    (sh, sw), (dh, dw) = geom.stride, geom.dilation
+    hp = (geom.oh - 1) * sh + (geom.kh - 1) * dh + 1
+    wp = (geom.ow - 1) * sw + (geom.kw - 1) * dw + 1
+    workspace = _per_thread(n_threads, hp * wp * packed.shape[2], gx.dtype,
+                            "the direct-convolution workspace")
     (pt, _), (pl, _) = geom.padding
-    dh, dw = geom.dilation
-    packed = _cvec_packed(_input_grad_kernel(w, geom), geom.groups)
-    _cvec_forward(gy, packed, None, gx, geom,
-                  ((geom.kh - 1) * dh - pt, (geom.kw - 1) * dw - pl), n_threads)
+    _conv_cvec.conv2d_input_grad(gy, packed, gx, workspace, geom.kh, geom.kw, sh, sw, pt, pl,
+                                 dh, dw, n_threads)
 
 
 def _cvec_weight_grad(gy: FloatArray, x: FloatArray, gw: FloatArray, geom: _ConvGeometry,
@@ -478,11 +488,10 @@ def _conv_input_grad_into(gy: FloatArray, w: FloatArray, gx: FloatArray, geom: _
             return
         algorithm = "im2col"
     if algorithm == "direct":
-        if geom.stride == (1, 1) and np.isfinite(w).all():
-            if _cvec_suits(geom.kg, geom.cg):  # gy's channels in, x's channels out
-                _cvec_input_grad(gy, w, gx, geom, n_threads)
-            else:
-                _wide_input_grad(gy, w, gx, geom, n_threads)
+        if _direct_input_grad_kernel(geom) == "scatter":
+            _cvec_scatter_input_grad(gy, w, gx, geom, n_threads)
+        elif np.isfinite(w).all():
+            _wide_input_grad(gy, w, gx, geom, n_threads)
         else:
             _conv_direct.conv2d_input_grad(gy, w, gx, *geom.kernel_args, n_threads)
         return
@@ -490,7 +499,15 @@ def _conv_input_grad_into(gy: FloatArray, w: FloatArray, gx: FloatArray, geom: _
     workspace = geom.workspace(rows, n_threads, gx.dtype)
     with single_threaded_blas():
         _conv_gemm.conv2d_input_grad(gy, w, gx, workspace, *geom.kernel_args, rows, n_threads,
-                                  geom.pointwise)
+                                     geom.pointwise)
+
+
+def _direct_input_grad_kernel(geom: _ConvGeometry) -> str:
+    """The kernel "direct" runs for an input gradient: "wide" (wide rows, stride 1) for
+    few input channels per group on wide images, else "scatter" (channel-vectorised)."""
+    if geom.stride == (1, 1) and (geom.cg < 4 or (geom.cg < 8 and geom.w >= 24)):
+        return "wide"
+    return "scatter"
 
 
 def _conv_weight_grad_into(gy: FloatArray, x: FloatArray, gw: FloatArray, geom: _ConvGeometry,
@@ -584,17 +601,19 @@ def _auto_algorithm(geom: _ConvGeometry, pass_: str) -> str:
 
 def _cvec_beats_gemm(geom: _ConvGeometry, pass_: str) -> bool:
     """Where "direct" runs the channel-vectorised kernels (stride 1) and they beat
-    im2col: forward, up to 32 output channels per group, or 64 with 6 to 32 input
-    channels (the input gradient swaps the two roles); weight gradient, up to 64 of
-    each."""
+    im2col (measured): forward, up to 32 output channels per group, or 64 with 6 to 32
+    input channels; input gradient, 4 to 32 input channels and up to 64 output
+    channels; weight gradient, up to 64 of each."""
     if geom.kh * geom.kw == 1:
         return False  # a 1x1 convolution is a GEMM as it stands
     if pass_ == "weight_grad":
         return geom.kg <= 64 and geom.cg <= 64
-    c_in, c_out = (geom.kg, geom.cg) if pass_ == "input_grad" else (geom.cg, geom.kg)
-    if not _cvec_suits(c_in, c_out):
+    if pass_ == "input_grad":
+        return (_direct_input_grad_kernel(geom) == "scatter" and geom.cg <= 32
+                and geom.kg <= 64)
+    if not _cvec_suits(geom.cg, geom.kg):
         return False  # the wide-row kernel would run
-    return c_out <= 32 or (c_out <= 64 and 6 <= c_in <= 32)
+    return geom.kg <= 32 or (geom.kg <= 64 and 6 <= geom.cg <= 32)
 
 
 def _candidates(geom: _ConvGeometry, pass_: str) -> list[str]:

@@ -1,9 +1,9 @@
 """The channel-vectorised direct kernels (fastconv/_kernels/_conv_cvec.pyx).
 
-``algorithm="direct"`` runs them for stride-1 forward and input-gradient passes with
-at least CVEC_MIN_IN_CHANNELS input and CVEC_MIN_OUT_CHANNELS output channels per
-group, and for weight gradients with at least CVEC_MIN_WGRAD_CHANNELS output channels
-per group (any stride). The shapes below reach every blocking path: channel counts
+``algorithm="direct"`` runs them for forward passes with at least CVEC_MIN_IN_CHANNELS
+input and CVEC_MIN_OUT_CHANNELS output channels per group, for input gradients where
+``_direct_input_grad_kernel`` says "scatter", and for weight gradients with at least
+CVEC_MIN_WGRAD_CHANNELS output channels per group (any stride). The shapes below reach every blocking path: channel counts
 that fill two vectors, one vector, or part of one; rows whose pixel blocks overlap;
 tap counts that leave a short last block; images cut into several bands; groups,
 dilation, padding, strides and both dtypes. Each result is checked against the plain
@@ -29,6 +29,8 @@ SHAPES = [
     ((2, 3, 17, 15), (8, 3, 4, 3), (2, 3), (1, 2), (2, 1), 1),  # strided weight gradient
     ((2, 16, 7, 7), (8, 16, 3, 3), 1, 1, 1, 1),       # input gradient to 16 channels
     ((2, 3, 4, 30), (40, 3, 2, 7), 1, (0, 3), 1, 1),  # pixel blocks of a long row
+    ((2, 6, 9, 9), (8, 6, 2, 2), 3, 0, 1, 1),         # stride 3: rows gy never reaches
+    ((1, 12, 19, 21), (6, 4, 3, 5), 2, (2, 1), (1, 2), 3),  # strided, dilated groups
 ]
 
 
@@ -36,21 +38,21 @@ def _ids(shape):
     return "x{}-w{}-s{}-p{}-d{}-g{}".format(*shape).replace(" ", "")
 
 
-def _passes_on_cvec(w_shape, stride, groups):
+def _passes_on_cvec(x_shape, w_shape, stride, padding, dilation, groups):
     """Which passes of this shape run the channel-vectorised kernels under "direct"."""
-    kg, cg = w_shape[0] // groups, w_shape[1]
-    stride_one = stride in (1, (1, 1))
+    geom = F._ConvGeometry(x_shape, w_shape, stride, padding, dilation, groups)
     return {
-        "forward": stride_one and F._cvec_suits(cg, kg),
-        "input_grad": stride_one and F._cvec_suits(kg, cg),
-        "weight_grad": kg >= F.CVEC_MIN_WGRAD_CHANNELS,
+        "forward": F._cvec_suits(geom.cg, geom.kg),
+        "input_grad": F._direct_input_grad_kernel(geom) == "scatter",
+        "weight_grad": geom.kg >= F.CVEC_MIN_WGRAD_CHANNELS,
     }
 
 
 def test_every_pass_is_covered():
-    covered = {name for _, w, s, _, _, g in SHAPES
-               for name, on in _passes_on_cvec(w, s, g).items() if on}
-    assert covered == {"forward", "input_grad", "weight_grad"}
+    on_cvec = [_passes_on_cvec(*shape) for shape in SHAPES]
+    for name in ("forward", "input_grad", "weight_grad"):
+        assert any(passes[name] for passes in on_cvec), name
+        assert not all(passes[name] for passes in on_cvec), name  # the others run too
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -46,6 +46,12 @@ cdef extern from "_cvec.h" nogil:
     void fc_wgrad_d(const double* x, Py_ssize_t row_step, Py_ssize_t step, Py_ssize_t rows,
                     Py_ssize_t cols, const double* g, Py_ssize_t ldg,
                     const Py_ssize_t* tap_off, double* out, Py_ssize_t ldo, int nv, int tb)
+    void fc_igrad_f(const float* g, Py_ssize_t g_r, Py_ssize_t g_k, Py_ssize_t n_k,
+                    const float* w, Py_ssize_t ldk, float* out, Py_ssize_t r_step, int nv,
+                    int r)
+    void fc_igrad_d(const double* g, Py_ssize_t g_r, Py_ssize_t g_k, Py_ssize_t n_k,
+                    const double* w, Py_ssize_t ldk, double* out, Py_ssize_t r_step, int nv,
+                    int r)
 
 
 def lanes(bint double_precision):
@@ -76,6 +82,15 @@ cdef inline void wgrad_block(const floating* x, index_t row_step, index_t step, 
         fc_wgrad_f(x, row_step, step, rows, cols, g, ldg, tap_off, out, ldo, nv, tb)
     else:
         fc_wgrad_d(x, row_step, step, rows, cols, g, ldg, tap_off, out, ldo, nv, tb)
+
+
+cdef inline void igrad_block(const floating* g, index_t g_r, index_t g_k, index_t n_k,
+                             const floating* w, index_t ldk, floating* out, index_t r_step,
+                             int nv, int r) noexcept nogil:
+    if floating is float:
+        fc_igrad_f(g, g_r, g_k, n_k, w, ldk, out, r_step, nv, r)
+    else:
+        fc_igrad_d(g, g_r, g_k, n_k, w, ldk, out, r_step, nv, r)
 
 
 cdef void forward_band(const floating* band, const floating* wg, const index_t* tap_off,
@@ -223,3 +238,72 @@ def conv2d_weight_grad(const floating[:, :, :, ::1] gy, const floating[:, :, :, 
                 transpose_band(gy, n, g * kg, kg, kp, oh0, n_rows, g_t)
                 weight_grad_band(band, g_t, &tap_off[0], ckk, kp, lanes_, n_rows, ow,
                                  sh * wp, sw, &partials[chunk, g, 0, 0])
+
+
+cdef void input_grad_image(const floating* gy_g, index_t kg, index_t oh, index_t ow,
+                           const floating* wg, index_t cp, index_t lanes_, index_t kh,
+                           index_t kw, index_t sh, index_t sw, index_t dh, index_t dw,
+                           index_t wp, floating* out) noexcept nogil:
+    """out (padded input gradient, pixel-major, CP channels) += every gy pixel of one
+    image and group times every tap: out[(oh*SH + i*DH, ow*SW + j*DW)] += sum_k
+    gy[k, oh, ow] * w[k, (i, j)]; gy_g points at the group's first channel."""
+    cdef index_t taps = kh * kw, kb = 0, r, t, j, block, n_px
+    cdef int nv
+    while kb < cp:
+        nv = 2 if cp - kb >= 2 * lanes_ else 1
+        block = balanced_block(ow, fc_max_block(nv))
+        for r in range(oh):
+            for t in range(taps):
+                j = 0
+                while j < ow:
+                    n_px = min(block, ow - j)  # no overlap: a scatter would add twice
+                    igrad_block(gy_g + r * ow + j, 1, oh * ow, kg, wg + t * cp + kb,
+                                taps * cp,
+                                out + ((r * sh + (t // kw) * dh) * wp + j * sw
+                                       + (t % kw) * dw) * cp + kb,
+                                sw * cp, nv, <int>n_px)
+                    j += n_px
+        kb += nv * lanes_
+
+
+def conv2d_input_grad(const floating[:, :, :, ::1] gy, const floating[:, :, ::1] w_packed,
+                      floating[:, :, :, ::1] gx, floating[:, ::1] workspace,
+                      index_t kh, index_t kw, index_t sh, index_t sw, index_t pt, index_t pl,
+                      index_t dh, index_t dw, int n_threads):
+    """gx = input gradient, overwritten, in scatter form: w_packed (G, KG * KH * KW, CP)
+    holds w[g * KG + k, c, i, j] at [g, k * KH * KW + i * KW + j, c], zero for c >= CG.
+
+    One task per (image, group) sums into a padded input-gradient image of
+    HP * WP * CP elements in its workspace row (HP, WP: the input extent the output
+    reads, (OH - 1) * SH + (KH - 1) * DH + 1 and likewise), then copies it to gx.
+    """
+    cdef index_t n_batch = gy.shape[0], oh = gy.shape[2], ow = gy.shape[3]
+    cdef index_t groups = w_packed.shape[0], cp = w_packed.shape[2]
+    cdef index_t kg = gy.shape[1] // groups, cg = gx.shape[1] // groups
+    cdef index_t height = gx.shape[2], width = gx.shape[3]
+    cdef index_t lanes_ = FC_LANES_D if floating is double else FC_LANES_F
+    cdef index_t hp = (oh - 1) * sh + (kh - 1) * dh + 1
+    cdef index_t wp = (ow - 1) * sw + (kw - 1) * dw + 1
+    cdef index_t u, n, g, c, h, q, p, tid
+    cdef floating* buf
+    if (gy.shape[1] != groups * kg or w_packed.shape[1] != kg * kh * kw or cp < cg
+            or gx.shape[0] != n_batch or gx.shape[1] != groups * cg):
+        raise ValueError("packed weights do not match gy and gx")
+    if workspace.shape[1] < hp * wp * cp:
+        raise ValueError("workspace too small")
+    for u in prange(n_batch * groups, nogil=True, schedule="static", num_threads=n_threads):
+        tid = threadid()
+        buf = &workspace[tid, 0]
+        n = u // groups
+        g = u % groups
+        for p in range(hp * wp * cp):
+            buf[p] = 0
+        input_grad_image(&gy[n, g * kg, 0, 0], kg, oh, ow, &w_packed[g, 0, 0], cp, lanes_,
+                         kh, kw, sh, sw, dh, dw, wp, buf)
+        for c in range(cg):
+            for h in range(height):
+                for q in range(width):
+                    if 0 <= h + pt < hp and 0 <= q + pl < wp:
+                        gx[n, g * cg + c, h, q] = buf[((h + pt) * wp + q + pl) * cp + c]
+                    else:
+                        gx[n, g * cg + c, h, q] = 0

@@ -113,10 +113,43 @@ FC_INLINE void NAME(const T *x, ptrdiff_t row_step, ptrdiff_t step, ptrdiff_t ro
     }                                                                                        \
 }
 
+/* Input-gradient block (scatter form): for R output-gradient pixels r,
+ *     out[r * r_step + lane] += sum over k < n_k of g[r * g_r + k * g_k] * w[k * ldk + lane]
+ * g points at the block's first pixel of gy (channel k at k * g_k), w at one tap of this
+ * channel block of the packed weights (KG, taps, CP), out at the padded input-gradient
+ * pixel of the block's first pixel and that tap (channels contiguous). The R targets are
+ * distinct pixels, so the order of the sums reaching each target is fixed by the
+ * caller's loops, not by R. */
+#define FC_DEFINE_IGRAD_BLOCK(NAME, T, V, U, LANES)                                         \
+FC_INLINE void NAME(const T *g, ptrdiff_t g_r, ptrdiff_t g_k, ptrdiff_t n_k, const T *w,     \
+                    ptrdiff_t ldk, T *out, ptrdiff_t r_step, const int NV, const int R)      \
+{                                                                                            \
+    V acc0[FC_MAX_ACC], acc1[FC_MAX_ACC];                                                    \
+    ptrdiff_t k;                                                                             \
+    int r;                                                                                   \
+    FC_UNROLL for (r = 0; r < R; r++) { acc0[r] = FC_ZERO(V); acc1[r] = FC_ZERO(V); }        \
+    for (k = 0; k < n_k; k++) {                                                              \
+        const T *gk = g + k * g_k;                                                           \
+        const V w0 = FC_LOAD(U, w + k * ldk);                                                \
+        const V w1 = NV > 1 ? FC_LOAD(U, w + k * ldk + LANES) : FC_ZERO(V);                  \
+        FC_UNROLL for (r = 0; r < R; r++) {                                                  \
+            const T s = gk[r * g_r];                                                         \
+            FC_FMA(acc0[r], w0, s);                                                          \
+            if (NV > 1) FC_FMA(acc1[r], w1, s);                                              \
+        }                                                                                    \
+    }                                                                                        \
+    FC_UNROLL for (r = 0; r < R; r++) {                                                      \
+        FC_ADD_TO(U, out + r * r_step, acc0[r]);                                             \
+        if (NV > 1) FC_ADD_TO(U, out + r * r_step + LANES, acc1[r]);                         \
+    }                                                                                        \
+}
+
 FC_DEFINE_FWD_BLOCK(fc_fwd_block_f, float, fc_vf, fc_vf_u, FC_LANES_F)
 FC_DEFINE_FWD_BLOCK(fc_fwd_block_d, double, fc_vd, fc_vd_u, FC_LANES_D)
 FC_DEFINE_WGRAD_BLOCK(fc_wgrad_block_f, float, fc_vf, fc_vf_u, FC_LANES_F)
 FC_DEFINE_WGRAD_BLOCK(fc_wgrad_block_d, double, fc_vd, fc_vd_u, FC_LANES_D)
+FC_DEFINE_IGRAD_BLOCK(fc_igrad_block_f, float, fc_vf, fc_vf_u, FC_LANES_F)
+FC_DEFINE_IGRAD_BLOCK(fc_igrad_block_d, double, fc_vd, fc_vd_u, FC_LANES_D)
 
 /* The blocks with R (or TB) fixed at compile time, one case per size. */
 #define FC_CASES_12(CALL) \
@@ -138,11 +171,11 @@ static inline void fc_fwd_##SUFFIX(const T *x, ptrdiff_t step, const ptrdiff_t *
 {                                                                                            \
     if (nv > 1) {                                                                            \
         switch (r) {                                                                         \
-        _FC_FWD_CASES(T, SUFFIX, 2, FC_CASES_6)                                              \
+        FC_CASES_6(_FC_FWD_CALL_##SUFFIX##_2)                                                \
         }                                                                                    \
     } else {                                                                                 \
         switch (r) {                                                                         \
-        _FC_FWD_CASES(T, SUFFIX, 1, FC_CASES_12)                                             \
+        FC_CASES_12(_FC_FWD_CALL_##SUFFIX##_1)                                               \
         }                                                                                    \
     }                                                                                        \
 }                                                                                            \
@@ -153,19 +186,28 @@ static inline void fc_wgrad_##SUFFIX(const T *x, ptrdiff_t row_step, ptrdiff_t s
 {                                                                                            \
     if (nv > 1) {                                                                            \
         switch (tb) {                                                                        \
-        _FC_WGRAD_CASES(T, SUFFIX, 2, FC_CASES_6)                                            \
+        FC_CASES_6(_FC_WGRAD_CALL_##SUFFIX##_2)                                              \
         }                                                                                    \
     } else {                                                                                 \
         switch (tb) {                                                                        \
-        _FC_WGRAD_CASES(T, SUFFIX, 1, FC_CASES_12)                                           \
+        FC_CASES_12(_FC_WGRAD_CALL_##SUFFIX##_1)                                             \
+        }                                                                                    \
+    }                                                                                        \
+}                                                                                            \
+static inline void fc_igrad_##SUFFIX(const T *g, ptrdiff_t g_r, ptrdiff_t g_k,               \
+                                     ptrdiff_t n_k, const T *w, ptrdiff_t ldk, T *out,       \
+                                     ptrdiff_t r_step, int nv, int r)                        \
+{                                                                                            \
+    if (nv > 1) {                                                                            \
+        switch (r) {                                                                         \
+        FC_CASES_6(_FC_IGRAD_CALL_##SUFFIX##_2)                                              \
+        }                                                                                    \
+    } else {                                                                                 \
+        switch (r) {                                                                         \
+        FC_CASES_12(_FC_IGRAD_CALL_##SUFFIX##_1)                                             \
         }                                                                                    \
     }                                                                                        \
 }
-
-#define _FC_FWD_CASES(T, SUFFIX, NV, CASES) \
-    CASES(_FC_FWD_CALL_##SUFFIX##_##NV)
-#define _FC_WGRAD_CASES(T, SUFFIX, NV, CASES) \
-    CASES(_FC_WGRAD_CALL_##SUFFIX##_##NV)
 
 #define _FC_FWD_CALL_f_1(R) fc_fwd_block_f(x, step, tap_off, n_taps, w, ldw, out, ldo, 1, R)
 #define _FC_FWD_CALL_f_2(R) fc_fwd_block_f(x, step, tap_off, n_taps, w, ldw, out, ldo, 2, R)
@@ -179,6 +221,11 @@ static inline void fc_wgrad_##SUFFIX(const T *x, ptrdiff_t row_step, ptrdiff_t s
     fc_wgrad_block_d(x, row_step, step, rows, cols, g, ldg, tap_off, out, ldo, 1, B)
 #define _FC_WGRAD_CALL_d_2(B) \
     fc_wgrad_block_d(x, row_step, step, rows, cols, g, ldg, tap_off, out, ldo, 2, B)
+
+#define _FC_IGRAD_CALL_f_1(R) fc_igrad_block_f(g, g_r, g_k, n_k, w, ldk, out, r_step, 1, R)
+#define _FC_IGRAD_CALL_f_2(R) fc_igrad_block_f(g, g_r, g_k, n_k, w, ldk, out, r_step, 2, R)
+#define _FC_IGRAD_CALL_d_1(R) fc_igrad_block_d(g, g_r, g_k, n_k, w, ldk, out, r_step, 1, R)
+#define _FC_IGRAD_CALL_d_2(R) fc_igrad_block_d(g, g_r, g_k, n_k, w, ldk, out, r_step, 2, R)
 
 FC_DEFINE_DISPATCH(float, f)
 FC_DEFINE_DISPATCH(double, d)
