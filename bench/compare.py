@@ -34,6 +34,10 @@ and in a training step the activations the layers cache).  Memory freed during t
 was allocated before it (a previous step's caches) is not subtracted.  This is not RSS: memory
 that C code allocates without NumPy is not seen (fastconv's kernels allocate none).  PyTorch's
 allocations are invisible to ``tracemalloc``, so torch's memory is not reported.
+``RSS MB`` is the peak growth of the process's resident set during one more such call
+(Linux: the high-water mark is reset before the call, see ``rss_growth``): every page the
+call touched for the first time, whoever allocated it; freed memory that the allocator
+reuses costs nothing here, so it can be below ``peak MB``.
 
 Thread scaling (``--scaling 1,2,4``): instead of the comparison, fastconv alone is timed per
 case and mode at each thread count (interleaved like the comparison: the order of the counts
@@ -130,6 +134,37 @@ def traced_memory(timed) -> tuple[float, float]:
     return float(peak), float(kept)
 
 
+def _status_kb(field: str) -> int:
+    """A ``kB`` field of /proc/self/status (Linux)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise OSError(f"/proc/self/status has no {field}")
+
+
+def rss_growth(timed) -> float | None:
+    """Peak resident-set growth (bytes) of one fastconv call of ``timed``, or None where
+    it cannot be read (not Linux).
+
+    The kernel's high-water mark of the resident set is reset to the current size
+    (``5`` written to /proc/self/clear_refs) just before the call and read just after:
+    the growth counts every page the call touched first, whoever allocated it.
+    """
+    gc.collect()
+    try:
+        with _fastconv_context(timed):
+            before = _status_kb("VmRSS")
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            result = timed.fastconv()
+            peak = _status_kb("VmHWM")
+    except OSError:
+        return None
+    del result
+    return float(max(0, peak - before) * 1024)
+
+
 def geomean(values):
     values = [v for v in values if v is not None and v > 0 and math.isfinite(v)]
     if not values:
@@ -180,17 +215,19 @@ KIND_TITLES = {"train_step": "train step"}
 
 
 def _memory_header(mode: str) -> tuple[str, str]:
-    cells = " ".join(f"{n:>{CELL}}" for n in ("peak MB", "kept MB"))
+    cells = " ".join(f"{n:>{CELL}}" for n in ("peak MB", "kept MB", "RSS MB"))
     return f" {mode} memory ".center(len(cells), "-"), cells
 
 
 def _memory_cells(timed, errors, case) -> str:
     try:
         peak, kept = traced_memory(timed)
-        values = [_num(peak / 2**20, ".2f"), _num(kept / 2**20, ".2f")]
+        rss = rss_growth(timed)
+        values = [_num(peak / 2**20, ".2f"), _num(kept / 2**20, ".2f"),
+                  _num(None if rss is None else rss / 2**20, ".2f")]
     except Exception as exc:
         errors.append(f"{case.name} {timed.mode} memory: {exc!r}\n{traceback.format_exc()}")
-        values = ["-", "-"]
+        values = ["-", "-", "-"]
     return " ".join(f"{v:>{CELL}}" for v in values)
 
 

@@ -44,7 +44,7 @@ def test_train_step_table():
     cells = row(out.stdout, "lenet5-train-step").split("|")
     fc_ms, torch_ms, ratio, images = (float(v) for v in cells[0].split()[-4:])
     assert fc_ms > 0 and torch_ms > 0 and ratio > 0 and images > 0
-    peak, kept = (float(v) for v in cells[1].split())
+    peak, kept, rss = (float(v) for v in cells[1].split())
     assert peak >= kept > 0  # a step keeps its activations for the next backward
     assert re.search(r"fastconv \d+ img/s, torch \d+ img/s", out.stdout), out.stdout
 
@@ -53,11 +53,35 @@ def test_memory_columns_count_outputs_and_workspaces():
     # average pooling fwd+bwd allocates exactly y and gx: its peak is their size
     out = run_compare("--no-torch", "--cases", "avgpool-2x2s2-64-56", "--repeat", "1")
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "peak MB" in out.stdout and "kept MB" in out.stdout
-    peak, kept = (float(v) for v in row(out.stdout, "avgpool-2x2s2-64-56").split("|")[-1].split())
+    assert "peak MB" in out.stdout and "kept MB" in out.stdout and "RSS MB" in out.stdout
+    cells = row(out.stdout, "avgpool-2x2s2-64-56").split("|")[-1].split()
+    peak, kept, rss = (float(v) for v in cells)
     y, gx = (32 * 64 * 28 * 28 * 4), (32 * 64 * 56 * 56 * 4)
     assert math.isclose(kept, (y + gx) / 2**20, abs_tol=0.02)
     assert math.isclose(peak, kept, abs_tol=0.02)
+    # the resident set cannot grow by more than the process allocates and touches
+    assert 0 <= rss <= peak + 1
+
+
+def test_rss_growth_sees_fresh_pages():
+    """A call that fills a new 64 MB array grows the resident set by about that much."""
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import numpy as np, compare\n"
+        "class Filler:\n"
+        "    def fastconv(self):\n"
+        "        return np.ones(16 * 2**20, np.float32)\n"
+        "print(compare.rss_growth(Filler()))\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(fastconv.__file__)))
+    env = {**os.environ,
+           "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    out = subprocess.run([sys.executable, "-c", script, BENCH], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    growth = out.stdout.split()[-1]
+    if growth == "None":
+        pytest.skip("no /proc/self/clear_refs: not Linux")
+    assert 60 * 2**20 <= float(growth) <= 80 * 2**20
 
 
 def test_no_memory_leaves_the_columns_out():
