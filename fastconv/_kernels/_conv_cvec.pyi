@@ -1,5 +1,5 @@
 """Type stubs of the compiled module ``_conv_cvec.pyx`` (channel-vectorised direct
-convolution: forward and weight gradient).
+convolution: forward, input gradient and weight gradient).
 
 Every array is C-contiguous, of one float dtype per call (the fused ``floating``:
 float32 or float64); sizes are validated by the caller (fastconv.functional).
@@ -32,4 +32,12 @@ def conv2d_weight_grad(
     tap_off: NDArray[np.intp],  # IN (CKK,)
     kh: int, kw: int, sh: int, sw: int, pt: int, pl: int, dh: int, dw: int,
     rows: int, n_threads: int,
+) -> None: ...
+def conv2d_input_grad(
+    gy: NDArray[_F],  # IN (N, K, OH, OW)
+    w_packed: NDArray[_F],  # IN (G, KG * KH * KW, CP)
+    gx: NDArray[_F],  # OUT (N, C, H, W), every element written
+    workspace: NDArray[_F],  # SCRATCH (threads, HP * WP * CP)
+    kh: int, kw: int, sh: int, sw: int, pt: int, pl: int, dh: int, dw: int,
+    n_threads: int,
 ) -> None: ...

@@ -1,4 +1,4 @@
-"""Channel-vectorised direct convolution, forward and weight gradient.
+"""Channel-vectorised direct convolution: forward, input gradient and weight gradient.
 
 Dimension legend: N batch, C input channels, H, W input size, K output channels,
 G groups, CG = C / G, KG = K / G, KH, KW kernel size, SH, SW stride, DH, DW
@@ -21,8 +21,10 @@ workspace, zero-padded (so the loops test nothing), and (forward) computes the b
 outputs pixel-major into the workspace, then writes them to y channel-major, or
 (weight gradient) transposes the band's output gradient pixel-major and adds the
 band's products into its chunk's partial sums; chunks are fixed by the shape and
-summed in order by the caller. Every output is summed in one fixed order: results
-are bit-identical for any thread count.
+summed in order by the caller. The input gradient scatters instead: for one image and
+group, each gy pixel times each tap (a vector of x's channels) is added into a padded
+input-gradient image, pixel-major, that is then copied to gx. Every output is summed
+in one fixed order: results are bit-identical for any thread count.
 """
 
 from cython.parallel cimport prange, threadid
