@@ -1269,3 +1269,50 @@ def test_wide_rows_bit_identical_for_1_2_3_threads(pool, dtype, rng, restore_thr
         for one, two in zip(results[0], other):
             assert one.dtype == two.dtype
             np.testing.assert_array_equal(one, two)  # NaN where NaN
+
+
+def test_pool_geometry_cache_keeps_validation():
+    """A remembered geometry never lets through what the checks refuse: a bool or
+    float kernel equal to a cached int one, or sizes that only fail for another plane."""
+    x = np.ones((1, 1, 6, 6))
+    assert fc.max_pool2d(x, 2).shape == (1, 1, 3, 3)  # (2, ...) is now remembered
+    with pytest.raises(TypeError, match="kernel_size"):
+        fc.max_pool2d(x, True)
+    assert fc.max_pool2d(x, 1).shape == (1, 1, 6, 6)
+    with pytest.raises(TypeError, match="kernel_size"):
+        fc.max_pool2d(x, True)  # True == 1 and hashes alike, still refused
+    with pytest.raises(TypeError, match="stride"):
+        fc.max_pool2d(x, 2, stride=2.0)
+    with pytest.raises(ValueError, match="only padding"):  # valid for 6x6, not for 1x1
+        fc.max_pool2d(np.zeros((1, 1, 1, 1)), (1, 2), stride=1, padding=(0, 1), dilation=(1, 2))
+    for _ in range(2):  # refused again: failures are not remembered
+        with pytest.raises(ValueError, match="padding"):
+            fc.max_pool2d(x, 2, padding=2)
+    np.testing.assert_array_equal(fc.max_pool2d(x, [2, 2]), fc.max_pool2d(x, (2, 2)))
+
+
+@pytest.mark.parametrize("size", range(1, 10))
+@pytest.mark.parametrize("kernel, stride, padding, dilation", [
+    (k, s, p, d) for k in (1, 2, 3, 4) for s in (1, 2, 3) for p in range(k // 2 + 1)
+    for d in (1, 2, 3)])
+@pytest.mark.parametrize("ceil_mode", [False, True])
+def test_pool_only_padding_check_matches_every_window(size, kernel, stride, padding, dilation,
+                                                      ceil_mode):
+    """The padding-only check looks at the left windows and the last one; every window
+    is checked here, by brute force."""
+    span = dilation * (kernel - 1) + 1
+    out = (size + 2 * padding - span + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and out > 0 and (out - 1) * stride >= size + padding:
+        out -= 1
+    x = np.zeros((1, 1, size, size))
+    if out < 1:
+        with pytest.raises(ValueError):
+            fc.max_pool2d(x, kernel, stride, padding, dilation, ceil_mode)
+        return
+    covers = [any(0 <= i * stride - padding + t * dilation < size for t in range(kernel))
+              for i in range(out)]
+    if all(covers):
+        assert fc.max_pool2d(x, kernel, stride, padding, dilation, ceil_mode).shape[2] == out
+    else:
+        with pytest.raises(ValueError, match="only padding"):
+            fc.max_pool2d(x, kernel, stride, padding, dilation, ceil_mode)
