@@ -1316,3 +1316,34 @@ def test_pool_only_padding_check_matches_every_window(size, kernel, stride, padd
     else:
         with pytest.raises(ValueError, match="only padding"):
             fc.max_pool2d(x, kernel, stride, padding, dilation, ceil_mode)
+
+
+@pytest.mark.parametrize("size", [(2, 2), (28, 28), (10, 10), (5, 7), (7, 4), (3, 3), (2, 9),
+                                  (16, 130)])
+@pytest.mark.parametrize("mode", ["normal", "ties", "special"])
+@pytest.mark.parametrize("ceil_mode", [False, True])
+def test_max_pool_2x2_stride_2(size, mode, ceil_mode, dtype, rng, assert_close):
+    """Whole 2x2 windows at stride 2 have their own loop (one per output row); odd sizes
+    with ceil_mode take the general one (their last window is clipped)."""
+    x = max_pool_input(rng, (3, 4) + size, dtype, mode)
+    check_max(x, dict(kernel_size=2, stride=2, ceil_mode=ceil_mode), rng, assert_close)
+
+
+@pytest.mark.parametrize("signs", [(0.0, -0.0), (-0.0, 0.0)])
+def test_max_pool_2x2_signed_zero_ties(signs, dtype):
+    """+0 and -0 tie: the first in scan order is kept, with its sign."""
+    x = np.array([[-1.0, signs[0]], [signs[1], -0.5]], dtype)[None, None]
+    y, idx = fc.max_pool2d(x, 2, return_indices=True)
+    assert idx.ravel().tolist() == [1]
+    assert np.signbit(y.ravel()[0]) == np.signbit(signs[0])
+
+
+def test_max_pool_2x2_bit_identical_for_1_2_3_threads(dtype, rng, restore_threads):
+    x = max_pool_input(rng, (5, 7, 12, 14), dtype, "special")
+    results = []
+    for threads in (1, 2, 3):
+        with fc.threads(threads):
+            results.append((*fc.max_pool2d(x, 2, return_indices=True), fc.max_pool2d(x, 2)))
+    for other in results[1:]:
+        for one, two in zip(results[0], other):
+            np.testing.assert_array_equal(one, two)
