@@ -282,8 +282,9 @@ class Sequential(Module):
     maximum of ReLUs is the ReLU of the maximum, so the ReLU sees a quarter of the
     elements under a 2x2 pool. Outputs and gradients have the same values as in
     layer order (where a window's maximum is not positive, the gradient is zero
-    either way; only the sign of a zero can differ); the two layers, called on
-    their own, are unchanged.
+    either way; only the sign of a zero can differ, and with an infinite or NaN
+    incoming gradient, where its NaN lands); backward follows the order of the
+    last forward. The two layers, called on their own, are unchanged.
 
     Examples
     --------
