@@ -1142,14 +1142,45 @@ class _PoolGeometry:
                 f"the padded input {size + 2 * p}: the output would be empty"
             )
         # With dilation a window can skip over every real pixel; refuse those sizes.
-        starts = np.arange(out) * s - p
-        first_tap = np.where(starts < 0, -(starts // d), 0)  # ceil(-start / d)
-        if np.any((first_tap >= k) | (starts + first_tap * d >= size)):
+        # Only windows starting in the left padding, and the last one, can: a window
+        # starting at 0 or later covers a pixel unless it starts past the input.
+        def only_padding(start: int) -> bool:
+            first_tap = -(start // d) if start < 0 else 0  # ceil(-start / d)
+            return first_tap >= k or start + first_tap * d >= size
+
+        left = min(out, -(-p // s))  # windows with start = i * s - p < 0
+        if only_padding((out - 1) * s - p) or any(only_padding(i * s - p) for i in range(left)):
             raise ValueError(
                 f"kernel_size {self.kernel}, dilation {self.dilation}, padding {self.padding} "
                 "give a window that covers only padding"
             )
         return out
+
+
+_GEOMETRY_CACHE: dict[tuple[Any, ...], _PoolGeometry] = {}
+
+
+def _is_plain(value: Any) -> bool:
+    """An exact int, None, or a tuple of exact ints: safe as a cache key (a bool or a
+    NumPy integer hashes like the int it equals but is validated differently)."""
+    return (value is None or type(value) is int
+            or (type(value) is tuple and all(type(v) is int for v in value)))
+
+
+def _pool_geometry(in_hw: Sequence[int], kernel_size: IntPair, stride: IntPair | None,
+                   padding: IntPair, dilation: IntPair, ceil_mode: bool) -> _PoolGeometry:
+    """_PoolGeometry, remembered for plain arguments: a layer validates the same
+    sizes every step, and the checks cost as much as pooling a small batch."""
+    args = (tuple(in_hw), kernel_size, stride, padding, dilation, ceil_mode)
+    if not (all(_is_plain(a) for a in args[:5]) and type(ceil_mode) is bool):
+        return _PoolGeometry(*args)
+    geom = _GEOMETRY_CACHE.get(args)
+    if geom is None:
+        geom = _PoolGeometry(*args)  # raises for bad arguments: only valid ones are kept
+        if len(_GEOMETRY_CACHE) >= 256:  # bounded: many distinct sizes just miss
+            _GEOMETRY_CACHE.clear()
+        _GEOMETRY_CACHE[args] = geom
+    return geom
 
 
 def _pool_output(x: FloatArray, geom: _PoolGeometry) -> tuple[int, int, int, int]:
@@ -1214,7 +1245,7 @@ def max_pool2d(x: ArrayLike, kernel_size: IntPair, stride: IntPair | None = None
            [13, 15]]))
     """
     x = _as_input(x)
-    geom = _PoolGeometry(x.shape[2:], kernel_size, stride, padding, dilation, ceil_mode)
+    geom = _pool_geometry(x.shape[2:], kernel_size, stride, padding, dilation, ceil_mode)
     shape = _pool_output(x, geom)
     y = np.empty(shape, dtype=x.dtype)
     idx = np.empty(shape, dtype=np.int64) if return_indices else None  # None: values only
@@ -1403,7 +1434,7 @@ def avg_pool2d(x: ArrayLike, kernel_size: IntPair, stride: IntPair | None = None
            [1., 1., 1.]])
     """
     x = _as_input(x)
-    geom = _PoolGeometry(x.shape[2:], kernel_size, stride, padding, 1, ceil_mode)
+    geom = _pool_geometry(x.shape[2:], kernel_size, stride, padding, 1, ceil_mode)
     args = _avg_args(geom, count_include_pad, divisor_override)
     y = np.empty(_pool_output(x, geom), dtype=x.dtype)
     if y.size:
@@ -1440,7 +1471,7 @@ def avg_pool2d_backward(gy: ArrayLike, input_shape: Sequence[int], kernel_size: 
     """
     gy = _as_input(gy, "gy", layout="(N, C, OH, OW)")
     shape = _as_shape(input_shape, "input_shape")
-    geom = _PoolGeometry(shape[2:], kernel_size, stride, padding, 1, ceil_mode)
+    geom = _pool_geometry(shape[2:], kernel_size, stride, padding, 1, ceil_mode)
     _check_pool_grad(gy, shape, geom)
     args = _avg_args(geom, count_include_pad, divisor_override)
     gx = np.empty(shape, dtype=gy.dtype)  # zeroed by the kernel, plane by plane
@@ -1502,7 +1533,7 @@ def lp_pool2d(x: ArrayLike, p: float, kernel_size: IntPair, stride: IntPair | No
     """
     x = _as_input(x)
     p = _lp_norm(p)
-    geom = _PoolGeometry(x.shape[2:], kernel_size, stride, 0, 1, ceil_mode)
+    geom = _pool_geometry(x.shape[2:], kernel_size, stride, 0, 1, ceil_mode)
     y = np.empty(_pool_output(x, geom), dtype=x.dtype)
     if y.size:
         _pool.lp_pool2d_forward(x, y, p, *geom.kernel, *geom.stride,
@@ -1545,7 +1576,7 @@ def lp_pool2d_backward(gy: ArrayLike, x: ArrayLike, y: ArrayLike, p: float, kern
     dtype = result_dtype(gy, x, y)
     check_ndim(x, "x", 4, "(N, C, H, W)")
     p = _lp_norm(p)
-    geom = _PoolGeometry(x.shape[2:], kernel_size, stride, 0, 1, ceil_mode)
+    geom = _pool_geometry(x.shape[2:], kernel_size, stride, 0, 1, ceil_mode)
     check_ndim(gy, "gy", 4, "(N, C, OH, OW)")
     _check_pool_grad(gy, x.shape, geom)
     if y.shape != gy.shape:

@@ -180,19 +180,32 @@ class SGD(Optimizer):
 
     def step(self) -> None:
         """Update every parameter from its gradient."""
-        for p, state in zip(self.params, self.state):
+        lr, momentum, dampening = self.lr, self.momentum, self.dampening
+        scratch = self.__dict__.setdefault("_scratch", {})  # lr * g per parameter, reused
+        for i, (p, state) in enumerate(zip(self.params, self.state)):
             g = p.grad
             if self.weight_decay:
                 g = g + self.weight_decay * p.data
-            if self.momentum:
+            if momentum:
                 buf = state.get("momentum_buffer")
                 if buf is None:
                     buf = state["momentum_buffer"] = np.array(g, copy=True)
                 else:
-                    buf *= self.momentum
-                    buf += (1 - self.dampening) * g
-                g = g + self.momentum * buf if self.nesterov else buf
-            p.data -= (self.lr * g).astype(p.data.dtype, copy=False)
+                    buf *= momentum
+                    if dampening:
+                        buf += (1 - dampening) * g
+                    else:  # (1 - 0) * g is g: no temporary
+                        buf += g
+                g = g + momentum * buf if self.nesterov else buf
+            if g.dtype != p.data.dtype:
+                p.data -= (lr * g).astype(p.data.dtype, copy=False)
+                continue
+            # lr * g rounded to g's dtype as before, into a buffer kept across steps
+            step = scratch.get(i)
+            if step is None or step.shape != g.shape or step.dtype != g.dtype:
+                step = scratch[i] = np.empty_like(g)
+            np.multiply(g, lr, out=step)
+            p.data -= step
 
 
 class Adam(Optimizer):

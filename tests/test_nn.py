@@ -606,3 +606,111 @@ def test_residual_rejects_shape_change():
 def test_sequential_rejects_non_module():
     with pytest.raises(TypeError):
         nn.Sequential(nn.ReLU(), lambda x: x)
+
+
+# --------------------------------------------------------------------------- #
+# Sequential runs ReLU after an adjacent MaxPool2d
+# --------------------------------------------------------------------------- #
+
+
+def _relu_pool_ref(x, gy, pool):
+    """Float64 reference of ReLU then max pool, in layer order: (y, dL/dx)."""
+    from reference_ops import max_pool2d_backward_ref, max_pool2d_ref
+
+    r = np.maximum(x.astype(np.float64), 0)
+    y, idx = max_pool2d_ref(r, **pool)
+    return y, max_pool2d_backward_ref(gy.astype(np.float64), idx, x.shape) * (x > 0)
+
+
+RELU_POOLS = [dict(kernel_size=2), dict(kernel_size=3, stride=1, padding=1),
+              dict(kernel_size=(2, 3), stride=(1, 2), dilation=(2, 1), ceil_mode=True),
+              dict(kernel_size=3, stride=2, ceil_mode=True)]
+
+
+@pytest.mark.parametrize("pool", RELU_POOLS, ids=str)
+@pytest.mark.parametrize("values", ["normal", "ties"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sequential_relu_max_pool_as_layer_order(pool, values, dtype):
+    """Sequential runs the pool first, the ReLU on its output; outputs and gradients
+    equal the layers called in order and a float64 reference, including windows whose
+    maximum is a tie, a zero or negative (integer inputs), and overlapping windows."""
+    rng = np.random.default_rng(7)
+    shape = (2, 3, 9, 8)
+    if values == "normal":
+        x = rng.standard_normal(shape).astype(dtype)
+    else:  # ties, exact zeros of both signs, all-negative windows
+        x = rng.choice(np.array([-2.0, -1.0, -0.0, 0.0, 1.0, 2.0]), shape).astype(dtype)
+    relu, maxpool = nn.ReLU(), nn.MaxPool2d(**pool)
+    net = nn.Sequential(relu, maxpool)
+    assert net._run_order() == [maxpool, relu]
+    y = net(x)
+    gy = rng.choice(np.array([-1.5, -1.0, 0.5, 1.0]), y.shape).astype(dtype)
+    gx = net.backward(gy)
+    relu2, pool2 = nn.ReLU(), nn.MaxPool2d(**pool)  # called one by one, in layer order
+    y_order = pool2(relu2(x))
+    gx_order = relu2.backward(pool2.backward(gy))
+    assert y.dtype == gx.dtype == dtype
+    np.testing.assert_array_equal(y, y_order)  # == : a zero's sign may differ
+    np.testing.assert_array_equal(gx, gx_order)
+    y_ref, gx_ref = _relu_pool_ref(x, gy, pool)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(gx, gx_ref)  # sums of at most a few exact values
+
+
+def test_sequential_relu_max_pool_nan():
+    """NaN passes both layers in either order; its gradient is zero (NaN > 0 is False)."""
+    x = np.array([[[[np.nan, 1.0], [-1.0, 2.0]]]], np.float32)
+    net = nn.Sequential(nn.ReLU(), nn.MaxPool2d(2))
+    y = net(x)
+    assert np.isnan(y).all()
+    np.testing.assert_array_equal(net.backward(np.ones_like(y)), np.zeros_like(x))
+
+
+def test_sequential_run_order():
+    """Only an exact ReLU directly before an exact MaxPool2d moves; a ReLU moves past
+    several pools in a row; backward walks the forward's order in reverse."""
+    class MyReLU(nn.ReLU):
+        pass
+
+    relu, pool1, pool2 = nn.ReLU(), nn.MaxPool2d(2, stride=1), nn.MaxPool2d(2, stride=1)
+    avg, mine = nn.AvgPool2d(2), MyReLU()
+    assert nn.Sequential(relu, pool1, pool2)._run_order() == [pool1, pool2, relu]
+    assert nn.Sequential(pool1, relu)._run_order() == [pool1, relu]
+    assert nn.Sequential(relu, avg)._run_order() == [relu, avg]
+    assert nn.Sequential(mine, pool1)._run_order() == [mine, pool1]
+    calls = []
+    net = nn.Sequential(relu, pool1, pool2)
+    for layer in net:
+        forward, backward = layer.forward, layer.backward
+        layer.forward = lambda v, f=forward, l=layer: calls.append(("f", l)) or f(v)
+        layer.backward = lambda g, b=backward, l=layer: calls.append(("b", l)) or b(g)
+    y = net(np.ones((1, 1, 4, 4)))
+    net.backward(np.ones_like(y))
+    assert calls == [("f", pool1), ("f", pool2), ("f", relu),
+                     ("b", relu), ("b", pool2), ("b", pool1)]
+    from fastconv.models import LeNet5
+    types = [type(layer).__name__ for layer in LeNet5(rng=0)._run_order()]
+    assert types[:6] == ["Conv2d", "MaxPool2d", "ReLU", "Conv2d", "MaxPool2d", "ReLU"]
+
+
+def test_relu_max_pool_network_gradients_by_finite_differences():
+    rng = np.random.default_rng(5)
+    net = nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1, rng=rng), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(3, 2, 3, padding=1, rng=rng), nn.ReLU(), nn.MaxPool2d(3, stride=1, padding=1),
+        nn.Flatten(), nn.Linear(32, 4, rng=rng),
+    ).to(np.float64)
+    loss_fn = nn.CrossEntropyLoss()
+    x = rng.standard_normal((2, 2, 8, 8))
+    target = np.array([1, 3])
+    loss, gx = loss_and_backward(net, loss_fn, x, target)
+
+    def f():
+        return loss_fn(net(x), target)
+
+    arrays = [(name, p.data, p.grad.copy()) for name, p in net.named_parameters()]
+    arrays.append(("input", x, gx.copy()))
+    for name, array, analytic in arrays:
+        numeric = np.array([central_difference(f, array, i, 1e-6)
+                            for i in np.ndindex(array.shape)]).reshape(array.shape)
+        np.testing.assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-8, err_msg=name)

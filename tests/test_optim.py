@@ -277,3 +277,41 @@ def _param():
 def test_bad_arguments_raise_value_error(make):
     with pytest.raises(ValueError):
         make()
+
+
+def _sgd_numpy_ref(data, grads, lr, momentum=0.0, dampening=0.0, nesterov=False,
+                   weight_decay=0.0):
+    """PyTorch's SGD rule in plain NumPy, in the parameters' dtype (float32 rounding
+    of each operation as fastconv's SGD rounds it)."""
+    data = [d.copy() for d in data]
+    bufs = [None] * len(data)
+    for step_grads in grads:
+        for i, (d, g) in enumerate(zip(data, step_grads)):
+            g = g + weight_decay * d if weight_decay else g
+            if momentum:
+                bufs[i] = (g.copy() if bufs[i] is None
+                           else bufs[i] * momentum + (1 - dampening) * g)
+                g = g + momentum * bufs[i] if nesterov else bufs[i]
+            d -= lr * g
+    return data
+
+
+@pytest.mark.parametrize("config", list(SGD_CONFIGS))
+def test_sgd_bit_identical_to_numpy_rule(config, dtype, rng):
+    """The in-place update (kept lr * g buffer, buf += g without dampening) rounds
+    exactly as the plain formula; also after Module.to changes the dtype."""
+    kwargs = SGD_CONFIGS[config]
+    params = _make_params(rng, dtype)
+    start = [p.data.copy() for p in params]
+    grads = _gradients(rng, dtype)
+    opt = optim.SGD(params, **kwargs)
+    for step_grads in grads:
+        _step(opt, params, step_grads)
+    for p, ref in zip(params, _sgd_numpy_ref(start, grads, **kwargs)):
+        assert p.data.dtype == dtype
+        np.testing.assert_array_equal(p.data, ref)
+    other = np.float64 if dtype == np.float32 else np.float32
+    for p in params:  # as Module.to does; the momentum buffer keeps its dtype
+        p.data, p.grad = p.data.astype(other), p.grad.astype(other)
+    _step(opt, params, [g.astype(other) for g in grads[0]])
+    assert all(p.data.dtype == other for p in params)

@@ -1269,3 +1269,81 @@ def test_wide_rows_bit_identical_for_1_2_3_threads(pool, dtype, rng, restore_thr
         for one, two in zip(results[0], other):
             assert one.dtype == two.dtype
             np.testing.assert_array_equal(one, two)  # NaN where NaN
+
+
+def test_pool_geometry_cache_keeps_validation():
+    """A remembered geometry never lets through what the checks refuse: a bool or
+    float kernel equal to a cached int one, or sizes that only fail for another plane."""
+    x = np.ones((1, 1, 6, 6))
+    assert fc.max_pool2d(x, 2).shape == (1, 1, 3, 3)  # (2, ...) is now remembered
+    with pytest.raises(TypeError, match="kernel_size"):
+        fc.max_pool2d(x, True)
+    assert fc.max_pool2d(x, 1).shape == (1, 1, 6, 6)
+    with pytest.raises(TypeError, match="kernel_size"):
+        fc.max_pool2d(x, True)  # True == 1 and hashes alike, still refused
+    with pytest.raises(TypeError, match="stride"):
+        fc.max_pool2d(x, 2, stride=2.0)
+    with pytest.raises(ValueError, match="only padding"):  # valid for 6x6, not for 1x1
+        fc.max_pool2d(np.zeros((1, 1, 1, 1)), (1, 2), stride=1, padding=(0, 1), dilation=(1, 2))
+    for _ in range(2):  # refused again: failures are not remembered
+        with pytest.raises(ValueError, match="padding"):
+            fc.max_pool2d(x, 2, padding=2)
+    np.testing.assert_array_equal(fc.max_pool2d(x, [2, 2]), fc.max_pool2d(x, (2, 2)))
+
+
+@pytest.mark.parametrize("size", range(1, 10))
+@pytest.mark.parametrize("kernel, stride, padding, dilation", [
+    (k, s, p, d) for k in (1, 2, 3, 4) for s in (1, 2, 3) for p in range(k // 2 + 1)
+    for d in (1, 2, 3)])
+@pytest.mark.parametrize("ceil_mode", [False, True])
+def test_pool_only_padding_check_matches_every_window(size, kernel, stride, padding, dilation,
+                                                      ceil_mode):
+    """The padding-only check looks at the left windows and the last one; every window
+    is checked here, by brute force."""
+    span = dilation * (kernel - 1) + 1
+    out = (size + 2 * padding - span + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and out > 0 and (out - 1) * stride >= size + padding:
+        out -= 1
+    x = np.zeros((1, 1, size, size))
+    if out < 1:
+        with pytest.raises(ValueError):
+            fc.max_pool2d(x, kernel, stride, padding, dilation, ceil_mode)
+        return
+    covers = [any(0 <= i * stride - padding + t * dilation < size for t in range(kernel))
+              for i in range(out)]
+    if all(covers):
+        assert fc.max_pool2d(x, kernel, stride, padding, dilation, ceil_mode).shape[2] == out
+    else:
+        with pytest.raises(ValueError, match="only padding"):
+            fc.max_pool2d(x, kernel, stride, padding, dilation, ceil_mode)
+
+
+@pytest.mark.parametrize("size", [(2, 2), (28, 28), (10, 10), (5, 7), (7, 4), (3, 3), (2, 9),
+                                  (16, 130)])
+@pytest.mark.parametrize("mode", ["normal", "ties", "special"])
+@pytest.mark.parametrize("ceil_mode", [False, True])
+def test_max_pool_2x2_stride_2(size, mode, ceil_mode, dtype, rng, assert_close):
+    """Whole 2x2 windows at stride 2 have their own loop (one per output row); odd sizes
+    with ceil_mode take the general one (their last window is clipped)."""
+    x = max_pool_input(rng, (3, 4) + size, dtype, mode)
+    check_max(x, dict(kernel_size=2, stride=2, ceil_mode=ceil_mode), rng, assert_close)
+
+
+@pytest.mark.parametrize("signs", [(0.0, -0.0), (-0.0, 0.0)])
+def test_max_pool_2x2_signed_zero_ties(signs, dtype):
+    """+0 and -0 tie: the first in scan order is kept, with its sign."""
+    x = np.array([[-1.0, signs[0]], [signs[1], -0.5]], dtype)[None, None]
+    y, idx = fc.max_pool2d(x, 2, return_indices=True)
+    assert idx.ravel().tolist() == [1]
+    assert np.signbit(y.ravel()[0]) == np.signbit(signs[0])
+
+
+def test_max_pool_2x2_bit_identical_for_1_2_3_threads(dtype, rng, restore_threads):
+    x = max_pool_input(rng, (5, 7, 12, 14), dtype, "special")
+    results = []
+    for threads in (1, 2, 3):
+        with fc.threads(threads):
+            results.append((*fc.max_pool2d(x, 2, return_indices=True), fc.max_pool2d(x, 2)))
+    for other in results[1:]:
+        for one, two in zip(results[0], other):
+            np.testing.assert_array_equal(one, two)

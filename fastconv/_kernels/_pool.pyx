@@ -233,6 +233,66 @@ cdef void max_plane(const floating* xp, floating* yp, long long* ip, int* rel,
                 at[k] = first + k * sw + rel[k]
 
 
+cdef inline void max_row_2x2(const floating* r0, const floating* r1, floating* yr,
+                             long long* ir, index_t ow_count, long long base,
+                             int width) noexcept nogil:
+    """One output row of 2x2 windows at stride 2 over input rows r0 and r1; ir NULL:
+    values only, else the argmax as plane offsets (base: the offset of r0).
+
+    Each window starts from its first tap, which equals starting from -inf with the
+    first tap's offset (a -inf or NaN first tap is kept either way); the other taps
+    follow in scan order as in max_plane: NaN wins, ties keep the earlier tap."""
+    cdef index_t k
+    cdef floating best, value
+    cdef int rel
+    cdef bint take
+    if ir == NULL:
+        for k in range(ow_count):
+            best = r0[2 * k]
+            value = r0[2 * k + 1]
+            take = (value > best) | (value != value)
+            best = value if take else best
+            value = r1[2 * k]
+            take = (value > best) | (value != value)
+            best = value if take else best
+            value = r1[2 * k + 1]
+            take = (value > best) | (value != value)
+            best = value if take else best
+            yr[k] = best
+        return
+    for k in range(ow_count):
+        best = r0[2 * k]
+        rel = 0
+        value = r0[2 * k + 1]
+        take = (value > best) | (value != value)
+        best = value if take else best
+        rel = 1 if take else rel
+        value = r1[2 * k]
+        take = (value > best) | (value != value)
+        best = value if take else best
+        rel = width if take else rel
+        value = r1[2 * k + 1]
+        take = (value > best) | (value != value)
+        best = value if take else best
+        rel = width + 1 if take else rel
+        yr[k] = best
+        ir[k] = base + 2 * k + rel
+
+
+cdef void max_plane_2x2(const floating* xp, floating* yp, long long* ip, index_t oh_count,
+                        index_t ow_count, index_t width) noexcept nogil:
+    """max_plane for whole 2x2 windows at stride 2 (no padding or dilation).
+
+    Small planes (LeNet's 28x28 and 10x10) have short rows, where max_plane's
+    separate init, tap and index loops per row cost more than the taps: one loop
+    per row here (3x faster on 64x6x28x28)."""
+    cdef index_t oh
+    for oh in range(oh_count):
+        max_row_2x2(xp + 2 * oh * width, xp + (2 * oh + 1) * width, yp + oh * ow_count,
+                    NULL if ip == NULL else ip + oh * ow_count, ow_count, 2 * oh * width,
+                    <int> width)
+
+
 def max_pool2d_forward(
     const floating[:, :, :, ::1] x,  # IN (N, C, H, W)
     floating[:, :, :, ::1] y,        # OUT (N, C, OH, OW)
@@ -256,6 +316,17 @@ def max_pool2d_forward(
     cdef const floating* xp = &x[0, 0, 0, 0]
     cdef floating* yp = &y[0, 0, 0, 0]
     cdef long long* ip = &idx[0, 0, 0, 0] if with_idx else NULL
+    # whole 2x2 windows at stride 2 (also needs a width that fits an int: rel)
+    cdef bint pairs = (kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0
+                       and dh == 1 and dw == 1 and 2 * oh_count <= height
+                       and 2 * ow_count <= width and width < 2147483647)
+    if pairs:
+        with nogil:
+            for plane in prange(planes, num_threads=n_threads, schedule="static"):
+                max_plane_2x2(xp + plane * in_plane, yp + plane * out_plane,
+                              ip + plane * out_plane if with_idx else NULL,
+                              oh_count, ow_count, width)
+        return
     slot = 0
     with nogil, parallel(num_threads=n_threads):
         slot = threadid()

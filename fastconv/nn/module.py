@@ -35,6 +35,11 @@ __all__ = ["Parameter", "Module", "Sequential", "Residual"]
 
 _M = TypeVar("_M", bound="Module")
 
+#: (first, second): exact layer types that give the same values in either order, the
+#: second cheaper first (nn.pool registers ReLU then MaxPool2d). Sequential runs such
+#: an adjacent pair swapped, and its backward walks the swapped order in reverse.
+_SWAPPED_PAIRS: set[tuple[type, type]] = set()
+
 
 class Parameter:
     """A trainable array and its gradient.
@@ -273,6 +278,14 @@ class Sequential(Module):
     the gradient with respect to that output and returns the one with respect to
     ``x`` (None when the first layer skips its input gradient).
 
+    A :class:`ReLU` directly followed by a :class:`MaxPool2d` runs after it: the
+    maximum of ReLUs is the ReLU of the maximum, so the ReLU sees a quarter of the
+    elements under a 2x2 pool. Outputs and gradients have the same values as in
+    layer order (where a window's maximum is not positive, the gradient is zero
+    either way; only the sign of a zero can differ, and with an infinite or NaN
+    incoming gradient, where its NaN lands); backward follows the order of the
+    last forward. The two layers, called on their own, are unchanged.
+
     Examples
     --------
     >>> import numpy as np
@@ -303,13 +316,24 @@ class Sequential(Module):
     def __iter__(self) -> Iterator[Module]:
         return iter(self._modules.values())
 
+    def _run_order(self) -> list[Module]:
+        """The layers in the order forward calls them (see Notes)."""
+        layers = list(self._modules.values())
+        for i in range(len(layers) - 1):
+            if (type(layers[i]), type(layers[i + 1])) in _SWAPPED_PAIRS:
+                layers[i], layers[i + 1] = layers[i + 1], layers[i]
+        return layers
+
     def forward(self, x: Any) -> Any:
-        for layer in self._modules.values():
+        order = self._run_order()
+        object.__setattr__(self, "_order", order)  # backward's order, reversed
+        for layer in order:
             x = layer(x)
         return x
 
     def backward(self, grad_out: Any) -> Any:
-        for layer in reversed(self._modules.values()):
+        order = self.__dict__.get("_order")
+        for layer in reversed(order if order is not None else self._run_order()):
             grad_out = layer.backward(grad_out)
         return grad_out
 
