@@ -101,6 +101,10 @@ MIN_UNITS = 16
 # Weight-gradient partial sums: at most this many chunks, and this many elements in all.
 MAX_CHUNKS = 16
 CHUNK_ELEMENTS = 1 << 22
+# Weight gradient of deep layers: one task per block of input channels of about this
+# many GEMM columns (CB * KH * KW), when that gives at least WG_MIN_TASKS tasks.
+WG_BLOCK_COLUMNS = 128
+WG_MIN_TASKS = 8
 # BLAS takes 32-bit sizes.
 INT32_MAX = 2**31 - 1
 # Winograd: output tile size M of F(MxM, 3x3), and the per-thread budget (elements)
@@ -231,6 +235,25 @@ class _ConvGeometry:
             wanted_bands = -(-MIN_UNITS // max(1, outer_units))
             rows = max(1, min(rows, -(-self.oh // wanted_bands)))
         return rows
+
+    def weight_grad_plan(self) -> tuple[int, int, int]:
+        """(channels per block, band rows, chunks) of the im2col weight gradient, from
+        the shape alone (never the thread count).
+
+        Deep layers split the input channels into blocks, each task packing and
+        accumulating its block over the whole batch (long GEMMs, no partial sums).
+        Shallow ones keep all channels together and split the batch into chunks.
+        """
+        taps = self.kh * self.kw
+        n_blocks = max(1, min(self.cg, self.ckk // WG_BLOCK_COLUMNS))
+        cblock = -(-self.cg // n_blocks)
+        if self.groups * -(-self.cg // cblock) >= WG_MIN_TASKS:
+            rows = max(1, min(self.oh, BAND_ELEMENTS // max(1, cblock * taps * self.ow)))
+            return cblock, rows, 1
+        rows = self.band_rows(self.n)
+        units = self.n * -(-self.oh // rows)
+        k_chunks = max(1, min(units, MAX_CHUNKS, CHUNK_ELEMENTS // max(1, self.k * self.ckk)))
+        return self.cg, rows, k_chunks
 
     def workspace(self, rows: int, n_threads: int, dtype: DTypeLike) -> FloatArray:
         """Per-thread column buffers: (threads, CKK * rows * OW)."""
@@ -408,14 +431,13 @@ def _conv_weight_grad_into(gy: FloatArray, x: FloatArray, gw: FloatArray, geom: 
         gy_nonfinite = not np.isfinite(gy).all()  # then padding products matter
         _conv_direct.conv2d_weight_grad(gy, x, gw, *geom.kernel_args, n_threads, gy_nonfinite)
         return
-    rows = geom.band_rows(geom.n)
-    units = geom.n * -(-geom.oh // rows)
-    n_chunks = max(1, min(units, MAX_CHUNKS, CHUNK_ELEMENTS // max(1, gw.size)))
-    partials = np.zeros((n_chunks, gw.size), dtype=gw.dtype)
-    workspace = geom.workspace(rows, n_threads, gw.dtype)
+    cblock, rows, k_chunks = geom.weight_grad_plan()
+    partials = np.empty((k_chunks, gw.size) if k_chunks > 1 else (1, 1), dtype=gw.dtype)
+    columns = 1 if geom.pointwise else cblock * geom.kh * geom.kw * rows * geom.ow
+    workspace = _per_thread(n_threads, columns, gw.dtype, "the im2col workspace")
     with single_threaded_blas():
         _conv_gemm.conv2d_weight_grad(gy, x, gw, partials, workspace, *geom.kernel_args, rows,
-                                      n_threads, geom.pointwise)
+                                      cblock, k_chunks, n_threads, geom.pointwise)
 
 
 def _check_algorithm(algorithm: str) -> str:

@@ -33,8 +33,8 @@ def conv2d_weight_grad(
     gy: NDArray[_F],  # IN (N, K, OH, OW)
     x: NDArray[_F],  # IN (N, C, H, W)
     gw: NDArray[_F],  # OUT (K, CG, KH, KW)
-    partials: NDArray[_F],  # SCRATCH (n_chunks, K * CKK), zero-filled by the caller
-    workspace: NDArray[_F],  # SCRATCH (threads, CKK * P)
+    partials: NDArray[_F],  # SCRATCH (k_chunks, K * CKK); unused when k_chunks == 1
+    workspace: NDArray[_F],  # SCRATCH (threads, CB * KH * KW * P)
     sh: int, sw: int, pt: int, pl: int, dh: int, dw: int,
-    groups: int, rows: int, n_threads: int, pointwise: bool,
+    groups: int, rows: int, cblock: int, k_chunks: int, n_threads: int, pointwise: bool,
 ) -> None: ...
