@@ -103,7 +103,8 @@ MAX_CHUNKS = 16
 CHUNK_ELEMENTS = 1 << 22
 # Weight gradient of deep layers: one task per block of input channels of about this
 # many GEMM columns (CB * KH * KW), when that gives at least WG_MIN_TASKS tasks.
-WG_BLOCK_COLUMNS = 128
+# A pointwise block packs nothing, so narrower blocks cost no extra copies.
+WG_BLOCK_COLUMNS, WG_POINTWISE_COLUMNS = 128, 32
 WG_MIN_TASKS = 8
 # BLAS takes 32-bit sizes.
 INT32_MAX = 2**31 - 1
@@ -245,7 +246,8 @@ class _ConvGeometry:
         Shallow ones keep all channels together and split the batch into chunks.
         """
         taps = self.kh * self.kw
-        n_blocks = max(1, min(self.cg, self.ckk // WG_BLOCK_COLUMNS))
+        target = WG_POINTWISE_COLUMNS if self.pointwise else WG_BLOCK_COLUMNS
+        n_blocks = max(1, min(self.cg, self.ckk // target))
         cblock = -(-self.cg // n_blocks)
         if self.groups * -(-self.cg // cblock) >= WG_MIN_TASKS:
             rows = max(1, min(self.oh, BAND_ELEMENTS // max(1, cblock * taps * self.ow)))
@@ -403,23 +405,36 @@ def _winograd_input_grad(gy: FloatArray, w: FloatArray, gx: FloatArray, geom: _C
 
 
 def _conv_input_grad_into(gy: FloatArray, w: FloatArray, gx: FloatArray, geom: _ConvGeometry,
-                          algorithm: str, n_threads: int) -> None:
-    """gx (zero-filled) += gradient of conv with respect to its input."""
+                          algorithm: str, n_threads: int, bias: FloatArray | None = None,
+                          ) -> None:
+    """gx (zero-filled) += gradient of conv with respect to its input.
+
+    With ``bias`` (per channel of gx), gx may hold anything and becomes bias + the
+    gradient: the accumulating kernels start from the bias, which saves a pass over gx.
+    """
     if algorithm == "winograd":
         if _winograd_input_grad(gy, w, gx, geom, n_threads):
+            if bias is not None:
+                gx += bias[None, :, None, None]
             return
         algorithm = "im2col"
-    if algorithm == "direct":
-        if geom.stride == (1, 1) and np.isfinite(w).all():
-            _wide_input_grad(gy, w, gx, geom, n_threads)
-        else:
-            _conv_direct.conv2d_input_grad(gy, w, gx, *geom.kernel_args, n_threads)
-        return
-    rows = geom.band_rows()  # one task per (image, group): bands only bound memory
-    workspace = geom.workspace(rows, n_threads, gx.dtype)
-    with single_threaded_blas():
-        _conv_gemm.conv2d_input_grad(gy, w, gx, workspace, *geom.kernel_args, rows, n_threads,
-                                  geom.pointwise)
+    wide = algorithm == "direct" and geom.stride == (1, 1) and np.isfinite(w).all()
+    # the wide kernel and the pointwise GEMM overwrite gx; the others accumulate into it
+    overwrites = wide or (algorithm == "im2col" and geom.pointwise)
+    if bias is not None and not overwrites:
+        gx[...] = bias[None, :, None, None]
+    if wide:
+        _wide_input_grad(gy, w, gx, geom, n_threads)
+    elif algorithm == "direct":
+        _conv_direct.conv2d_input_grad(gy, w, gx, *geom.kernel_args, n_threads)
+    else:
+        rows = geom.band_rows()  # one task per (image, group): bands only bound memory
+        workspace = geom.workspace(rows, n_threads, gx.dtype)
+        with single_threaded_blas():
+            _conv_gemm.conv2d_input_grad(gy, w, gx, workspace, *geom.kernel_args, rows,
+                                         n_threads, geom.pointwise)
+    if bias is not None and overwrites:
+        gx += bias[None, :, None, None]
 
 
 def _conv_weight_grad_into(gy: FloatArray, x: FloatArray, gw: FloatArray, geom: _ConvGeometry,
@@ -547,13 +562,14 @@ def _forward(x: FloatArray, w: FloatArray, b: FloatArray | None, y: FloatArray,
 
 
 def _input_grad(gy: FloatArray, w: FloatArray, gx: FloatArray, geom: _ConvGeometry,
-                algorithm: str, n_threads: int) -> None:
-    """gx (zero-filled) += conv's input gradient, "auto" resolved for this pass."""
+                algorithm: str, n_threads: int, bias: FloatArray | None = None) -> None:
+    """gx (zero-filled) += conv's input gradient, "auto" resolved for this pass; with
+    ``bias``, gx (uninitialized) = bias + the gradient."""
     chosen = _resolve(algorithm, geom, "input_grad", gx.dtype, n_threads,
                       lambda a: _conv_input_grad_into(gy, w, np.zeros_like(gx), geom, a,
                                                       n_threads))
     chosen = _finite_for_auto(chosen, algorithm, gy)
-    _conv_input_grad_into(gy, w, gx, geom, chosen, n_threads)
+    _conv_input_grad_into(gy, w, gx, geom, chosen, n_threads, bias)
 
 
 def _weight_grad(gy: FloatArray, x: FloatArray, gw: FloatArray, geom: _ConvGeometry,
@@ -900,12 +916,15 @@ def conv_transpose2d(x: ArrayLike, w: ArrayLike, b: ArrayLike | None = None,
     if b is not None:
         b = _as_bias(b, geom.y_shape[1], dtype)
     _check_transpose_algorithm(algorithm)  # an error even when there is nothing to compute
-    y = np.zeros(geom.y_shape, dtype=dtype)
-    if not geom.conv.empty:
-        algorithm = _choose_algorithm(algorithm, geom.conv)
-        _input_grad(x, w, y, geom.conv, algorithm, _config.effective_n_threads())
-    if b is not None:
-        y += b[None, :, None, None]
+    if geom.conv.empty:
+        y = np.zeros(geom.y_shape, dtype=dtype)
+        if b is not None:
+            y += b[None, :, None, None]
+        return y
+    algorithm = _choose_algorithm(algorithm, geom.conv)
+    # with a bias the kernels start from it: no zero fill, no second pass
+    y = np.zeros(geom.y_shape, dtype=dtype) if b is None else np.empty(geom.y_shape, dtype=dtype)
+    _input_grad(x, w, y, geom.conv, algorithm, _config.effective_n_threads(), b)
     return y
 
 
