@@ -252,7 +252,10 @@ class _ConvGeometry:
         if self.groups * -(-self.cg // cblock) >= WG_MIN_TASKS:
             rows = max(1, min(self.oh, BAND_ELEMENTS // max(1, cblock * taps * self.ow)))
             return cblock, rows, 1
-        rows = self.band_rows(self.n)
+        # whole-image bands where the batch alone gives WG_MIN_TASKS chunks: longer GEMMs
+        rows = max(1, min(self.oh, BAND_ELEMENTS // max(1, self.ckk * self.ow)))
+        if self.n * -(-self.oh // rows) < WG_MIN_TASKS:
+            rows = max(1, min(rows, -(-self.oh // -(-WG_MIN_TASKS // self.n))))
         units = self.n * -(-self.oh // rows)
         k_chunks = max(1, min(units, MAX_CHUNKS, CHUNK_ELEMENTS // max(1, self.k * self.ckk)))
         return self.cg, rows, k_chunks
@@ -982,7 +985,9 @@ def conv_transpose2d_backward(gy: ArrayLike, x: ArrayLike, w: ArrayLike, stride:
     _check_transpose_algorithm(algorithm)
     algorithm = _choose_algorithm(algorithm, geom.conv)
     n_threads = _config.effective_n_threads()
-    gx = np.zeros(x.shape, dtype=dtype) if needs_input_grad else None
+    # the forward convolution writes every element of gx: no zero fill unless it is skipped
+    alloc = np.zeros if geom.conv.empty else np.empty
+    gx = alloc(x.shape, dtype=dtype) if needs_input_grad else None
     gw = np.zeros(w.shape, dtype=dtype)
     gb = np.zeros(geom.y_shape[1], dtype=dtype)
     if gy.size:
