@@ -369,12 +369,17 @@ def _winograd_phases_into(x: FloatArray, w: FloatArray, b: FloatArray | None, y:
     if (len({v.shape for v in x_views}) == 1 and len(set(out_hws)) == 1
             and len({pads for _, _, pads in phases}) == 1 and x_views[0].size):
         # One call over all phases stacked along the batch: longer GEMMs, one setup.
-        x_stack = np.concatenate(x_views, axis=0)
+        # The strided split and merge run on every thread (NumPy's copies use one).
+        n = geom.n
+        x_stack = np.empty((len(phases) * n, *x_views[0].shape[1:]), dtype=x.dtype)
+        for i, x_view in enumerate(x_views):
+            _conv_winograd.copy_planes(x_view, x_stack[i * n:(i + 1) * n], n_threads)
         y_stack = np.empty((x_stack.shape[0], geom.k, *out_hws[0]), dtype=y.dtype)
         sub = _ConvGeometry(x_stack.shape, w.shape, 1, 0, 1, geom.groups, out_hw=out_hws[0])
         _winograd_kernel(x_stack, w, b, y_stack, sub, *phases[0][2], n_threads)
         for i, ((r, c), _, _) in enumerate(phases):
-            y[:, :, r::dh, c::dw] = y_stack[i * geom.n:(i + 1) * geom.n]
+            _conv_winograd.copy_planes(y_stack[i * n:(i + 1) * n], y[:, :, r::dh, c::dw],
+                                       n_threads)
         return
     for ((r, c), _, pads), x_view, out_hw in zip(phases, x_views, out_hws):
         y_phase = np.empty((geom.n, geom.k, *out_hw), dtype=y.dtype)

@@ -353,3 +353,22 @@ def conv2d_forward(
                      0, mt + p * (kg * nb + SLAB_PAD), <int> nb)
             output_block(mt, b_ptr, &y[0, 0, 0, 0], oh_count, ow_count, g * kg, kg,
                          n_out, t0, nb, th_count, tw_count, tile)
+
+
+def copy_planes(
+    const floating[:, :, :, :] src,  # IN (N, C, H, W), any strides
+    floating[:, :, :, :] dst,        # OUT (N, C, H, W), any strides
+    int n_threads,
+):
+    """dst = src, one (image, channel) plane per unit: the dilated convolution's phase
+    split and merge, parallel where NumPy copies a strided view on one thread."""
+    cdef index_t n_images = src.shape[0], channels = src.shape[1]
+    cdef index_t height = src.shape[2], width = src.shape[3]
+    cdef index_t plane, n, c, i, j
+    with nogil:
+        for plane in prange(n_images * channels, num_threads=n_threads, schedule="static"):
+            n = plane // channels
+            c = plane % channels
+            for i in range(height):
+                for j in range(width):
+                    dst[n, c, i, j] = src[n, c, i, j]
