@@ -370,16 +370,14 @@ def _winograd_phases_into(x: FloatArray, w: FloatArray, b: FloatArray | None, y:
             and len({pads for _, _, pads in phases}) == 1 and x_views[0].size):
         # One call over all phases stacked along the batch: longer GEMMs, one setup.
         # The strided split and merge run on every thread (NumPy's copies use one).
-        n = geom.n
-        x_stack = np.empty((len(phases) * n, *x_views[0].shape[1:]), dtype=x.dtype)
-        for i, x_view in enumerate(x_views):
-            _conv_winograd.copy_planes(x_view, x_stack[i * n:(i + 1) * n], n_threads)
+        x_stack = np.empty((len(phases) * geom.n, *x_views[0].shape[1:]), dtype=x.dtype)
+        _conv_winograd.split_phases(x, x_stack, np.array([s for _, s, _ in phases], np.intp),
+                                    dh, dw, n_threads)
         y_stack = np.empty((x_stack.shape[0], geom.k, *out_hws[0]), dtype=y.dtype)
         sub = _ConvGeometry(x_stack.shape, w.shape, 1, 0, 1, geom.groups, out_hw=out_hws[0])
         _winograd_kernel(x_stack, w, b, y_stack, sub, *phases[0][2], n_threads)
-        for i, ((r, c), _, _) in enumerate(phases):
-            _conv_winograd.copy_planes(y_stack[i * n:(i + 1) * n], y[:, :, r::dh, c::dw],
-                                       n_threads)
+        _conv_winograd.merge_phases(y_stack, y, np.array([o for o, _, _ in phases], np.intp),
+                                    dh, dw, n_threads)
         return
     for ((r, c), _, pads), x_view, out_hw in zip(phases, x_views, out_hws):
         y_phase = np.empty((geom.n, geom.k, *out_hw), dtype=y.dtype)
