@@ -106,6 +106,8 @@ CHUNK_ELEMENTS = 1 << 22
 # A pointwise block packs nothing, so narrower blocks cost no extra copies.
 WG_BLOCK_COLUMNS, WG_POINTWISE_COLUMNS = 128, 32
 WG_MIN_TASKS = 8
+# conv_transpose2d's backward packs gy's columns once for two passes up to this size.
+PACKED_ELEMENTS = 1 << 22
 # BLAS takes 32-bit sizes.
 INT32_MAX = 2**31 - 1
 # Winograd: output tile size M of F(MxM, 3x3), and the per-thread budget (elements)
@@ -270,8 +272,9 @@ class _ConvGeometry:
 # output whose shape the geometry describes (x: geom input, y: geom output).
 
 def _conv_forward_into(x: FloatArray, w: FloatArray, b: FloatArray | None, y: FloatArray,
-                       geom: _ConvGeometry, algorithm: str, n_threads: int) -> None:
-    """y = conv(x, w) + b."""
+                       geom: _ConvGeometry, algorithm: str, n_threads: int,
+                       columns: FloatArray | None = None) -> None:
+    """y = conv(x, w) + b; ``columns``: x's columns from _packed_columns (im2col only)."""
     if algorithm == "direct":
         if geom.stride == (1, 1):
             (pt, _), (pl, _) = geom.padding
@@ -285,10 +288,10 @@ def _conv_forward_into(x: FloatArray, w: FloatArray, b: FloatArray | None, y: Fl
         _winograd_forward_into(x, w, b, y, geom, n_threads)
         return
     rows = geom.band_rows(geom.n * geom.groups)
-    workspace = geom.workspace(rows, n_threads, y.dtype)
+    workspace = geom.workspace(rows, n_threads, y.dtype) if columns is None else columns
     with single_threaded_blas():
         _conv_gemm.conv2d_forward(x, w, b, y, workspace, *geom.kernel_args, rows, n_threads,
-                                  geom.pointwise)
+                                  geom.pointwise, columns is not None)
 
 
 def _wide_workspace(channels: int, out_hw: tuple[int, int], geom: _ConvGeometry,
@@ -444,8 +447,10 @@ def _conv_input_grad_into(gy: FloatArray, w: FloatArray, gx: FloatArray, geom: _
 
 
 def _conv_weight_grad_into(gy: FloatArray, x: FloatArray, gw: FloatArray, geom: _ConvGeometry,
-                           algorithm: str, n_threads: int) -> None:
-    """gw = gradient of conv with respect to its weights, summed over the batch."""
+                           algorithm: str, n_threads: int,
+                           columns: FloatArray | None = None) -> None:
+    """gw = gradient of conv with respect to its weights, summed over the batch;
+    ``columns``: x's columns from _packed_columns (im2col only)."""
     if algorithm == "winograd":  # no Winograd weight gradient: im2col computes it
         algorithm = "im2col"
     if algorithm == "direct":
@@ -454,11 +459,32 @@ def _conv_weight_grad_into(gy: FloatArray, x: FloatArray, gw: FloatArray, geom: 
         return
     cblock, rows, k_chunks = geom.weight_grad_plan()
     partials = np.empty((k_chunks, gw.size) if k_chunks > 1 else (1, 1), dtype=gw.dtype)
-    columns = 1 if geom.pointwise else cblock * geom.kh * geom.kw * rows * geom.ow
-    workspace = _per_thread(n_threads, columns, gw.dtype, "the im2col workspace")
+    if columns is None:
+        per_thread = 1 if geom.pointwise else cblock * geom.kh * geom.kw * rows * geom.ow
+        workspace = _per_thread(n_threads, per_thread, gw.dtype, "the im2col workspace")
+    else:
+        workspace = columns
     with single_threaded_blas():
         _conv_gemm.conv2d_weight_grad(gy, x, gw, partials, workspace, *geom.kernel_args, rows,
-                                      cblock, k_chunks, n_threads, geom.pointwise)
+                                      cblock, k_chunks, n_threads, geom.pointwise,
+                                      columns is not None)
+
+
+def _packed_columns(x: FloatArray, geom: _ConvGeometry, algorithm: str,
+                    n_threads: int) -> FloatArray | None:
+    """x's columns for every image, (N * G, CKK * OH * OW), when the forward and the
+    weight gradient of this shape both run im2col on x and they fit PACKED_ELEMENTS:
+    packed once, both passes read them. None otherwise."""
+    if algorithm == "auto" and not _autotune.get_autotune():
+        algorithm = ("im2col" if _auto_algorithm(geom, "forward") == "im2col"
+                     and _auto_algorithm(geom, "weight_grad") == "im2col" else "direct")
+    size = geom.n * geom.groups * geom.ckk * geom.oh * geom.ow
+    if algorithm != "im2col" or geom.pointwise or size > PACKED_ELEMENTS:
+        return None
+    columns = np.empty((geom.n * geom.groups, geom.ckk * geom.oh * geom.ow), dtype=x.dtype)
+    _conv_gemm.im2col_images(x, columns, geom.kh, geom.kw, *geom.kernel_args, geom.oh,
+                             geom.ow, n_threads)
+    return columns
 
 
 def _check_algorithm(algorithm: str) -> str:
@@ -558,13 +584,15 @@ def _finite_for_auto(resolved: str, asked: str, data: FloatArray) -> str:
 
 
 def _forward(x: FloatArray, w: FloatArray, b: FloatArray | None, y: FloatArray,
-             geom: _ConvGeometry, algorithm: str, n_threads: int) -> None:
+             geom: _ConvGeometry, algorithm: str, n_threads: int,
+             columns: FloatArray | None = None) -> None:
     """y = conv(x, w) + b, "auto" resolved for the forward pass."""
     chosen = _resolve(algorithm, geom, "forward", y.dtype, n_threads,
                       lambda a: _conv_forward_into(x, w, b, np.empty_like(y), geom, a,
                                                    n_threads))
     chosen = _finite_for_auto(chosen, algorithm, x)
-    _conv_forward_into(x, w, b, y, geom, chosen, n_threads)
+    _conv_forward_into(x, w, b, y, geom, chosen, n_threads,
+                       columns if chosen == "im2col" else None)
 
 
 def _input_grad(gy: FloatArray, w: FloatArray, gx: FloatArray, geom: _ConvGeometry,
@@ -579,12 +607,13 @@ def _input_grad(gy: FloatArray, w: FloatArray, gx: FloatArray, geom: _ConvGeomet
 
 
 def _weight_grad(gy: FloatArray, x: FloatArray, gw: FloatArray, geom: _ConvGeometry,
-                 algorithm: str, n_threads: int) -> None:
+                 algorithm: str, n_threads: int, columns: FloatArray | None = None) -> None:
     """gw = conv's weight gradient, "auto" resolved for this pass."""
     algorithm = _resolve(algorithm, geom, "weight_grad", gw.dtype, n_threads,
                          lambda a: _conv_weight_grad_into(gy, x, np.zeros_like(gw), geom, a,
                                                           n_threads))
-    _conv_weight_grad_into(gy, x, gw, geom, algorithm, n_threads)
+    _conv_weight_grad_into(gy, x, gw, geom, algorithm, n_threads,
+                           columns if algorithm == "im2col" else None)
 
 
 def _prepare_weights(w: FloatArray, flip: bool) -> FloatArray:
@@ -997,9 +1026,11 @@ def conv_transpose2d_backward(gy: ArrayLike, x: ArrayLike, w: ArrayLike, stride:
         _conv_direct.conv2d_bias_grad(gy, gb, n_threads)
     if geom.conv.empty:
         return gx, gw, gb
+    # both passes read gy's columns: pack them once where both run im2col
+    columns = None if gx is None else _packed_columns(gy, geom.conv, algorithm, n_threads)
     if gx is not None:
-        _forward(gy, w, None, gx, geom.conv, algorithm, n_threads)
-    _weight_grad(x, gy, gw, geom.conv, algorithm, n_threads)
+        _forward(gy, w, None, gx, geom.conv, algorithm, n_threads, columns)
+    _weight_grad(x, gy, gw, geom.conv, algorithm, n_threads, columns)
     return gx, gw, gb
 
 

@@ -40,11 +40,15 @@ def conv2d_forward(
     const floating[:, :, :, ::1] w,  # IN (K, CG, KH, KW)
     const floating[::1] b,           # IN (K,) or None
     floating[:, :, :, ::1] y,        # OUT (N, K, OH, OW)
-    floating[:, ::1] workspace,      # SCRATCH (threads, CKK * P)
+    floating[:, ::1] workspace,      # SCRATCH (threads, CKK * P), or IN packed columns
     index_t sh, index_t sw, index_t pt, index_t pl, index_t dh, index_t dw,
-    index_t groups, index_t rows, int n_threads, bint pointwise,
+    index_t groups, index_t rows, int n_threads, bint pointwise, bint packed,
 ):
-    """y = conv(x, w) + b by im2col + GEMM over bands of ``rows`` output rows."""
+    """y = conv(x, w) + b by im2col + GEMM over bands of ``rows`` output rows.
+
+    ``packed``: workspace already holds every image's columns, as im2col_images
+    writes them, (N * G, CKK * OH * OW); nothing is packed here.
+    """
     cdef index_t n_images = y.shape[0], n_out = y.shape[1]
     cdef index_t oh_count = y.shape[2], ow_count = y.shape[3]
     cdef index_t height = x.shape[2], width = x.shape[3]
@@ -70,6 +74,9 @@ def conv2d_forward(
             if pointwise:
                 col = &x[n, g * cg, oh0, 0]
                 ldcol = <int> (height * width)
+            elif packed:
+                col = &workspace[n * groups + g, oh0 * ow_count]
+                ldcol = <int> (oh_count * ow_count)
             else:
                 im2col_band(x, n, g * cg, cg, kh, kw, sh, sw, pt, pl, dh, dw,
                             oh0, oh1, ow_count, workspace, slot)
@@ -132,13 +139,14 @@ def conv2d_weight_grad(
     const floating[:, :, :, ::1] x,   # IN (N, C, H, W)
     floating[:, :, :, ::1] gw,        # OUT (K, CG, KH, KW)
     floating[:, ::1] partials,        # SCRATCH (k_chunks, K * CKK); unused when k_chunks == 1
-    floating[:, ::1] workspace,       # SCRATCH (threads, CB * KH * KW * P)
+    floating[:, ::1] workspace,       # SCRATCH (threads, CB * KH * KW * P), or IN packed columns
     index_t sh, index_t sw, index_t pt, index_t pl, index_t dh, index_t dw,
     index_t groups, index_t rows, index_t cblock, index_t k_chunks, int n_threads,
-    bint pointwise,
+    bint pointwise, bint packed,
 ):
     """gw = sum over images and bands of gy band @ col^T, one task per (chunk, group,
-    block of ``cblock`` input channels); chunks are reduced in a fixed order."""
+    block of ``cblock`` input channels); chunks are reduced in a fixed order.
+    ``packed`` as in conv2d_forward."""
     cdef index_t n_images = gy.shape[0], n_out = gy.shape[1]
     cdef index_t oh_count = gy.shape[2], ow_count = gy.shape[3]
     cdef index_t height = x.shape[2], width = x.shape[3]
@@ -179,6 +187,10 @@ def conv2d_weight_grad(
                     if pointwise:
                         col = &x[n, g * cg + c0, oh0, 0]
                         ldcol = <int> (height * width)
+                    elif packed:
+                        col = &workspace[n * groups + g,
+                                         (c0 * kh * kw) * (oh_count * ow_count) + oh0 * ow_count]
+                        ldcol = <int> (oh_count * ow_count)
                     else:
                         im2col_band(x, n, g * cg + c0, cn, kh, kw, sh, sw, pt, pl, dh, dw,
                                     oh0, oh1, ow_count, workspace, slot)
@@ -194,3 +206,20 @@ def conv2d_weight_grad(
                 for chunk in range(k_chunks):
                     acc = acc + partials[chunk, e]
                 gw[e // ckk, (e % ckk) // (kh * kw), (e % (kh * kw)) // kw, e % kw] = acc
+
+
+def im2col_images(
+    const floating[:, :, :, ::1] x,  # IN (N, C, H, W)
+    floating[:, ::1] cols,           # OUT (N * G, CKK * OH * OW)
+    index_t kh, index_t kw,
+    index_t sh, index_t sw, index_t pt, index_t pl, index_t dh, index_t dw,
+    index_t groups, index_t oh_count, index_t ow_count, int n_threads,
+):
+    """Every image's columns at once, one (image, group) per row of ``cols``: for two
+    passes over the same columns (conv_transpose2d's backward), packed once."""
+    cdef index_t n_images = x.shape[0], cg = x.shape[1] // groups
+    cdef index_t unit
+    with nogil:
+        for unit in prange(n_images * groups, num_threads=n_threads, schedule="static"):
+            im2col_band(x, unit // groups, (unit % groups) * cg, cg, kh, kw, sh, sw, pt, pl,
+                        dh, dw, 0, oh_count, ow_count, cols, unit)
