@@ -108,6 +108,13 @@ MIN_UNITS = 16
 # Weight-gradient partial sums: at most this many chunks, and this many elements in all.
 MAX_CHUNKS = 16
 CHUNK_ELEMENTS = 1 << 22
+# Weight gradient of deep layers: one task per block of input channels of about this
+# many GEMM columns (CB * KH * KW), when that gives at least WG_MIN_TASKS tasks.
+# A pointwise block packs nothing, so narrower blocks cost no extra copies.
+WG_BLOCK_COLUMNS, WG_POINTWISE_COLUMNS = 128, 32
+WG_MIN_TASKS = 8
+# conv_transpose2d's backward packs gy's columns once for two passes up to this size.
+PACKED_ELEMENTS = 1 << 22
 # BLAS takes 32-bit sizes.
 INT32_MAX = 2**31 - 1
 # Winograd: output tile size M of F(MxM, 3x3), and the per-thread budget (elements)
@@ -239,6 +246,29 @@ class _ConvGeometry:
             rows = max(1, min(rows, -(-self.oh // wanted_bands)))
         return rows
 
+    def weight_grad_plan(self) -> tuple[int, int, int]:
+        """(channels per block, band rows, chunks) of the im2col weight gradient, from
+        the shape alone (never the thread count).
+
+        Deep layers split the input channels into blocks, each task packing and
+        accumulating its block over the whole batch (long GEMMs, no partial sums).
+        Shallow ones keep all channels together and split the batch into chunks.
+        """
+        taps = self.kh * self.kw
+        target = WG_POINTWISE_COLUMNS if self.pointwise else WG_BLOCK_COLUMNS
+        n_blocks = max(1, min(self.cg, self.ckk // target))
+        cblock = -(-self.cg // n_blocks)
+        if self.groups * -(-self.cg // cblock) >= WG_MIN_TASKS:
+            rows = max(1, min(self.oh, BAND_ELEMENTS // max(1, cblock * taps * self.ow)))
+            return cblock, rows, 1
+        # whole-image bands where the batch alone gives WG_MIN_TASKS chunks: longer GEMMs
+        rows = max(1, min(self.oh, BAND_ELEMENTS // max(1, self.ckk * self.ow)))
+        if self.n * -(-self.oh // rows) < WG_MIN_TASKS:
+            rows = max(1, min(rows, -(-self.oh // -(-WG_MIN_TASKS // self.n))))
+        units = self.n * -(-self.oh // rows)
+        k_chunks = max(1, min(units, MAX_CHUNKS, CHUNK_ELEMENTS // max(1, self.k * self.ckk)))
+        return self.cg, rows, k_chunks
+
     def workspace(self, rows: int, n_threads: int, dtype: DTypeLike) -> FloatArray:
         """Per-thread column buffers: (threads, CKK * rows * OW)."""
         per_thread = 1 if self.pointwise else self.ckk * rows * self.ow
@@ -249,8 +279,9 @@ class _ConvGeometry:
 # output whose shape the geometry describes (x: geom input, y: geom output).
 
 def _conv_forward_into(x: FloatArray, w: FloatArray, b: FloatArray | None, y: FloatArray,
-                       geom: _ConvGeometry, algorithm: str, n_threads: int) -> None:
-    """y = conv(x, w) + b."""
+                       geom: _ConvGeometry, algorithm: str, n_threads: int,
+                       columns: FloatArray | None = None) -> None:
+    """y = conv(x, w) + b; ``columns``: x's columns from _packed_columns (im2col only)."""
     if algorithm == "direct":
         (pt, _), (pl, _) = geom.padding
         if _cvec_suits(geom.cg, geom.kg):
@@ -266,10 +297,10 @@ def _conv_forward_into(x: FloatArray, w: FloatArray, b: FloatArray | None, y: Fl
         _winograd_forward_into(x, w, b, y, geom, n_threads)
         return
     rows = geom.band_rows(geom.n * geom.groups)
-    workspace = geom.workspace(rows, n_threads, y.dtype)
+    workspace = geom.workspace(rows, n_threads, y.dtype) if columns is None else columns
     with single_threaded_blas():
         _conv_gemm.conv2d_forward(x, w, b, y, workspace, *geom.kernel_args, rows, n_threads,
-                                  geom.pointwise)
+                                  geom.pointwise, columns is not None)
 
 
 def _wide_workspace(channels: int, out_hw: tuple[int, int], geom: _ConvGeometry,
@@ -442,12 +473,15 @@ def _winograd_phases_into(x: FloatArray, w: FloatArray, b: FloatArray | None, y:
     if (len({v.shape for v in x_views}) == 1 and len(set(out_hws)) == 1
             and len({pads for _, _, pads in phases}) == 1 and x_views[0].size):
         # One call over all phases stacked along the batch: longer GEMMs, one setup.
-        x_stack = np.concatenate(x_views, axis=0)
+        # The strided split and merge run on every thread (NumPy's copies use one).
+        x_stack = np.empty((len(phases) * geom.n, *x_views[0].shape[1:]), dtype=x.dtype)
+        _conv_winograd.split_phases(x, x_stack, np.array([s for _, s, _ in phases], np.intp),
+                                    dh, dw, n_threads)
         y_stack = np.empty((x_stack.shape[0], geom.k, *out_hws[0]), dtype=y.dtype)
         sub = _ConvGeometry(x_stack.shape, w.shape, 1, 0, 1, geom.groups, out_hw=out_hws[0])
         _winograd_kernel(x_stack, w, b, y_stack, sub, *phases[0][2], n_threads)
-        for i, ((r, c), _, _) in enumerate(phases):
-            y[:, :, r::dh, c::dw] = y_stack[i * geom.n:(i + 1) * geom.n]
+        _conv_winograd.merge_phases(y_stack, y, np.array([o for o, _, _ in phases], np.intp),
+                                    dh, dw, n_threads)
         return
     for ((r, c), _, pads), x_view, out_hw in zip(phases, x_views, out_hws):
         y_phase = np.empty((geom.n, geom.k, *out_hw), dtype=y.dtype)
@@ -481,25 +515,39 @@ def _winograd_input_grad(gy: FloatArray, w: FloatArray, gx: FloatArray, geom: _C
 
 
 def _conv_input_grad_into(gy: FloatArray, w: FloatArray, gx: FloatArray, geom: _ConvGeometry,
-                          algorithm: str, n_threads: int) -> None:
-    """gx (zero-filled) += gradient of conv with respect to its input."""
+                          algorithm: str, n_threads: int, bias: FloatArray | None = None,
+                          ) -> None:
+    """gx (zero-filled) += gradient of conv with respect to its input.
+
+    With ``bias`` (per channel of gx), gx may hold anything and becomes bias + the
+    gradient: the accumulating kernels start from the bias, which saves a pass over gx.
+    """
     if algorithm == "winograd":
         if _winograd_input_grad(gy, w, gx, geom, n_threads):
+            if bias is not None:
+                gx += bias[None, :, None, None]
             return
         algorithm = "im2col"
-    if algorithm == "direct":
-        if _direct_input_grad_kernel(geom) == "scatter":
-            _cvec_scatter_input_grad(gy, w, gx, geom, n_threads)
-        elif np.isfinite(w).all():
-            _wide_input_grad(gy, w, gx, geom, n_threads)
-        else:
-            _conv_direct.conv2d_input_grad(gy, w, gx, *geom.kernel_args, n_threads)
-        return
-    rows = geom.band_rows()  # one task per (image, group): bands only bound memory
-    workspace = geom.workspace(rows, n_threads, gx.dtype)
-    with single_threaded_blas():
-        _conv_gemm.conv2d_input_grad(gy, w, gx, workspace, *geom.kernel_args, rows, n_threads,
-                                     geom.pointwise)
+    scatter = algorithm == "direct" and _direct_input_grad_kernel(geom) == "scatter"
+    wide = algorithm == "direct" and not scatter and np.isfinite(w).all()  # stride 1
+    # these kernels and the pointwise GEMM overwrite gx; the others accumulate into it
+    overwrites = scatter or wide or (algorithm == "im2col" and geom.pointwise)
+    if bias is not None and not overwrites:
+        gx[...] = bias[None, :, None, None]
+    if scatter:
+        _cvec_scatter_input_grad(gy, w, gx, geom, n_threads)
+    elif wide:
+        _wide_input_grad(gy, w, gx, geom, n_threads)
+    elif algorithm == "direct":
+        _conv_direct.conv2d_input_grad(gy, w, gx, *geom.kernel_args, n_threads)
+    else:
+        rows = geom.band_rows()  # one task per (image, group): bands only bound memory
+        workspace = geom.workspace(rows, n_threads, gx.dtype)
+        with single_threaded_blas():
+            _conv_gemm.conv2d_input_grad(gy, w, gx, workspace, *geom.kernel_args, rows,
+                                         n_threads, geom.pointwise)
+    if bias is not None and overwrites:
+        gx += bias[None, :, None, None]
 
 
 def _direct_input_grad_kernel(geom: _ConvGeometry) -> str:
@@ -511,8 +559,10 @@ def _direct_input_grad_kernel(geom: _ConvGeometry) -> str:
 
 
 def _conv_weight_grad_into(gy: FloatArray, x: FloatArray, gw: FloatArray, geom: _ConvGeometry,
-                           algorithm: str, n_threads: int) -> None:
-    """gw = gradient of conv with respect to its weights, summed over the batch."""
+                           algorithm: str, n_threads: int,
+                           columns: FloatArray | None = None) -> None:
+    """gw = gradient of conv with respect to its weights, summed over the batch;
+    ``columns``: x's columns from _packed_columns (im2col only)."""
     if algorithm == "winograd":  # no Winograd weight gradient: im2col computes it
         algorithm = "im2col"
     if algorithm == "direct" and geom.kg >= CVEC_MIN_WGRAD_CHANNELS:
@@ -522,14 +572,34 @@ def _conv_weight_grad_into(gy: FloatArray, x: FloatArray, gw: FloatArray, geom: 
         gy_nonfinite = not np.isfinite(gy).all()  # then padding products matter
         _conv_direct.conv2d_weight_grad(gy, x, gw, *geom.kernel_args, n_threads, gy_nonfinite)
         return
-    rows = geom.band_rows(geom.n)
-    units = geom.n * -(-geom.oh // rows)
-    n_chunks = max(1, min(units, MAX_CHUNKS, CHUNK_ELEMENTS // max(1, gw.size)))
-    partials = np.zeros((n_chunks, gw.size), dtype=gw.dtype)
-    workspace = geom.workspace(rows, n_threads, gw.dtype)
+    cblock, rows, k_chunks = geom.weight_grad_plan()
+    partials = np.empty((k_chunks, gw.size) if k_chunks > 1 else (1, 1), dtype=gw.dtype)
+    if columns is None:
+        per_thread = 1 if geom.pointwise else cblock * geom.kh * geom.kw * rows * geom.ow
+        workspace = _per_thread(n_threads, per_thread, gw.dtype, "the im2col workspace")
+    else:
+        workspace = columns
     with single_threaded_blas():
         _conv_gemm.conv2d_weight_grad(gy, x, gw, partials, workspace, *geom.kernel_args, rows,
-                                      n_threads, geom.pointwise)
+                                      cblock, k_chunks, n_threads, geom.pointwise,
+                                      columns is not None)
+
+
+def _packed_columns(x: FloatArray, geom: _ConvGeometry, algorithm: str,
+                    n_threads: int) -> FloatArray | None:
+    """x's columns for every image, (N * G, CKK * OH * OW), when the forward and the
+    weight gradient of this shape both run im2col on x and they fit PACKED_ELEMENTS:
+    packed once, both passes read them. None otherwise."""
+    if algorithm == "auto" and not _autotune.get_autotune():
+        algorithm = ("im2col" if _auto_algorithm(geom, "forward") == "im2col"
+                     and _auto_algorithm(geom, "weight_grad") == "im2col" else "direct")
+    size = geom.n * geom.groups * geom.ckk * geom.oh * geom.ow
+    if algorithm != "im2col" or geom.pointwise or size > PACKED_ELEMENTS:
+        return None
+    columns = np.empty((geom.n * geom.groups, geom.ckk * geom.oh * geom.ow), dtype=x.dtype)
+    _conv_gemm.im2col_images(x, columns, geom.kh, geom.kw, *geom.kernel_args, geom.oh,
+                             geom.ow, n_threads)
+    return columns
 
 
 def _check_algorithm(algorithm: str) -> str:
@@ -650,32 +720,36 @@ def _finite_for_auto(resolved: str, asked: str, data: FloatArray) -> str:
 
 
 def _forward(x: FloatArray, w: FloatArray, b: FloatArray | None, y: FloatArray,
-             geom: _ConvGeometry, algorithm: str, n_threads: int) -> None:
+             geom: _ConvGeometry, algorithm: str, n_threads: int,
+             columns: FloatArray | None = None) -> None:
     """y = conv(x, w) + b, "auto" resolved for the forward pass."""
     chosen = _resolve(algorithm, geom, "forward", y.dtype, n_threads,
                       lambda a: _conv_forward_into(x, w, b, np.empty_like(y), geom, a,
                                                    n_threads))
     chosen = _finite_for_auto(chosen, algorithm, x)
-    _conv_forward_into(x, w, b, y, geom, chosen, n_threads)
+    _conv_forward_into(x, w, b, y, geom, chosen, n_threads,
+                       columns if chosen == "im2col" else None)
 
 
 def _input_grad(gy: FloatArray, w: FloatArray, gx: FloatArray, geom: _ConvGeometry,
-                algorithm: str, n_threads: int) -> None:
-    """gx (zero-filled) += conv's input gradient, "auto" resolved for this pass."""
+                algorithm: str, n_threads: int, bias: FloatArray | None = None) -> None:
+    """gx (zero-filled) += conv's input gradient, "auto" resolved for this pass; with
+    ``bias``, gx (uninitialized) = bias + the gradient."""
     chosen = _resolve(algorithm, geom, "input_grad", gx.dtype, n_threads,
                       lambda a: _conv_input_grad_into(gy, w, np.zeros_like(gx), geom, a,
                                                       n_threads))
     chosen = _finite_for_auto(chosen, algorithm, gy)
-    _conv_input_grad_into(gy, w, gx, geom, chosen, n_threads)
+    _conv_input_grad_into(gy, w, gx, geom, chosen, n_threads, bias)
 
 
 def _weight_grad(gy: FloatArray, x: FloatArray, gw: FloatArray, geom: _ConvGeometry,
-                 algorithm: str, n_threads: int) -> None:
+                 algorithm: str, n_threads: int, columns: FloatArray | None = None) -> None:
     """gw = conv's weight gradient, "auto" resolved for this pass."""
     algorithm = _resolve(algorithm, geom, "weight_grad", gw.dtype, n_threads,
                          lambda a: _conv_weight_grad_into(gy, x, np.zeros_like(gw), geom, a,
                                                           n_threads))
-    _conv_weight_grad_into(gy, x, gw, geom, algorithm, n_threads)
+    _conv_weight_grad_into(gy, x, gw, geom, algorithm, n_threads,
+                           columns if algorithm == "im2col" else None)
 
 
 def _prepare_weights(w: FloatArray, flip: bool) -> FloatArray:
@@ -1013,12 +1087,15 @@ def conv_transpose2d(x: ArrayLike, w: ArrayLike, b: ArrayLike | None = None,
     if b is not None:
         b = _as_bias(b, geom.y_shape[1], dtype)
     _check_transpose_algorithm(algorithm)  # an error even when there is nothing to compute
-    y = np.zeros(geom.y_shape, dtype=dtype)
-    if not geom.conv.empty:
-        algorithm = _choose_algorithm(algorithm, geom.conv)
-        _input_grad(x, w, y, geom.conv, algorithm, _config.effective_n_threads())
-    if b is not None:
-        y += b[None, :, None, None]
+    if geom.conv.empty:
+        y = np.zeros(geom.y_shape, dtype=dtype)
+        if b is not None:
+            y += b[None, :, None, None]
+        return y
+    algorithm = _choose_algorithm(algorithm, geom.conv)
+    # with a bias the kernels start from it: no zero fill, no second pass
+    y = np.zeros(geom.y_shape, dtype=dtype) if b is None else np.empty(geom.y_shape, dtype=dtype)
+    _input_grad(x, w, y, geom.conv, algorithm, _config.effective_n_threads(), b)
     return y
 
 
@@ -1076,16 +1153,20 @@ def conv_transpose2d_backward(gy: ArrayLike, x: ArrayLike, w: ArrayLike, stride:
     _check_transpose_algorithm(algorithm)
     algorithm = _choose_algorithm(algorithm, geom.conv)
     n_threads = _config.effective_n_threads()
-    gx = np.zeros(x.shape, dtype=dtype) if needs_input_grad else None
+    # the forward convolution writes every element of gx: no zero fill unless it is skipped
+    alloc = np.zeros if geom.conv.empty else np.empty
+    gx = alloc(x.shape, dtype=dtype) if needs_input_grad else None
     gw = np.zeros(w.shape, dtype=dtype)
     gb = np.zeros(geom.y_shape[1], dtype=dtype)
     if gy.size:
         _conv_direct.conv2d_bias_grad(gy, gb, n_threads)
     if geom.conv.empty:
         return gx, gw, gb
+    # both passes read gy's columns: pack them once where both run im2col
+    columns = None if gx is None else _packed_columns(gy, geom.conv, algorithm, n_threads)
     if gx is not None:
-        _forward(gy, w, None, gx, geom.conv, algorithm, n_threads)
-    _weight_grad(x, gy, gw, geom.conv, algorithm, n_threads)
+        _forward(gy, w, None, gx, geom.conv, algorithm, n_threads, columns)
+    _weight_grad(x, gy, gw, geom.conv, algorithm, n_threads, columns)
     return gx, gw, gb
 
 

@@ -166,6 +166,11 @@ EDGE = [
          conv=dict(padding="SAME", stride=2, flip=True), bias=True),
     dict(n=2, c=3, k=4, size=(9, 9), kernel=(3, 3), conv=dict(padding="Valid"), bias=True),
     dict(n=2, c=3, k=4, size=(6, 6), kernel=(2, 2), conv=dict(padding="FULL", stride=(2, 1)), bias=True),
+    # deep enough for the weight gradient's channel blocks (the last one short), grouped
+    # blocks, and pointwise blocks
+    dict(n=3, c=26, k=5, size=(9, 8), kernel=(7, 7), conv=dict(padding=3, stride=(1, 2)), bias=True),
+    dict(n=2, c=16, k=16, size=(7, 6), kernel=(3, 3), conv=dict(groups=8, padding=1), bias=True),
+    dict(n=2, c=1040, k=3, size=(3, 2), kernel=(1, 1), conv=dict(), bias=False),
 ]
 
 

@@ -204,6 +204,7 @@ def every_op_calls(rng):
         (np.float64, 1, 4, 6, (40, 33), (5, 5), 1, 2, "same"),
         (np.float32, 3, 16, 24, (12, 13), (3, 3), 1, 1, 1),
         (np.float64, 7, 3, 3, (9, 11), (3, 2), 3, (2, 1), ((0, 2), (1, 0))),
+        (np.float32, 3, 26, 5, (9, 8), (7, 7), 1, 1, 3),  # weight gradient in channel blocks
     ]
     for i, (dtype, n, c, k, hw, khw, groups, stride, padding) in enumerate(conv_shapes):
         x, w, b, gy = _conv_inputs(rng, dtype, n, c, k, hw, khw, groups, stride, padding)

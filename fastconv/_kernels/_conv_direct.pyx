@@ -159,16 +159,35 @@ def conv2d_bias_grad(
     floating[::1] gb,                 # OUT (K,)
     int n_threads,
 ):
-    """gb = gy summed over N, OH, OW (double accumulator, fixed order)."""
+    """gb = gy summed over N, OH, OW (double accumulators, fixed order)."""
     cdef index_t n_images = gy.shape[0], n_out = gy.shape[1]
-    cdef index_t oh_count = gy.shape[2], ow_count = gy.shape[3]
-    cdef index_t n, k, oh, ow
-    cdef double acc
+    cdef index_t plane = gy.shape[2] * gy.shape[3]
+    cdef index_t tail = plane - plane % 8
+    cdef index_t n, k, i
+    cdef const floating* p
+    # eight interleaved sums: one chain of dependent adds would wait on each add's latency
+    cdef double a0, a1, a2, a3, a4, a5, a6, a7
     with nogil:
         for k in prange(n_out, num_threads=n_threads, schedule="static"):
-            acc = 0
+            a0 = 0
+            a1 = 0
+            a2 = 0
+            a3 = 0
+            a4 = 0
+            a5 = 0
+            a6 = 0
+            a7 = 0
             for n in range(n_images):
-                for oh in range(oh_count):
-                    for ow in range(ow_count):
-                        acc = acc + gy[n, k, oh, ow]
-            gb[k] = <floating> acc
+                p = &gy[n, k, 0, 0]
+                for i in range(0, tail, 8):
+                    a0 = a0 + p[i]
+                    a1 = a1 + p[i + 1]
+                    a2 = a2 + p[i + 2]
+                    a3 = a3 + p[i + 3]
+                    a4 = a4 + p[i + 4]
+                    a5 = a5 + p[i + 5]
+                    a6 = a6 + p[i + 6]
+                    a7 = a7 + p[i + 7]
+                for i in range(tail, plane):
+                    a0 = a0 + p[i]
+            gb[k] = <floating> (((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7)))

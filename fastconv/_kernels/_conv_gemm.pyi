@@ -17,9 +17,9 @@ def conv2d_forward(
     w: NDArray[_F],  # IN (K, CG, KH, KW)
     b: NDArray[_F] | None,  # IN (K,) or None
     y: NDArray[_F],  # OUT (N, K, OH, OW)
-    workspace: NDArray[_F],  # SCRATCH (threads, CKK * P)
+    workspace: NDArray[_F],  # SCRATCH (threads, CKK * P), or IN packed columns (N * G, CKK * OH * OW)
     sh: int, sw: int, pt: int, pl: int, dh: int, dw: int,
-    groups: int, rows: int, n_threads: int, pointwise: bool,
+    groups: int, rows: int, n_threads: int, pointwise: bool, packed: bool,
 ) -> None: ...
 def conv2d_input_grad(
     gy: NDArray[_F],  # IN (N, K, OH, OW)
@@ -33,8 +33,15 @@ def conv2d_weight_grad(
     gy: NDArray[_F],  # IN (N, K, OH, OW)
     x: NDArray[_F],  # IN (N, C, H, W)
     gw: NDArray[_F],  # OUT (K, CG, KH, KW)
-    partials: NDArray[_F],  # SCRATCH (n_chunks, K * CKK), zero-filled by the caller
-    workspace: NDArray[_F],  # SCRATCH (threads, CKK * P)
+    partials: NDArray[_F],  # SCRATCH (k_chunks, K * CKK); unused when k_chunks == 1
+    workspace: NDArray[_F],  # SCRATCH (threads, CB * KH * KW * P), or IN packed columns
     sh: int, sw: int, pt: int, pl: int, dh: int, dw: int,
-    groups: int, rows: int, n_threads: int, pointwise: bool,
+    groups: int, rows: int, cblock: int, k_chunks: int, n_threads: int, pointwise: bool,
+    packed: bool,
+) -> None: ...
+def im2col_images(
+    x: NDArray[_F],  # IN (N, C, H, W)
+    cols: NDArray[_F],  # OUT (N * G, CKK * OH * OW)
+    kh: int, kw: int, sh: int, sw: int, pt: int, pl: int, dh: int, dw: int,
+    groups: int, oh_count: int, ow_count: int, n_threads: int,
 ) -> None: ...

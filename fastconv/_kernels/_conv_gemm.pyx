@@ -17,10 +17,12 @@ im2col: the image rows are already the column matrix. The caller decides that
 (``pointwise``, the same decision that sized ``workspace``).
 
 The input gradient runs one task per (image, group): col = w[g]^T @ gy band, then
-col2im scatters it into the image the task owns. The weight gradient sums
-per-image products; units are split into ``n_chunks`` fixed chunks, each summing
-into its own partial buffer, and the partials are reduced in chunk order, so the
-sum's association is the same for any thread count.
+col2im scatters it into the image the task owns. The weight gradient runs
+one task per (chunk, group, block of input channels): a block's columns are packed
+for it alone and its GEMMs accumulate into its own slice of gw, so deep layers need
+no partial sums. Shallow ones split the (image, band) units into ``k_chunks`` fixed
+chunks, each summing into its own partial buffer, reduced in chunk order. Either
+way the sum's association is the same for any thread count.
 
 BLAS is called from inside the parallel region: the caller keeps it
 single-threaded meanwhile (fastconv._blas).
@@ -38,11 +40,15 @@ def conv2d_forward(
     const floating[:, :, :, ::1] w,  # IN (K, CG, KH, KW)
     const floating[::1] b,           # IN (K,) or None
     floating[:, :, :, ::1] y,        # OUT (N, K, OH, OW)
-    floating[:, ::1] workspace,      # SCRATCH (threads, CKK * P)
+    floating[:, ::1] workspace,      # SCRATCH (threads, CKK * P), or IN packed columns
     index_t sh, index_t sw, index_t pt, index_t pl, index_t dh, index_t dw,
-    index_t groups, index_t rows, int n_threads, bint pointwise,
+    index_t groups, index_t rows, int n_threads, bint pointwise, bint packed,
 ):
-    """y = conv(x, w) + b by im2col + GEMM over bands of ``rows`` output rows."""
+    """y = conv(x, w) + b by im2col + GEMM over bands of ``rows`` output rows.
+
+    ``packed``: workspace already holds every image's columns, as im2col_images
+    writes them, (N * G, CKK * OH * OW); nothing is packed here.
+    """
     cdef index_t n_images = y.shape[0], n_out = y.shape[1]
     cdef index_t oh_count = y.shape[2], ow_count = y.shape[3]
     cdef index_t height = x.shape[2], width = x.shape[3]
@@ -68,6 +74,9 @@ def conv2d_forward(
             if pointwise:
                 col = &x[n, g * cg, oh0, 0]
                 ldcol = <int> (height * width)
+            elif packed:
+                col = &workspace[n * groups + g, oh0 * ow_count]
+                ldcol = <int> (oh_count * ow_count)
             else:
                 im2col_band(x, n, g * cg, cg, kh, kw, sh, sw, pt, pl, dh, dw,
                             oh0, oh1, ow_count, workspace, slot)
@@ -129,12 +138,15 @@ def conv2d_weight_grad(
     const floating[:, :, :, ::1] gy,  # IN (N, K, OH, OW)
     const floating[:, :, :, ::1] x,   # IN (N, C, H, W)
     floating[:, :, :, ::1] gw,        # OUT (K, CG, KH, KW)
-    floating[:, ::1] partials,        # SCRATCH (n_chunks, K * CKK), zero-filled by the caller
-    floating[:, ::1] workspace,       # SCRATCH (threads, CKK * P)
+    floating[:, ::1] partials,        # SCRATCH (k_chunks, K * CKK); unused when k_chunks == 1
+    floating[:, ::1] workspace,       # SCRATCH (threads, CB * KH * KW * P), or IN packed columns
     index_t sh, index_t sw, index_t pt, index_t pl, index_t dh, index_t dw,
-    index_t groups, index_t rows, int n_threads, bint pointwise,
+    index_t groups, index_t rows, index_t cblock, index_t k_chunks, int n_threads,
+    bint pointwise, bint packed,
 ):
-    """gw = sum over images and bands of gy band @ col^T, reduced in a fixed order."""
+    """gw = sum over images and bands of gy band @ col^T, one task per (chunk, group,
+    block of ``cblock`` input channels); chunks are reduced in a fixed order.
+    ``packed`` as in conv2d_forward."""
     cdef index_t n_images = gy.shape[0], n_out = gy.shape[1]
     cdef index_t oh_count = gy.shape[2], ow_count = gy.shape[3]
     cdef index_t height = x.shape[2], width = x.shape[3]
@@ -142,37 +154,72 @@ def conv2d_weight_grad(
     cdef index_t kg = n_out // groups, ckk = cg * kh * kw
     cdef index_t bands = (oh_count + rows - 1) // rows
     cdef index_t units = n_images * bands
-    cdef index_t n_chunks = partials.shape[0]
+    cdef index_t n_blocks = (cg + cblock - 1) // cblock
+    cdef index_t tasks = k_chunks * groups * n_blocks
     cdef index_t n_weights = n_out * ckk
-    cdef index_t chunk, unit, n, g, band, oh0, oh1, span, slot, e
+    cdef index_t task, chunk, blk, c0, cn, unit, n, g, band, oh0, oh1, span, slot, e
     cdef const floating* col
+    cdef floating* out
     cdef int ldcol
-    cdef floating acc
+    cdef floating acc, beta
     slot = 0
     with nogil:
         with parallel(num_threads=n_threads):
             slot = threadid()
-            for chunk in prange(n_chunks, schedule="static"):
-                for unit in range(chunk * units // n_chunks, (chunk + 1) * units // n_chunks):
+            for task in prange(tasks, schedule="static"):
+                chunk = task // (groups * n_blocks)
+                g = (task // n_blocks) % groups
+                blk = task % n_blocks
+                c0 = blk * cblock
+                cn = min(cblock, cg - c0)
+                # one chunk writes gw itself; several write partial sums
+                if k_chunks == 1:
+                    out = &gw[g * kg, c0, 0, 0]
+                else:
+                    out = &partials[chunk, g * kg * ckk + c0 * kh * kw]
+                beta = 0  # the chunk's first product overwrites: no zero fill needed
+                for unit in range(chunk * units // k_chunks, (chunk + 1) * units // k_chunks):
                     n = unit // bands
                     band = unit % bands
                     oh0 = band * rows
                     oh1 = min(oh0 + rows, oh_count)
                     span = (oh1 - oh0) * ow_count
-                    for g in range(groups):
-                        if pointwise:
-                            col = &x[n, g * cg, oh0, 0]
-                            ldcol = <int> (height * width)
-                        else:
-                            im2col_band(x, n, g * cg, cg, kh, kw, sh, sw, pt, pl, dh, dw,
-                                        oh0, oh1, ow_count, workspace, slot)
-                            col = &workspace[slot, 0]
-                            ldcol = <int> span
-                        gemm(False, True, <int> kg, <int> ckk, <int> span, 1,
-                             &gy[n, g * kg, oh0, 0], <int> (oh_count * ow_count),
-                             col, ldcol, 1, &partials[chunk, g * kg * ckk], <int> ckk)
-        for e in prange(n_weights, num_threads=n_threads, schedule="static"):
-            acc = 0
-            for chunk in range(n_chunks):
-                acc = acc + partials[chunk, e]
-            gw[e // ckk, (e % ckk) // (kh * kw), (e % (kh * kw)) // kw, e % kw] = acc
+                    if pointwise:
+                        col = &x[n, g * cg + c0, oh0, 0]
+                        ldcol = <int> (height * width)
+                    elif packed:
+                        col = &workspace[n * groups + g,
+                                         (c0 * kh * kw) * (oh_count * ow_count) + oh0 * ow_count]
+                        ldcol = <int> (oh_count * ow_count)
+                    else:
+                        im2col_band(x, n, g * cg + c0, cn, kh, kw, sh, sw, pt, pl, dh, dw,
+                                    oh0, oh1, ow_count, workspace, slot)
+                        col = &workspace[slot, 0]
+                        ldcol = <int> span
+                    gemm(False, True, <int> kg, <int> (cn * kh * kw), <int> span, 1,
+                         &gy[n, g * kg, oh0, 0], <int> (oh_count * ow_count),
+                         col, ldcol, beta, out, <int> ckk)
+                    beta = 1
+        if k_chunks > 1:
+            for e in prange(n_weights, num_threads=n_threads, schedule="static"):
+                acc = 0
+                for chunk in range(k_chunks):
+                    acc = acc + partials[chunk, e]
+                gw[e // ckk, (e % ckk) // (kh * kw), (e % (kh * kw)) // kw, e % kw] = acc
+
+
+def im2col_images(
+    const floating[:, :, :, ::1] x,  # IN (N, C, H, W)
+    floating[:, ::1] cols,           # OUT (N * G, CKK * OH * OW)
+    index_t kh, index_t kw,
+    index_t sh, index_t sw, index_t pt, index_t pl, index_t dh, index_t dw,
+    index_t groups, index_t oh_count, index_t ow_count, int n_threads,
+):
+    """Every image's columns at once, one (image, group) per row of ``cols``: for two
+    passes over the same columns (conv_transpose2d's backward), packed once."""
+    cdef index_t n_images = x.shape[0], cg = x.shape[1] // groups
+    cdef index_t unit
+    with nogil:
+        for unit in prange(n_images * groups, num_threads=n_threads, schedule="static"):
+            im2col_band(x, unit // groups, (unit % groups) * cg, cg, kh, kw, sh, sw, pt, pl,
+                        dh, dw, 0, oh_count, ow_count, cols, unit)

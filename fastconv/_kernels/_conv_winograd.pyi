@@ -22,3 +22,15 @@ def conv2d_forward(
     pt: int, pl: int, groups: int, tile: int, block: int, n_threads: int,
 ) -> None: ...
 def workspace_elements(cg: int, kg: int, tile: int, block: int) -> int: ...
+def split_phases(
+    x: NDArray[_F],  # IN (N, C, H, W)
+    out: NDArray[_F],  # OUT (P * N, C, HP, WP)
+    offsets: NDArray[np.intp],  # IN (P, 2)
+    dh: int, dw: int, n_threads: int,
+) -> None: ...
+def merge_phases(
+    stacked: NDArray[_F],  # IN (P * N, K, HP, WP)
+    y: NDArray[_F],  # OUT (N, K, OH, OW)
+    offsets: NDArray[np.intp],  # IN (P, 2)
+    dh: int, dw: int, n_threads: int,
+) -> None: ...

@@ -353,3 +353,61 @@ def conv2d_forward(
                      0, mt + p * (kg * nb + SLAB_PAD), <int> nb)
             output_block(mt, b_ptr, &y[0, 0, 0, 0], oh_count, ow_count, g * kg, kg,
                          n_out, t0, nb, th_count, tw_count, tile)
+
+
+def split_phases(
+    const floating[:, :, :, ::1] x,  # IN (N, C, H, W)
+    floating[:, :, :, ::1] out,      # OUT (P * N, C, HP, WP)
+    const index_t[:, ::1] offsets,   # IN (P, 2): first row and column of each phase
+    index_t dh, index_t dw, int n_threads,
+):
+    """out[p * N + n, c, a, b] = x[n, c, a * dh + r_p, b * dw + c_p]: the dilated
+    convolution's phases stacked along the batch, on every thread at once (NumPy
+    copies a strided view on one). The caller checks every phase fits in x."""
+    cdef index_t n_images = x.shape[0], channels = x.shape[1]
+    cdef index_t hp = out.shape[2], wp = out.shape[3]
+    cdef index_t plane, p, n, c, a, b, r0, c0
+    cdef const floating* src
+    cdef floating* dst
+    with nogil:
+        for plane in prange(offsets.shape[0] * n_images * channels, num_threads=n_threads,
+                            schedule="static"):
+            p = plane // (n_images * channels)
+            n = (plane // channels) % n_images
+            c = plane % channels
+            r0 = offsets[p, 0]
+            c0 = offsets[p, 1]
+            for a in range(hp):
+                src = &x[n, c, a * dh + r0, c0]
+                dst = &out[p * n_images + n, c, a, 0]
+                for b in range(wp):
+                    dst[b] = src[b * dw]
+
+
+def merge_phases(
+    const floating[:, :, :, ::1] stacked,  # IN (P * N, K, HP, WP)
+    floating[:, :, :, ::1] y,              # OUT (N, K, OH, OW)
+    const index_t[:, ::1] offsets,         # IN (P, 2): first row and column of each phase
+    index_t dh, index_t dw, int n_threads,
+):
+    """y[n, k, a * dh + r_p, b * dw + c_p] = stacked[p * N + n, k, a, b]: the inverse of
+    split_phases, for the phase outputs."""
+    cdef index_t n_images = y.shape[0], channels = y.shape[1]
+    cdef index_t hp = stacked.shape[2], wp = stacked.shape[3]
+    cdef index_t plane, p, n, c, a, b, r0, c0
+    cdef const floating* src
+    cdef floating* dst
+    with nogil:
+        # one unit per plane of y, all its phases: threads writing the interleaved rows
+        # of one plane at once would share the cache lines where the rows meet
+        for plane in prange(n_images * channels, num_threads=n_threads, schedule="static"):
+            n = plane // channels
+            c = plane % channels
+            for p in range(offsets.shape[0]):
+                r0 = offsets[p, 0]
+                c0 = offsets[p, 1]
+                for a in range(hp):
+                    src = &stacked[p * n_images + n, c, a, 0]
+                    dst = &y[n, c, a * dh + r0, c0]
+                    for b in range(wp):
+                        dst[b * dw] = src[b]

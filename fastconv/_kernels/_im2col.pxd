@@ -20,8 +20,12 @@ cdef inline void im2col_band(
 ) noexcept nogil:
     cdef index_t height = x.shape[2], width = x.shape[3]
     cdef index_t band = (oh1 - oh0) * ow_count
-    cdef index_t c, i, j, oh, ow, ih, ih_off, iw_off, dst
+    cdef index_t c, i, j, oh, ow, ih_off, iw_off, dst
     cdef index_t oh_lo, oh_hi, ow_lo, ow_hi
+    # plain row pointers: extensions build with -fno-strict-aliasing, so a store through
+    # a memoryview makes the compiler reload the views' strides on every element
+    cdef const floating* xrow
+    cdef floating* out
     for c in range(channels):
         for i in range(kh):
             ih_off = i * dh - pt
@@ -33,21 +37,22 @@ cdef inline void im2col_band(
                 ow_hi = stop_valid(iw_off, sw, width, ow_count)
                 dst = ((c * kh + i) * kw + j) * band
                 for oh in range(oh0, oh1):
+                    out = &col[slot, dst]
                     if oh < oh_lo or oh >= oh_hi:
                         for ow in range(ow_count):
-                            col[slot, dst + ow] = 0
+                            out[ow] = 0
                     else:
-                        ih = oh * sh + ih_off
+                        xrow = &x[n, c0 + c, oh * sh + ih_off, 0]
                         for ow in range(ow_lo):
-                            col[slot, dst + ow] = 0
+                            out[ow] = 0
                         if sw == 1:
                             for ow in range(ow_lo, ow_hi):
-                                col[slot, dst + ow] = x[n, c0 + c, ih, ow + iw_off]
+                                out[ow] = xrow[ow + iw_off]
                         else:
                             for ow in range(ow_lo, ow_hi):
-                                col[slot, dst + ow] = x[n, c0 + c, ih, ow * sw + iw_off]
+                                out[ow] = xrow[ow * sw + iw_off]
                         for ow in range(ow_hi, ow_count):
-                            col[slot, dst + ow] = 0
+                            out[ow] = 0
                     dst += ow_count
 
 
@@ -62,8 +67,10 @@ cdef inline void col2im_band(
 ) noexcept nogil:
     cdef index_t height = gx.shape[2], width = gx.shape[3]
     cdef index_t band = (oh1 - oh0) * ow_count
-    cdef index_t c, i, j, oh, ow, ih, ih_off, iw_off, src
+    cdef index_t c, i, j, oh, ow, ih_off, iw_off, src
     cdef index_t oh_lo, oh_hi, ow_lo, ow_hi
+    cdef const floating* inp
+    cdef floating* grow  # row pointers, as in im2col_band
     for c in range(channels):
         for i in range(kh):
             ih_off = i * dh - pt
@@ -77,11 +84,12 @@ cdef inline void col2im_band(
                 ow_hi = stop_valid(iw_off, sw, width, ow_count)
                 src = ((c * kh + i) * kw + j) * band + (oh_lo - oh0) * ow_count
                 for oh in range(oh_lo, oh_hi):
-                    ih = oh * sh + ih_off
+                    grow = &gx[n, c0 + c, oh * sh + ih_off, 0]
+                    inp = &col[slot, src]
                     if sw == 1:
                         for ow in range(ow_lo, ow_hi):
-                            gx[n, c0 + c, ih, ow + iw_off] += col[slot, src + ow]
+                            grow[ow + iw_off] += inp[ow]
                     else:
                         for ow in range(ow_lo, ow_hi):
-                            gx[n, c0 + c, ih, ow * sw + iw_off] += col[slot, src + ow]
+                            grow[ow * sw + iw_off] += inp[ow]
                     src += ow_count
