@@ -656,7 +656,7 @@ def _auto_algorithm(geom: _ConvGeometry, pass_: str) -> str:
             return "winograd"
     # The channel-vectorised direct kernels beat a GEMM that small channel counts
     # leave thin: they load each input once for a whole vector of channels.
-    if geom.stride == (1, 1) and _cvec_beats_gemm(geom, pass_):
+    if _cvec_beats_gemm(geom, pass_):
         return "direct"
     taps = geom.kh * geom.kw
     if geom.stride == (1, 1) and taps > 1:
@@ -670,20 +670,23 @@ def _auto_algorithm(geom: _ConvGeometry, pass_: str) -> str:
 
 
 def _cvec_beats_gemm(geom: _ConvGeometry, pass_: str) -> bool:
-    """Where "direct" runs the channel-vectorised kernels (stride 1) and they beat
-    im2col (measured): forward, up to 32 output channels per group, or 64 with 6 to 32
-    input channels; input gradient, 4 to 32 input channels and up to 64 output
-    channels; weight gradient, up to 64 of each."""
+    """Where "direct" runs the channel-vectorised kernels and they beat im2col
+    (measured at 1 and 2 threads on the benchmark suite and LeNet-like layers), per
+    group: forward, up to 32 output channels, or 64 with up to 32 input channels and
+    at least 48 taps (C/groups * KH * KW); input gradient (scatter), 4 to 32 input
+    channels and up to 64 output channels at stride 1, 4 to 16 input channels at other
+    strides; weight gradient, up to 64 input and 64 output channels."""
     if geom.kh * geom.kw == 1:
         return False  # a 1x1 convolution is a GEMM as it stands
     if pass_ == "weight_grad":
         return geom.kg <= 64 and geom.cg <= 64
     if pass_ == "input_grad":
-        return (_direct_input_grad_kernel(geom) == "scatter" and geom.cg <= 32
+        most_in = 32 if geom.stride == (1, 1) else 16
+        return (_direct_input_grad_kernel(geom) == "scatter" and 4 <= geom.cg <= most_in
                 and geom.kg <= 64)
     if not _cvec_suits(geom.cg, geom.kg):
-        return False  # the wide-row kernel would run
-    return geom.kg <= 32 or (geom.kg <= 64 and 6 <= geom.cg <= 32)
+        return False  # the wide-row kernel or the plain loops would run
+    return geom.kg <= 32 or (geom.kg <= 64 and geom.cg <= 32 and geom.ckk >= 48)
 
 
 def _candidates(geom: _ConvGeometry, pass_: str) -> list[str]:
