@@ -26,6 +26,7 @@ Examples
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Literal, Sequence, TypeAlias, overload
 
 import numpy as np
@@ -358,12 +359,22 @@ def _cvec_plan(c_in: int, kp: int, out_hw: tuple[int, int], geom: _ConvGeometry,
     if outer_units * -(-oh // rows) < MIN_UNITS:
         rows = max(1, min(rows, -(-oh // -(-MIN_UNITS // max(1, outer_units)))))
     plane = ((rows - 1) * sh + (geom.kh - 1) * dh + 1) * wp
-    c, i, j = np.meshgrid(np.arange(c_in), np.arange(geom.kh), np.arange(geom.kw),
-                          indexing="ij")
-    tap_off = (c * plane + i * dh * wp + j * dw).astype(np.intp).ravel()
+    tap_off = _cvec_tap_offsets(c_in, geom.kh, geom.kw, dh * wp, dw, plane)
     workspace = _per_thread(n_threads, c_in * plane + rows * ow * kp, dtype,
                             "the direct-convolution workspace")
     return rows, tap_off, workspace
+
+
+@functools.lru_cache(maxsize=64)
+def _cvec_tap_offsets(c_in: int, kh: int, kw: int, row_step: int, col_step: int,
+                      plane: int) -> NDArray[np.intp]:
+    """Offsets c * plane + i * row_step + j * col_step of the taps (c, i, j) in order,
+    read-only (cached: a LeNet layer asks for the same ones on every call)."""
+    offsets = (np.arange(c_in, dtype=np.intp)[:, None, None] * plane
+               + np.arange(kh, dtype=np.intp)[:, None] * row_step
+               + np.arange(kw, dtype=np.intp) * col_step).ravel()
+    offsets.flags.writeable = False
+    return offsets
 
 
 def _cvec_forward(x: FloatArray, w_packed: FloatArray, b: FloatArray | None, y: FloatArray,
@@ -516,11 +527,13 @@ def _winograd_input_grad(gy: FloatArray, w: FloatArray, gx: FloatArray, geom: _C
 
 def _conv_input_grad_into(gy: FloatArray, w: FloatArray, gx: FloatArray, geom: _ConvGeometry,
                           algorithm: str, n_threads: int, bias: FloatArray | None = None,
-                          ) -> None:
+                          zeroed: bool = True) -> None:
     """gx (zero-filled) += gradient of conv with respect to its input.
 
     With ``bias`` (per channel of gx), gx may hold anything and becomes bias + the
     gradient: the accumulating kernels start from the bias, which saves a pass over gx.
+    With ``zeroed`` False, gx may hold anything and becomes the gradient: only the
+    accumulating kernels need it zero-filled first.
     """
     if algorithm == "winograd":
         if _winograd_input_grad(gy, w, gx, geom, n_threads):
@@ -534,6 +547,8 @@ def _conv_input_grad_into(gy: FloatArray, w: FloatArray, gx: FloatArray, geom: _
     overwrites = scatter or wide or (algorithm == "im2col" and geom.pointwise)
     if bias is not None and not overwrites:
         gx[...] = bias[None, :, None, None]
+    elif not zeroed and not overwrites:
+        gx.fill(0)
     if scatter:
         _cvec_scatter_input_grad(gy, w, gx, geom, n_threads)
     elif wide:
@@ -735,14 +750,16 @@ def _forward(x: FloatArray, w: FloatArray, b: FloatArray | None, y: FloatArray,
 
 
 def _input_grad(gy: FloatArray, w: FloatArray, gx: FloatArray, geom: _ConvGeometry,
-                algorithm: str, n_threads: int, bias: FloatArray | None = None) -> None:
+                algorithm: str, n_threads: int, bias: FloatArray | None = None,
+                zeroed: bool = True) -> None:
     """gx (zero-filled) += conv's input gradient, "auto" resolved for this pass; with
-    ``bias``, gx (uninitialized) = bias + the gradient."""
+    ``bias``, gx (uninitialized) = bias + the gradient; with ``zeroed`` False, gx
+    (uninitialized) = the gradient."""
     chosen = _resolve(algorithm, geom, "input_grad", gx.dtype, n_threads,
                       lambda a: _conv_input_grad_into(gy, w, np.zeros_like(gx), geom, a,
                                                       n_threads))
     chosen = _finite_for_auto(chosen, algorithm, gy)
-    _conv_input_grad_into(gy, w, gx, geom, chosen, n_threads, bias)
+    _conv_input_grad_into(gy, w, gx, geom, chosen, n_threads, bias, zeroed)
 
 
 def _weight_grad(gy: FloatArray, x: FloatArray, gw: FloatArray, geom: _ConvGeometry,
@@ -935,15 +952,17 @@ def conv2d_backward(gy: ArrayLike, x: ArrayLike, w: ArrayLike, stride: IntPair =
     algorithm = _choose_algorithm(algorithm, geom)
     w_eff = _prepare_weights(w, flip)
     n_threads = _config.effective_n_threads()
-    gx = np.zeros(x.shape, dtype=dtype) if needs_input_grad else None
+    gx = np.empty(x.shape, dtype=dtype) if needs_input_grad else None
     gw = np.zeros(w.shape, dtype=dtype)
     gb = np.zeros(geom.k, dtype=dtype)
     if gy.size:
         _conv_direct.conv2d_bias_grad(gy, gb, n_threads)
     if geom.empty:
+        if gx is not None:
+            gx.fill(0)
         return gx, gw, gb
     if gx is not None:
-        _input_grad(gy, w_eff, gx, geom, algorithm, n_threads)
+        _input_grad(gy, w_eff, gx, geom, algorithm, n_threads, zeroed=False)
     _weight_grad(gy, x, gw, geom, algorithm, n_threads)
     if flip:
         gw = np.ascontiguousarray(gw[:, :, ::-1, ::-1])

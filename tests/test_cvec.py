@@ -118,3 +118,26 @@ def test_packed_weights_layout(dtype):
     assert packed.shape == (1, 12, -(-2 // lanes) * lanes)
     np.testing.assert_array_equal(packed[0, :, :2], w.reshape(2, 12).T)
     assert not packed[0, :, 2:].any()
+
+
+@pytest.mark.parametrize("algorithm, x_shape, w_shape, padding", [
+    ("direct", (2, 6, 9, 9), (16, 6, 3, 3), 1),     # scatter: overwrites
+    ("direct", (2, 2, 30, 30), (4, 2, 3, 3), 1),    # wide rows: overwrite
+    ("im2col", (2, 6, 9, 9), (16, 6, 3, 3), 1),     # col2im: accumulates
+    ("im2col", (2, 6, 9, 9), (16, 6, 1, 1), 0),     # pointwise GEMM: overwrites
+    ("winograd", (2, 6, 9, 9), (16, 6, 3, 3), 1),   # Winograd: overwrites
+])
+def test_input_gradient_into_garbage_when_not_zeroed(algorithm, x_shape, w_shape, padding):
+    """conv2d_backward hands the input gradient an uninitialised gx (zeroed=False):
+    every kernel must leave the same result as on a zero-filled one."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    geom = F._ConvGeometry(x.shape, w.shape, 1, padding, 1, 1)
+    gy = rng.standard_normal(geom.y_shape).astype(np.float32)
+    expected = np.zeros_like(x)
+    F._conv_input_grad_into(gy, w, expected, geom, algorithm, 1)
+    garbage = np.full_like(x, np.nan)
+    F._conv_input_grad_into(gy, w, garbage, geom, algorithm, 1, zeroed=False)
+    np.testing.assert_array_equal(garbage, expected)
+    assert np.isfinite(expected).all()
