@@ -100,7 +100,7 @@ Int1d: TypeAlias = int | tuple[int]
 BAND_ELEMENTS = 1 << 18
 # Channel-vectorised kernels: per-thread budget (elements) of a band's padded input
 # and its pixel-major outputs.
-CVEC_BAND_ELEMENTS = 1 << 15
+CVEC_BAND_ELEMENTS = 1 << 16
 # ... and the channels per group from which they beat the wide-row kernels (forward)
 # and the other direct weight gradient.
 CVEC_MIN_IN_CHANNELS, CVEC_MIN_OUT_CHANNELS, CVEC_MIN_WGRAD_CHANNELS = 3, 8, 4
