@@ -102,8 +102,10 @@ BAND_ELEMENTS = 1 << 18
 # and its pixel-major outputs.
 CVEC_BAND_ELEMENTS = 1 << 16
 # ... and the channels per group from which they beat the wide-row kernels (forward)
-# and the other direct weight gradient.
+# and the other direct weight gradient; the input gradient's per-thread padded image
+# (elements) beyond which the direct input gradient runs other kernels.
 CVEC_MIN_IN_CHANNELS, CVEC_MIN_OUT_CHANNELS, CVEC_MIN_WGRAD_CHANNELS = 3, 8, 4
+CVEC_SCATTER_ELEMENTS = 1 << 22
 # With few images, bands are cut smaller so at least this many units exist to share out.
 MIN_UNITS = 16
 # Weight-gradient partial sums: at most this many chunks, and this many elements in all.
@@ -286,7 +288,7 @@ def _conv_forward_into(x: FloatArray, w: FloatArray, b: FloatArray | None, y: Fl
     if algorithm == "direct":
         (pt, _), (pl, _) = geom.padding
         if _cvec_suits(geom.cg, geom.kg):
-            _cvec_forward(x, _cvec_packed(w, geom.groups), b, y, geom, (pt, pl), n_threads)
+            _cvec_forward(x, w, b, y, geom, n_threads)
         elif geom.stride == (1, 1):
             workspace = _wide_workspace(geom.cg, (geom.oh, geom.ow), geom, n_threads, y.dtype)
             _conv_wide.conv2d_forward(x, w, b, y, workspace, pt, pl, *geom.dilation,
@@ -377,15 +379,15 @@ def _cvec_tap_offsets(c_in: int, kh: int, kw: int, row_step: int, col_step: int,
     return offsets
 
 
-def _cvec_forward(x: FloatArray, w_packed: FloatArray, b: FloatArray | None, y: FloatArray,
-                  geom: _ConvGeometry, pads: tuple[int, int], n_threads: int) -> None:
-    """y = conv(x, w) + b by the channel-vectorised kernel; ``pads`` (top, left) may
-    differ from the geometry's (the input gradient runs this on gy)."""
-    groups, c_in, kp = w_packed.shape[0], x.shape[1] // w_packed.shape[0], w_packed.shape[2]
-    rows, tap_off, workspace = _cvec_plan(c_in, kp, y.shape[2:], geom,
-                                          x.shape[0] * groups, n_threads, y.dtype)
+def _cvec_forward(x: FloatArray, w: FloatArray, b: FloatArray | None, y: FloatArray,
+                  geom: _ConvGeometry, n_threads: int) -> None:
+    """y = conv(x, w) + b by the channel-vectorised kernel."""
+    w_packed = _cvec_packed(w, geom.groups)
+    rows, tap_off, workspace = _cvec_plan(geom.cg, w_packed.shape[2], (geom.oh, geom.ow),
+                                          geom, geom.n * geom.groups, n_threads, y.dtype)
+    (pt, _), (pl, _) = geom.padding
     _conv_cvec.conv2d_forward(x, w_packed, b, y, workspace, tap_off, geom.kh, geom.kw,
-                              *geom.stride, *pads, *geom.dilation, rows, n_threads)
+                              *geom.stride, pt, pl, *geom.dilation, rows, n_threads)
 
 
 def _cvec_scatter_input_grad(gy: FloatArray, w: FloatArray, gx: FloatArray,
@@ -398,14 +400,11 @@ def _cvec_scatter_input_grad(gy: FloatArray, w: FloatArray, gx: FloatArray,
     packed = np.zeros((g, kg * taps, -(-cg // lanes) * lanes), dtype=w.dtype)
     packed[:, :, :cg] = (w.reshape(g, kg, cg, taps).transpose(0, 1, 3, 2)
                          .reshape(g, kg * taps, cg))
-    (sh, sw), (dh, dw) = geom.stride, geom.dilation
-    hp = (geom.oh - 1) * sh + (geom.kh - 1) * dh + 1
-    wp = (geom.ow - 1) * sw + (geom.kw - 1) * dw + 1
-    workspace = _per_thread(n_threads, hp * wp * packed.shape[2], gx.dtype,
+    workspace = _per_thread(n_threads, _scatter_image_elements(geom), gx.dtype,
                             "the direct-convolution workspace")
     (pt, _), (pl, _) = geom.padding
-    _conv_cvec.conv2d_input_grad(gy, packed, gx, workspace, geom.kh, geom.kw, sh, sw, pt, pl,
-                                 dh, dw, n_threads)
+    _conv_cvec.conv2d_input_grad(gy, packed, gx, workspace, geom.kh, geom.kw, *geom.stride,
+                                 pt, pl, *geom.dilation, n_threads)
 
 
 def _cvec_weight_grad(gy: FloatArray, x: FloatArray, gw: FloatArray, geom: _ConvGeometry,
@@ -541,8 +540,9 @@ def _conv_input_grad_into(gy: FloatArray, w: FloatArray, gx: FloatArray, geom: _
                 gx += bias[None, :, None, None]
             return
         algorithm = "im2col"
-    scatter = algorithm == "direct" and _direct_input_grad_kernel(geom) == "scatter"
-    wide = algorithm == "direct" and not scatter and np.isfinite(w).all()  # stride 1
+    kernel = _direct_input_grad_kernel(geom) if algorithm == "direct" else None
+    scatter = kernel == "scatter"
+    wide = kernel == "wide" and np.isfinite(w).all()
     # these kernels and the pointwise GEMM overwrite gx; the others accumulate into it
     overwrites = scatter or wide or (algorithm == "im2col" and geom.pointwise)
     if bias is not None and not overwrites:
@@ -566,11 +566,25 @@ def _conv_input_grad_into(gy: FloatArray, w: FloatArray, gx: FloatArray, geom: _
 
 
 def _direct_input_grad_kernel(geom: _ConvGeometry) -> str:
-    """The kernel "direct" runs for an input gradient: "wide" (wide rows, stride 1) for
-    few input channels per group on wide images, else "scatter" (channel-vectorised)."""
-    if geom.stride == (1, 1) and (geom.cg < 4 or (geom.cg < 8 and geom.w >= 24)):
+    """The kernel "direct" runs for an input gradient: "wide" (wide rows, stride 1,
+    finite kernels) for few input channels per group on wide images, "scatter"
+    (channel-vectorised) while its per-thread image fits CVEC_SCATTER_ELEMENTS, else
+    "wide" or, for other strides, "loops" (typed loops over the output)."""
+    stride_one = geom.stride == (1, 1)
+    if stride_one and (geom.cg < 4 or (geom.cg < 8 and geom.w >= 24)):
         return "wide"
+    if _scatter_image_elements(geom) > CVEC_SCATTER_ELEMENTS:
+        return "wide" if stride_one else "loops"
     return "scatter"
+
+
+def _scatter_image_elements(geom: _ConvGeometry) -> int:
+    """Elements of the scatter input gradient's padded image of one (image, group)."""
+    (sh, sw), (dh, dw) = geom.stride, geom.dilation
+    hp = (geom.oh - 1) * sh + (geom.kh - 1) * dh + 1
+    wp = (geom.ow - 1) * sw + (geom.kw - 1) * dw + 1
+    lanes = 8  # the widest vector of any build: an upper bound of the padded channels
+    return hp * wp * -(-geom.cg // lanes) * lanes
 
 
 def _conv_weight_grad_into(gy: FloatArray, x: FloatArray, gw: FloatArray, geom: _ConvGeometry,

@@ -141,3 +141,23 @@ def test_input_gradient_into_garbage_when_not_zeroed(algorithm, x_shape, w_shape
     F._conv_input_grad_into(gy, w, garbage, geom, algorithm, 1, zeroed=False)
     np.testing.assert_array_equal(garbage, expected)
     assert np.isfinite(expected).all()
+
+
+@pytest.mark.parametrize("stride, expected_kernel", [(1, "wide"), (2, "loops")])
+def test_input_gradient_beyond_the_scatter_budget_runs_other_kernels(
+        monkeypatch, stride, expected_kernel, assert_close):
+    """The scatter kernel needs a padded image of x's channels per thread: past
+    CVEC_SCATTER_ELEMENTS "direct" falls back (a budget shrunk here, not a huge image)."""
+    x_shape, w_shape = (2, 6, 12, 12), (16, 6, 3, 3)
+    geom = F._ConvGeometry(x_shape, w_shape, stride, 1, 1, 1)
+    assert F._direct_input_grad_kernel(geom) == "scatter"
+    monkeypatch.setattr(F, "CVEC_SCATTER_ELEMENTS", F._scatter_image_elements(geom) - 1)
+    assert F._direct_input_grad_kernel(geom) == expected_kernel
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal(x_shape)
+    w = rng.standard_normal(w_shape)
+    gy = rng.standard_normal(geom.y_shape)
+    gx, gw, _ = fc.conv2d_backward(gy, x, w, stride=stride, padding=1, algorithm="direct")
+    gx_ref, gw_ref, _ = conv2d_backward_ref(gy, x, w, stride=stride, padding=1)
+    assert_close(gx, gx_ref)
+    assert_close(gw, gw_ref)

@@ -16,7 +16,6 @@
 
 #include <stddef.h>
 
-#define FC_MAX_NV 2
 #define FC_MAX_ACC 12
 
 #if defined(__GNUC__) || defined(__clang__)
