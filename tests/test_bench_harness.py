@@ -75,8 +75,10 @@ def test_rss_growth_sees_fresh_pages():
     root = os.path.dirname(os.path.dirname(os.path.abspath(fastconv.__file__)))
     env = {**os.environ,
            "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    # cwd: the bench folder, as for compare.py runs (a source tree there would shadow the
+    # installed fastconv, since "python -c" puts the working directory first on sys.path)
     out = subprocess.run([sys.executable, "-c", script, BENCH], capture_output=True, text=True,
-                         env=env, timeout=300)
+                         env=env, timeout=300, cwd=BENCH)
     assert out.returncode == 0, out.stdout + out.stderr
     growth = out.stdout.split()[-1]
     if growth == "None":

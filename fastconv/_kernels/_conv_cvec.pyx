@@ -61,6 +61,10 @@ def lanes(bint double_precision):
     return FC_LANES_D if double_precision else FC_LANES_F
 
 
+cdef enum:
+    PIXEL_BLOCK = 16  # pixels per block when a band changes between pixel- and channel-major
+
+
 cdef inline index_t balanced_block(index_t length, index_t most) noexcept nogil:
     """Block size <= most that covers length in the fewest, most even blocks."""
     cdef index_t blocks = (length + most - 1) // most
@@ -140,7 +144,6 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] w_p
     cdef index_t u, n, g, oh0, n_rows, k, r, j, tid
     cdef floating* band
     cdef floating* out
-    cdef floating bias_k
     if x.shape[1] != groups * cg or w_packed.shape[1] != cg * kh * kw or kp < kg:
         raise ValueError("packed weights do not match x and y")
     if tap_off.shape[0] != ckk or workspace.shape[1] < cg * plane + rows * ow * kp:
@@ -157,24 +160,42 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] w_p
                   -pl, wp, plane, band)
         forward_band(band, &w_packed[g, 0, 0], &tap_off[0], ckk, kp, lanes_, n_rows, ow,
                      sh * wp, sw, out)
+        store_band(out, kp, kg, n_rows * ow, &b[g * kg] if has_bias else NULL,
+                   &y[n, g * kg, oh0, 0], oh * ow)
+
+
+cdef void store_band(const floating* out, index_t kp, index_t kg, index_t n_px,
+                     const floating* bias, floating* y, index_t plane) noexcept nogil:
+    """y[k * plane + p] = out[p * KP + k] + bias[k] (no bias: NULL) for k < KG, p < n_px:
+    a band's pixel-major outputs to channel planes, in blocks of PIXEL_BLOCK pixels
+    whose rows of ``out`` stay in L1 while every channel is written."""
+    cdef index_t p0 = 0, p, k, stop
+    cdef floating bias_k
+    while p0 < n_px:
+        stop = min(p0 + PIXEL_BLOCK, n_px)
         for k in range(kg):
-            bias_k = b[g * kg + k] if has_bias else 0
-            for r in range(n_rows):
-                for j in range(ow):
-                    y[n, g * kg + k, oh0 + r, j] = out[(r * ow + j) * kp + k] + bias_k
+            bias_k = bias[k] if bias != NULL else 0
+            for p in range(p0, stop):
+                y[k * plane + p] = out[p * kp + k] + bias_k
+        p0 = stop
 
 
 cdef void transpose_band(const floating[:, :, :, ::1] gy, index_t n, index_t k0, index_t kg,
                          index_t kp, index_t oh0, index_t rows, floating* out) noexcept nogil:
-    """out[(r * OW + j) * KP + k] = gy[n, k0 + k, oh0 + r, j], zero for KG <= k < KP."""
-    cdef index_t ow = gy.shape[3], k, p, r, j
-    for p in range(rows * ow):
-        for k in range(kg, kp):
-            out[p * kp + k] = 0
-    for k in range(kg):
-        for r in range(rows):
-            for j in range(ow):
-                out[(r * ow + j) * kp + k] = gy[n, k0 + k, oh0 + r, j]
+    """out[(r * OW + j) * KP + k] = gy[n, k0 + k, oh0 + r, j], zero for KG <= k < KP,
+    in blocks of PIXEL_BLOCK pixels (see store_band)."""
+    cdef index_t ow = gy.shape[3], plane = gy.shape[2] * ow, n_px = rows * ow
+    cdef const floating* g = &gy[n, k0, oh0, 0]
+    cdef index_t p0 = 0, p, k, stop
+    while p0 < n_px:
+        stop = min(p0 + PIXEL_BLOCK, n_px)
+        for k in range(kg):
+            for p in range(p0, stop):
+                out[p * kp + k] = g[k * plane + p]
+        for p in range(p0, stop):
+            for k in range(kg, kp):
+                out[p * kp + k] = 0
+        p0 = stop
 
 
 cdef void weight_grad_band(const floating* band, const floating* g_t, const index_t* tap_off,
