@@ -49,11 +49,11 @@ cdef extern from "_cvec.h" nogil:
                     Py_ssize_t cols, const double* g, Py_ssize_t ldg,
                     const Py_ssize_t* tap_off, double* out, Py_ssize_t ldo, int nv, int tb)
     void fc_igrad_f(const float* g, Py_ssize_t g_r, Py_ssize_t g_k, Py_ssize_t n_k,
-                    const float* w, Py_ssize_t ldk, float* out, Py_ssize_t r_step, int nv,
-                    int r)
+                    const float* w, Py_ssize_t ldk, Py_ssize_t t_w, float* out,
+                    Py_ssize_t r_step, Py_ssize_t t_step, int nv, int r, int tb)
     void fc_igrad_d(const double* g, Py_ssize_t g_r, Py_ssize_t g_k, Py_ssize_t n_k,
-                    const double* w, Py_ssize_t ldk, double* out, Py_ssize_t r_step, int nv,
-                    int r)
+                    const double* w, Py_ssize_t ldk, Py_ssize_t t_w, double* out,
+                    Py_ssize_t r_step, Py_ssize_t t_step, int nv, int r, int tb)
 
 
 def lanes(bint double_precision):
@@ -91,12 +91,13 @@ cdef inline void wgrad_block(const floating* x, index_t row_step, index_t step, 
 
 
 cdef inline void igrad_block(const floating* g, index_t g_r, index_t g_k, index_t n_k,
-                             const floating* w, index_t ldk, floating* out, index_t r_step,
-                             int nv, int r) noexcept nogil:
+                             const floating* w, index_t ldk, index_t t_w, floating* out,
+                             index_t r_step, index_t t_step, int nv, int r,
+                             int tb) noexcept nogil:
     if floating is float:
-        fc_igrad_f(g, g_r, g_k, n_k, w, ldk, out, r_step, nv, r)
+        fc_igrad_f(g, g_r, g_k, n_k, w, ldk, t_w, out, r_step, t_step, nv, r, tb)
     else:
-        fc_igrad_d(g, g_r, g_k, n_k, w, ldk, out, r_step, nv, r)
+        fc_igrad_d(g, g_r, g_k, n_k, w, ldk, t_w, out, r_step, t_step, nv, r, tb)
 
 
 cdef void forward_band(const floating* band, const floating* wg, const index_t* tap_off,
@@ -269,23 +270,27 @@ cdef void input_grad_image(const floating* gy_g, index_t kg, index_t oh, index_t
                            index_t wp, floating* out) noexcept nogil:
     """out (padded input gradient, pixel-major, CP channels) += every gy pixel of one
     image and group times every tap: out[(oh*SH + i*DH, ow*SW + j*DW)] += sum_k
-    gy[k, oh, ow] * w[k, (i, j)]; gy_g points at the group's first channel."""
-    cdef index_t taps = kh * kw, kb = 0, r, t, j, block, n_px
-    cdef int nv
+    gy[k, oh, ow] * w[k, (i, j)]; gy_g points at the group's first channel. Taps go in
+    pairs along a kernel row (two taps per broadcast of gy), an odd last one alone."""
+    cdef index_t taps = kh * kw, kb = 0, r, i, j, q, block, n_px
+    cdef int nv, tb
     while kb < cp:
         nv = 2 if cp - kb >= 2 * lanes_ else 1
-        block = balanced_block(ow, fc_max_block(nv))
         for r in range(oh):
-            for t in range(taps):
+            for i in range(kh):
                 j = 0
-                while j < ow:
-                    n_px = min(block, ow - j)  # no overlap: a scatter would add twice
-                    igrad_block(gy_g + r * ow + j, 1, oh * ow, kg, wg + t * cp + kb,
-                                taps * cp,
-                                out + ((r * sh + (t // kw) * dh) * wp + j * sw
-                                       + (t % kw) * dw) * cp + kb,
-                                sw * cp, nv, <int>n_px)
-                    j += n_px
+                while j < kw:
+                    tb = 2 if j + 1 < kw else 1
+                    block = balanced_block(ow, fc_max_block(nv) // tb)
+                    q = 0
+                    while q < ow:
+                        n_px = min(block, ow - q)  # no overlap: a scatter would add twice
+                        igrad_block(gy_g + r * ow + q, 1, oh * ow, kg,
+                                    wg + (i * kw + j) * cp + kb, taps * cp, cp,
+                                    out + ((r * sh + i * dh) * wp + q * sw + j * dw) * cp + kb,
+                                    sw * cp, dw * cp, nv, <int>n_px, tb)
+                        q += n_px
+                    j += tb
         kb += nv * lanes_
 
 

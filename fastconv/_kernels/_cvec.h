@@ -112,34 +112,45 @@ FC_INLINE void NAME(const T *x, ptrdiff_t row_step, ptrdiff_t step, ptrdiff_t ro
     }                                                                                        \
 }
 
-/* Input-gradient block (scatter form): for R output-gradient pixels r,
- *     out[r * r_step + lane] += sum over k < n_k of g[r * g_r + k * g_k] * w[k * ldk + lane]
- * g points at the block's first pixel of gy (channel k at k * g_k), w at one tap of this
- * channel block of the packed weights (KG, taps, CP), out at the padded input-gradient
- * pixel of the block's first pixel and that tap (channels contiguous). The R targets are
- * distinct pixels, so the order of the sums reaching each target is fixed by the
- * caller's loops, not by R. */
+/* Input-gradient block (scatter form): for R output-gradient pixels r and TB taps t,
+ *     out[r * r_step + t * t_step + lane] +=
+ *         sum over k < n_k of g[r * g_r + k * g_k] * w[k * ldk + t * t_w + lane]
+ * g points at the block's first pixel of gy (channel k at k * g_k), w at the first tap
+ * of this channel block of the packed weights (KG, taps, CP), out at the padded
+ * input-gradient pixel of the block's first pixel and first tap (channels contiguous).
+ * Two taps share each broadcast of gy. Targets are added in a fixed order (t, then r),
+ * so every sum's order is fixed by the shape and the caller's loops. */
 #define FC_DEFINE_IGRAD_BLOCK(NAME, T, V, U, LANES)                                         \
 FC_INLINE void NAME(const T *g, ptrdiff_t g_r, ptrdiff_t g_k, ptrdiff_t n_k, const T *w,     \
-                    ptrdiff_t ldk, T *out, ptrdiff_t r_step, const int NV, const int R)      \
+                    ptrdiff_t ldk, ptrdiff_t t_w, T *out, ptrdiff_t r_step,                  \
+                    ptrdiff_t t_step, const int NV, const int R, const int TB)               \
 {                                                                                            \
     V acc0[FC_MAX_ACC], acc1[FC_MAX_ACC];                                                    \
     ptrdiff_t k;                                                                             \
-    int r;                                                                                   \
-    FC_UNROLL for (r = 0; r < R; r++) { acc0[r] = FC_ZERO(V); acc1[r] = FC_ZERO(V); }        \
+    int r, t;                                                                                \
+    FC_UNROLL for (r = 0; r < TB * R; r++) { acc0[r] = FC_ZERO(V); acc1[r] = FC_ZERO(V); }   \
     for (k = 0; k < n_k; k++) {                                                              \
         const T *gk = g + k * g_k;                                                           \
-        const V w0 = FC_LOAD(U, w + k * ldk);                                                \
-        const V w1 = NV > 1 ? FC_LOAD(U, w + k * ldk + LANES) : FC_ZERO(V);                  \
+        const T *wk = w + k * ldk;                                                           \
+        V w0[2], w1[2];                                                                      \
+        FC_UNROLL for (t = 0; t < TB; t++) {                                                 \
+            w0[t] = FC_LOAD(U, wk + t * t_w);                                                \
+            w1[t] = NV > 1 ? FC_LOAD(U, wk + t * t_w + LANES) : FC_ZERO(V);                  \
+        }                                                                                    \
         FC_UNROLL for (r = 0; r < R; r++) {                                                  \
             const T s = gk[r * g_r];                                                         \
-            FC_FMA(acc0[r], w0, s);                                                          \
-            if (NV > 1) FC_FMA(acc1[r], w1, s);                                              \
+            FC_UNROLL for (t = 0; t < TB; t++) {                                             \
+                FC_FMA(acc0[t * R + r], w0[t], s);                                           \
+                if (NV > 1) FC_FMA(acc1[t * R + r], w1[t], s);                               \
+            }                                                                                \
         }                                                                                    \
     }                                                                                        \
-    FC_UNROLL for (r = 0; r < R; r++) {                                                      \
-        FC_ADD_TO(U, out + r * r_step, acc0[r]);                                             \
-        if (NV > 1) FC_ADD_TO(U, out + r * r_step + LANES, acc1[r]);                         \
+    FC_UNROLL for (t = 0; t < TB; t++) {                                                     \
+        FC_UNROLL for (r = 0; r < R; r++) {                                                  \
+            T *o = out + r * r_step + t * t_step;                                            \
+            FC_ADD_TO(U, o, acc0[t * R + r]);                                                \
+            if (NV > 1) FC_ADD_TO(U, o + LANES, acc1[t * R + r]);                            \
+        }                                                                                    \
     }                                                                                        \
 }
 
@@ -156,6 +167,8 @@ FC_DEFINE_IGRAD_BLOCK(fc_igrad_block_d, double, fc_vd, fc_vd_u, FC_LANES_D)
     case 4: CALL(4); break; case 5: CALL(5); break; case 6: CALL(6); break;     \
     case 7: CALL(7); break; case 8: CALL(8); break; case 9: CALL(9); break;     \
     case 10: CALL(10); break; case 11: CALL(11); break; case 12: CALL(12); break;
+#define FC_CASES_3(CALL) \
+    case 1: CALL(1); break; case 2: CALL(2); break; case 3: CALL(3); break;
 #define FC_CASES_6(CALL) \
     case 1: CALL(1); break; case 2: CALL(2); break; case 3: CALL(3); break;     \
     case 4: CALL(4); break; case 5: CALL(5); break; case 6: CALL(6); break;
@@ -194,16 +207,25 @@ static inline void fc_wgrad_##SUFFIX(const T *x, ptrdiff_t row_step, ptrdiff_t s
     }                                                                                        \
 }                                                                                            \
 static inline void fc_igrad_##SUFFIX(const T *g, ptrdiff_t g_r, ptrdiff_t g_k,               \
-                                     ptrdiff_t n_k, const T *w, ptrdiff_t ldk, T *out,       \
-                                     ptrdiff_t r_step, int nv, int r)                        \
+                                     ptrdiff_t n_k, const T *w, ptrdiff_t ldk,               \
+                                     ptrdiff_t t_w, T *out, ptrdiff_t r_step,                \
+                                     ptrdiff_t t_step, int nv, int r, int tb)                \
 {                                                                                            \
-    if (nv > 1) {                                                                            \
+    if (tb > 1 && nv > 1) {                                                                  \
         switch (r) {                                                                         \
-        FC_CASES_6(_FC_IGRAD_CALL_##SUFFIX##_2)                                              \
+        FC_CASES_3(_FC_IGRAD_CALL_##SUFFIX##_2_2)                                            \
+        }                                                                                    \
+    } else if (tb > 1) {                                                                     \
+        switch (r) {                                                                         \
+        FC_CASES_6(_FC_IGRAD_CALL_##SUFFIX##_1_2)                                            \
+        }                                                                                    \
+    } else if (nv > 1) {                                                                     \
+        switch (r) {                                                                         \
+        FC_CASES_6(_FC_IGRAD_CALL_##SUFFIX##_2_1)                                            \
         }                                                                                    \
     } else {                                                                                 \
         switch (r) {                                                                         \
-        FC_CASES_12(_FC_IGRAD_CALL_##SUFFIX##_1)                                             \
+        FC_CASES_12(_FC_IGRAD_CALL_##SUFFIX##_1_1)                                           \
         }                                                                                    \
     }                                                                                        \
 }
@@ -221,10 +243,22 @@ static inline void fc_igrad_##SUFFIX(const T *g, ptrdiff_t g_r, ptrdiff_t g_k,  
 #define _FC_WGRAD_CALL_d_2(B) \
     fc_wgrad_block_d(x, row_step, step, rows, cols, g, ldg, tap_off, out, ldo, 2, B)
 
-#define _FC_IGRAD_CALL_f_1(R) fc_igrad_block_f(g, g_r, g_k, n_k, w, ldk, out, r_step, 1, R)
-#define _FC_IGRAD_CALL_f_2(R) fc_igrad_block_f(g, g_r, g_k, n_k, w, ldk, out, r_step, 2, R)
-#define _FC_IGRAD_CALL_d_1(R) fc_igrad_block_d(g, g_r, g_k, n_k, w, ldk, out, r_step, 1, R)
-#define _FC_IGRAD_CALL_d_2(R) fc_igrad_block_d(g, g_r, g_k, n_k, w, ldk, out, r_step, 2, R)
+#define _FC_IGRAD_CALL_f_1_1(R) \
+    fc_igrad_block_f(g, g_r, g_k, n_k, w, ldk, t_w, out, r_step, t_step, 1, R, 1)
+#define _FC_IGRAD_CALL_f_1_2(R) \
+    fc_igrad_block_f(g, g_r, g_k, n_k, w, ldk, t_w, out, r_step, t_step, 1, R, 2)
+#define _FC_IGRAD_CALL_f_2_1(R) \
+    fc_igrad_block_f(g, g_r, g_k, n_k, w, ldk, t_w, out, r_step, t_step, 2, R, 1)
+#define _FC_IGRAD_CALL_f_2_2(R) \
+    fc_igrad_block_f(g, g_r, g_k, n_k, w, ldk, t_w, out, r_step, t_step, 2, R, 2)
+#define _FC_IGRAD_CALL_d_1_1(R) \
+    fc_igrad_block_d(g, g_r, g_k, n_k, w, ldk, t_w, out, r_step, t_step, 1, R, 1)
+#define _FC_IGRAD_CALL_d_1_2(R) \
+    fc_igrad_block_d(g, g_r, g_k, n_k, w, ldk, t_w, out, r_step, t_step, 1, R, 2)
+#define _FC_IGRAD_CALL_d_2_1(R) \
+    fc_igrad_block_d(g, g_r, g_k, n_k, w, ldk, t_w, out, r_step, t_step, 2, R, 1)
+#define _FC_IGRAD_CALL_d_2_2(R) \
+    fc_igrad_block_d(g, g_r, g_k, n_k, w, ldk, t_w, out, r_step, t_step, 2, R, 2)
 
 FC_DEFINE_DISPATCH(float, f)
 FC_DEFINE_DISPATCH(double, d)
