@@ -161,3 +161,38 @@ def test_input_gradient_beyond_the_scatter_budget_runs_other_kernels(
     gx_ref, gw_ref, _ = conv2d_backward_ref(gy, x, w, stride=stride, padding=1)
     assert_close(gx, gx_ref)
     assert_close(gw, gw_ref)
+
+
+def test_kernels_refuse_mismatched_arrays():
+    """The kernels check what they index through raw pointers, whatever the caller."""
+    cvec = fc._dispatch._conv_cvec
+    lanes = cvec.lanes(False)
+    x = np.ones((2, 3, 6, 6), np.float32)
+    packed = np.zeros((1, 27, lanes), np.float32)
+    tap_off = np.arange(27, dtype=np.intp)
+    work = np.zeros((4, 4096), np.float32)
+    y = np.zeros((2, lanes, 4, 4), np.float32)
+    args = (3, 3, 1, 1, 0, 0, 1, 1)
+    cvec.conv2d_forward(x, packed, None, y, work, tap_off, *args, 4, 1)  # consistent
+    with pytest.raises(ValueError):  # fewer images in y than in x
+        cvec.conv2d_forward(x, packed, None, y[:1], work, tap_off, *args, 4, 1)
+    with pytest.raises(ValueError):  # bias of the wrong length
+        cvec.conv2d_forward(x, packed, np.zeros(1, np.float32), y, work, tap_off, *args, 4, 1)
+    with pytest.raises(ValueError):  # no rows per band
+        cvec.conv2d_forward(x, packed, None, y, work, tap_off, *args, 0, 1)
+    if lanes > 1:
+        with pytest.raises(ValueError):  # channels not padded to whole vectors
+            cvec.conv2d_forward(x, packed[:, :, :-1], None, y[:, :-1], work, tap_off, *args,
+                                4, 1)
+    partials = np.zeros((1, 1, 27, lanes), np.float32)
+    with pytest.raises(ValueError):  # gy with other channels than the partials
+        cvec.conv2d_weight_grad(np.zeros((2, lanes + 1, 4, 4), np.float32), x, partials, work,
+                                tap_off, *args, 4, 1)
+    with pytest.raises(ValueError):  # gx with fewer images than gy
+        cvec.conv2d_input_grad(np.zeros((2, 1, 4, 4), np.float32),
+                               np.zeros((1, 9, lanes), np.float32), x[:1], work, 3, 3, 1, 1,
+                               0, 0, 1, 1, 1)
+    with pytest.raises(ValueError):  # no groups
+        cvec.conv2d_forward(x, packed[:0], None, y, work, tap_off, *args, 4, 1)
+    with pytest.raises(ValueError):  # more threads than workspace rows
+        cvec.conv2d_forward(x, packed, None, y, work, tap_off, *args, 4, 5)

@@ -105,7 +105,7 @@ cdef void forward_band(const floating* band, const floating* wg, const index_t* 
                        index_t row_step, index_t sw, floating* out) noexcept nogil:
     """out[(r * OW + j) * KP + k] = sum_t wg[t, k] * band[tap_off[t] + r * row_step + j * sw]:
     channel blocks of two vectors (one for an odd last vector), pixel blocks of R."""
-    cdef index_t kb = 0, r, j, j0, block, step_j
+    cdef index_t kb = 0, r, j, j0, block
     cdef int nv, most
     while kb < kp:
         nv = 2 if kp - kb >= 2 * lanes_ else 1
@@ -133,22 +133,28 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] w_p
     workspace rows hold band_plane(rows) * CG + rows * OW * KP elements.
     """
     cdef index_t n_batch = x.shape[0], groups = w_packed.shape[0]
-    cdef index_t cg = x.shape[1] // groups, ckk = w_packed.shape[1], kp = w_packed.shape[2]
-    cdef index_t kg = y.shape[1] // groups, oh = y.shape[2], ow = y.shape[3]
+    # max(groups, 1): no division by zero before the checks below refuse groups == 0
+    cdef index_t cg = x.shape[1] // max(groups, 1), ckk = w_packed.shape[1]
+    cdef index_t kp = w_packed.shape[2], kg = y.shape[1] // max(groups, 1)
+    cdef index_t oh = y.shape[2], ow = y.shape[3]
     cdef index_t lanes_ = FC_LANES_D if floating is double else FC_LANES_F
     cdef index_t wp = (ow - 1) * sw + (kw - 1) * dw + 1
     cdef index_t band_h = (rows - 1) * sh + (kh - 1) * dh + 1
     cdef index_t plane = band_h * wp
-    cdef index_t bands = (oh + rows - 1) // rows
-    cdef index_t units = n_batch * groups * bands
+    cdef index_t bands, units
     cdef bint has_bias = b is not None
     cdef index_t u, n, g, oh0, n_rows, k, r, j, tid
     cdef floating* band
     cdef floating* out
-    if x.shape[1] != groups * cg or w_packed.shape[1] != cg * kh * kw or kp < kg:
-        raise ValueError("packed weights do not match x and y")
-    if tap_off.shape[0] != ckk or workspace.shape[1] < cg * plane + rows * ow * kp:
+    if (groups < 1 or n_threads < 1 or workspace.shape[0] < n_threads
+            or x.shape[1] != groups * cg or w_packed.shape[1] != cg * kh * kw or kp < kg
+            or kp % lanes_ or y.shape[0] != n_batch or y.shape[1] != groups * kg
+            or (b is not None and b.shape[0] != y.shape[1])):
+        raise ValueError("packed weights or bias do not match x and y")
+    if rows < 1 or tap_off.shape[0] != ckk or workspace.shape[1] < cg * plane + rows * ow * kp:
         raise ValueError("tap offsets or workspace too small")
+    bands = (oh + rows - 1) // rows
+    units = n_batch * groups * bands
     for u in prange(units, nogil=True, schedule="static", num_threads=n_threads):
         tid = threadid()
         band = &workspace[tid, 0]
@@ -230,21 +236,24 @@ def conv2d_weight_grad(const floating[:, :, :, ::1] gy, const floating[:, :, :, 
     """
     cdef index_t n_batch = x.shape[0], n_chunks = partials.shape[0]
     cdef index_t groups = partials.shape[1], ckk = partials.shape[2], kp = partials.shape[3]
-    cdef index_t cg = x.shape[1] // groups, kg = gy.shape[1] // groups
+    cdef index_t cg = x.shape[1] // max(groups, 1), kg = gy.shape[1] // max(groups, 1)
     cdef index_t oh = gy.shape[2], ow = gy.shape[3]
     cdef index_t lanes_ = FC_LANES_D if floating is double else FC_LANES_F
     cdef index_t wp = (ow - 1) * sw + (kw - 1) * dw + 1
     cdef index_t band_h = (rows - 1) * sh + (kh - 1) * dh + 1
     cdef index_t plane = band_h * wp
-    cdef index_t bands = (oh + rows - 1) // rows
-    cdef index_t units = n_batch * bands
+    cdef index_t bands, units
     cdef index_t chunk, u, n, g, oh0, n_rows, tid
     cdef floating* band
     cdef floating* g_t
-    if x.shape[1] != groups * cg or ckk != cg * kh * kw or kp < kg or gy.shape[0] != n_batch:
+    if (groups < 1 or n_threads < 1 or workspace.shape[0] < n_threads
+            or x.shape[1] != groups * cg or ckk != cg * kh * kw or kp < kg or kp % lanes_
+            or gy.shape[0] != n_batch or gy.shape[1] != groups * kg):
         raise ValueError("partials do not match x and gy")
-    if tap_off.shape[0] != ckk or workspace.shape[1] < cg * plane + rows * ow * kp:
+    if rows < 1 or tap_off.shape[0] != ckk or workspace.shape[1] < cg * plane + rows * ow * kp:
         raise ValueError("tap offsets or workspace too small")
+    bands = (oh + rows - 1) // rows
+    units = n_batch * bands
     if n_chunks < 1 or n_chunks > max(units, 1):
         raise ValueError("need 1 <= chunks <= units")
     partials[...] = 0
@@ -307,15 +316,16 @@ def conv2d_input_grad(const floating[:, :, :, ::1] gy, const floating[:, :, ::1]
     """
     cdef index_t n_batch = gy.shape[0], oh = gy.shape[2], ow = gy.shape[3]
     cdef index_t groups = w_packed.shape[0], cp = w_packed.shape[2]
-    cdef index_t kg = gy.shape[1] // groups, cg = gx.shape[1] // groups
+    cdef index_t kg = gy.shape[1] // max(groups, 1), cg = gx.shape[1] // max(groups, 1)
     cdef index_t height = gx.shape[2], width = gx.shape[3]
     cdef index_t lanes_ = FC_LANES_D if floating is double else FC_LANES_F
     cdef index_t hp = (oh - 1) * sh + (kh - 1) * dh + 1
     cdef index_t wp = (ow - 1) * sw + (kw - 1) * dw + 1
     cdef index_t u, n, g, c, h, q, p, tid
     cdef floating* buf
-    if (gy.shape[1] != groups * kg or w_packed.shape[1] != kg * kh * kw or cp < cg
-            or gx.shape[0] != n_batch or gx.shape[1] != groups * cg):
+    if (groups < 1 or n_threads < 1 or workspace.shape[0] < n_threads
+            or gy.shape[1] != groups * kg or w_packed.shape[1] != kg * kh * kw or cp < cg
+            or cp % lanes_ or gx.shape[0] != n_batch or gx.shape[1] != groups * cg):
         raise ValueError("packed weights do not match gy and gx")
     if workspace.shape[1] < hp * wp * cp:
         raise ValueError("workspace too small")
