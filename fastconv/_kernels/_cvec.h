@@ -4,12 +4,13 @@
  * multiplied into every channel of the vector.
  *
  * Written with GCC/clang vector extensions: the same source compiles to SSE2 in the
- * baseline build and to AVX2 + FMA in the _avx2 build. Other compilers get plain
- * loops over the lanes (correct, slower).
+ * baseline build and to AVX2 + FMA in the _avx2 build. Other compilers get vectors
+ * of one lane: the same blocking on scalars (correct, slower).
  *
- * Block sizes are compile-time constants in each inlined call (switch on R or T), so
- * the accumulators live in registers: NV vectors of channels x R pixels (forward) or
- * x T taps (weight gradient), at most FC_MAX_ACC of them.
+ * Block sizes are compile-time constants in each inlined call (a switch on R or TB),
+ * so the accumulators live in registers: NV vectors of channels x R pixels (forward),
+ * x TB taps (weight gradient), or x R pixels x TB taps (input gradient), at most
+ * FC_MAX_ACC of them.
  */
 #ifndef FASTCONV_CVEC_H
 #define FASTCONV_CVEC_H
