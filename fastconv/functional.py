@@ -356,15 +356,20 @@ def _cvec_plan(c_in: int, kp: int, out_hw: tuple[int, int], geom: _ConvGeometry,
     with ``c_in`` input channels per group, KP padded output channels and output
     ``out_hw``; from the shape alone (never the thread count)."""
     (oh, ow), (sh, sw), (dh, dw) = out_hw, geom.stride, geom.dilation
-    wp = (ow - 1) * sw + (geom.kw - 1) * dw + 1
+    wp = _input_extent(ow, sw, geom.kw, dw)
     rows = max(1, min(oh, CVEC_BAND_ELEMENTS // (c_in * sh * wp + ow * kp)))
     if outer_units * -(-oh // rows) < MIN_UNITS:
         rows = max(1, min(rows, -(-oh // -(-MIN_UNITS // max(1, outer_units)))))
-    plane = ((rows - 1) * sh + (geom.kh - 1) * dh + 1) * wp
+    plane = _input_extent(rows, sh, geom.kh, dh) * wp
     tap_off = _cvec_tap_offsets(c_in, geom.kh, geom.kw, dh * wp, dw, plane)
     workspace = _per_thread(n_threads, c_in * plane + rows * ow * kp, dtype,
                             "the direct-convolution workspace")
     return rows, tap_off, workspace
+
+
+def _input_extent(outputs: int, stride: int, kernel: int, dilation: int) -> int:
+    """Input rows (or columns) that ``outputs`` consecutive outputs read, padding included."""
+    return (outputs - 1) * stride + (kernel - 1) * dilation + 1
 
 
 @functools.lru_cache(maxsize=64)
@@ -421,10 +426,8 @@ def _cvec_weight_grad(gy: FloatArray, x: FloatArray, gw: FloatArray, geom: _Conv
     (pt, _), (pl, _) = geom.padding
     _conv_cvec.conv2d_weight_grad(gy, x, partials, workspace, tap_off, geom.kh, geom.kw,
                                   *geom.stride, pt, pl, *geom.dilation, rows, n_threads)
-    total = partials[0]
     with np.errstate(invalid="ignore", over="ignore"):  # inf and NaN are results here
-        for chunk in partials[1:]:  # in chunk order: the same sums for any thread count
-            total += chunk
+        total = np.add.reduce(partials, axis=0)  # one fixed order for any thread count
     gw[...] = (total[:, :, :geom.kg].transpose(0, 2, 1)
                .reshape(gw.shape))
 
@@ -581,8 +584,8 @@ def _direct_input_grad_kernel(geom: _ConvGeometry) -> str:
 def _scatter_image_elements(geom: _ConvGeometry) -> int:
     """Elements of the scatter input gradient's padded image of one (image, group)."""
     (sh, sw), (dh, dw) = geom.stride, geom.dilation
-    hp = (geom.oh - 1) * sh + (geom.kh - 1) * dh + 1
-    wp = (geom.ow - 1) * sw + (geom.kw - 1) * dw + 1
+    hp = _input_extent(geom.oh, sh, geom.kh, dh)
+    wp = _input_extent(geom.ow, sw, geom.kw, dw)
     lanes = 8  # the widest vector of any build: an upper bound of the padded channels
     return hp * wp * -(-geom.cg // lanes) * lanes
 

@@ -30,6 +30,7 @@ in one fixed order: results are bit-identical for any thread count.
 from cython.parallel cimport prange, threadid
 
 from fastconv._kernels._band cimport copy_band
+from fastconv._kernels._shape cimport input_extent
 from fastconv._kernels._types cimport floating, index_t
 
 cdef extern from "_cvec.h" nogil:
@@ -138,8 +139,8 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] w_p
     cdef index_t kp = w_packed.shape[2], kg = y.shape[1] // max(groups, 1)
     cdef index_t oh = y.shape[2], ow = y.shape[3]
     cdef index_t lanes_ = FC_LANES_D if floating is double else FC_LANES_F
-    cdef index_t wp = (ow - 1) * sw + (kw - 1) * dw + 1
-    cdef index_t band_h = (rows - 1) * sh + (kh - 1) * dh + 1
+    cdef index_t wp = input_extent(ow, sw, kw, dw)
+    cdef index_t band_h = input_extent(rows, sh, kh, dh)
     cdef index_t plane = band_h * wp
     cdef index_t bands, units
     cdef bint has_bias = b is not None
@@ -163,7 +164,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] w_p
         g = (u // bands) % groups
         oh0 = (u % bands) * rows
         n_rows = min(rows, oh - oh0)
-        copy_band(x, n, g * cg, cg, oh0 * sh - pt, (n_rows - 1) * sh + (kh - 1) * dh + 1,
+        copy_band(x, n, g * cg, cg, oh0 * sh - pt, input_extent(n_rows, sh, kh, dh),
                   -pl, wp, plane, band)
         forward_band(band, &w_packed[g, 0, 0], &tap_off[0], ckk, kp, lanes_, n_rows, ow,
                      sh * wp, sw, out)
@@ -239,8 +240,8 @@ def conv2d_weight_grad(const floating[:, :, :, ::1] gy, const floating[:, :, :, 
     cdef index_t cg = x.shape[1] // max(groups, 1), kg = gy.shape[1] // max(groups, 1)
     cdef index_t oh = gy.shape[2], ow = gy.shape[3]
     cdef index_t lanes_ = FC_LANES_D if floating is double else FC_LANES_F
-    cdef index_t wp = (ow - 1) * sw + (kw - 1) * dw + 1
-    cdef index_t band_h = (rows - 1) * sh + (kh - 1) * dh + 1
+    cdef index_t wp = input_extent(ow, sw, kw, dw)
+    cdef index_t band_h = input_extent(rows, sh, kh, dh)
     cdef index_t plane = band_h * wp
     cdef index_t bands, units
     cdef index_t chunk, u, n, g, oh0, n_rows, tid
@@ -267,7 +268,7 @@ def conv2d_weight_grad(const floating[:, :, :, ::1] gy, const floating[:, :, :, 
             n_rows = min(rows, oh - oh0)
             for g in range(groups):
                 copy_band(x, n, g * cg, cg, oh0 * sh - pt,
-                          (n_rows - 1) * sh + (kh - 1) * dh + 1, -pl, wp, plane, band)
+                          input_extent(n_rows, sh, kh, dh), -pl, wp, plane, band)
                 transpose_band(gy, n, g * kg, kg, kp, oh0, n_rows, g_t)
                 weight_grad_band(band, g_t, &tap_off[0], ckk, kp, lanes_, n_rows, ow,
                                  sh * wp, sw, &partials[chunk, g, 0, 0])
@@ -319,8 +320,8 @@ def conv2d_input_grad(const floating[:, :, :, ::1] gy, const floating[:, :, ::1]
     cdef index_t kg = gy.shape[1] // max(groups, 1), cg = gx.shape[1] // max(groups, 1)
     cdef index_t height = gx.shape[2], width = gx.shape[3]
     cdef index_t lanes_ = FC_LANES_D if floating is double else FC_LANES_F
-    cdef index_t hp = (oh - 1) * sh + (kh - 1) * dh + 1
-    cdef index_t wp = (ow - 1) * sw + (kw - 1) * dw + 1
+    cdef index_t hp = input_extent(oh, sh, kh, dh)
+    cdef index_t wp = input_extent(ow, sw, kw, dw)
     cdef index_t u, n, g, c, h, q, p, tid
     cdef floating* buf
     if (groups < 1 or n_threads < 1 or workspace.shape[0] < n_threads

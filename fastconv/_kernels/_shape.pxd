@@ -33,3 +33,9 @@ cdef inline index_t stop_valid(index_t offset, index_t stride, index_t in_size,
     if hi > out_count:
         hi = out_count
     return hi if hi > lo else lo
+
+
+cdef inline index_t input_extent(index_t outputs, index_t stride, index_t kernel,
+                                 index_t dilation) noexcept nogil:
+    """Input rows (or columns) that ``outputs`` consecutive outputs read, padding included."""
+    return (outputs - 1) * stride + (kernel - 1) * dilation + 1
