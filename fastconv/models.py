@@ -67,8 +67,12 @@ class LeNet5(nn.Sequential):
     Parameters
     ----------
     variant : {"modern", "classic"}
-        ``"modern"``: conv 6@5x5 pad 2, ReLU, max pool 2; conv 16@5x5, ReLU, max pool
-        2; Linear 400-120, ReLU, 120-84, ReLU, 84-10.
+        ``"modern"``: conv 6@5x5 pad 2, max pool 2, ReLU; conv 16@5x5, max pool 2,
+        ReLU; Linear 400-120, ReLU, 120-84, ReLU, 84-10. Pooling before the ReLU is
+        the same network as the usual ReLU-then-pool order: the maximum of ReLUs is
+        the ReLU of the maximum, and where a window's maximum is not positive the
+        gradient is zero in both orders (only the sign of a zero output can differ,
+        and where a NaN gradient lands). The ReLU then sees a quarter of the elements.
         ``"classic"`` (LeCun et al. 1998): the 28x28 image padded by 2 to 32x32; C1
         6@5x5; S2 trainable subsampling (2x2 average times a coefficient plus a bias);
         C3 16@5x5 with the paper's partial connection table to S2's maps; S4 like S2;
@@ -120,11 +124,11 @@ class LeNet5(nn.Sequential):
     def _modern(dtype: DTypeLike, rng: np.random.Generator) -> list[nn.Module]:
         return [
             nn.Conv2d(1, 6, 5, padding=2, needs_input_grad=False, dtype=dtype, rng=rng),
+            nn.MaxPool2d(2),  # before the ReLU: same values, a quarter of the ReLU's work
             nn.ReLU(),
-            nn.MaxPool2d(2),
             nn.Conv2d(6, 16, 5, dtype=dtype, rng=rng),
-            nn.ReLU(),
             nn.MaxPool2d(2),
+            nn.ReLU(),
             nn.Flatten(),
             nn.Linear(400, 120, dtype=dtype, rng=rng),
             nn.ReLU(),

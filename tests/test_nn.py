@@ -630,54 +630,44 @@ RELU_POOLS = [dict(kernel_size=2), dict(kernel_size=3, stride=1, padding=1),
 @pytest.mark.parametrize("pool", RELU_POOLS, ids=str)
 @pytest.mark.parametrize("values", ["normal", "ties"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_sequential_relu_max_pool_as_layer_order(pool, values, dtype):
-    """Sequential runs the pool first, the ReLU on its output; outputs and gradients
-    equal the layers called in order and a float64 reference, including windows whose
-    maximum is a tie, a zero or negative (integer inputs), and overlapping windows."""
+def test_max_pool_then_relu_equals_relu_then_max_pool(pool, values, dtype):
+    """LeNet5 runs max pooling before the ReLU: outputs and gradients equal the usual
+    order and a float64 reference, including windows whose maximum is a tie, a zero
+    or negative (integer inputs), and overlapping windows."""
     rng = np.random.default_rng(7)
     shape = (2, 3, 9, 8)
     if values == "normal":
         x = rng.standard_normal(shape).astype(dtype)
     else:  # ties, exact zeros of both signs, all-negative windows
         x = rng.choice(np.array([-2.0, -1.0, -0.0, 0.0, 1.0, 2.0]), shape).astype(dtype)
-    relu, maxpool = nn.ReLU(), nn.MaxPool2d(**pool)
-    net = nn.Sequential(relu, maxpool)
-    assert net._run_order() == [maxpool, relu]
+    net = nn.Sequential(nn.MaxPool2d(**pool), nn.ReLU())
     y = net(x)
     gy = rng.choice(np.array([-1.5, -1.0, 0.5, 1.0]), y.shape).astype(dtype)
     gx = net.backward(gy)
-    relu2, pool2 = nn.ReLU(), nn.MaxPool2d(**pool)  # called one by one, in layer order
-    y_order = pool2(relu2(x))
-    gx_order = relu2.backward(pool2.backward(gy))
+    usual = nn.Sequential(nn.ReLU(), nn.MaxPool2d(**pool))
+    y_usual = usual(x)
+    gx_usual = usual.backward(gy)
     assert y.dtype == gx.dtype == dtype
-    np.testing.assert_array_equal(y, y_order)  # == : a zero's sign may differ
-    np.testing.assert_array_equal(gx, gx_order)
+    np.testing.assert_array_equal(y, y_usual)  # == : a zero's sign may differ
+    np.testing.assert_array_equal(gx, gx_usual)
     y_ref, gx_ref = _relu_pool_ref(x, gy, pool)
     np.testing.assert_array_equal(y, y_ref)
     np.testing.assert_array_equal(gx, gx_ref)  # sums of at most a few exact values
 
 
-def test_sequential_relu_max_pool_nan():
+def test_max_pool_relu_nan():
     """NaN passes both layers in either order; its gradient is zero (NaN > 0 is False)."""
     x = np.array([[[[np.nan, 1.0], [-1.0, 2.0]]]], np.float32)
-    net = nn.Sequential(nn.ReLU(), nn.MaxPool2d(2))
-    y = net(x)
-    assert np.isnan(y).all()
-    np.testing.assert_array_equal(net.backward(np.ones_like(y)), np.zeros_like(x))
+    for net in (nn.Sequential(nn.ReLU(), nn.MaxPool2d(2)), nn.Sequential(nn.MaxPool2d(2), nn.ReLU())):
+        y = net(x)
+        assert np.isnan(y).all()
+        np.testing.assert_array_equal(net.backward(np.ones_like(y)), np.zeros_like(x))
 
 
-def test_sequential_run_order():
-    """Only an exact ReLU directly before an exact MaxPool2d moves; a ReLU moves past
-    several pools in a row; backward walks the forward's order in reverse."""
-    class MyReLU(nn.ReLU):
-        pass
-
+def test_sequential_runs_layers_in_the_order_given():
+    """Sequential never reorders: forward in layer order, backward in reverse, whatever
+    the layer types (a ReLU before a MaxPool2d stays there)."""
     relu, pool1, pool2 = nn.ReLU(), nn.MaxPool2d(2, stride=1), nn.MaxPool2d(2, stride=1)
-    avg, mine = nn.AvgPool2d(2), MyReLU()
-    assert nn.Sequential(relu, pool1, pool2)._run_order() == [pool1, pool2, relu]
-    assert nn.Sequential(pool1, relu)._run_order() == [pool1, relu]
-    assert nn.Sequential(relu, avg)._run_order() == [relu, avg]
-    assert nn.Sequential(mine, pool1)._run_order() == [mine, pool1]
     calls = []
     net = nn.Sequential(relu, pool1, pool2)
     for layer in net:
@@ -686,11 +676,29 @@ def test_sequential_run_order():
         layer.backward = lambda g, b=backward, l=layer: calls.append(("b", l)) or b(g)
     y = net(np.ones((1, 1, 4, 4)))
     net.backward(np.ones_like(y))
-    assert calls == [("f", pool1), ("f", pool2), ("f", relu),
-                     ("b", relu), ("b", pool2), ("b", pool1)]
+    assert calls == [("f", relu), ("f", pool1), ("f", pool2),
+                     ("b", pool2), ("b", pool1), ("b", relu)]
     from fastconv.models import LeNet5
-    types = [type(layer).__name__ for layer in LeNet5(rng=0)._run_order()]
+    types = [type(layer).__name__ for layer in LeNet5(rng=0)]
     assert types[:6] == ["Conv2d", "MaxPool2d", "ReLU", "Conv2d", "MaxPool2d", "ReLU"]
+
+
+def test_sequential_return_activations():
+    """Every layer's output, in order, nested Sequentials under dotted names; the
+    returned output is the normal forward's."""
+    rng = np.random.default_rng(3)
+    inner = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, rng=rng), nn.ReLU())
+    net = nn.Sequential(inner, nn.MaxPool2d(2), nn.Flatten(), nn.Linear(12, 2, rng=rng))
+    x = rng.standard_normal((2, 2, 4, 4)).astype(np.float32)
+    y, acts = net(x, return_activations=True)
+    np.testing.assert_array_equal(y, net(x))
+    assert list(acts) == ["0.0", "0.1", "0", "1", "2", "3"]
+    assert acts["0.0"].shape == (2, 3, 4, 4) and acts["1"].shape == (2, 3, 2, 2)
+    np.testing.assert_array_equal(acts["0.1"], np.maximum(acts["0.0"], 0))
+    np.testing.assert_array_equal(acts["0"], acts["0.1"])
+    assert acts["3"] is y
+    # backward after a forward that collected activations works as usual
+    assert net.backward(np.ones_like(y)).shape == x.shape
 
 
 def test_relu_max_pool_network_gradients_by_finite_differences():

@@ -35,12 +35,6 @@ __all__ = ["Parameter", "Module", "Sequential", "Residual"]
 
 _M = TypeVar("_M", bound="Module")
 
-#: (first, second): exact layer types that give the same values in either order, the
-#: second cheaper first (nn.pool registers ReLU then MaxPool2d). Sequential runs such
-#: an adjacent pair swapped, and its backward walks the swapped order in reverse.
-_SWAPPED_PAIRS: set[tuple[type, type]] = set()
-
-
 class Parameter:
     """A trainable array and its gradient.
 
@@ -278,14 +272,6 @@ class Sequential(Module):
     the gradient with respect to that output and returns the one with respect to
     ``x`` (None when the first layer skips its input gradient).
 
-    A :class:`ReLU` directly followed by a :class:`MaxPool2d` runs after it: the
-    maximum of ReLUs is the ReLU of the maximum, so the ReLU sees a quarter of the
-    elements under a 2x2 pool. Outputs and gradients have the same values as in
-    layer order (where a window's maximum is not positive, the gradient is zero
-    either way; only the sign of a zero can differ, and with an infinite or NaN
-    incoming gradient, where its NaN lands); backward follows the order of the
-    last forward. The two layers, called on their own, are unchanged.
-
     Examples
     --------
     >>> import numpy as np
@@ -298,6 +284,12 @@ class Sequential(Module):
     ((5, 2), (5, 4))
     >>> [name for name, _ in net.named_parameters()]
     ['0.weight', '0.bias', '2.weight', '2.bias']
+
+    Every layer's output of one forward pass (the feature maps of a CNN):
+
+    >>> y, acts = net(np.ones((5, 4), np.float32), return_activations=True)
+    >>> {name: a.shape for name, a in acts.items()}
+    {'0': (5, 3), '1': (5, 3), '2': (5, 2)}
     """
 
     def __init__(self, *layers: Module) -> None:
@@ -316,24 +308,30 @@ class Sequential(Module):
     def __iter__(self) -> Iterator[Module]:
         return iter(self._modules.values())
 
-    def _run_order(self) -> list[Module]:
-        """The layers in the order forward calls them (see Notes)."""
-        layers = list(self._modules.values())
-        for i in range(len(layers) - 1):
-            if (type(layers[i]), type(layers[i + 1])) in _SWAPPED_PAIRS:
-                layers[i], layers[i + 1] = layers[i + 1], layers[i]
-        return layers
+    def forward(self, x: Any, return_activations: bool = False) -> Any:
+        """The last layer's output; with ``return_activations``, ``(output, activations)``.
 
-    def forward(self, x: Any) -> Any:
-        order = self._run_order()
-        object.__setattr__(self, "_order", order)  # backward's order, reversed
-        for layer in order:
-            x = layer(x)
-        return x
+        ``activations`` maps each layer's name to its output, in order; a nested
+        Sequential adds its own layers' outputs under dotted names (``"3.0"``, ...)
+        before its whole output (``"3"``). The arrays are the layers' outputs
+        themselves, not copies: nothing is spent when they are not asked for.
+        """
+        if not return_activations:
+            for layer in self._modules.values():
+                x = layer(x)
+            return x
+        activations: OrderedDict[str, Any] = OrderedDict()
+        for name, layer in self._modules.items():
+            if isinstance(layer, Sequential):
+                x, inner = layer.forward(x, return_activations=True)
+                activations.update((f"{name}.{key}", value) for key, value in inner.items())
+            else:
+                x = layer(x)
+            activations[name] = x
+        return x, activations
 
     def backward(self, grad_out: Any) -> Any:
-        order = self.__dict__.get("_order")
-        for layer in reversed(order if order is not None else self._run_order()):
+        for layer in reversed(self._modules.values()):
             grad_out = layer.backward(grad_out)
         return grad_out
 

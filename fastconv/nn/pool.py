@@ -15,8 +15,7 @@ from fastconv import functional as F
 from fastconv.functional import FloatArray, IntPair
 from fastconv.nn._cache import NeedsForward
 from fastconv.nn._init import RNGLike, generator
-from fastconv.nn.activation import ReLU
-from fastconv.nn.module import _SWAPPED_PAIRS, Module, Parameter
+from fastconv.nn.module import Module, Parameter
 
 __all__ = ["MaxPool2d", "AvgPool2d", "LPPool2d", "Subsampling"]
 
@@ -66,11 +65,6 @@ class MaxPool2d(NeedsForward, Module):
     def backward(self, grad_out: ArrayLike) -> FloatArray:
         idx, input_shape = self._take()
         return F.max_pool2d_backward(grad_out, idx, input_shape)
-
-
-# max(relu(a), relu(b), ...) == relu(max(a, b, ...)), and where the maximum is positive
-# both orders pick the same input; elsewhere the gradient is zero either way.
-_SWAPPED_PAIRS.add((ReLU, MaxPool2d))
 
 
 class AvgPool2d(NeedsForward, Module):
