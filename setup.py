@@ -12,14 +12,18 @@ Build switches (environment variables, read at build time):
 OpenMP is detected by compiling, linking and running a tiny program with the
 compiler that builds the extensions.
 
-Instruction-set variants: on x86-64 the hot modules (``DISPATCHED`` in
-fastconv/_dispatch.py) are built a second time with AVX2 and FMA as ``NAME_avx2``,
-when the compiler accepts the flags (probed); fastconv._dispatch picks one variant at
-import. Not built for FASTCONV_NATIVE=1 (the baseline already targets this machine) or
-FASTCONV_DEBUG=1.
+Kernel modules: ``KERNEL_MODULES`` below is the one list. Instruction-set variants:
+on x86-64 the hot modules (``DISPATCHED``) are built a second time with AVX2 and FMA as
+``NAME_avx2`` from a two-line source generated at build time (``include "NAME.pyx"``),
+when the compiler accepts the flags (probed); the list of them goes into
+fastconv/_build_info.py, and fastconv._dispatch picks one variant at import. Not built
+for FASTCONV_NATIVE=1 (the baseline already targets this machine) or FASTCONV_DEBUG=1.
+
+- ``FASTCONV_SANITIZE=address`` (or ``address,undefined``): build with gcc/clang's
+  AddressSanitizer (and UndefinedBehaviorSanitizer), baseline only, for finding
+  out-of-bounds accesses through raw pointers. Run with libasan preloaded (see .ci/run).
 """
 
-import ast
 import os
 import platform
 import shutil
@@ -32,10 +36,16 @@ import warnings
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
+#: every kernel module (fastconv/_kernels/NAME.pyx)
 KERNEL_MODULES = [
     "_openmp", "_cpu", "_gemm", "_im2col", "_conv_direct", "_conv_wide", "_conv_cvec",
     "_conv_gemm", "_conv_winograd", "_pool",
 ]
+#: those built once per instruction set (the hot loops); fastconv._dispatch loads them
+DISPATCHED = ["_conv_direct", "_conv_wide", "_conv_cvec", "_conv_gemm", "_conv_winograd", "_pool"]
+
+#: where the per-ISA wrapper sources are generated
+ISA_SOURCE_DIR = os.path.join("build", "isa-sources")
 
 #: C headers the kernels include (a change rebuilds every kernel module)
 KERNEL_HEADERS = ["fastconv/_kernels/_cvec.h"]
@@ -98,25 +108,18 @@ def openmp_flags(compiler):
     return ["-fopenmp"], ["-fopenmp"]
 
 
-def optimisation_flags(compiler, native, debug):
+def optimisation_flags(compiler, native, debug, sanitize):
     if compiler.compiler_type == "msvc":
         return ["/Od", "/Zi"] if debug else ["/O2"]
     flags = ["-Og", "-g"] if debug else ["-O3"]
+    if sanitize:
+        # -O1 keeps the reports readable; UBSan stops at the first error
+        flags = ["-O1", "-g", "-fno-omit-frame-pointer"] + [f"-fsanitize={s}" for s in sanitize]
+        if "undefined" in sanitize:
+            flags.append("-fno-sanitize-recover=undefined")
     if native:
         flags.append("-mcpu=native" if sys.platform == "darwin" else "-march=native")
     return flags
-
-
-def dispatched_modules():
-    """DISPATCHED of fastconv/_dispatch.py, read without importing the package."""
-    with open(os.path.join("fastconv", "_dispatch.py")) as f:
-        tree = ast.parse(f.read())
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and any(
-            isinstance(t, ast.Name) and t.id == "DISPATCHED" for t in node.targets
-        ):
-            return list(ast.literal_eval(node.value))
-    raise RuntimeError("fastconv/_dispatch.py defines no DISPATCHED")
 
 
 def isa_of(module_name):
@@ -124,8 +127,21 @@ def isa_of(module_name):
     return next((isa for isa in ISA_FLAGS if module_name.endswith("_" + isa)), "baseline")
 
 
+def sanitizers():
+    """The sanitizers FASTCONV_SANITIZE asks for, e.g. ["address", "undefined"]."""
+    value = os.environ.get("FASTCONV_SANITIZE", "").strip().lower()
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    unknown = set(names) - {"address", "undefined"}
+    if unknown:
+        raise RuntimeError(f"FASTCONV_SANITIZE: unknown sanitizer(s) {sorted(unknown)}; "
+                           "expected address and/or undefined")
+    return names
+
+
 def isa_variants_wanted():
     """Whether to declare the per-ISA builds at all, and why not."""
+    if sanitizers():
+        return False, "not built: sanitizer build"
     if env_flag("FASTCONV_NATIVE"):
         return False, "not built: FASTCONV_NATIVE=1 targets this machine already"
     if env_flag("FASTCONV_DEBUG"):
@@ -180,6 +196,7 @@ class BuildKernels(build_ext):
     def build_extensions(self):
         native = env_flag("FASTCONV_NATIVE")
         debug = env_flag("FASTCONV_DEBUG")
+        sanitize = sanitizers()
         omp_compile, omp_link = openmp_flags(self.compiler)
         has_openmp, why = probe(self.compiler, "probe_openmp", OPENMP_PROBE, omp_compile, omp_link)
         if not has_openmp:
@@ -192,7 +209,9 @@ class BuildKernels(build_ext):
                 raise RuntimeError(message + " (FASTCONV_FAIL_NO_OPENMP is set)")
             warnings.warn(message)
             omp_compile, omp_link = [], []
-        compile_flags = optimisation_flags(self.compiler, native, debug) + omp_compile
+        compile_flags = optimisation_flags(self.compiler, native, debug, sanitize) + omp_compile
+        if sanitize:
+            omp_link = omp_link + [f"-fsanitize={s}" for s in sanitize]
         isa_built, isa_note = self.select_isa_variants()
         for ext in self.extensions:
             isa_flags = ISA_FLAGS.get(isa_of(ext.name), [])
@@ -205,6 +224,8 @@ class BuildKernels(build_ext):
             openmp=has_openmp,
             native=native,
             debug=debug,
+            sanitize=sanitize,
+            dispatched=DISPATCHED,
             isa_variants=isa_built,
             isa_note=isa_note,
         )
@@ -238,24 +259,43 @@ class BuildKernels(build_ext):
                 f.write(text)
 
 
+def isa_source(name, isa):
+    """Generate the source of ``name`` for ``isa``: the baseline source, included."""
+    os.makedirs(ISA_SOURCE_DIR, exist_ok=True)
+    path = os.path.join(ISA_SOURCE_DIR, f"{name}_{isa}.pyx")
+    text = (f"# Generated by setup.py: {name}.pyx built with {' '.join(ISA_FLAGS[isa])}.\n"
+            f'include "{name}.pyx"\n')
+    if not os.path.exists(path) or open(path).read() != text:
+        with open(path, "w") as f:
+            f.write(text)
+    return path
+
+
 def extensions():
     from Cython.Build import cythonize
 
-    names = list(KERNEL_MODULES)
-    if isa_variants_wanted()[0]:
-        names += [f"{name}_{isa}" for name in dispatched_modules() for isa in ISA_FLAGS]
+    kernels = "fastconv/_kernels"
     modules = [
         # include_dirs: C headers of the kernels (_cvec.h), also for debug C files elsewhere
-        Extension(f"fastconv._kernels.{name}", [f"fastconv/_kernels/{name}.pyx"],
-                  include_dirs=["fastconv/_kernels"], depends=KERNEL_HEADERS)
-        for name in names
+        Extension(f"fastconv._kernels.{name}", [f"{kernels}/{name}.pyx"],
+                  include_dirs=[kernels], depends=KERNEL_HEADERS)
+        for name in KERNEL_MODULES
     ]
+    if isa_variants_wanted()[0]:
+        modules += [
+            Extension(f"fastconv._kernels.{name}_{isa}", [isa_source(name, isa)],
+                      include_dirs=[kernels], depends=KERNEL_HEADERS + [f"{kernels}/{name}.pyx"])
+            for name in DISPATCHED for isa in ISA_FLAGS
+        ]
+    debug = env_flag("FASTCONV_DEBUG")
     return cythonize(
         modules,
         nthreads=os.cpu_count() or 1,
-        compiler_directives=cython_directives(env_flag("FASTCONV_DEBUG")),
-        # Debug C files live apart so they never mix with the checked-off ones.
-        build_dir="build/cython-debug" if env_flag("FASTCONV_DEBUG") else None,
+        include_path=[".", kernels],  # the generated sources include the kernels' .pyx
+        compiler_directives=cython_directives(debug),
+        # Debug and sanitizer C files live apart so they never mix with the plain ones.
+        build_dir=("build/cython-debug" if debug else "build/cython-sanitize" if sanitizers()
+                   else None),
     )
 
 

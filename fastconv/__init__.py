@@ -40,6 +40,7 @@ from fastconv._autotune import (
 )
 from fastconv import functional
 from fastconv.functional import *  # noqa: F401,F403  (the public operations)
+from fastconv._conv_ops import ConvPlans, explain
 
 __all__ = [
     "__version__",
@@ -54,6 +55,8 @@ __all__ = [
     "set_autotune",
     "autotune_choices",
     "clear_autotune_cache",
+    "explain",
+    "ConvPlans",
     "show_config",
 ]
 

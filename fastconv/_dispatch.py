@@ -1,16 +1,17 @@
 """Kernel modules built for several instruction sets, and the variant picked at import.
 
-On x86-64, setup.py builds every module of ``DISPATCHED`` twice from one source: a
-portable baseline (e.g. ``fastconv._kernels._pool``) and an AVX2 + FMA build
-(``fastconv._kernels._pool_avx2``, compiled with ``-mavx2 -mfma``). At import, one
+On x86-64, setup.py builds every module of its ``DISPATCHED`` list twice from one
+source: a portable baseline (e.g. ``fastconv._kernels._pool``) and an AVX2 + FMA build
+(``fastconv._kernels._pool_avx2``, compiled with ``-mavx2 -mfma``), and records the
+list in ``fastconv/_build_info.py``. At import, one
 variant is chosen for all of them: the best one this CPU runs, or the one named by the
 environment variable ``FASTCONV_ISA`` (``auto``, ``avx2`` or ``baseline``, read once).
 An AVX2 module is never imported on a CPU without AVX2: even its import could stop the
 process with an illegal instruction. Asking for ``avx2`` where it cannot run warns and
 uses the baseline.
 
-The rest of fastconv imports these kernel modules from here, never from
-``fastconv._kernels`` directly.
+The rest of fastconv imports these kernel modules from here (``from
+fastconv._dispatch import _pool``), never from ``fastconv._kernels`` directly.
 
 Examples
 --------
@@ -29,16 +30,22 @@ import importlib.util
 import os
 import warnings
 from types import ModuleType
-from typing import TYPE_CHECKING
 
 from fastconv._kernels import _cpu
 
-#: kernel modules built per instruction set. Adding one: its name here, a two-line
-#: ``fastconv/_kernels/NAME_avx2.pyx`` that includes ``NAME.pyx``, and a line in the
-#: TYPE_CHECKING import below.
-DISPATCHED = (
-    "_conv_direct", "_conv_wide", "_conv_cvec", "_conv_gemm", "_conv_winograd", "_pool",
-)
+
+def _dispatched() -> tuple[str, ...]:
+    """The kernel modules built per instruction set, as the build recorded them."""
+    try:
+        from fastconv._build_info import BUILD_INFO
+    except ImportError:  # built by something other than setup.py's build_ext
+        return ()
+    names: list[str] = BUILD_INFO.get("dispatched", [])  # type: ignore[assignment]
+    return tuple(names)
+
+
+#: kernel modules built per instruction set (setup.py's list)
+DISPATCHED = _dispatched()
 
 #: instruction-set variants, best first
 ISAS = ("avx2", "baseline")
@@ -54,7 +61,7 @@ def cpu_supports(isa: str) -> bool:
 
 def built(isa: str) -> bool:
     """Whether every module of ``DISPATCHED`` was built for ``isa`` (found, not imported)."""
-    return all(
+    return bool(DISPATCHED) and all(
         importlib.util.find_spec(f"fastconv._kernels.{name}{SUFFIX[isa]}") is not None
         for name in DISPATCHED
     )
@@ -107,9 +114,16 @@ ISA, _modules = _choose()
 #: the value of FASTCONV_ISA this choice followed ("auto" when unset)
 REQUESTED = _requested()
 
-if TYPE_CHECKING:  # every variant has the interface of the baseline (same source)
-    from fastconv._kernels import (
-        _conv_cvec, _conv_direct, _conv_gemm, _conv_wide, _conv_winograd, _pool,
-    )
-else:
-    globals().update(_modules)
+
+def __getattr__(name: str) -> ModuleType:
+    """The variant in use of the kernel module ``name`` (``from fastconv._dispatch
+    import _pool``); a module the build made once (or a build that recorded no list)
+    is the baseline module itself."""
+    if name not in _modules:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        try:
+            _modules[name] = importlib.import_module(f"fastconv._kernels.{name}")
+        except ImportError:
+            raise AttributeError(f"module {__name__!r} has no kernel module {name!r}") from None
+    return _modules[name]

@@ -53,6 +53,22 @@ def as_pair(value, name, minimum=1):
     return (value, value)
 
 
+def spatial_size(value, dims, name, forms):
+    """The last ``dims`` sizes (ints >= 1) of an output-size argument.
+
+    Accepts a sequence of ``dims`` sizes, or of ``dims + 2`` (a full shape whose batch
+    and channel entries are ignored), as PyTorch does; for one spatial axis also an
+    int. ``forms`` spells the accepted forms for the error message.
+    """
+    if dims == 1 and not isinstance(value, (str, bytes)) and not hasattr(value, "__len__"):
+        return (as_index(value, name, 1),)
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
+        raise TypeError(f"{name} must be {forms}, got {value!r}")
+    if len(value) not in (dims, dims + 2):
+        raise ValueError(f"{name} must be {forms}, got {value!r}")
+    return tuple(as_index(v, name, 1) for v in tuple(value)[-dims:])
+
+
 def float_kind(array, name):
     """np.float32 or np.float64: the kernel dtype this operand asks for."""
     dtype = array.dtype

@@ -4,11 +4,14 @@ stride-1 direct kernels (wide rows) that "auto" now picks for few channels.
 Results are checked against the float64 NumPy reference (tests/reference.py).
 """
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 import fastconv as fc
-from fastconv import _autotune, functional
+from fastconv import _autotune, _plan, functional
+from fastconv._geometry import conv_geometry
 
 from reference import conv2d_backward_ref, conv2d_ref
 
@@ -122,16 +125,16 @@ def test_autotune_transposed_convolution_matches_reference():
     ],
 )
 def test_auto_rules_depend_on_shape_only(x_shape, w_shape, params):
-    """The rule for each pass is a function of the geometry: no thread count enters."""
-    geom = functional._ConvGeometry(x_shape, w_shape, params.get("stride", 1),
-                                    params.get("padding", 0), params.get("dilation", 1),
-                                    params.get("groups", 1))
-    picks = {p: functional._auto_algorithm(geom, p)
-             for p in ("forward", "input_grad", "weight_grad")}
-    assert set(picks.values()) <= {"direct", "im2col", "winograd"}
-    with fc.threads(1):
-        again = {p: functional._auto_algorithm(geom, p) for p in picks}
-    assert picks == again
+    """The plan of each pass (kernel, blocking, workspace per thread) is a function of
+    the geometry: the thread count sizes nothing but the number of workspace rows."""
+    geom = conv_geometry(x_shape, w_shape, params.get("stride", 1), params.get("padding", 0),
+                         params.get("dilation", 1), params.get("groups", 1))
+    for pass_ in _plan.PASSES:
+        plans = [dataclasses.replace(_plan.plan(geom, pass_, np.float32, n), n_threads=0,
+                                     fallback=None)
+                 for n in (1, 2, 3, 16)]
+        assert plans[0].algorithm in {"direct", "im2col", "winograd"}
+        assert all(p == plans[0] for p in plans), pass_
 
 
 # --- the stride-1 direct kernels (wide rows) ----------------------------------------
@@ -199,8 +202,8 @@ def test_auto_keeps_the_nonfinite_pattern_where_it_would_take_winograd(bad):
     pattern of inf and NaN matches PyTorch's."""
     rng = np.random.default_rng(7)
     x, w = problem(rng, (1, 32, 8, 8), (48, 32, 3, 3), np.float32)
-    geom = functional._ConvGeometry(x.shape, w.shape, 1, 1, 1, 1)
-    assert functional._auto_algorithm(geom, "forward") == "winograd"
+    geom = conv_geometry(x.shape, w.shape, 1, 1, 1, 1)
+    assert _plan.plan(geom, "forward", np.float32, 1).kernel == "winograd"
     x[0, 3, 4, 4] = bad
     y = fc.conv2d(x, w, padding=1)
     y_im2col = fc.conv2d(x, w, padding=1, algorithm="im2col")

@@ -1,9 +1,8 @@
 """The channel-vectorised direct kernels (fastconv/_kernels/_conv_cvec.pyx).
 
-``algorithm="direct"`` runs them for forward passes with at least CVEC_MIN_IN_CHANNELS
-input and CVEC_MIN_OUT_CHANNELS output channels per group, for input gradients where
-``_direct_input_grad_kernel`` says "scatter", and for weight gradients with at least
-CVEC_MIN_WGRAD_CHANNELS output channels per group (any stride). The shapes below reach every blocking path: channel counts
+``algorithm="direct"`` runs them where the planner (fastconv/_plan.py) says
+``channel_vector`` (forward, weight gradient) or ``channel_vector_scatter`` (input
+gradient), at any stride. The shapes below reach every blocking path: channel counts
 that fill two vectors, one vector, or part of one; rows whose pixel blocks overlap;
 tap counts that leave a short last block; images cut into several bands; groups,
 dilation, padding, strides and both dtypes. Each result is checked against the plain
@@ -14,7 +13,8 @@ import numpy as np
 import pytest
 
 import fastconv as fc
-import fastconv.functional as F
+from fastconv import _execute, _plan
+from fastconv._geometry import conv_geometry
 
 from reference import conv2d_backward_ref, conv2d_ref
 
@@ -40,12 +40,9 @@ def _ids(shape):
 
 def _passes_on_cvec(x_shape, w_shape, stride, padding, dilation, groups):
     """Which passes of this shape run the channel-vectorised kernels under "direct"."""
-    geom = F._ConvGeometry(x_shape, w_shape, stride, padding, dilation, groups)
-    return {
-        "forward": F._cvec_suits(geom.cg, geom.kg),
-        "input_grad": F._direct_input_grad_kernel(geom) == "scatter",
-        "weight_grad": geom.kg >= F.CVEC_MIN_WGRAD_CHANNELS,
-    }
+    geom = conv_geometry(x_shape, w_shape, stride, padding, dilation, groups)
+    return {pass_: _plan.plan(geom, pass_, np.float32, 1, "direct").kernel.startswith(
+        "channel_vector") for pass_ in _plan.PASSES}
 
 
 def test_every_pass_is_covered():
@@ -105,54 +102,64 @@ def test_weight_gradient_keeps_padding_products_of_infinite_gy():
 
 
 def test_auto_picks_the_channel_vectorised_kernels_for_lenet_c3():
-    geom = F._ConvGeometry((64, 6, 14, 14), (16, 6, 5, 5), 1, 0, 1, 1)
-    assert F._auto_algorithm(geom, "forward") == "direct"
-    assert F._auto_algorithm(geom, "weight_grad") == "direct"
+    geom = conv_geometry((64, 6, 14, 14), (16, 6, 5, 5), 1, 0, 1, 1)
+    assert _plan.plan(geom, "forward", np.float32, 2).kernel == "channel_vector"
+    assert _plan.plan(geom, "weight_grad", np.float32, 2).kernel == "channel_vector"
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_packed_weights_layout(dtype):
     w = np.arange(2 * 3 * 2 * 2, dtype=dtype).reshape(2, 3, 2, 2)
-    packed = F._cvec_packed(w, groups=1)
+    packed = _execute._channel_vector_packed(w, groups=1)
     lanes = fc._dispatch._conv_cvec.lanes(dtype == np.float64)
     assert packed.shape == (1, 12, -(-2 // lanes) * lanes)
     np.testing.assert_array_equal(packed[0, :, :2], w.reshape(2, 12).T)
     assert not packed[0, :, 2:].any()
 
 
-@pytest.mark.parametrize("algorithm, x_shape, w_shape, padding", [
-    ("direct", (2, 6, 9, 9), (16, 6, 3, 3), 1),     # scatter: overwrites
-    ("direct", (2, 2, 30, 30), (4, 2, 3, 3), 1),    # wide rows: overwrite
-    ("im2col", (2, 6, 9, 9), (16, 6, 3, 3), 1),     # col2im: accumulates
-    ("im2col", (2, 6, 9, 9), (16, 6, 1, 1), 0),     # pointwise GEMM: overwrites
-    ("winograd", (2, 6, 9, 9), (16, 6, 3, 3), 1),   # Winograd: overwrites
+@pytest.mark.parametrize("algorithm, x_shape, w_shape, padding, kernel", [
+    ("direct", (2, 6, 9, 9), (16, 6, 3, 3), 1, "channel_vector_scatter"),
+    ("direct", (2, 2, 30, 30), (4, 2, 3, 3), 1, "wide_rows"),
+    ("direct", (2, 6, 9, 9), (16, 6, 3, 3), 1, "row_loops"),
+    ("im2col", (2, 6, 9, 9), (16, 6, 3, 3), 1, "gemm"),       # col2im accumulates
+    ("im2col", (2, 6, 9, 9), (16, 6, 1, 1), 0, "gemm"),       # pointwise GEMM
+    ("winograd", (2, 6, 9, 9), (16, 6, 3, 3), 1, "winograd"),
 ])
-def test_input_gradient_into_garbage_when_not_zeroed(algorithm, x_shape, w_shape, padding):
-    """conv2d_backward hands the input gradient an uninitialised gx (zeroed=False):
-    every kernel must leave the same result as on a zero-filled one."""
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_every_input_gradient_kernel_overwrites_its_output(algorithm, x_shape, w_shape,
+                                                           padding, kernel, with_bias):
+    """The kernel contract: gx holds anything before the call (NaN here) and, after it,
+    exactly bias + gradient, the same as the reference."""
     rng = np.random.default_rng(3)
-    x = rng.standard_normal(x_shape).astype(np.float32)
-    w = rng.standard_normal(w_shape).astype(np.float32)
-    geom = F._ConvGeometry(x.shape, w.shape, 1, padding, 1, 1)
-    gy = rng.standard_normal(geom.y_shape).astype(np.float32)
-    expected = np.zeros_like(x)
-    F._conv_input_grad_into(gy, w, expected, geom, algorithm, 1)
+    x = rng.standard_normal(x_shape)
+    w = rng.standard_normal(w_shape)
+    geom = conv_geometry(x.shape, w.shape, 1, padding, 1, 1)
+    gy = rng.standard_normal(geom.y_shape)
+    bias = rng.standard_normal(x_shape[1]) if with_bias else None
+    plan = _plan.plan(geom, "input_grad", np.float64, 2, algorithm)
+    if plan.kernel != kernel:
+        plan = _plan._blocked(geom, "input_grad", algorithm, kernel, "test", np.float64, 2)
     garbage = np.full_like(x, np.nan)
-    F._conv_input_grad_into(gy, w, garbage, geom, algorithm, 1, zeroed=False)
-    np.testing.assert_array_equal(garbage, expected)
-    assert np.isfinite(expected).all()
+    _execute.input_grad(plan, geom, gy, w, garbage, bias)
+    expected = conv2d_backward_ref(gy, x, w, padding=padding)[0]
+    if with_bias:
+        expected = expected + bias[None, :, None, None]
+    np.testing.assert_allclose(garbage, expected, rtol=1e-9, atol=1e-9)
 
 
-@pytest.mark.parametrize("stride, expected_kernel", [(1, "wide"), (2, "loops")])
+@pytest.mark.parametrize("stride, expected_kernel", [(1, "wide_rows"), (2, "row_loops")])
 def test_input_gradient_beyond_the_scatter_budget_runs_other_kernels(
         monkeypatch, stride, expected_kernel, assert_close):
     """The scatter kernel needs a padded image of x's channels per thread: past
-    CVEC_SCATTER_ELEMENTS "direct" falls back (a budget shrunk here, not a huge image)."""
+    SCATTER_MAX_ELEMENTS "direct" falls back (a budget shrunk here, not a huge image)."""
     x_shape, w_shape = (2, 6, 12, 12), (16, 6, 3, 3)
-    geom = F._ConvGeometry(x_shape, w_shape, stride, 1, 1, 1)
-    assert F._direct_input_grad_kernel(geom) == "scatter"
-    monkeypatch.setattr(F, "CVEC_SCATTER_ELEMENTS", F._scatter_image_elements(geom) - 1)
-    assert F._direct_input_grad_kernel(geom) == expected_kernel
+    geom = conv_geometry(x_shape, w_shape, stride, 1, 1, 1)
+    assert _plan.plan(geom, "input_grad", np.float64, 1, "direct").kernel == (
+        "channel_vector_scatter")
+    monkeypatch.setattr(_plan, "SCATTER_MAX_ELEMENTS",
+                        _plan.scatter_workspace(geom, np.float32) - 1)
+    _plan.clear_cache()
+    assert _plan.plan(geom, "input_grad", np.float64, 1, "direct").kernel == expected_kernel
     rng = np.random.default_rng(11)
     x = rng.standard_normal(x_shape)
     w = rng.standard_normal(w_shape)
@@ -161,6 +168,7 @@ def test_input_gradient_beyond_the_scatter_budget_runs_other_kernels(
     gx_ref, gw_ref, _ = conv2d_backward_ref(gy, x, w, stride=stride, padding=1)
     assert_close(gx, gx_ref)
     assert_close(gw, gw_ref)
+    _plan.clear_cache()  # forget the plans of the shrunk budget
 
 
 def test_kernels_refuse_mismatched_arrays():
@@ -190,7 +198,7 @@ def test_kernels_refuse_mismatched_arrays():
                                 tap_off, *args, 4, 1)
     with pytest.raises(ValueError):  # gx with fewer images than gy
         cvec.conv2d_input_grad(np.zeros((2, 1, 4, 4), np.float32),
-                               np.zeros((1, 9, lanes), np.float32), x[:1], work, 3, 3, 1, 1,
+                               np.zeros((1, 9, lanes), np.float32), None, x[:1], work, 3, 3, 1, 1,
                                0, 0, 1, 1, 1)
     with pytest.raises(ValueError):  # no groups
         cvec.conv2d_forward(x, packed[:0], None, y, work, tap_off, *args, 4, 1)

@@ -81,16 +81,18 @@ def test_as_array_takes_any_dlpack_exporter(rng):
 
 
 def _spy_as_array(monkeypatch):
-    """Record every array fastconv.functional converts its arguments to."""
+    """Record every array conv2d converts its arguments to."""
+    from fastconv import _conv_ops
+
     seen = []
-    original = functional.as_array
+    original = _conv_ops.as_array
 
     def spy(value, name):
         array = original(value, name)
         seen.append((name, value, array))
         return array
 
-    monkeypatch.setattr(functional, "as_array", spy)
+    monkeypatch.setattr(_conv_ops, "as_array", spy)
     return seen
 
 

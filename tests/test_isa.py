@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import types
 
 import numpy as np
 import pytest
@@ -18,24 +19,37 @@ import pytest
 import fastconv
 import reference
 import reference_ops
-from fastconv import _dispatch, functional as F
+from fastconv import _dispatch, _plan, functional as F
 from test_threads import assert_identical, every_op_calls
 
 RUNNABLE = [isa for isa in _dispatch.ISAS if _dispatch.built(isa) and _dispatch.cpu_supports(isa)]
 
 
+def use_variant(monkeypatch, isa):
+    """Point every fastconv module that holds a dispatched kernel module at the ``isa``
+    variant (and forget plans, whose SIMD padding depends on the variant)."""
+    modules = _dispatch.load(isa)
+    for holder in [m for name, m in sys.modules.items() if name.startswith("fastconv.")]:
+        for name, module in modules.items():
+            if isinstance(getattr(holder, name, None), types.ModuleType):
+                monkeypatch.setattr(holder, name, module)
+    _plan.clear_cache()
+    return modules
+
+
 @pytest.fixture(params=RUNNABLE)
 def isa(request, monkeypatch):
-    """Run fastconv.functional on one instruction-set variant of the kernels."""
-    for name, module in _dispatch.load(request.param).items():
-        monkeypatch.setattr(F, name, module)
-    return request.param
+    """Run fastconv on one instruction-set variant of the kernels."""
+    use_variant(monkeypatch, request.param)
+    yield request.param
+    _plan.clear_cache()
 
 
 def test_the_variant_in_use_is_the_best_runnable_one():
     assert _dispatch.ISA in RUNNABLE
+    suffix = _dispatch.SUFFIX[_dispatch.ISA]
     for name in _dispatch.DISPATCHED:
-        assert getattr(F, name).__name__ == f"fastconv._kernels.{name}{_dispatch.SUFFIX[_dispatch.ISA]}"
+        assert getattr(_dispatch, name).__name__ == f"fastconv._kernels.{name}{suffix}"
     if _dispatch.REQUESTED == "auto":
         assert _dispatch.ISA == RUNNABLE[0]
 
@@ -92,8 +106,7 @@ def test_variant_matches_the_reference(isa, dtype, rng, assert_close):
 
 def test_variant_agrees_with_the_baseline(isa, dtype, monkeypatch):
     got = {name: call() for name, call, _ in ops(np.random.default_rng(3), dtype)}
-    for name, module in _dispatch.load("baseline").items():
-        monkeypatch.setattr(F, name, module)
+    use_variant(monkeypatch, "baseline")
     rtol = 1e-5 if dtype == np.float32 else 1e-12
     for name, call, _ in ops(np.random.default_rng(3), dtype):
         for g, e in zip(flat(got[name]), flat(call())):
@@ -106,8 +119,7 @@ def test_max_pool_indices_identical_across_variants(monkeypatch, rng):
     x = rng.standard_normal((2, 3, 15, 14)).astype(np.float32)
     results = []
     for isa in RUNNABLE:
-        for name, module in _dispatch.load(isa).items():
-            monkeypatch.setattr(F, name, module)
+        use_variant(monkeypatch, isa)
         results.append(F.max_pool2d(x, 3, 2, 1, return_indices=True))
     for y, idx in results[1:]:
         assert np.array_equal(y, results[0][0]) and np.array_equal(idx, results[0][1])
@@ -135,7 +147,7 @@ import fastconv, numpy as np
 from fastconv import _dispatch, functional
 y = fastconv.conv2d(np.ones((1, 2, 5, 5)), np.ones((3, 2, 3, 3)), algorithm="direct")
 assert (y == 18).all(), y
-print(_dispatch.ISA, functional._conv_direct.__name__, functional._pool.__name__)
+print(_dispatch.ISA, _dispatch._conv_direct.__name__, _dispatch._pool.__name__)
 """
 
 

@@ -333,9 +333,9 @@ def test_bit_identical_for_1_2_and_3_threads(op):
 @pytest.mark.parametrize("elements", [1, 15, 16, 28, 1000])
 def test_per_thread_rows_never_share_a_cache_line(dtype, elements):
     """Each thread's scratch row ends at least one 64-byte line before the next starts."""
-    from fastconv.functional import _per_thread
+    from fastconv._geometry import per_thread
 
-    rows = _per_thread(3, elements, dtype, "a test workspace")
+    rows = per_thread(3, elements, dtype, "a test workspace")
     itemsize = np.dtype(dtype).itemsize
     assert rows.shape[0] == 3 and rows.shape[1] >= elements
     gap = rows.strides[0] - elements * itemsize

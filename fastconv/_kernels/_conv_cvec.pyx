@@ -62,6 +62,13 @@ def lanes(bint double_precision):
     return FC_LANES_D if double_precision else FC_LANES_F
 
 
+def band_extent(index_t rows, index_t ow, index_t kh, index_t kw, index_t sh, index_t sw,
+                index_t dh, index_t dw):
+    """(HP, WP): the input rows and columns, padding included, that a band of ``rows``
+    output rows of width ``ow`` reads (the planner sizes bands and workspaces by it)."""
+    return input_extent(rows, sh, kh, dh), input_extent(ow, sw, kw, dw)
+
+
 cdef enum:
     PIXEL_BLOCK = 16  # pixels per block when a band changes between pixel- and channel-major
 
@@ -305,11 +312,13 @@ cdef void input_grad_image(const floating* gy_g, index_t kg, index_t oh, index_t
 
 
 def conv2d_input_grad(const floating[:, :, :, ::1] gy, const floating[:, :, ::1] w_packed,
-                      floating[:, :, :, ::1] gx, floating[:, ::1] workspace,
+                      const floating[::1] b, floating[:, :, :, ::1] gx,
+                      floating[:, ::1] workspace,
                       index_t kh, index_t kw, index_t sh, index_t sw, index_t pt, index_t pl,
                       index_t dh, index_t dw, int n_threads):
-    """gx = input gradient, overwritten, in scatter form: w_packed (G, KG * KH * KW, CP)
-    holds w[g * KG + k, c, i, j] at [g, k * KH * KW + i * KW + j, c], zero for c >= CG.
+    """gx = b + input gradient (b: None or one value per channel of gx), overwritten,
+    in scatter form: w_packed (G, KG * KH * KW, CP) holds w[g * KG + k, c, i, j] at
+    [g, k * KH * KW + i * KW + j, c], zero for c >= CG.
 
     One task per (image, group) sums into a padded input-gradient image of
     HP * WP * CP elements in its workspace row (HP, WP: the input extent the output
@@ -323,11 +332,14 @@ def conv2d_input_grad(const floating[:, :, :, ::1] gy, const floating[:, :, ::1]
     cdef index_t hp = input_extent(oh, sh, kh, dh)
     cdef index_t wp = input_extent(ow, sw, kw, dw)
     cdef index_t u, n, g, c, h, q, p, tid
+    cdef bint has_bias = b is not None
+    cdef floating init
     cdef floating* buf
     if (groups < 1 or n_threads < 1 or workspace.shape[0] < n_threads
             or gy.shape[1] != groups * kg or w_packed.shape[1] != kg * kh * kw or cp < cg
-            or cp % lanes_ or gx.shape[0] != n_batch or gx.shape[1] != groups * cg):
-        raise ValueError("packed weights do not match gy and gx")
+            or cp % lanes_ or gx.shape[0] != n_batch or gx.shape[1] != groups * cg
+            or (has_bias and b.shape[0] != groups * cg)):
+        raise ValueError("packed weights or bias do not match gy and gx")
     if workspace.shape[1] < hp * wp * cp:
         raise ValueError("workspace too small")
     for u in prange(n_batch * groups, nogil=True, schedule="static", num_threads=n_threads):
@@ -340,9 +352,11 @@ def conv2d_input_grad(const floating[:, :, :, ::1] gy, const floating[:, :, ::1]
         input_grad_image(&gy[n, g * kg, 0, 0], kg, oh, ow, &w_packed[g, 0, 0], cp, lanes_,
                          kh, kw, sh, sw, dh, dw, wp, buf)
         for c in range(cg):
+            init = b[g * cg + c] if has_bias else 0
             for h in range(height):
                 for q in range(width):
                     if 0 <= h + pt < hp and 0 <= q + pl < wp:
-                        gx[n, g * cg + c, h, q] = buf[((h + pt) * wp + q + pl) * cp + c]
+                        gx[n, g * cg + c, h, q] = (buf[((h + pt) * wp + q + pl) * cp + c] + init
+                                                   if has_bias else buf[((h + pt) * wp + q + pl) * cp + c])
                     else:
-                        gx[n, g * cg + c, h, q] = 0
+                        gx[n, g * cg + c, h, q] = init

@@ -72,24 +72,31 @@ def conv2d_forward(
 def conv2d_input_grad(
     const floating[:, :, :, ::1] gy,  # IN (N, K, OH, OW)
     const floating[:, :, :, ::1] w,   # IN (K, CG, KH, KW)
-    floating[:, :, :, ::1] gx,        # OUT (N, C, H, W), zero-filled by the caller
+    const floating[::1] b,            # IN (C,) or None: added per channel of gx
+    floating[:, :, :, ::1] gx,        # OUT (N, C, H, W), any contents (overwritten)
     index_t sh, index_t sw, index_t pt, index_t pl, index_t dh, index_t dw,
     index_t groups, int n_threads,
 ):
-    """gx = full correlation of stride-dilated gy with the rotated kernel, as a scatter."""
+    """gx = b + full correlation of stride-dilated gy with the rotated kernel, as a
+    scatter into each task's own plane, which it first fills with b (or zero)."""
     cdef index_t n_images = gx.shape[0], n_in = gx.shape[1]
     cdef index_t height = gx.shape[2], width = gx.shape[3]
     cdef index_t oh_count = gy.shape[2], ow_count = gy.shape[3]
     cdef index_t cg = w.shape[1], kh = w.shape[2], kw = w.shape[3]
     cdef index_t kg = w.shape[0] // groups
     cdef index_t task, n, cin, c, kk, k, i, j, oh, ow, ih, ih_off, iw_off
-    cdef index_t oh_lo, oh_hi, ow_lo, ow_hi
-    cdef floating tap
+    cdef index_t oh_lo, oh_hi, ow_lo, ow_hi, h, q
+    cdef bint has_bias = b is not None
+    cdef floating tap, init
     with nogil:
         for task in prange(n_images * n_in, num_threads=n_threads, schedule="static"):
             n = task // n_in
             cin = task % n_in
             c = cin % cg
+            init = b[cin] if has_bias else 0
+            for h in range(height):
+                for q in range(width):
+                    gx[n, cin, h, q] = init
             for kk in range(kg):
                 k = (cin // cg) * kg + kk
                 for i in range(kh):

@@ -97,25 +97,40 @@ def conv2d_forward(
 def conv2d_input_grad(
     const floating[:, :, :, ::1] gy,  # IN (N, K, OH, OW)
     const floating[:, :, :, ::1] w,   # IN (K, CG, KH, KW)
-    floating[:, :, :, ::1] gx,        # OUT (N, C, H, W), zero-filled by the caller
+    const floating[::1] b,            # IN (C,) or None: added per channel of gx
+    floating[:, :, :, ::1] gx,        # OUT (N, C, H, W), any contents (overwritten)
     floating[:, ::1] workspace,       # SCRATCH (threads, CKK * P)
     index_t sh, index_t sw, index_t pt, index_t pl, index_t dh, index_t dw,
     index_t groups, index_t rows, int n_threads, bint pointwise,
 ):
-    """gx = col2im(w^T @ gy), one task per (image, group)."""
+    """gx = b + col2im(w^T @ gy), one task per (image, group): the task fills its
+    channels of gx with b (or zero) first, then col2im accumulates into them."""
     cdef index_t n_images = gy.shape[0], n_out = gy.shape[1]
     cdef index_t oh_count = gy.shape[2], ow_count = gy.shape[3]
     cdef index_t height = gx.shape[2], width = gx.shape[3]
     cdef index_t cg = w.shape[1], kh = w.shape[2], kw = w.shape[3]
     cdef index_t kg = n_out // groups, ckk = cg * kh * kw
     cdef index_t bands = (oh_count + rows - 1) // rows
-    cdef index_t unit, n, g, band, oh0, oh1, span, slot
+    cdef index_t unit, n, g, band, oh0, oh1, span, slot, c, e
+    cdef bint has_bias = b is not None
+    cdef floating init, beta
+    cdef floating* plane
     slot = 0
     with nogil, parallel(num_threads=n_threads):
         slot = threadid()
         for unit in prange(n_images * groups, schedule="static"):
             n = unit // groups
             g = unit % groups
+            # the pointwise GEMM overwrites its slot (beta 0) unless it adds to the bias
+            beta = 1
+            if has_bias or not pointwise:
+                for c in range(g * cg, (g + 1) * cg):
+                    init = b[c] if has_bias else 0
+                    plane = &gx[n, c, 0, 0]
+                    for e in range(height * width):
+                        plane[e] = init
+            else:
+                beta = 0
             for band in range(bands):
                 oh0 = band * rows
                 oh1 = min(oh0 + rows, oh_count)
@@ -124,7 +139,7 @@ def conv2d_input_grad(
                     gemm(True, False, <int> cg, <int> span, <int> kg, 1,
                          &w[g * kg, 0, 0, 0], <int> ckk,
                          &gy[n, g * kg, oh0, 0], <int> (oh_count * ow_count),
-                         0, &gx[n, g * cg, oh0, 0], <int> (height * width))
+                         beta, &gx[n, g * cg, oh0, 0], <int> (height * width))
                 else:
                     gemm(True, False, <int> ckk, <int> span, <int> kg, 1,
                          &w[g * kg, 0, 0, 0], <int> ckk,

@@ -19,8 +19,9 @@ for one window tap, output k reads input column k * SW + offset, a counted loop
 over contiguous memory that compilers vectorise (stride 1 and 2 get their own
 specialisation). Each output still sees its taps in the same scan order (window
 row, then column), so ties, NaN and -inf behave exactly as a per-window scan.
-Backward kernels zero their own plane (np.empty in the caller): the plane stays in
-cache for the scatter that follows, and pages are first touched by their thread.
+Every kernel overwrites its whole output: backward kernels zero their own plane
+(np.empty in the caller), so the plane stays in cache for the scatter that follows
+and its pages are first touched by their thread.
 """
 
 from cython.parallel cimport parallel, prange, threadid
@@ -669,10 +670,11 @@ def lp_pool2d_backward(
     const floating[:, :, :, ::1] gy,  # IN (N, C, OH, OW)
     const floating[:, :, :, ::1] x,   # IN (N, C, H, W)
     const floating[:, :, :, ::1] y,   # IN (N, C, OH, OW): the forward's output
-    floating[:, :, :, ::1] gx,        # OUT (N, C, H, W), zero-filled by the caller
+    floating[:, :, :, ::1] gx,        # OUT (N, C, H, W), any contents (zeroed here)
     double p, index_t kh, index_t kw, index_t sh, index_t sw, int n_threads,
 ):
-    """gx += gy * scale * y^(1-p) * |x|^(p-1) * sign(x); 0 where y == 0 (subgradient)."""
+    """gx = sum over windows of gy * scale * y^(1-p) * |x|^(p-1) * sign(x); a window
+    whose y is 0 adds nothing (a subgradient)."""
     cdef index_t planes = gy.shape[0] * gy.shape[1], n_ch = gy.shape[1]
     cdef index_t height = x.shape[2], width = x.shape[3]
     cdef index_t oh_count = gy.shape[2], ow_count = gy.shape[3]
@@ -682,6 +684,7 @@ def lp_pool2d_backward(
         for plane in prange(planes, num_threads=n_threads, schedule="static"):
             n = plane // n_ch
             c = plane % n_ch
+            memset(&gx[n, c, 0, 0], 0, height * width * sizeof(floating))
             for oh in range(oh_count):
                 h0 = oh * sh
                 h1 = min(h0 + kh, height)
@@ -742,10 +745,11 @@ def adaptive_avg_pool2d_forward(
 
 def adaptive_avg_pool2d_backward(
     const floating[:, :, :, ::1] gy,  # IN (N, C, OH, OW)
-    floating[:, :, :, ::1] gx,        # OUT (N, C, H, W), zero-filled by the caller
+    floating[:, :, :, ::1] gx,        # OUT (N, C, H, W), any contents (zeroed here)
     int n_threads,
 ):
-    """gx[window] += gy / window size, one plane per task."""
+    """gx = sum over the windows covering each pixel of gy / window size, one plane
+    per task."""
     cdef index_t planes = gy.shape[0] * gy.shape[1], n_ch = gy.shape[1]
     cdef index_t height = gx.shape[2], width = gx.shape[3]
     cdef index_t oh_count = gy.shape[2], ow_count = gy.shape[3]
@@ -755,6 +759,7 @@ def adaptive_avg_pool2d_backward(
         for plane in prange(planes, num_threads=n_threads, schedule="static"):
             n = plane // n_ch
             c = plane % n_ch
+            memset(&gx[n, c, 0, 0], 0, height * width * sizeof(floating))
             for oh in range(oh_count):
                 h0 = adaptive_start(oh, height, oh_count)
                 h1 = adaptive_stop(oh, height, oh_count)

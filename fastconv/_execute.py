@@ -1,0 +1,294 @@
+"""Run a convolution plan: lay out the operands the kernel wants, allocate its
+scratch, call it.
+
+Nothing here chooses a kernel: :mod:`fastconv._plan` did. Every kernel overwrites its
+whole output (an accumulating kernel zeroes, or starts from the bias, in its own
+slot first), so outputs are allocated with ``np.empty`` and no flags travel with the
+call. Shared by conv2d and conv_transpose2d (whose forward is conv2d's input
+gradient and whose backward is conv2d's forward and weight gradient).
+
+Dimension legend as in :mod:`fastconv._geometry`.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from fastconv import _plan, _winograd
+from fastconv._blas import single_threaded_blas
+from fastconv._dispatch import _conv_cvec, _conv_direct, _conv_gemm, _conv_wide, _conv_winograd
+from fastconv._geometry import ConvGeometry, conv_geometry, per_thread
+from fastconv._plan import Plan
+from fastconv._typing import FloatArray
+
+
+def forward(plan: Plan, geom: ConvGeometry, x: FloatArray, w: FloatArray,
+            b: FloatArray | None, y: FloatArray, columns: FloatArray | None = None) -> None:
+    """y = conv(x, w) + b; ``columns``: x's columns from :func:`pack_columns`."""
+    plan = _fallback_if_nonfinite(plan, x)
+    if plan.kernel == "gemm":
+        _gemm_forward(plan, geom, x, w, b, y, columns)
+    elif plan.kernel == "winograd":
+        _winograd_forward(geom, x, w, b, y, plan.n_threads)
+    elif plan.kernel == "channel_vector":
+        _channel_vector_forward(plan, geom, x, w, b, y)
+    elif plan.kernel == "wide_rows":
+        (pt, _), (pl, _) = geom.padding
+        _conv_wide.conv2d_forward(x, w, b, y, _workspace(plan, y), pt, pl, *geom.dilation,
+                                  geom.groups, plan.n_threads)
+    else:
+        _conv_direct.conv2d_forward(x, w, b, y, *geom.kernel_args, plan.n_threads)
+
+
+def input_grad(plan: Plan, geom: ConvGeometry, gy: FloatArray, w: FloatArray,
+               gx: FloatArray, bias: FloatArray | None = None) -> None:
+    """gx = the gradient of conv with respect to its input, plus ``bias`` per channel
+    of gx when given (transposed convolution's bias)."""
+    plan = _fallback_if_nonfinite(plan, gy, w)
+    if plan.kernel == "gemm":
+        with single_threaded_blas():
+            _conv_gemm.conv2d_input_grad(gy, w, bias, gx, _workspace(plan, gx),
+                                         *geom.kernel_args, plan.rows, plan.n_threads,
+                                         plan.pointwise)
+    elif plan.kernel == "winograd":
+        _winograd_forward(_plan.input_grad_geometry(geom), gy, _input_grad_kernel(w, geom),
+                          bias, gx, plan.n_threads)
+    elif plan.kernel == "channel_vector_scatter":
+        (pt, _), (pl, _) = geom.padding
+        _conv_cvec.conv2d_input_grad(gy, _scatter_packed(w, geom), bias, gx,
+                                     _workspace(plan, gx), geom.kh, geom.kw, *geom.stride,
+                                     pt, pl, *geom.dilation, plan.n_threads)
+    elif plan.kernel == "wide_rows":
+        # a stride-1 conv's input gradient is a stride-1 conv of gy, padded by the
+        # kernel's reach less the forward padding, with the rotated kernel
+        (pt, _), (pl, _) = geom.padding
+        dh, dw = geom.dilation
+        _conv_wide.conv2d_forward(gy, _input_grad_kernel(w, geom), bias, gx,
+                                  _workspace(plan, gx), (geom.kh - 1) * dh - pt,
+                                  (geom.kw - 1) * dw - pl, dh, dw, geom.groups, plan.n_threads)
+    else:
+        _conv_direct.conv2d_input_grad(gy, w, bias, gx, *geom.kernel_args, plan.n_threads)
+
+
+def weight_grad(plan: Plan, geom: ConvGeometry, gy: FloatArray, x: FloatArray,
+                gw: FloatArray, columns: FloatArray | None = None) -> None:
+    """gw = the gradient of conv with respect to its weights, summed over the batch;
+    ``columns``: x's columns from :func:`pack_columns`."""
+    if plan.kernel == "gemm":
+        partials = np.empty((plan.chunks, gw.size) if plan.chunks > 1 else (1, 1), gw.dtype)
+        workspace = _workspace(plan, gw) if columns is None else columns
+        with single_threaded_blas():
+            _conv_gemm.conv2d_weight_grad(gy, x, gw, partials, workspace, *geom.kernel_args,
+                                          plan.rows, plan.channel_block, plan.chunks,
+                                          plan.n_threads, plan.pointwise, columns is not None)
+    elif plan.kernel == "channel_vector":
+        _channel_vector_weight_grad(plan, geom, gy, x, gw)
+    else:
+        gy_nonfinite = not _finite(gy)  # then the products with the padding count too
+        _conv_direct.conv2d_weight_grad(gy, x, gw, *geom.kernel_args, plan.n_threads,
+                                        gy_nonfinite)
+
+
+def pack_columns(geom: ConvGeometry, x: FloatArray, n_threads: int) -> FloatArray:
+    """x's columns for every image, (N * G, CKK * OH * OW), packed once for two passes
+    whose plans say ``packed_columns``."""
+    columns = np.empty((geom.n * geom.groups, geom.ckk * geom.oh * geom.ow), dtype=x.dtype)
+    _conv_gemm.im2col_images(x, columns, geom.kh, geom.kw, *geom.kernel_args, geom.oh,
+                             geom.ow, n_threads)
+    return columns
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def _finite(a: FloatArray) -> bool:
+    # max and min (NaN propagates through both) cost a third of a float64 sum
+    return bool(np.isfinite(a.max()) and np.isfinite(a.min())) if a.size else True
+
+
+def _fallback_if_nonfinite(plan: Plan, *operands: FloatArray) -> Plan:
+    """The plan's fallback where its named operand holds inf or NaN (``operands`` are
+    the pass's data operand, then w)."""
+    if plan.fallback is None:
+        return plan
+    operand = operands[-1] if plan.nonfinite_operand == "w" else operands[0]
+    return plan if _finite(operand) else plan.fallback
+
+
+def _workspace(plan: Plan, out: FloatArray) -> FloatArray:
+    return per_thread(plan.n_threads, plan.workspace, out.dtype, f"the {plan.kernel} workspace")
+
+
+def _gemm_forward(plan: Plan, geom: ConvGeometry, x: FloatArray, w: FloatArray,
+                  b: FloatArray | None, y: FloatArray, columns: FloatArray | None) -> None:
+    workspace = _workspace(plan, y) if columns is None else columns
+    with single_threaded_blas():
+        _conv_gemm.conv2d_forward(x, w, b, y, workspace, *geom.kernel_args, plan.rows,
+                                  plan.n_threads, plan.pointwise, columns is not None)
+
+
+def _input_grad_kernel(w: FloatArray, geom: ConvGeometry) -> FloatArray:
+    """The kernel of a stride-1 conv's input gradient, itself a stride-1 conv of gy:
+    w rotated 180 degrees with its channel axes swapped per group, (C, K/G, KH, KW)."""
+    g, kg, cg = geom.groups, geom.kg, geom.cg
+    w_t = (w.reshape(g, kg, cg, geom.kh, geom.kw)[:, :, :, ::-1, ::-1]
+           .transpose(0, 2, 1, 3, 4).reshape(g * cg, kg, geom.kh, geom.kw))
+    return np.ascontiguousarray(w_t)
+
+
+# --- channel-vectorised kernels ------------------------------------------------------------
+
+
+def _channel_vector_packed(w: FloatArray, groups: int) -> FloatArray:
+    """Weights (K, CG, KH, KW) packed for the channel-vectorised kernels: (G, CKK, KP),
+    taps major, output channels contiguous and zero-padded to whole SIMD vectors."""
+    k, cg, kh, kw = w.shape
+    kg = k // groups
+    packed = np.zeros((groups, cg * kh * kw, _plan.channel_vector_padded(kg, w.dtype)),
+                      dtype=w.dtype)
+    packed[:, :, :kg] = w.reshape(groups, kg, cg * kh * kw).transpose(0, 2, 1)
+    return packed
+
+
+def _scatter_packed(w: FloatArray, geom: ConvGeometry) -> FloatArray:
+    """Weights packed for the scatter input gradient: (G, KG * KH * KW, CP), x's
+    channels contiguous and zero-padded to whole SIMD vectors."""
+    g, kg, cg, taps = geom.groups, geom.kg, geom.cg, geom.taps
+    packed = np.zeros((g, kg * taps, _plan.channel_vector_padded(cg, w.dtype)), dtype=w.dtype)
+    packed[:, :, :cg] = (w.reshape(g, kg, cg, taps).transpose(0, 1, 3, 2)
+                         .reshape(g, kg * taps, cg))
+    return packed
+
+
+def _tap_offsets(plan: Plan, geom: ConvGeometry) -> NDArray[np.intp]:
+    """Offsets of the taps (c, i, j) in a band of ``plan.rows`` output rows."""
+    hp, wp = _conv_cvec.band_extent(plan.rows, geom.ow, geom.kh, geom.kw, *geom.stride,
+                                    *geom.dilation)
+    return _band_tap_offsets(geom.cg, geom.kh, geom.kw, geom.dilation[0] * wp,
+                             geom.dilation[1], hp * wp)
+
+
+@functools.lru_cache(maxsize=64)
+def _band_tap_offsets(c_in: int, kh: int, kw: int, row_step: int, col_step: int,
+                      plane: int) -> NDArray[np.intp]:
+    """Offsets c * plane + i * row_step + j * col_step of the taps (c, i, j) in order,
+    read-only (cached: a LeNet layer asks for the same ones on every call)."""
+    offsets = (np.arange(c_in, dtype=np.intp)[:, None, None] * plane
+               + np.arange(kh, dtype=np.intp)[:, None] * row_step
+               + np.arange(kw, dtype=np.intp) * col_step).ravel()
+    offsets.flags.writeable = False
+    return offsets
+
+
+def _channel_vector_forward(plan: Plan, geom: ConvGeometry, x: FloatArray, w: FloatArray,
+                            b: FloatArray | None, y: FloatArray) -> None:
+    (pt, _), (pl, _) = geom.padding
+    _conv_cvec.conv2d_forward(x, _channel_vector_packed(w, geom.groups), b, y,
+                              _workspace(plan, y), _tap_offsets(plan, geom), geom.kh, geom.kw,
+                              *geom.stride, pt, pl, *geom.dilation, plan.rows, plan.n_threads)
+
+
+def _channel_vector_weight_grad(plan: Plan, geom: ConvGeometry, gy: FloatArray, x: FloatArray,
+                                gw: FloatArray) -> None:
+    """gw from partial sums over fixed chunks of (image, band) units, reduced in order."""
+    kp = _plan.channel_vector_padded(geom.kg, gw.dtype)
+    partials = np.empty((plan.chunks, geom.groups, geom.ckk, kp), dtype=gw.dtype)
+    (pt, _), (pl, _) = geom.padding
+    _conv_cvec.conv2d_weight_grad(gy, x, partials, _workspace(plan, gw), _tap_offsets(plan, geom),
+                                  geom.kh, geom.kw, *geom.stride, pt, pl, *geom.dilation,
+                                  plan.rows, plan.n_threads)
+    with np.errstate(invalid="ignore", over="ignore"):  # inf and NaN are results here
+        total = np.add.reduce(partials, axis=0)  # one fixed order for any thread count
+    gw[...] = total[:, :, :geom.kg].transpose(0, 2, 1).reshape(gw.shape)
+
+
+# --- Winograd -------------------------------------------------------------------------------
+
+
+def _winograd_forward(geom: ConvGeometry, x: FloatArray, w: FloatArray, b: FloatArray | None,
+                      y: FloatArray, n_threads: int) -> None:
+    """y = conv(x, w) + b by Winograd F(4x4, 3x3); a dilated kernel by phases."""
+    if geom.dilation != (1, 1):
+        _winograd_phases(geom, x, w, b, y, n_threads)
+        return
+    (pt, _), (pl, _) = geom.padding
+    _winograd_kernel(geom, x, w, b, y, pt, pl, n_threads)
+
+
+def _winograd_kernel(geom: ConvGeometry, x: FloatArray, w: FloatArray, b: FloatArray | None,
+                     y: FloatArray, pt: int, pl: int, n_threads: int) -> None:
+    """The undilated kernel, top/left padding pt, pl (y's shape implies the rest)."""
+    tile = _plan.WINOGRAD_TILE
+    u = _winograd.CACHE.get(w, tile)
+    block = _plan.winograd_block(geom)
+    size = _conv_winograd.workspace_elements(geom.cg, geom.kg, tile, block)
+    workspace = per_thread(n_threads, size, y.dtype, "the winograd workspace")
+    with single_threaded_blas():
+        _conv_winograd.conv2d_forward(x, u, b, y, workspace, pt, pl, geom.groups, tile, block,
+                                      n_threads)
+
+
+def _winograd_phases(geom: ConvGeometry, x: FloatArray, w: FloatArray, b: FloatArray | None,
+                     y: FloatArray, n_threads: int) -> None:
+    """A dilated 3x3 stride-1 convolution as dh * dw undilated ones.
+
+    Output row oh = dh * a + r reads input rows oh + i * dh - pt = dh * (a + i + q) + s
+    with r - pt = dh * q + s, 0 <= s < dh: only rows of residue s, at unit spacing. So
+    the output rows r, r + dh, ... are an undilated convolution of the input rows s,
+    s + dh, ... with top padding -q; columns likewise.
+    """
+    dh, dw = geom.dilation
+    (pt, _), (pl, _) = geom.padding
+    phases = []  # (output row/column offsets, input row/column offsets, top/left padding)
+    for r in range(min(dh, geom.oh)):
+        for c in range(min(dw, geom.ow)):
+            phases.append(((r, c), ((r - pt) % dh, (c - pl) % dw),
+                           (-((r - pt) // dh), -((c - pl) // dw))))
+    x_views = [x[:, :, sr::dh, sc::dw] for _, (sr, sc), _ in phases]
+    out_hws = [(len(range(r, geom.oh, dh)), len(range(c, geom.ow, dw)))
+               for (r, c), _, _ in phases]
+
+    def undilated(x_shape: tuple[int, ...], out_hw: tuple[int, int]) -> ConvGeometry:
+        return conv_geometry(x_shape, w.shape, 1, 0, 1, geom.groups, out_hw=out_hw)
+
+    if (len({v.shape for v in x_views}) == 1 and len(set(out_hws)) == 1
+            and len({pads for _, _, pads in phases}) == 1 and x_views[0].size):
+        # One call over all phases stacked along the batch: longer GEMMs, one setup.
+        # The strided split and merge run on every thread (NumPy's copies use one).
+        x_stack = np.empty((len(phases) * geom.n, *x_views[0].shape[1:]), dtype=x.dtype)
+        _conv_winograd.split_phases(x, x_stack, np.array([s for _, s, _ in phases], np.intp),
+                                    dh, dw, n_threads)
+        y_stack = np.empty((x_stack.shape[0], geom.k, *out_hws[0]), dtype=y.dtype)
+        _winograd_kernel(undilated(x_stack.shape, out_hws[0]), x_stack, w, b, y_stack,
+                         *phases[0][2], n_threads)
+        _conv_winograd.merge_phases(y_stack, y, np.array([o for o, _, _ in phases], np.intp),
+                                    dh, dw, n_threads)
+        return
+    for ((r, c), _, pads), x_view, out_hw in zip(phases, x_views, out_hws):
+        y_phase = np.empty((geom.n, geom.k, *out_hw), dtype=y.dtype)
+        if x_view.size == 0:  # every tap of this phase falls in the padding
+            y_phase[...] = 0 if b is None else b[None, :, None, None]
+        else:
+            x_phase = np.ascontiguousarray(x_view)
+            _winograd_kernel(undilated(x_phase.shape, out_hw), x_phase, w, b, y_phase, *pads,
+                             n_threads)
+        y[:, :, r::dh, c::dw] = y_phase
+
+
+def run_into_scratch(plan: Plan, geom: ConvGeometry, operands: tuple[Any, ...]) -> None:
+    """Run one pass of ``plan`` into a scratch output (the autotuner times this).
+    ``operands``: (x, w, b, y), (gy, w, gx) or (gy, x, gw) as the pass takes them."""
+    scratch = np.empty_like(operands[-1])
+    if plan.pass_ == "forward":
+        x, w, b, _ = operands
+        forward(plan, geom, x, w, b, scratch)
+    elif plan.pass_ == "input_grad":
+        gy, w, _ = operands
+        input_grad(plan, geom, gy, w, scratch)
+    else:
+        gy, x, _ = operands
+        weight_grad(plan, geom, gy, x, scratch)

@@ -1,0 +1,541 @@
+"""The planner: the one place that decides which convolution kernel runs, how its
+work is blocked and how much scratch it needs.
+
+:func:`plan` takes a validated geometry, the pass (``"forward"``, ``"input_grad"``,
+``"weight_grad"``), the dtype, the thread count and the algorithm asked for
+(``"auto"``, ``"direct"``, ``"im2col"``, ``"winograd"``) and returns a :class:`Plan`:
+the concrete kernel, its blocking and its workspace. Both ``"auto"`` and the explicit
+names go through it; the opt-in autotuner (:mod:`fastconv._autotune`) times the plans
+of the candidate algorithms here. Plans are cached per geometry. Nothing else in
+fastconv chooses a kernel: the executor (:mod:`fastconv._execute`) runs what the plan
+says, and ``fastconv.explain`` prints plans without running them.
+
+The kernels (one ``fastconv/_kernels`` module each):
+
+==========================  ===========================================================
+``gemm``                    im2col of a band of output rows into the thread's buffer,
+                            one BLAS GEMM (``_conv_gemm``); input gradient: GEMM then
+                            col2im; 1x1 / stride 1 / no padding skips the packing
+``winograd``                Winograd F(4x4, 3x3): tile transforms and one GEMM per
+                            transform position (``_conv_winograd``); a dilated kernel
+                            runs as one undilated convolution per phase
+``channel_vector``          one SIMD vector holds consecutive output channels; each
+                            input value is broadcast into a vector (``_conv_cvec``)
+``channel_vector_scatter``  the input gradient of the same kernels: each gy pixel times
+                            each tap added into a padded image of x's channels
+``wide_rows``               stride 1: each image padded once per task, every kernel tap
+                            one long vectorised loop over whole rows (``_conv_wide``)
+``row_loops``               typed loops over the output (``_conv_direct``): any stride,
+                            the fallback of the direct family
+==========================  ===========================================================
+
+``algorithm="direct"`` means the best of the last four for the pass and shape;
+``"im2col"`` is ``gemm``; ``"winograd"`` is ``winograd`` where it applies (3x3, stride
+1) and ``gemm`` for the weight gradient. Every decision depends on the shape alone,
+never on the thread count, so results are bit-identical across thread counts.
+
+Examples
+--------
+>>> from fastconv import _plan
+>>> from fastconv._geometry import conv_geometry
+>>> geom = conv_geometry((64, 6, 14, 14), (16, 6, 5, 5), 1, 0, 1, 1)
+>>> p = _plan.plan(geom, "forward", "float32", 2)
+>>> p.algorithm, p.kernel
+('direct', 'channel_vector')
+>>> _plan.plan(geom, "forward", "float32", 2, "im2col").kernel
+'gemm'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from numpy.typing import DTypeLike
+
+from fastconv import _autotune, _dispatch
+from fastconv._dispatch import _conv_cvec, _conv_wide, _conv_winograd
+from fastconv._geometry import ConvGeometry, conv_geometry
+
+PASSES = ("forward", "input_grad", "weight_grad")
+ALGORITHMS = ("auto", "direct", "im2col", "winograd")
+KERNELS = ("gemm", "winograd", "channel_vector", "channel_vector_scatter", "wide_rows",
+           "row_loops")
+WINOGRAD_SUPPORT = "3x3 kernels with stride 1 (any padding, dilation and groups)"
+
+# --- the table of measured thresholds ----------------------------------------------------
+# Each was set by timing every pass of the benchmark suite (bench/compare.py, its
+# --algorithm flag) and LeNet-5's layers with each algorithm, float32, at 1 and 2
+# threads on the 2-core AVX2 development machine (AMD EPYC Zen 3).
+
+# "auto" takes the direct family for depthwise-like and shallow convolutions: fewer
+# output channels per group than this, or a GEMM depth (C/G * KH * KW) below
+# AUTO_MIN_GEMM_DEPTH, leave a GEMM too thin to pay for packing (MobileNet-style
+# depthwise layers, LeNet's C1).
+AUTO_MIN_GEMM_CHANNELS, AUTO_MIN_GEMM_DEPTH = 4, 16
+# Winograd does a quarter of the multiplies of a 3x3 convolution; it beats im2col once
+# both channel counts per group make its 36 GEMMs deep: input >= 32 and output > 32
+# (3x3-64-56: 8.4 ms against im2col's 11; 3x3 with 16 channels: im2col wins). The input
+# gradient swaps the roles.
+WINOGRAD_MIN_IN, WINOGRAD_MIN_OUT = 32, 33
+# Channel-vectorised forward: it needs input channels to amortise each band copy and
+# output channels to fill its vectors (below these the wide-row or loop kernels win,
+# LeNet's C1 with 1 input and 6 output channels). Against im2col it wins up to 32
+# output channels, or 64 with at most 32 input channels and a GEMM depth of 48 or more
+# (LeNet C3 16@5x5 over 6 channels: 0.23 ms against 0.36 by im2col).
+CV_MIN_IN, CV_MIN_OUT = 3, 8
+CV_FORWARD_MAX_OUT, CV_FORWARD_WIDE_OUT, CV_FORWARD_WIDE_MAX_IN = 32, 64, 32
+CV_FORWARD_WIDE_MIN_DEPTH = 48
+# Channel-vectorised weight gradient: from 4 output channels per group (fewer: the
+# loops), and it beats im2col up to 64 input and 64 output channels per group.
+CV_WGRAD_MIN_OUT, CV_WGRAD_MAX_CHANNELS = 4, 64
+# Scatter input gradient: beats im2col for 4 to 32 input channels at stride 1 (16 at
+# other strides) and up to 64 output channels, while its per-thread padded image fits
+# SCATTER_MAX_ELEMENTS (beyond that, the wide-row kernel or the loops).
+SCATTER_MIN_IN, SCATTER_MAX_IN, SCATTER_MAX_IN_STRIDED = 4, 32, 16
+SCATTER_MAX_OUT = 64
+SCATTER_MAX_ELEMENTS = 1 << 22
+# Wide rows take the direct input gradient when x has few channels per group: under 4,
+# or under 8 on images at least 24 wide (LeNet C3's input gradient, 6 channels on 14x14,
+# stays with the scatter kernel).
+WIDE_IGRAD_MAX_IN, WIDE_IGRAD_MAX_IN_WIDE, WIDE_IGRAD_MIN_WIDTH = 3, 7, 24
+# Stride-1 kernels larger than 1x1 where no rule above applied: the wide-row forward
+# beats packing + GEMM up to 32 output channels; the direct input gradient up to 2
+# input channels, or 8 with at most 9 taps.
+AUTO_WIDE_FORWARD_MAX_OUT = 32
+AUTO_DIRECT_IGRAD_MAX_IN, AUTO_DIRECT_IGRAD_SMALL_IN, AUTO_DIRECT_IGRAD_SMALL_TAPS = 2, 8, 9
+
+# --- blocking (sizes from the shape alone) ---------------------------------------------------
+# im2col column buffer per thread (elements): a band of output rows is packed at a time.
+BAND_ELEMENTS = 1 << 18
+# Channel-vectorised kernels: per-thread budget of a band's padded input and its
+# pixel-major outputs (2^16 fits L2 with room; 7x7s2-3-224 forward 15 -> 14 ms from 2^17).
+CV_BAND_ELEMENTS = 1 << 16
+# With few images, bands are cut smaller so at least this many units exist to share out.
+MIN_UNITS = 16
+# Weight-gradient partial sums: at most this many chunks, and this many elements in all.
+MAX_CHUNKS = 16
+CHUNK_ELEMENTS = 1 << 22
+# im2col weight gradient of deep layers: one task per block of input channels of about
+# this many GEMM columns (CB * KH * KW), when that gives at least WG_MIN_TASKS tasks.
+# A pointwise block packs nothing, so narrower blocks cost no extra copies.
+WG_BLOCK_COLUMNS, WG_POINTWISE_COLUMNS = 128, 32
+WG_MIN_TASKS = 8
+# conv_transpose2d's backward packs gy's columns once for both passes up to this size.
+PACKED_ELEMENTS = 1 << 22
+# Winograd: output tile M of F(MxM, 3x3), and the per-thread budget (elements) of one
+# block's transformed input and GEMM output, T * (CG + KG) * B.
+WINOGRAD_TILE = 4
+WINOGRAD_BLOCK_ELEMENTS = 1 << 19
+WINOGRAD_MIN_BLOCK, WINOGRAD_MAX_BLOCK = 16, 256
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one pass of one convolution runs.
+
+    Attributes
+    ----------
+    pass_ : {"forward", "input_grad", "weight_grad"}
+    algorithm : {"direct", "im2col", "winograd"}
+        The family (what ``algorithm=`` names).
+    kernel : str
+        The concrete kernel (one of ``KERNELS``).
+    reason : str
+        The rule that chose it.
+    rows : int
+        Output rows per band (``gemm``, ``channel_vector``); 0 otherwise.
+    channel_block : int
+        Input channels per task of the ``gemm`` weight gradient; 0 otherwise.
+    chunks : int
+        Partial sums of a weight gradient over the batch, reduced in order.
+    tiles : int
+        Winograd output tiles per block (of the undilated kernel); 0 otherwise.
+    workspace : int
+        Scratch elements per thread.
+    n_threads : int
+        Threads the kernel runs on.
+    pointwise : bool
+        ``gemm`` on a 1x1 / stride 1 / unpadded convolution: no packing.
+    packed_columns : bool
+        ``gemm`` reading columns packed once for two passes.
+    nonfinite_operand : str or None
+        ``"x"``, ``"gy"`` or ``"w"``: when that operand holds inf or NaN, ``fallback``
+        runs instead (only where the kernel's pattern of inf and NaN would differ).
+    fallback : Plan or None
+    """
+
+    pass_: str
+    algorithm: str
+    kernel: str
+    reason: str
+    rows: int = 0
+    channel_block: int = 0
+    chunks: int = 1
+    tiles: int = 0
+    workspace: int = 0
+    n_threads: int = 1
+    pointwise: bool = False
+    packed_columns: bool = False
+    nonfinite_operand: str | None = None
+    fallback: Plan | None = None
+
+    def describe(self) -> str:
+        """One line: kernel, blocking, workspace and the rule."""
+        parts = [f"{self.kernel:<22} ({self.algorithm})"]
+        blocking = [f"{name} {value}" for name, value in
+                    (("rows", self.rows), ("channel block", self.channel_block),
+                     ("tiles", self.tiles)) if value]
+        if self.chunks > 1:
+            blocking.append(f"{self.chunks} chunks")
+        if self.pointwise:
+            blocking.append("pointwise")
+        if self.packed_columns:
+            blocking.append("columns packed once")
+        if blocking:
+            parts.append(", ".join(blocking))
+        parts.append(f"workspace {self.n_threads} x {self.workspace}")
+        line = " | ".join(parts) + f" -- {self.reason}"
+        if self.fallback is not None:
+            line += (f"; if {self.nonfinite_operand} holds inf or NaN: "
+                     f"{self.fallback.kernel}")
+        return line
+
+
+# --- which algorithm "auto" takes ----------------------------------------------------------
+
+
+def auto_algorithm(geom: ConvGeometry, pass_: str) -> tuple[str, str]:
+    """(algorithm, reason) of "auto" for one pass: the rules of the table above."""
+    if not geom.gemm_fits:
+        return "direct", "GEMM sizes would not fit BLAS's 32-bit ints"
+    if geom.kg < AUTO_MIN_GEMM_CHANNELS or geom.ckk < AUTO_MIN_GEMM_DEPTH:
+        return "direct", "depthwise-like or shallow: a GEMM too thin to pay for packing"
+    if geom.winograd_shape and pass_ != "weight_grad":
+        c_in, c_out = (geom.cg, geom.kg) if pass_ == "forward" else (geom.kg, geom.cg)
+        if c_in >= WINOGRAD_MIN_IN and c_out >= WINOGRAD_MIN_OUT:
+            return "winograd", "3x3 stride 1 with deep channels: Winograd's GEMMs are deep"
+    if _channel_vector_beats_gemm(geom, pass_):
+        return "direct", "few channels per group: channel-vectorised beats a thin GEMM"
+    if geom.stride_one and geom.taps > 1:
+        if pass_ == "forward" and geom.kg <= AUTO_WIDE_FORWARD_MAX_OUT:
+            return "direct", "stride 1, few output channels: direct beats packing"
+        if pass_ == "input_grad" and (
+                geom.cg <= AUTO_DIRECT_IGRAD_MAX_IN
+                or (geom.cg <= AUTO_DIRECT_IGRAD_SMALL_IN
+                    and geom.taps <= AUTO_DIRECT_IGRAD_SMALL_TAPS)):
+            return "direct", "stride 1, few input channels: direct beats GEMM + col2im"
+    return "im2col", "GEMM-bound"
+
+
+def _channel_vector_beats_gemm(geom: ConvGeometry, pass_: str) -> bool:
+    if geom.taps == 1:
+        return False  # a 1x1 convolution is a GEMM as it stands
+    if pass_ == "weight_grad":
+        return geom.kg <= CV_WGRAD_MAX_CHANNELS and geom.cg <= CV_WGRAD_MAX_CHANNELS
+    if pass_ == "input_grad":
+        most_in = SCATTER_MAX_IN if geom.stride_one else SCATTER_MAX_IN_STRIDED
+        return (_direct_input_grad_kernel(geom) == "channel_vector_scatter"
+                and SCATTER_MIN_IN <= geom.cg <= most_in and geom.kg <= SCATTER_MAX_OUT)
+    if not _channel_vector_suits(geom):
+        return False  # the wide-row kernel or the loops would run
+    return geom.kg <= CV_FORWARD_MAX_OUT or (
+        geom.kg <= CV_FORWARD_WIDE_OUT and geom.cg <= CV_FORWARD_WIDE_MAX_IN
+        and geom.ckk >= CV_FORWARD_WIDE_MIN_DEPTH)
+
+
+# --- which kernel an algorithm means for a pass ---------------------------------------------
+
+
+def _channel_vector_suits(geom: ConvGeometry) -> bool:
+    return geom.cg >= CV_MIN_IN and geom.kg >= CV_MIN_OUT
+
+
+def _direct_forward_kernel(geom: ConvGeometry) -> str:
+    if _channel_vector_suits(geom):
+        return "channel_vector"
+    return "wide_rows" if geom.stride_one else "row_loops"
+
+
+def _direct_input_grad_kernel(geom: ConvGeometry) -> str:
+    few_channels = geom.cg <= WIDE_IGRAD_MAX_IN or (
+        geom.cg <= WIDE_IGRAD_MAX_IN_WIDE and geom.w >= WIDE_IGRAD_MIN_WIDTH)
+    if geom.stride_one and few_channels:
+        return "wide_rows"
+    if scatter_workspace(geom, np.float32) > SCATTER_MAX_ELEMENTS:
+        return "wide_rows" if geom.stride_one else "row_loops"
+    return "channel_vector_scatter"
+
+
+def _direct_weight_grad_kernel(geom: ConvGeometry) -> str:
+    return "channel_vector" if geom.kg >= CV_WGRAD_MIN_OUT else "row_loops"
+
+
+def winograd_input_grad_applies(geom: ConvGeometry) -> bool:
+    """The input gradient of a 3x3 stride-1 convolution is itself one, of gy with the
+    rotated kernel, padded by 2d less the forward padding: when no padding exceeds 2d."""
+    (pt, pb), (pl, pr) = geom.padding
+    dh, dw = geom.dilation
+    return max(pt, pb) <= 2 * dh and max(pl, pr) <= 2 * dw
+
+
+def input_grad_geometry(geom: ConvGeometry) -> ConvGeometry:
+    """The stride-1 convolution of gy with the rotated kernel that is geom's input gradient."""
+    (pt, pb), (pl, pr) = geom.padding
+    dh, dw = geom.dilation
+    pads = (((geom.kh - 1) * dh - pt, (geom.kh - 1) * dh - pb),
+            ((geom.kw - 1) * dw - pl, (geom.kw - 1) * dw - pr))
+    return conv_geometry(geom.y_shape, (geom.c, geom.kg, geom.kh, geom.kw), 1, pads,
+                         geom.dilation, geom.groups)
+
+
+def _kernel(geom: ConvGeometry, pass_: str, algorithm: str) -> tuple[str, str]:
+    """(kernel, note) of an algorithm family for one pass."""
+    if algorithm == "direct":
+        kernel = {"forward": _direct_forward_kernel, "input_grad": _direct_input_grad_kernel,
+                  "weight_grad": _direct_weight_grad_kernel}[pass_](geom)
+        return kernel, ""
+    if algorithm == "winograd":
+        if pass_ == "weight_grad":
+            return "gemm", "no Winograd weight gradient"
+        if pass_ == "input_grad" and not winograd_input_grad_applies(geom):
+            return "gemm", "padding beyond the kernel's reach"
+        return "winograd", ""
+    return "gemm", ""
+
+
+# --- blocking ---------------------------------------------------------------------------------
+
+
+def band_rows(geom: ConvGeometry, outer_units: int | None = None) -> int:
+    """Output rows per im2col band. With ``outer_units`` (images x groups that run in
+    parallel), bands are also cut small enough that MIN_UNITS units exist."""
+    rows = max(1, min(geom.oh, BAND_ELEMENTS // max(1, geom.ckk * geom.ow)))
+    if outer_units is not None and outer_units * -(-geom.oh // rows) < MIN_UNITS:
+        wanted_bands = -(-MIN_UNITS // max(1, outer_units))
+        rows = max(1, min(rows, -(-geom.oh // wanted_bands)))
+    return rows
+
+
+def gemm_weight_grad_blocking(geom: ConvGeometry) -> tuple[int, int, int]:
+    """(channels per block, band rows, chunks) of the im2col weight gradient.
+
+    Deep layers split the input channels into blocks, each task packing and
+    accumulating its block over the whole batch (long GEMMs, no partial sums).
+    Shallow ones keep all channels together and split the batch into chunks.
+    """
+    target = WG_POINTWISE_COLUMNS if geom.pointwise else WG_BLOCK_COLUMNS
+    n_blocks = max(1, min(geom.cg, geom.ckk // target))
+    cblock = -(-geom.cg // n_blocks)
+    if geom.groups * -(-geom.cg // cblock) >= WG_MIN_TASKS:
+        rows = max(1, min(geom.oh, BAND_ELEMENTS // max(1, cblock * geom.taps * geom.ow)))
+        return cblock, rows, 1
+    # whole-image bands where the batch alone gives WG_MIN_TASKS chunks: longer GEMMs
+    rows = max(1, min(geom.oh, BAND_ELEMENTS // max(1, geom.ckk * geom.ow)))
+    if geom.n * -(-geom.oh // rows) < WG_MIN_TASKS:
+        rows = max(1, min(rows, -(-geom.oh // -(-WG_MIN_TASKS // geom.n))))
+    units = geom.n * -(-geom.oh // rows)
+    chunks = max(1, min(units, MAX_CHUNKS, CHUNK_ELEMENTS // max(1, geom.k * geom.ckk)))
+    return geom.cg, rows, chunks
+
+
+def channel_vector_padded(channels: int, dtype: DTypeLike) -> int:
+    """Channels rounded up to whole SIMD vectors of this build."""
+    lanes = _conv_cvec.lanes(np.dtype(dtype) == np.float64)
+    return -(-channels // lanes) * lanes
+
+
+def channel_vector_band(geom: ConvGeometry, c_in: int, kp: int,
+                        outer_units: int) -> tuple[int, int, int]:
+    """(rows per band, padded row length, padded band elements) of a channel-vectorised
+    pass with ``c_in`` input channels and KP padded output channels per group."""
+    _, wp = _conv_cvec.band_extent(1, geom.ow, geom.kh, geom.kw, *geom.stride, *geom.dilation)
+    rows = max(1, min(geom.oh, CV_BAND_ELEMENTS // (c_in * geom.stride[0] * wp + geom.ow * kp)))
+    if outer_units * -(-geom.oh // rows) < MIN_UNITS:
+        rows = max(1, min(rows, -(-geom.oh // -(-MIN_UNITS // max(1, outer_units)))))
+    hp, _ = _conv_cvec.band_extent(rows, geom.ow, geom.kh, geom.kw, *geom.stride,
+                                   *geom.dilation)
+    return rows, wp, hp * wp
+
+
+def scatter_workspace(geom: ConvGeometry, dtype: DTypeLike) -> int:
+    """Elements of the scatter input gradient's padded image of one (image, group)."""
+    hp, wp = _conv_cvec.band_extent(geom.oh, geom.ow, geom.kh, geom.kw, *geom.stride,
+                                    *geom.dilation)
+    return hp * wp * channel_vector_padded(geom.cg, dtype)
+
+
+def winograd_block(geom: ConvGeometry) -> int:
+    """Tiles per Winograd block: large enough for an efficient GEMM (N = block), small
+    enough that a block's scratch stays within WINOGRAD_BLOCK_ELEMENTS, and cut smaller
+    when there are too few (block, group) units to share out."""
+    tile = WINOGRAD_TILE
+    n_tiles = geom.n * -(-geom.oh // tile) * -(-geom.ow // tile)
+    per_tile = (tile + 2) ** 2 * (geom.cg + geom.kg)
+    block = WINOGRAD_BLOCK_ELEMENTS // max(1, per_tile)
+    block = max(WINOGRAD_MIN_BLOCK, min(WINOGRAD_MAX_BLOCK, block))
+    if geom.groups * -(-n_tiles // block) < MIN_UNITS:
+        wanted_blocks = -(-MIN_UNITS // geom.groups)
+        block = max(WINOGRAD_MIN_BLOCK, min(block, -(-n_tiles // wanted_blocks)))
+    return max(1, min(block, n_tiles))
+
+
+def _blocked(geom: ConvGeometry, pass_: str, algorithm: str, kernel: str, reason: str,
+             dtype: DTypeLike, n_threads: int) -> Plan:
+    """The plan of ``kernel`` for this pass, with its blocking and workspace."""
+    make = functools.partial(Plan, pass_, algorithm, kernel, reason, n_threads=n_threads)
+    if kernel == "gemm":
+        pointwise = geom.pointwise
+        if pass_ == "weight_grad":
+            cblock, rows, chunks = gemm_weight_grad_blocking(geom)
+            columns = cblock * geom.taps * rows * geom.ow
+            return make(rows=rows, channel_block=cblock, chunks=chunks, pointwise=pointwise,
+                        workspace=1 if pointwise else columns)
+        outer = geom.n * geom.groups if pass_ == "forward" else None
+        rows = band_rows(geom, outer)  # the input gradient: one task per (image, group)
+        return make(rows=rows, pointwise=pointwise,
+                    workspace=1 if pointwise else geom.ckk * rows * geom.ow)
+    if kernel == "channel_vector":
+        kp = channel_vector_padded(geom.kg, dtype)
+        outer = geom.n * geom.groups if pass_ == "forward" else geom.n
+        rows, _, plane = channel_vector_band(geom, geom.cg, kp, outer)
+        chunks = 1
+        if pass_ == "weight_grad":
+            chunks = max(1, min(geom.n * -(-geom.oh // rows), MAX_CHUNKS))
+        return make(rows=rows, chunks=chunks, workspace=geom.cg * plane + rows * geom.ow * kp)
+    if kernel == "channel_vector_scatter":
+        return make(workspace=scatter_workspace(geom, dtype))
+    if kernel == "wide_rows":
+        if pass_ == "forward":
+            size = _conv_wide.workspace_size(geom.cg, geom.oh, geom.ow, geom.kh, geom.kw,
+                                             *geom.dilation)
+            return make(workspace=size)
+        size = _conv_wide.workspace_size(geom.kg, geom.h, geom.w, geom.kh, geom.kw,
+                                         *geom.dilation)
+        fallback = _blocked(geom, pass_, algorithm, "row_loops",
+                            "wide rows multiply gy's padding", dtype, n_threads)
+        return make(workspace=size, nonfinite_operand="w", fallback=fallback)
+    if kernel == "winograd":
+        sub = geom if pass_ == "forward" else input_grad_geometry(geom)
+        tiles = winograd_block(sub)
+        size = _conv_winograd.workspace_elements(sub.cg, sub.kg, WINOGRAD_TILE, tiles)
+        return make(tiles=tiles, workspace=size)
+    return make()
+
+
+# --- the entry point ------------------------------------------------------------------------
+
+
+def plan(geom: ConvGeometry, pass_: str, dtype: DTypeLike, n_threads: int,
+         algorithm: str = "auto", measure: Callable[[Plan], object] | None = None) -> Plan:
+    """The plan of one pass of the convolution ``geom``.
+
+    Parameters
+    ----------
+    geom : ConvGeometry
+        Validated sizes.
+    pass_ : {"forward", "input_grad", "weight_grad"}
+    dtype : float32 or float64
+    n_threads : int
+        Threads the kernel will run on (sizes the workspace only).
+    algorithm : {"auto", "direct", "im2col", "winograd"}, default "auto"
+        Checked against the shape by :func:`check_algorithm` first.
+    measure : callable, optional
+        With autotuning on (:func:`fastconv.set_autotune`) and ``"auto"``, the
+        planner times ``measure(plan)`` for each candidate algorithm the first time
+        it meets a key and keeps the fastest. Without it, an untuned key follows
+        the rules.
+
+    Returns
+    -------
+    Plan
+    """
+    dtype_name = np.dtype(dtype).name
+    if algorithm == "auto" and _autotune.get_autotune():
+        key = (pass_, geom, dtype_name, n_threads, _dispatch.ISA)
+        candidates = {name: _cached_plan(geom, pass_, dtype_name, n_threads, name)
+                      for name in candidate_algorithms(geom, pass_)}
+        if measure is not None:
+            chosen = _autotune.choose(key, list(candidates),
+                                      lambda name: measure(candidates[name]))
+        else:
+            chosen = _autotune.autotune_choices().get(key, "")
+        if chosen:
+            return dataclasses.replace(candidates[chosen], reason="autotuned: fastest measured")
+    return _cached_plan(geom, pass_, dtype_name, n_threads, algorithm)
+
+
+@functools.lru_cache(maxsize=1024)
+def _cached_plan(geom: ConvGeometry, pass_: str, dtype: str, n_threads: int,
+                 algorithm: str) -> Plan:
+    if algorithm == "auto":
+        family, reason = auto_algorithm(geom, pass_)
+    else:
+        family, reason = algorithm, f"algorithm={algorithm!r} asked for"
+    kernel, note = _kernel(geom, pass_, family)
+    if note:
+        reason += f" ({note})"
+    chosen = _blocked(geom, pass_, family, kernel, reason, dtype, n_threads)
+    if algorithm == "auto" and kernel == "winograd":
+        # "auto" keeps PyTorch's pattern of inf and NaN: Winograd's transforms spread
+        # an infinity over its output tile, so non-finite data go to im2col.
+        fallback = _blocked(geom, pass_, "im2col", "gemm", "non-finite data", dtype, n_threads)
+        chosen = dataclasses.replace(chosen, nonfinite_operand="x" if pass_ == "forward"
+                                     else "gy", fallback=fallback)
+    return chosen
+
+
+def candidate_algorithms(geom: ConvGeometry, pass_: str) -> list[str]:
+    """Algorithms that can run this pass of this shape (autotuning times each)."""
+    if not geom.gemm_fits:
+        return ["direct"]
+    if geom.winograd_shape and pass_ != "weight_grad":  # no Winograd weight gradient
+        return ["direct", "im2col", "winograd"]
+    return ["direct", "im2col"]
+
+
+def check_algorithm(algorithm: str, geom: ConvGeometry | None = None,
+                    transpose: bool = False) -> str:
+    """The algorithm name, lower-cased, checked against the op and (if given) the shape."""
+    if not isinstance(algorithm, str) or algorithm.lower() not in ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+    algorithm = algorithm.lower()
+    if transpose and algorithm == "winograd":
+        raise ValueError(
+            "algorithm='winograd' is offered by conv2d only, not by transposed "
+            "convolution; use 'auto', 'direct' or 'im2col'"
+        )
+    if geom is None:
+        return algorithm
+    if algorithm == "winograd" and not geom.winograd_shape:
+        raise ValueError(
+            f"algorithm='winograd' supports {WINOGRAD_SUPPORT}; got kernel "
+            f"{(geom.kh, geom.kw)}, stride {geom.stride}, dilation {geom.dilation} "
+            "(use 'im2col', 'direct' or 'auto' for this shape)"
+        )
+    if algorithm == "im2col" and not geom.gemm_fits:
+        raise ValueError(
+            "algorithm='im2col' needs GEMM sizes under 2**31 (planes and C/groups*KH*KW); "
+            "use algorithm='direct' for this shape"
+        )
+    return algorithm
+
+
+def share_columns(geom: ConvGeometry, first: Plan, second: Plan) -> tuple[Plan, Plan]:
+    """Two passes that both pack the same input's columns (conv_transpose2d's backward:
+    the forward convolution of gy and the weight gradient) pack them once, while all
+    of them fit PACKED_ELEMENTS."""
+    size = geom.n * geom.groups * geom.ckk * geom.oh * geom.ow
+    if (first.kernel == second.kernel == "gemm" and not geom.pointwise
+            and first.fallback is None and size <= PACKED_ELEMENTS):
+        return (dataclasses.replace(first, packed_columns=True, workspace=0),
+                dataclasses.replace(second, packed_columns=True, workspace=0))
+    return first, second
+
+
+def clear_cache() -> None:
+    """Forget cached plans (tests that change the table's constants call this)."""
+    _cached_plan.cache_clear()
