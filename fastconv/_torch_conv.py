@@ -126,14 +126,17 @@ class _ConvLayer(torch.nn.Module):
         text = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}")
         dims = len(self.kernel_size)
-        defaults = {"padding": (0,) * dims, "output_padding": (0,) * dims,
-                    "dilation": (1,) * dims, "groups": 1, "padding_mode": "zeros"}
+        # torch.nn's order and format, so both layers print alike
+        defaults = {"padding": (0,) * dims, "dilation": (1,) * dims,
+                    "output_padding": (0,) * dims, "groups": 1, "bias": None,
+                    "padding_mode": "zeros"}
         for key, default in defaults.items():
+            if key == "bias":
+                text += ", bias=False" if self.bias is None else ""
+                continue
             value = getattr(self, key, default)
             if value != default:
-                text += f", {key}={value!r}" if isinstance(value, str) else f", {key}={value}"
-        if self.bias is None:
-            text += ", bias=False"
+                text += f", {key}={value}"
         return text
 
 

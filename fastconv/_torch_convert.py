@@ -124,12 +124,12 @@ def _why_left(module: Any, model_problems: list[str]) -> str | None:
     floats = {t.dtype for t in own if t is not None and t.is_floating_point()}
     if len(floats) > 1:
         return f"mixed dtypes {sorted(map(str, floats))}: fastconv takes one dtype per call"
-    if not floats and model_problems:
-        return (f"no parameters, and the model holds tensors of {', '.join(model_problems)}: "
-                "its input may be one fastconv cannot take")
     if kind is torch.nn.LPPool2d and not _even(module.norm_type):
         return (f"norm_type {module.norm_type}: PyTorch sums x^p, fastconv |x|^p; they agree "
                 "only for an even p (or inputs >= 0)")
+    if not floats and model_problems:
+        return (f"no parameters, and the model holds tensors of {', '.join(model_problems)}: "
+                "its input may be one fastconv cannot take")
     return None
 
 
@@ -228,7 +228,9 @@ def convert(model: Any, inplace: bool = True) -> ConvertReport:
     convolution and pooling layers fastconv has no counterpart for (``Conv3d``,
     ``AdaptiveMaxPool2d``, ...), are listed as left too. A module shared by
     several parents is replaced everywhere; references to it held outside the
-    module tree (plain lists, closures) are not updated.
+    module tree (plain lists, closures) are not updated. Convolutions with a
+    ``padding_mode`` other than zeros are swapped: the fastconv layer pads with
+    torch.nn.functional.pad, as torch.nn's does, then convolves.
 
     Parameters
     ----------
