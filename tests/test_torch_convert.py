@@ -499,6 +499,10 @@ def test_convert_leaves_what_fastconv_cannot_compute():
     assert reasons["8"][1].startswith("no parameters, and the model holds tensors of dtype "
                                       "torch.float16, device meta")
     assert type(model[1]) is nn.Conv2d and type(model[8]) is nn.MaxPool2d
+    refused = fct.convert(nn.AdaptiveAvgPool2d(None))  # torch's fails at its first forward
+    assert [(name, kind) for name, kind, _ in refused.left] == [("", "AdaptiveAvgPool2d")]
+    assert refused.left[0][2].startswith("fastconv.torch.AdaptiveAvgPool2d refuses its settings: "
+                                         "output_size must be an int or (OH, OW)")
     for name, _, why in report.left:
         assert any(line.split()[0] == name and line.endswith(why) for line in str(report).splitlines())
 
