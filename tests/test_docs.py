@@ -47,7 +47,9 @@ DATA_NAMES = {
 
 #: modules whose examples are not run here, and why
 # Modules whose examples need an optional dependency: run when it is installed.
-NEEDS = {"fastconv.torch": "torch"}
+NEEDS = {name: "torch" for name in ("fastconv.torch", "fastconv._torch_conv",
+                                   "fastconv._torch_convert", "fastconv._torch_functional",
+                                   "fastconv._torch_pool")}
 
 EXAMPLES = re.compile(r"^\s*Examples\n\s*-{8,}\n(.*\n)*?\s*>>> ", re.MULTILINE)
 
