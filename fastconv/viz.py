@@ -312,13 +312,13 @@ def save_feature_figure(model: nn.Sequential, images: ArrayLike, labels: ArrayLi
 
     The top row shows the first convolution's filters. Below, one row per
     image: the true class (when ``labels`` are given) and the predicted one
-    with its softmax probability (in red when wrong), the input image, and the
-    output maps of the first and second convolutions (before any pooling or
-    activation). Filters and maps are drawn red for positive and blue for
-    negative, each scaled to its own largest absolute value. The convolutions
-    are the first two :class:`fastconv.nn.Conv2d` layers of ``model`` (nested
-    Sequentials included), so both :class:`fastconv.models.LeNet5` variants
-    work (C1 and C3).
+    with its softmax probability (in red when wrong), the input image (grey,
+    its channels averaged), and the output maps of the first and second
+    convolutions (before any pooling or activation). Filters and maps are drawn
+    red for positive and blue for negative, each scaled to its own largest
+    absolute value. The convolutions are the first two
+    :class:`fastconv.nn.Conv2d` layers of ``model`` (nested Sequentials
+    included), so both :class:`fastconv.models.LeNet5` variants work (C1, C3).
 
     Parameters
     ----------

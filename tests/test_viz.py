@@ -251,7 +251,9 @@ def test_feature_figure_of_lenet5(variant, second_conv, batch, capture, tmp_path
     captured = capture(render=True)
     net = LeNet5(variant, rng=0)
     path = tmp_path / "features.png"
+    settings = dict(sys.modules["matplotlib"].rcParams)
     save_feature_figure(net, images, labels, CLASS_NAMES["fashion-mnist"], path, n_images=3)
+    assert dict(sys.modules["matplotlib"].rcParams) == settings  # global state untouched
 
     pixels = read_png(path)
     height, width = pixels.shape[:2]
