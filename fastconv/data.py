@@ -69,6 +69,7 @@ from numpy.typing import ArrayLike, NDArray
 from fastconv._validation import as_index
 
 __all__ = [
+    "CLASS_NAMES",
     "DatasetNotFoundError",
     "DATASETS",
     "MIRRORS",
@@ -142,6 +143,13 @@ PROGRESS_MIN_BYTES = 1 << 20
 
 NUM_CLASSES = 10
 IMAGE_HW = (28, 28)
+
+#: the name of each class label 0 to 9, per dataset
+CLASS_NAMES = {
+    "mnist": tuple(str(digit) for digit in range(NUM_CLASSES)),
+    "fashion-mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                      "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+}
 
 #: A file name: str or os.PathLike.
 StrPath: TypeAlias = str | os.PathLike[str]
