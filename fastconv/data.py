@@ -199,6 +199,39 @@ def _read_bytes(path: StrPath) -> bytes:
         raise ValueError(f"{os.fspath(path)}: corrupt gzip stream ({exc})") from None
 
 
+def _idx_layout(name: str, head: bytes, size: int) -> tuple[tuple[int, ...], np.dtype[Any], int]:
+    """(shape, big-endian dtype, data offset) an IDX header declares.
+
+    ``head`` holds the file's first bytes (at least the whole header when the file
+    has one), ``size`` its whole (decompressed) length, which must be exactly what
+    the header declares. Errors are ``ValueError`` starting with ``name``.
+    """
+    if size < 4:
+        raise ValueError(f"{name}: not an IDX file: {size} bytes, shorter than the "
+                         "4-byte magic number")
+    zero0, zero1, type_code, ndim = head[:4]
+    if zero0 or zero1:
+        raise ValueError(f"{name}: not an IDX file: bad magic number 0x{head[:4].hex()} "
+                         "(expected 0x0000 then the type and dimension bytes)")
+    if type_code not in _IDX_TYPES:
+        raise ValueError(f"{name}: unknown IDX type byte 0x{type_code:02X} (known: "
+                         f"{', '.join(f'0x{t:02X}' for t in _IDX_TYPES)})")
+    if ndim == 0:
+        raise ValueError(f"{name}: IDX header declares no dimensions")
+    header = 4 + 4 * ndim
+    if size < header:
+        raise ValueError(f"{name}: truncated IDX header: {size} bytes, the header of "
+                         f"{ndim} dimensions needs {header}")
+    shape = struct.unpack(f">{ndim}I", head[4:header])
+    dtype = _IDX_TYPES[type_code]
+    expected = header + math.prod(shape) * dtype.itemsize
+    if size != expected:
+        what = "truncated" if size < expected else "over-long"
+        raise ValueError(f"{name}: {what} IDX file: {size} bytes, the header declares "
+                         f"shape {shape} of {dtype.newbyteorder('=').name}, {expected} bytes")
+    return shape, dtype, header
+
+
 def read_idx(path: StrPath) -> NDArray[Any]:
     """Read an IDX file (raw or ``.gz``) into a NumPy array.
 
@@ -250,31 +283,8 @@ def read_idx(path: StrPath) -> NDArray[Any]:
     """
     name = os.fspath(path)
     data = _read_bytes(path)
-    if len(data) < 4:
-        raise ValueError(f"{name}: not an IDX file: {len(data)} bytes, shorter than the "
-                         "4-byte magic number")
-    zero0, zero1, type_code, ndim = data[:4]
-    if zero0 or zero1:
-        raise ValueError(f"{name}: not an IDX file: bad magic number 0x{data[:4].hex()} "
-                         "(expected 0x0000 then the type and dimension bytes)")
-    if type_code not in _IDX_TYPES:
-        raise ValueError(f"{name}: unknown IDX type byte 0x{type_code:02X} (known: "
-                         f"{', '.join(f'0x{t:02X}' for t in _IDX_TYPES)})")
-    if ndim == 0:
-        raise ValueError(f"{name}: IDX header declares no dimensions")
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise ValueError(f"{name}: truncated IDX header: {len(data)} bytes, the header of "
-                         f"{ndim} dimensions needs {header}")
-    shape = struct.unpack(f">{ndim}I", data[4:header])
-    dtype = _IDX_TYPES[type_code]
-    count = math.prod(shape)
-    expected = header + count * dtype.itemsize
-    if len(data) != expected:
-        what = "truncated" if len(data) < expected else "over-long"
-        raise ValueError(f"{name}: {what} IDX file: {len(data)} bytes, the header declares "
-                         f"shape {shape} of {dtype.newbyteorder('=').name}, {expected} bytes")
-    array = np.frombuffer(data, dtype=dtype, count=count, offset=header).reshape(shape)
+    shape, dtype, header = _idx_layout(name, data, len(data))
+    array = np.frombuffer(data, dtype=dtype, count=math.prod(shape), offset=header).reshape(shape)
     return array.astype(dtype.newbyteorder("="))
 
 

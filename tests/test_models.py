@@ -311,3 +311,31 @@ def test_state_dict_round_trip(variant, rng):
     x = rng.standard_normal((2, 1, 28, 28)).astype(np.float32)
     other.load_state_dict(net.state_dict())
     np.testing.assert_array_equal(other(x), net(x))
+
+
+@pytest.mark.parametrize("variant", ["modern", "classic"])
+def test_pickle_round_trip(variant, rng):
+    # Dask ships models to worker processes by pickling them.
+    import pickle
+
+    net = LeNet5(variant, rng=1).eval()
+    x = rng.standard_normal((3, 1, 28, 28)).astype(np.float32)
+    y = net(x)  # a forward first: the layers then hold what backward needs
+    copy = pickle.loads(pickle.dumps(net))
+    assert type(copy) is LeNet5 and copy.variant == variant and not copy.training
+    assert list(copy.state_dict()) == list(net.state_dict())
+    for (name, p), (_, q) in zip(net.named_parameters(), copy.named_parameters()):
+        assert q.data is not p.data, name
+        np.testing.assert_array_equal(q.data, p.data, err_msg=name)
+        assert q.data.dtype == p.data.dtype and q.grad.shape == p.grad.shape, name
+    np.testing.assert_array_equal(copy(x), y)
+    # The copy trains on its own: a step changes it and leaves the original alone.
+    before = net.state_dict()
+    loss_fn = nn.CrossEntropyLoss()
+    copy.train()
+    loss_fn(copy(x), np.array([0, 1, 2]))
+    copy.backward(loss_fn.backward())
+    optim.SGD(copy.parameters(), lr=0.1).step()
+    assert any(not np.array_equal(copy.state_dict()[k], before[k]) for k in before)
+    for key, value in net.state_dict().items():
+        np.testing.assert_array_equal(value, before[key], err_msg=key)
