@@ -70,6 +70,7 @@ from fastconv._validation import as_index
 
 __all__ = [
     "DatasetNotFoundError",
+    "CLASS_NAMES",
     "DATASETS",
     "MIRRORS",
     "NORMALIZATION",
@@ -139,6 +140,13 @@ NORMALIZATION = {"mnist": (0.1307, 0.3081), "fashion-mnist": (0.2860, 0.3530)}
 DOWNLOAD_TIMEOUT = 30.0
 #: downloads at least this large report their progress on stderr
 PROGRESS_MIN_BYTES = 1 << 20
+
+#: the name of each class index, per dataset (Fashion-MNIST's from its README)
+CLASS_NAMES = {
+    "mnist": tuple(str(digit) for digit in range(10)),
+    "fashion-mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                      "Sneaker", "Bag", "Ankle boot"),
+}
 
 NUM_CLASSES = 10
 IMAGE_HW = (28, 28)

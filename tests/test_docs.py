@@ -29,6 +29,8 @@ PUBLIC_MODULES = [
     "fastconv.models",
     "fastconv.data",
     "fastconv.train",
+    "fastconv.weights",
+    "fastconv.predict",
 ]
 
 #: public names that are data, not functions or classes: they have no docstring of
@@ -37,17 +39,19 @@ DATA_NAMES = {
     "fastconv.__version__": "a version string",
     "fastconv.functional.ALGORITHMS": "a tuple of algorithm names",
     "fastconv.models.C3_CONNECTIONS": "LeNet-5's connection table, a tuple",
+    "fastconv.data.CLASS_NAMES": "a dict of class-name tuples",
     "fastconv.data.DATASETS": "a tuple of dataset names",
     "fastconv.data.MIRRORS": "a dict of download URLs",
     "fastconv.data.NORMALIZATION": "a dict of (mean, std)",
     "fastconv.data.SHA256": "a dict of checksums",
     "fastconv.data.SPLITS": "a dict of file names",
     "fastconv.data.SYSTEM_DATA_DIRS": "a list of folders",
+    "fastconv.weights.FORMAT_VERSION": "an int",
 }
 
 #: modules whose examples are not run here, and why
 # Modules whose examples need an optional dependency: run when it is installed.
-NEEDS = {"fastconv.torch": "torch"}
+NEEDS = {"fastconv.torch": "torch", "fastconv.predict": "PIL"}
 
 EXAMPLES = re.compile(r"^\s*Examples\n\s*-{8,}\n(.*\n)*?\s*>>> ", re.MULTILINE)
 
