@@ -77,7 +77,7 @@ METADATA_KEY = "fastconv_metadata"
 _REQUIRED = ("format", "fastconv_version", "architecture", "dtype", "dataset", "normalization",
              "class_names", "image_size", "extra")
 _DTYPES = ("float32", "float64")
-_ZIP_MAGIC = b"PK\x03\x04"
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a first entry, or an empty archive
 # what reading a damaged archive can raise (zipfile checks every entry's CRC-32)
 _READ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
 
@@ -220,7 +220,7 @@ def _read_archive(name: str, f: Any) -> dict[str, NDArray[Any]]:
     head = f.read(4)
     if not head:
         raise ValueError(f"{name} is not a fastconv weights file: the file is empty")
-    if head != _ZIP_MAGIC:
+    if head not in _ZIP_MAGICS:
         raise ValueError(f"{name} is not a fastconv weights file: not an .npz archive "
                          f"(starts with {head!r})")
     f.seek(0)
