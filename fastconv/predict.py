@@ -88,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluate a LeNet-5 saved by fastconv-train --save on a test split, or "
                     "classify image files with it.",
     )
-    parser.add_argument("weights", metavar="WEIGHTS", help="weights file (.npz) from fastconv-train --save")
+    parser.add_argument("weights", metavar="WEIGHTS",
+                        help="weights file (.npz) from fastconv-train --save")
     parser.add_argument("images", metavar="IMAGE", nargs="*",
                         help="image files or folders of images to classify")
     parser.add_argument("--evaluate", action="store_true",
@@ -96,10 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", choices=data.DATASETS, default=None,
                         help="dataset to evaluate on, and whose class names and normalisation "
                              "to use when the weights lack them (default: the weights')")
-    parser.add_argument("--data-dir", default=None,
+    parser.add_argument("--data-dir", metavar="DIR", default=None,
                         help="folder with the test IDX files (default: found as fastconv-train "
                              "finds them: $FASTCONV_DATA, the cache, system folders, a download)")
-    parser.add_argument("--limit", type=int, default=None,
+    parser.add_argument("--limit", type=int, metavar="N", default=None,
                         help="evaluate on the first N test images (default: all)")
     parser.add_argument("--plot", metavar="PATH", default=None,
                         help="with --evaluate, write the confusion matrix as a PNG (needs "
@@ -110,10 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--csv", metavar="PATH", default=None,
                         help="write the image results as CSV to PATH (default: CSV on stdout "
                              "when an IMAGE is a folder, else one line per file)")
-    parser.add_argument("--batch-size", type=int, default=1000,
+    parser.add_argument("--batch-size", type=int, metavar="N", default=1000,
                         help="images per forward pass (default: %(default)s, as "
                              "fastconv-train's --test-batch-size)")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--threads", type=int, metavar="N", default=None,
                         help="kernel threads (default: fastconv's, see fastconv.show_config())")
     return parser
 
@@ -385,7 +386,8 @@ def _pillow() -> Any:
     try:
         from PIL import Image, ImageOps
     except ImportError:
-        raise ImportError("classifying images needs Pillow: pip install 'fastconv[image]'") from None
+        raise ImportError("classifying images needs Pillow: "
+                          "pip install 'fastconv[image]'") from None
     return Image, ImageOps
 
 
@@ -532,7 +534,8 @@ def _image_paths(arguments: Sequence[str]) -> tuple[list[str], list[str], bool]:
         found = sorted(os.path.join(argument, name) for name in os.listdir(argument)
                        if name.lower().endswith(IMAGE_SUFFIXES) and not name.startswith("."))
         if not found:
-            errors.append(f"{argument}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+            suffixes = ", ".join(IMAGE_SUFFIXES)
+            errors.append(f"{argument}: no image files ({suffixes}) in this folder")
         files += found
     return files, errors, folder_given
 
@@ -558,7 +561,8 @@ def _top(probabilities: NDArray[np.float64], names: Sequence[str]) -> list[list[
     return [[(names[k], float(row[k])) for k in ks] for row, ks in zip(probabilities, order)]
 
 
-def _write_csv(out: TextIO, paths: Sequence[str], tops: Sequence[Sequence[tuple[str, float]]]) -> None:
+def _write_csv(out: TextIO, paths: Sequence[str],
+               tops: Sequence[Sequence[tuple[str, float]]]) -> None:
     writer = csv.writer(out, lineterminator="\n")
     k = len(tops[0]) if tops else TOP_K
     writer.writerow(["file", *[f"{col}_{i}" for i in range(1, k + 1)

@@ -28,9 +28,9 @@ def trained(synthetic_dir, tmp_path_factory):
     """(data folder, weights path, trainer's stdout) after one epoch of fastconv-train."""
     path = tmp_path_factory.mktemp("predict") / "weights.npz"
     out = io.StringIO()
-    argv = ["--dataset", "mnist", "--data-dir", synthetic_dir, "--epochs", "1", "--batch-size", "32",
-            "--lr", "0.05", "--test-batch-size", str(BATCH), "--threads", "2", "--no-progress",
-            "--save", str(path)]
+    argv = ["--dataset", "mnist", "--data-dir", synthetic_dir, "--epochs", "1",
+            "--batch-size", "32", "--lr", "0.05", "--test-batch-size", str(BATCH),
+            "--threads", "2", "--no-progress", "--save", str(path)]
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(sys, "stdout", out)
         assert train.main(argv) == 0
@@ -100,7 +100,7 @@ def test_per_class_accuracy_and_confusion_matrix_against_numpy(trained, test_spl
                        for k in range(10)]
 
 
-def test_a_class_without_images_has_no_accuracy(capsys):
+def test_a_class_without_images_has_no_accuracy():
     result = predict.Evaluation(0.1, 2, 2, np.array([[2, 0], [0, 0]]))
     assert result.per_class_accuracy[0] == 1 and np.isnan(result.per_class_accuracy[1])
 
@@ -298,7 +298,8 @@ def test_images_without_pillow_is_a_one_line_hint(trained, tmp_path, monkeypatch
     monkeypatch.setitem(sys.modules, "PIL", None)
     status, out, err = run(capsys, trained[1], str(tmp_path / "a.png"))
     assert status == 2 and out == ""
-    assert err == "fastconv-predict: classifying images needs Pillow: pip install 'fastconv[image]'\n"
+    assert err == ("fastconv-predict: classifying images needs Pillow: "
+                   "pip install 'fastconv[image]'\n")
 
 
 # --------------------------------------------------------------------- flags and weights
