@@ -21,13 +21,13 @@ Otherwise each ``IMAGE`` (any format Pillow reads: PNG, JPEG, ...) is turned int
 a training-like image and classified; the three likeliest classes and their
 softmax probabilities are printed, one line per file. A folder stands for the
 image files directly inside it (``*.png``, ``*.jpg``, ``*.jpeg``, ``*.bmp``,
-``*.gif``, ``*.tif``, ``*.tiff``, ``*.webp``, any case; not its subfolders), and
-then the results are a CSV table (on stdout, or in ``--csv PATH``) with the
-columns ``file, class_1, probability_1, class_2, probability_2, class_3,
+``*.gif``, ``*.tif``, ``*.tiff``, ``*.webp``, any case; not hidden files, not its
+subfolders), and then the results are a CSV table (on stdout, or in ``--csv PATH``)
+with the columns ``file, class_1, probability_1, class_2, probability_2, class_3,
 probability_3``. See :func:`load_image` for the preprocessing.
 
-A file that cannot be classified (missing, a folder, empty, not an image, an
-unsupported pixel mode) gets one line on stderr and no output line; the other
+A file that cannot be classified (missing, a folder named like an image, empty,
+not an image, damaged, an unsupported pixel mode) gets one line on stderr and no output line; the other
 files are still classified. Exit status: 0 when everything worked; 1 when some
 image file failed (an argument folder without image files counts as one);
 2 for bad flags, an unreadable weights file, missing data or a missing optional
@@ -531,7 +531,12 @@ def _image_paths(arguments: Sequence[str]) -> tuple[list[str], list[str], bool]:
             files.append(argument)  # a missing file fails when it is read
             continue
         folder_given = True
-        found = sorted(os.path.join(argument, name) for name in os.listdir(argument)
+        try:
+            names = os.listdir(argument)
+        except OSError as exc:
+            errors.append(f"{argument}: {exc.strerror or exc}")
+            continue
+        found = sorted(os.path.join(argument, name) for name in names
                        if name.lower().endswith(IMAGE_SUFFIXES) and not name.startswith("."))
         if not found:
             suffixes = ", ".join(IMAGE_SUFFIXES)
