@@ -40,6 +40,7 @@ import fastconv
 from fastconv import data, nn, optim
 from fastconv._blas import single_threaded_blas
 from fastconv.models import LeNet5
+from fastconv.weights import save_model
 
 __all__ = ["main", "train", "train_step", "test", "build_parser"]
 
@@ -88,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dry-run", action="store_true",
                         help="one training batch and one test batch, to check the setup")
     parser.add_argument("--save", metavar="PATH", default=None,
-                        help="write the trained weights (.npz) at the end")
+                        help="write the trained weights and their metadata (.npz, for "
+                             "fastconv-predict) at the end")
     parser.add_argument("--checkpoint", metavar="PATH", default=None,
                         help="write the run state after every epoch and on Ctrl-C")
     parser.add_argument("--resume", metavar="PATH", default=None,
@@ -621,8 +623,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.dry_run:
                 break
     if args.save:
-        # (mypy: a ** key could fill savez's allow_pickle; no parameter has that name)
-        np.savez(args.save, **model.state_dict())  # type: ignore[arg-type]
+        save_model(args.save, model, dataset=args.dataset)
         print(f"Saved weights to {args.save}")
     if args.plot:
         plot_history(args.plot, state.history)

@@ -32,6 +32,8 @@ PUBLIC_MODULES = [
     "fastconv.train",
     "fastconv.viz",
     "fastconv.dask",
+    "fastconv.weights",
+    "fastconv.predict",
 ]
 
 #: public names that are data, not functions or classes: they have no docstring of
@@ -48,6 +50,7 @@ DATA_NAMES = {
     "fastconv.data.SPLITS": "a dict of file names",
     "fastconv.data.SYSTEM_DATA_DIRS": "a list of folders",
     "fastconv.viz.PLOT_HINT": "a string, the install command",
+    "fastconv.weights.FORMAT_VERSION": "an int",
 }
 
 #: modules whose examples are not run here, and why
@@ -56,6 +59,7 @@ NEEDS = {name: "torch" for name in ("fastconv.torch", "fastconv._torch_conv",
                                    "fastconv._torch_convert", "fastconv._torch_functional",
                                    "fastconv._torch_pool")}
 NEEDS["fastconv.dask"] = "dask"
+NEEDS["fastconv.predict"] = "PIL"
 
 EXAMPLES = re.compile(r"^\s*Examples\n\s*-{8,}\n(.*\n)*?\s*>>> ", re.MULTILINE)
 
