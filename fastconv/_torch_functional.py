@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from fastconv import functional as F
+from fastconv import _ops1d, functional as F
 from fastconv._validation import as_index, as_pair, normalize_padding
 
 Options = Any  # an int, a tuple or a word, as the fastconv operation takes it
@@ -98,19 +98,19 @@ def _unbatched(y: Tensor, added: bool) -> Tensor:
 
 def _single(value: Options, name: str, minimum: int = 1) -> tuple[int]:
     """(v,) from v or (v,), as torch.nn's 1-D layers store their sizes."""
-    return (F._int_1d(value, name, minimum)[1],)
+    return (_ops1d._int_1d(value, name, minimum)[1],)
 
 
 def _pair_1d(value: Options, name: str, minimum: int = 1, fill: int = 1) -> tuple[int, int]:
     """The 2-D (fill, v) of a 1-D int or 1-tuple."""
-    return F._int_1d(value, name, minimum, fill)
+    return _ops1d._int_1d(value, name, minimum, fill)
 
 
 def _padding_1d(padding: Options) -> Options:
     """1-D padding (int, (p,), (left, right) or a word) as 2-D padding."""
     if isinstance(padding, (tuple, list)) and len(padding) == 1:
         padding = padding[0]
-    return F._pad_1d(padding)
+    return _ops1d._pad_1d(padding)
 
 
 def _window_1d(kernel_size: Options, stride: Options,
@@ -123,7 +123,7 @@ def _window_1d(kernel_size: Options, stride: Options,
 
 def _output_size_1d(output_size: Options) -> tuple[int, int] | None:
     """1-D output_size (L, (L,), (K, L) or (N, K, L)) as the 2-D (1, L)."""
-    return F._out_size_1d(output_size)
+    return _ops1d._out_size_1d(output_size)
 
 
 # --- autograd functions ----------------------------------------------------------------
