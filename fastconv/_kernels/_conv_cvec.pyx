@@ -151,7 +151,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] w_p
     cdef index_t plane = band_h * wp
     cdef index_t bands, units
     cdef bint has_bias = b is not None
-    cdef index_t u, n, g, oh0, n_rows, k, r, j, tid
+    cdef index_t u, n, g, oh0, n_rows, tid
     cdef floating* band
     cdef floating* out
     if (groups < 1 or n_threads < 1 or workspace.shape[0] < n_threads

@@ -20,7 +20,7 @@ start to end by one thread in its own slot of ``workspace``:
 
 The transform matrices are those of Lavin and Gray's "Fast Algorithms for
 Convolutional Neural Networks" (interpolation points 0, +-1 for F(2x2, 3x3) and
-0, +-1, +-2 for F(4x4, 3x3)). B is chosen by the caller from the shape alone,
+0, +-1, +-2 for F(4x4, 3x3)). B is chosen by the planner (fastconv/_plan.py) from the shape alone,
 never from the thread count, so results do not depend on it. Non-finite inputs
 spread within a tile: an infinity can give NaN where direct convolution gives an
 infinity.
@@ -34,9 +34,6 @@ from cython.parallel cimport parallel, prange, threadid
 from fastconv._kernels._types cimport floating, index_t
 from fastconv._kernels._gemm cimport gemm
 
-# Elements between consecutive per-position matrices of a block's scratch beyond their
-# size: without it the T matrices lie a multiple of 4 KiB apart and the transforms'
-# T interleaved streams fight over the same cache sets.
 cdef enum:
     # Elements between consecutive per-position matrices of a block's scratch beyond
     # their size: without it the T matrices lie a multiple of 4 KiB apart and the

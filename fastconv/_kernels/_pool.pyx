@@ -98,7 +98,7 @@ cdef inline void max_rows(const floating* src, floating* best, long long* at, in
                           index_t count, index_t step, index_t rows, index_t row_step,
                           index_t kw, index_t dw, long long pos, int tap) noexcept nogil:
     """``rows`` window rows over a run of outputs (at or rel NULL: see max_plane)."""
-    cdef index_t i, j
+    cdef index_t i
     cdef bint square = dw == 1 and rows == kw
     # Constant sizes let the compiler unroll the taps and vectorise over outputs, the
     # maximum kept in registers: whole 2x2 and 3x3 windows, strides 1 and 2. Other
@@ -196,7 +196,7 @@ cdef void max_plane(const floating* xp, floating* yp, long long* ip, int* rel,
                     index_t dh, index_t dw) noexcept nogil:
     """Max pooling of one plane. ip NULL: no indices; else rel NULL: the argmax is tracked
     as int64 plane offsets, else as int32 offsets within the window (OW scratch)."""
-    cdef index_t lo, hi, count, oh, ow, h0, i, i_lo, i_hi, j, k, w_first, start, first
+    cdef index_t lo, hi, count, oh, ow, h0, i_lo, i_hi, k, w_first, first
     cdef floating* best
     cdef long long* at = NULL
     interior_columns(width, ow_count, kw, sw, pw, dw, &lo, &hi)
