@@ -1,0 +1,182 @@
+"""The planner (fastconv/_plan.py): which kernel each pass of a shape gets, and why.
+
+``EXPECTED`` maps a handful of shapes to the kernel of each pass under ``"auto"``, so
+that a change of the rules shows in a diff of this table. Shapes sit away from the
+table's thresholds: the SIMD width of the kernels in use (which pads channels) does
+not move them.
+"""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+import fastconv
+from fastconv import _plan
+from fastconv._geometry import conv_geometry
+
+# name: (x shape, w shape, conv arguments, {pass: kernel under "auto"})
+EXPECTED = {
+    "lenet-C1": ((64, 1, 28, 28), (6, 1, 5, 5), dict(padding=2),
+                 {"forward": "wide_rows", "input_grad": "wide_rows",
+                  "weight_grad": "channel_vector"}),
+    "lenet-C3": ((64, 6, 14, 14), (16, 6, 5, 5), {},
+                 {"forward": "channel_vector", "input_grad": "channel_vector_scatter",
+                  "weight_grad": "channel_vector"}),
+    "3x3-64-56": ((8, 64, 56, 56), (64, 64, 3, 3), dict(padding=1),
+                  {"forward": "winograd", "input_grad": "winograd",
+                   "weight_grad": "channel_vector"}),
+    "3x3-256-14": ((8, 256, 14, 14), (256, 256, 3, 3), dict(padding=1),
+                   {"forward": "winograd", "input_grad": "winograd", "weight_grad": "gemm"}),
+    "1x1-256-14": ((8, 256, 14, 14), (256, 256, 1, 1), {},
+                   {"forward": "gemm", "input_grad": "gemm", "weight_grad": "gemm"}),
+    "3x3s2-128-28": ((8, 128, 28, 28), (256, 128, 3, 3), dict(stride=2, padding=1),
+                     {"forward": "gemm", "input_grad": "gemm", "weight_grad": "gemm"}),
+    "7x7s2-3-224": ((8, 3, 224, 224), (64, 3, 7, 7), dict(stride=2, padding=3),
+                    {"forward": "channel_vector", "input_grad": "gemm",
+                     "weight_grad": "channel_vector"}),
+    "depthwise-3x3": ((8, 32, 56, 56), (32, 1, 3, 3), dict(padding=1, groups=32),
+                      {"forward": "wide_rows", "input_grad": "wide_rows",
+                       "weight_grad": "row_loops"}),
+    "depthwise-3x3-s2": ((8, 32, 56, 56), (32, 1, 3, 3), dict(stride=2, padding=1, groups=32),
+                         {"forward": "row_loops", "input_grad": "channel_vector_scatter",
+                          "weight_grad": "row_loops"}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_auto_plans_of_known_shapes(name):
+    x_shape, w_shape, conv, kernels = EXPECTED[name]
+    plans = fastconv.explain(x_shape, w_shape, **conv)
+    assert {p: plans[p].kernel for p in _plan.PASSES} == kernels
+
+
+@pytest.mark.parametrize("algorithm, kernels", [
+    ("im2col", {"forward": "gemm", "input_grad": "gemm", "weight_grad": "gemm"}),
+    ("winograd", {"forward": "winograd", "input_grad": "winograd", "weight_grad": "gemm"}),
+    ("direct", {"forward": "channel_vector", "input_grad": "channel_vector_scatter",
+                "weight_grad": "channel_vector"}),
+])
+def test_explicit_algorithms_go_through_the_planner(algorithm, kernels):
+    geom = conv_geometry((4, 16, 12, 12), (24, 16, 3, 3), 1, 1, 1, 1)
+    plans = {p: _plan.plan(geom, p, np.float32, 2, algorithm) for p in _plan.PASSES}
+    assert {p: plan.kernel for p, plan in plans.items()} == kernels
+    assert all(f"algorithm={algorithm!r}" in plan.reason for plan in plans.values())
+
+
+def test_winograd_input_gradient_beyond_the_kernels_reach_runs_gemm():
+    geom = conv_geometry((2, 8, 9, 9), (8, 8, 3, 3), 1, 3, 1, 1)  # padding 3 > 2
+    plan = _plan.plan(geom, "input_grad", np.float32, 1, "winograd")
+    assert plan.kernel == "gemm" and "reach" in plan.reason
+
+
+def test_auto_winograd_falls_back_on_nonfinite_data():
+    geom = conv_geometry((8, 64, 56, 56), (64, 64, 3, 3), 1, 1, 1, 1)
+    forward = _plan.plan(geom, "forward", np.float32, 2)
+    assert (forward.nonfinite_operand, forward.fallback.kernel) == ("x", "gemm")
+    input_grad = _plan.plan(geom, "input_grad", np.float32, 2)
+    assert (input_grad.nonfinite_operand, input_grad.fallback.kernel) == ("gy", "gemm")
+    # asked for by name, Winograd runs whatever the data hold
+    assert _plan.plan(geom, "forward", np.float32, 2, "winograd").fallback is None
+
+
+def test_wide_input_gradient_falls_back_on_nonfinite_weights():
+    geom = conv_geometry((64, 1, 28, 28), (6, 1, 5, 5), 1, 2, 1, 1)
+    plan = _plan.plan(geom, "input_grad", np.float32, 2)
+    assert plan.kernel == "wide_rows"
+    assert (plan.nonfinite_operand, plan.fallback.kernel) == ("w", "row_loops")
+
+
+def test_blocking_and_workspace():
+    geom = conv_geometry((8, 128, 28, 28), (256, 128, 3, 3), 2, 1, 1, 1)
+    forward = _plan.plan(geom, "forward", np.float64, 3)
+    assert forward.rows == _plan.band_rows(geom, 8) and forward.n_threads == 3
+    assert forward.workspace == geom.ckk * forward.rows * geom.ow
+    assert forward.rows * geom.ckk * geom.ow <= _plan.BAND_ELEMENTS
+    wgrad = _plan.plan(geom, "weight_grad", np.float32, 1)
+    assert (wgrad.channel_block, wgrad.rows, wgrad.chunks) == (
+        _plan.gemm_weight_grad_blocking(geom))
+    pointwise = _plan.plan(conv_geometry((8, 256, 14, 14), (256, 256, 1, 1), 1, 0, 1, 1),
+                           "forward", np.float32, 2)
+    assert pointwise.pointwise and pointwise.workspace == 1
+
+
+def test_plans_are_cached_per_geometry():
+    geom = conv_geometry((3, 5, 9, 9), (7, 5, 3, 3), 1, 1, 1, 1)
+    same = conv_geometry((3, 5, 9, 9), (7, 5, 3, 3), (1, 1), ((1, 1), (1, 1)), 1, 1)
+    assert geom == same and hash(geom) == hash(same)
+    assert _plan.plan(geom, "forward", np.float32, 2) is _plan.plan(same, "forward",
+                                                                     np.float32, 2)
+
+
+def test_transposed_convolution_shares_packed_columns():
+    plans = fastconv.explain((8, 128, 16, 16), (128, 64, 4, 4), stride=2, padding=1,
+                             transpose=True)
+    assert plans["forward"].pass_ == "input_grad"  # conv2d's input gradient kernel
+    assert plans["input_grad"].packed_columns and plans["weight_grad"].packed_columns
+    big = fastconv.explain((64, 128, 64, 64), (128, 64, 4, 4), stride=2, padding=1,
+                           transpose=True)
+    assert not big["input_grad"].packed_columns  # beyond PACKED_ELEMENTS
+
+
+def test_explain_prints_every_pass():
+    text = str(fastconv.explain((64, 6, 14, 14), (16, 6, 5, 5)))
+    lines = text.splitlines()
+    assert lines[0].startswith("conv2d: x (64, 6, 14, 14) w (16, 6, 5, 5) -> y (64, 16, 10, 10)")
+    assert [line.split()[0] for line in lines[1:]] == ["forward", "input_grad", "weight_grad"]
+    assert all("workspace" in line and " -- " in line for line in lines[1:])
+
+
+def test_explain_takes_arrays_and_their_dtype():
+    x = np.zeros((2, 3, 8, 8))  # float64: the plans are float64's
+    plans = fastconv.explain(x, np.zeros((12, 3, 3, 3), np.float32), padding=1)
+    assert plans.geometry.y_shape == (2, 12, 8, 8)
+    assert plans["forward"].kernel == "channel_vector"
+    as_shapes = fastconv.explain((2, 3, 8, 8), (12, 3, 3, 3), padding=1, dtype=np.float64)
+    assert plans["forward"] == as_shapes["forward"]
+
+
+@pytest.mark.parametrize("kwargs, error", [
+    (dict(algorithm="fast"), ValueError),
+    (dict(algorithm="winograd", stride=2), ValueError),
+    (dict(algorithm="winograd", transpose=True), ValueError),
+    (dict(dtype=np.int32), TypeError),
+    (dict(groups=2), ValueError),
+])
+def test_explain_refuses_what_conv2d_refuses(kwargs, error):
+    with pytest.raises(error):
+        fastconv.explain((2, 3, 8, 8), (4, 3, 3, 3), **kwargs)
+
+
+def test_thread_count_sizes_only_the_workspace_rows():
+    geom = conv_geometry((8, 64, 56, 56), (64, 64, 3, 3), 1, 1, 1, 1)
+    for pass_ in _plan.PASSES:
+        one, many = (_plan.plan(geom, pass_, np.float32, n) for n in (1, 16))
+        assert dataclasses.replace(one, n_threads=16, fallback=None) == dataclasses.replace(
+            many, fallback=None)
+
+
+def test_autotuning_plugs_into_the_planner():
+    geom = conv_geometry((2, 32, 10, 10), (48, 32, 3, 3), 1, 1, 1, 1)
+    timed = []
+
+    def measure(plan):
+        timed.append(plan.algorithm)
+        if plan.algorithm != "im2col":  # make im2col the fastest
+            import time
+            time.sleep(0.002)
+
+    previous = fastconv.set_autotune(True)
+    try:
+        fastconv.clear_autotune_cache()
+        chosen = _plan.plan(geom, "forward", np.float32, 1, measure=measure)
+        assert sorted(set(timed)) == ["direct", "im2col", "winograd"]
+        assert chosen.kernel == "gemm" and chosen.reason.startswith("autotuned")
+        timed.clear()
+        assert _plan.plan(geom, "forward", np.float32, 1, measure=measure) == chosen
+        assert timed == []  # remembered, not timed again
+        assert fastconv.explain((2, 32, 10, 10), (48, 32, 3, 3), padding=1,
+                                n_threads=1)["forward"].reason.startswith("autotuned")
+    finally:
+        fastconv.set_autotune(previous)
+        fastconv.clear_autotune_cache()
