@@ -121,6 +121,7 @@ def show_config(file: IO[str] | None = None) -> None:
         f"  link flags:    {' '.join(info.get('link_flags', [])) or '-'}",
         f"  native SIMD:   {'on (FASTCONV_NATIVE=1)' if info.get('native') else 'off (portable)'}",
         f"  debug checks:  {'on (FASTCONV_DEBUG=1)' if info.get('debug') else 'off'}",
+        f"  sanitizers:    {', '.join(info.get('sanitize', [])) or 'none'}",
         f"  OpenMP:        {openmp}",
         f"  kernels ISA:   {isa}",
         f"  threads:       {_config.get_num_threads()} (CPUs available: {_config.available_cpus()})",
