@@ -25,6 +25,27 @@ import sys
 from typing import IO, Any
 
 from fastconv._version import __version__
+
+
+def _kernels_missing(exc: ImportError) -> ImportError:
+    """The error of an import of fastconv whose compiled kernels are not there: almost
+    always Python run inside the source tree, which shadows the installed package."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    return ImportError(
+        f"fastconv's compiled kernels are missing from {here} ({exc}). You are most "
+        "likely importing fastconv from its source tree, which shadows the installed "
+        "package: run Python from another directory (cd elsewhere, or run `pytest` "
+        "from the repository root, not `python -m pytest`), or build the kernels in "
+        "place first: pip install Cython numpy scipy setuptools && "
+        "python setup.py build_ext --inplace"
+    )
+
+
+try:
+    from fastconv._kernels import _cpu  # noqa: F401  (compiled: the package is built)
+except ImportError as _exc:
+    raise _kernels_missing(_exc) from _exc
+
 from fastconv._config import (
     get_flush_denormal,
     get_num_threads,

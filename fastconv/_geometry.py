@@ -248,14 +248,19 @@ class PoolGeometry:
     out_hw: tuple[int, ...]
 
     def __init__(self, in_hw: Sequence[int], kernel_size: IntPair, stride: IntPair | None,
-                 padding: IntPair, dilation: IntPair, ceil_mode: bool) -> None:
+                 padding: IntPair, dilation: IntPair, ceil_mode: bool, channels: int = 1) -> None:
         self.kernel = as_pair(kernel_size, "kernel_size")
-        self.stride = self.kernel if stride is None else as_pair(stride, "stride")
+        # None or () (PyTorch's default spelled as a sequence): the kernel size
+        default_stride = stride is None or (isinstance(stride, (tuple, list)) and not stride)
+        self.stride = self.kernel if default_stride else as_pair(stride, "stride")
         self.padding = as_pair(padding, "padding", minimum=0)
         self.dilation = as_pair(dilation, "dilation")
         self.ceil_mode = bool(ceil_mode)
         if min(in_hw) < 1:
             raise ValueError(f"x must have non-empty planes, got height x width {tuple(in_hw)}")
+        if channels == 0:
+            raise ValueError("x must have at least one channel: only the batch may be empty "
+                             "(as PyTorch)")
         for k, p in zip(self.kernel, self.padding):
             if p > k // 2:  # PyTorch's limit, which also keeps it within half the dilated kernel
                 raise ValueError(
@@ -306,9 +311,13 @@ def _is_plain(value: Any) -> bool:
 
 
 def pool_geometry(in_hw: Sequence[int], kernel_size: IntPair, stride: IntPair | None,
-                  padding: IntPair, dilation: IntPair, ceil_mode: bool) -> PoolGeometry:
+                  padding: IntPair, dilation: IntPair, ceil_mode: bool,
+                  channels: int = 1) -> PoolGeometry:
     """PoolGeometry, remembered for plain arguments: a layer validates the same
-    sizes every step, and the checks cost as much as pooling a small batch."""
+    sizes every step, and the checks cost as much as pooling a small batch.
+    ``channels``: C of x (pooling refuses an input with no channels, as PyTorch)."""
+    if channels == 0:
+        return PoolGeometry(in_hw, kernel_size, stride, padding, dilation, ceil_mode, channels)
     args = (tuple(in_hw), kernel_size, stride, padding, dilation, ceil_mode)
     if not (all(_is_plain(a) for a in args[:5]) and type(ceil_mode) is bool):
         return PoolGeometry(*args)

@@ -40,12 +40,15 @@ def _to_2d(x: ArrayLike, name: str) -> NDArray[Any]:
 
 
 def _pad_1d(padding: Padding1d) -> Padding:
-    """1-D padding (int, (left, right) or a word) as 2-D padding with none on H."""
+    """1-D padding (int, (p,), (left, right) or a word) as 2-D padding with none on H."""
     if isinstance(padding, str):
         return padding
+    if isinstance(padding, (tuple, list)) and len(padding) == 1:  # PyTorch's (p,)
+        padding = padding[0]
     if isinstance(padding, (tuple, list)):
         if len(padding) != 2:
-            raise ValueError(f"padding must be an int, (left, right) or a word, got {padding!r}")
+            raise ValueError(f"padding must be an int, (p,), (left, right) or a word, "
+                             f"got {padding!r}")
         return ((0, 0), (as_index(padding[0], "padding", 0), as_index(padding[1], "padding", 0)))
     p = as_index(padding, "padding", 0)
     return ((0, 0), (p, p))
@@ -58,6 +61,14 @@ def _int_1d(value: Int1d, name: str, minimum: int = 1, fill: int = 1) -> tuple[i
             raise ValueError(f"{name} must be an int or a 1-tuple for a 1-D operation, got {value!r}")
         value = value[0]
     return (fill, as_index(value, name, minimum))
+
+
+def _pool_stride_1d(stride: Int1d | None) -> tuple[int, int] | None:
+    """A 1-D pooling stride as its 2-D pair; None or () (PyTorch's default) stays None:
+    the kernel size."""
+    if stride is None or (isinstance(stride, (tuple, list)) and not stride):
+        return None
+    return _int_1d(stride, "stride")
 
 
 def conv1d(x: ArrayLike, w: ArrayLike, b: ArrayLike | None = None, stride: Int1d = 1,
@@ -266,7 +277,7 @@ def max_pool1d(x: ArrayLike, kernel_size: Int1d, stride: Int1d | None = None, pa
     """
     out: Any = max_pool2d(
         _to_2d(x, "x"), _int_1d(kernel_size, "kernel_size"),
-        None if stride is None else _int_1d(stride, "stride"), _int_1d(padding, "padding", 0, fill=0),
+        _pool_stride_1d(stride), _int_1d(padding, "padding", 0, fill=0),
         _int_1d(dilation, "dilation"), ceil_mode, return_indices,
     )
     if return_indices:
@@ -325,7 +336,7 @@ def avg_pool1d(x: ArrayLike, kernel_size: Int1d, stride: Int1d | None = None,
     """
     y = avg_pool2d(
         _to_2d(x, "x"), _int_1d(kernel_size, "kernel_size"),
-        None if stride is None else _int_1d(stride, "stride"), _int_1d(padding, "padding", 0, fill=0),
+        _pool_stride_1d(stride), _int_1d(padding, "padding", 0, fill=0),
         ceil_mode, count_include_pad,
     )
     return y[:, :, 0, :]
@@ -356,7 +367,7 @@ def avg_pool1d_backward(gy: ArrayLike, input_shape: Sequence[int], kernel_size: 
     n, c, length = _as_shape(input_shape, "input_shape", ndim=3)
     gx = avg_pool2d_backward(
         _to_2d(gy, "gy"), (n, c, 1, length), _int_1d(kernel_size, "kernel_size"),
-        None if stride is None else _int_1d(stride, "stride"), _int_1d(padding, "padding", 0, fill=0),
+        _pool_stride_1d(stride), _int_1d(padding, "padding", 0, fill=0),
         ceil_mode, count_include_pad,
     )
     return gx[:, :, 0, :]

@@ -19,6 +19,7 @@ from fastconv._dispatch import _pool
 from fastconv._geometry import PoolGeometry, per_thread, pool_geometry
 from fastconv._typing import FloatArray, IntPair
 from fastconv._validation import (
+    MAX_INDEX,
     as_array,
     as_contiguous,
     as_index,
@@ -114,7 +115,8 @@ def max_pool2d(x: ArrayLike, kernel_size: IntPair, stride: IntPair | None = None
            [13, 15]]))
     """
     x = _as_input(x)
-    geom = pool_geometry(x.shape[2:], kernel_size, stride, padding, dilation, ceil_mode)
+    geom = pool_geometry(x.shape[2:], kernel_size, stride, padding, dilation, ceil_mode,
+                         x.shape[1])
     shape = _pool_output(x, geom)
     y = np.empty(shape, dtype=x.dtype)
     idx = np.empty(shape, dtype=np.int64) if return_indices else None  # None: values only
@@ -252,7 +254,10 @@ def max_unpool2d(y: ArrayLike, idx: ArrayLike, kernel_size: IntPair,
 def _avg_args(geom: PoolGeometry, count_include_pad: bool,
               divisor_override: int | None) -> tuple[int, int, int, int, int, int, bool, int]:
     if divisor_override is not None:
-        divisor_override = as_index(divisor_override, "divisor_override", 1)
+        # any non-zero int, as PyTorch (a negative one flips the sign)
+        divisor_override = as_index(divisor_override, "divisor_override", -MAX_INDEX)
+        if divisor_override == 0:
+            raise ValueError("divisor_override must be a non-zero int (or None), got 0")
     return (*geom.kernel, *geom.stride, *geom.padding, bool(count_include_pad),
             divisor_override or 0)
 
@@ -272,7 +277,7 @@ def avg_pool2d(x: ArrayLike, kernel_size: IntPair, stride: IntPair | None = None
         Divide by the window size including padding (but never the ceil-mode overhang
         past the padding) instead of the number of real pixels.
     divisor_override : int, optional
-        Divide every window by this instead.
+        Divide every window by this instead (any non-zero int, as PyTorch).
 
     Returns
     -------
@@ -298,7 +303,7 @@ def avg_pool2d(x: ArrayLike, kernel_size: IntPair, stride: IntPair | None = None
            [1., 1., 1.]])
     """
     x = _as_input(x)
-    geom = pool_geometry(x.shape[2:], kernel_size, stride, padding, 1, ceil_mode)
+    geom = pool_geometry(x.shape[2:], kernel_size, stride, padding, 1, ceil_mode, x.shape[1])
     args = _avg_args(geom, count_include_pad, divisor_override)
     y = np.empty(_pool_output(x, geom), dtype=x.dtype)
     if y.size:
@@ -335,7 +340,7 @@ def avg_pool2d_backward(gy: ArrayLike, input_shape: Sequence[int], kernel_size: 
     """
     gy = _as_input(gy, "gy", layout="(N, C, OH, OW)")
     shape = _as_shape(input_shape, "input_shape")
-    geom = pool_geometry(shape[2:], kernel_size, stride, padding, 1, ceil_mode)
+    geom = pool_geometry(shape[2:], kernel_size, stride, padding, 1, ceil_mode, shape[1])
     _check_pool_grad(gy, shape, geom)
     args = _avg_args(geom, count_include_pad, divisor_override)
     gx = np.empty(shape, dtype=gy.dtype)  # zeroed by the kernel, plane by plane
@@ -397,7 +402,7 @@ def lp_pool2d(x: ArrayLike, p: float, kernel_size: IntPair, stride: IntPair | No
     """
     x = _as_input(x)
     p = _lp_norm(p)
-    geom = pool_geometry(x.shape[2:], kernel_size, stride, 0, 1, ceil_mode)
+    geom = pool_geometry(x.shape[2:], kernel_size, stride, 0, 1, ceil_mode, x.shape[1])
     y = np.empty(_pool_output(x, geom), dtype=x.dtype)
     if y.size:
         _pool.lp_pool2d_forward(x, y, p, *geom.kernel, *geom.stride,
@@ -440,7 +445,7 @@ def lp_pool2d_backward(gy: ArrayLike, x: ArrayLike, y: ArrayLike, p: float, kern
     dtype = result_dtype(gy, x, y)
     check_ndim(x, "x", 4, "(N, C, H, W)")
     p = _lp_norm(p)
-    geom = pool_geometry(x.shape[2:], kernel_size, stride, 0, 1, ceil_mode)
+    geom = pool_geometry(x.shape[2:], kernel_size, stride, 0, 1, ceil_mode, x.shape[1])
     check_ndim(gy, "gy", 4, "(N, C, OH, OW)")
     _check_pool_grad(gy, x.shape, geom)
     if y.shape != gy.shape:

@@ -42,13 +42,17 @@ def conv_channels(in_channels, out_channels, groups):
 
 
 def as_pair(value, name, minimum=1):
-    """(h, w) ints >= minimum from an int or a pair of ints."""
+    """(h, w) ints >= minimum from an int, a pair of ints, or a 1-tuple (one value for
+    both axes, as PyTorch broadcasts it)."""
     if isinstance(value, (str, bytes)):
         raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
     if isinstance(value, (tuple, list, np.ndarray)):
-        if len(value) != 2:
+        if len(value) == 1:
+            value = value[0]
+        elif len(value) != 2:
             raise ValueError(f"{name} must be an int or a pair of ints (h, w), got {value!r}")
-        return (as_index(value[0], name, minimum), as_index(value[1], name, minimum))
+        else:
+            return (as_index(value[0], name, minimum), as_index(value[1], name, minimum))
     value = as_index(value, name, minimum)
     return (value, value)
 

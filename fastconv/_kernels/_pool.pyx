@@ -407,7 +407,7 @@ cdef inline index_t avg_divisor(index_t h0, index_t w0, index_t kh, index_t kw,
                                 bint count_include_pad, index_t divisor_override) noexcept nogil:
     """Average-pool divisor of the window at (h0, w0): padding counts, overhang does not."""
     cdef index_t h_end, w_end, h_lo, w_lo
-    if divisor_override > 0:
+    if divisor_override != 0:  # any non-zero value, negative too (as PyTorch)
         return divisor_override
     h_end = min(h0 + kh, height + ph)
     w_end = min(w0 + kw, width + pw)
@@ -552,7 +552,7 @@ def avg_pool2d_forward(
     index_t kh, index_t kw, index_t sh, index_t sw, index_t ph, index_t pw,
     bint count_include_pad, index_t divisor_override, int n_threads,
 ):
-    """Window mean (double accumulator); divisor_override > 0 replaces the divisor."""
+    """Window mean (double accumulator); a non-zero divisor_override replaces the divisor."""
     cdef index_t planes = x.shape[0] * x.shape[1]
     cdef index_t height = x.shape[2], width = x.shape[3]
     cdef index_t oh_count = y.shape[2], ow_count = y.shape[3]
