@@ -12,8 +12,8 @@ Prints a progress bar per epoch (on a terminal) and one line per epoch::
     Epoch 3: train loss 0.3012 acc 89.10% | test loss 0.3120 acc 88.70% (8870/10000) | 12.3 s, 4870 img/s
 
 "s" and "img/s" are the epoch's training time and throughput (the test pass is not
-counted). ``--checkpoint PATH`` writes the whole run state (model, optimiser, epoch,
-position in the epoch, shuffling RNG state, history) atomically after every epoch and
+counted). ``--checkpoint PATH`` writes the whole run state (model, optimiser,
+learning-rate scheduler, epoch, position in the epoch, shuffling RNG state, history) atomically after every epoch and
 on Ctrl-C; ``--resume PATH`` continues from it and gives the same results as an
 uninterrupted run. Same seed and thread count: identical results run to run.
 """
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import signal
 import sys
@@ -31,7 +30,7 @@ import time
 import zipfile
 from collections.abc import Mapping, Sequence
 from types import FrameType
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 import numpy as np
 from numpy.typing import NDArray
@@ -43,7 +42,22 @@ from fastconv.models import LeNet5
 
 __all__ = ["main", "train", "train_step", "test", "build_parser"]
 
-CHECKPOINT_FORMAT = 1
+#: The learning-rate schedulers a checkpoint can hold.
+Scheduler: TypeAlias = "optim.StepLR | optim.CosineAnnealingLR"
+
+#: Version of the checkpoint layout. 2: the learning-rate scheduler's state is saved
+#: (``meta["scheduler"]``); format 1 (no scheduler state) is refused.
+CHECKPOINT_FORMAT = 2
+
+
+class _DefaultsOnceFormatter(argparse.HelpFormatter):
+    """Appends "(default: X)" to a flag's help unless the help already states its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        help_text = action.help or ""
+        if "(default" in help_text or action.default is argparse.SUPPRESS:
+            return help_text
+        return f"{help_text} (default: %(default)s)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,41 +77,47 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fastconv-train",
         description="Train LeNet-5 on MNIST-format data with fastconv.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_DefaultsOnceFormatter,
     )
-    parser.add_argument("--dataset", choices=["mnist", "fashion-mnist"], default="mnist")
-    parser.add_argument("--data-dir", default=None,
-                        help="folder with the four IDX files (else $FASTCONV_DATA, the cache, "
-                             "system folders, then a download)")
-    parser.add_argument("--model", choices=["modern", "classic"], default="modern")
-    parser.add_argument("--epochs", type=int, default=5, help="total epochs (a resumed run included)")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--test-batch-size", type=int, default=1000)
-    parser.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
-    parser.add_argument("--lr", type=float, default=None,
-                        help="learning rate (default: 0.03 for sgd, 0.001 for adam)")
-    parser.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
-    parser.add_argument("--scheduler", choices=["none", "cosine"], default="cosine",
-                        help="learning rate per epoch: constant, or cosine annealing from --lr "
-                             "at epoch 1 towards 0 over --epochs")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=None,
-                        help="kernel threads (default: fastconv's, see fastconv.show_config())")
-    parser.add_argument("--limit", type=int, default=None, help="use the first N training images")
-    parser.add_argument("--test-limit", type=int, default=None, help="use the first N test images")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="one training batch and one test batch, to check the setup")
-    parser.add_argument("--save", metavar="PATH", default=None,
-                        help="write the trained weights (.npz) at the end")
-    parser.add_argument("--checkpoint", metavar="PATH", default=None,
-                        help="write the run state after every epoch and on Ctrl-C")
-    parser.add_argument("--resume", metavar="PATH", default=None,
-                        help="continue the run saved in this checkpoint")
-    parser.add_argument("--log-json", metavar="PATH", default=None,
-                        help="append one JSON object per epoch to this file")
-    parser.add_argument("--plot", metavar="PATH", default=None,
-                        help="write a PNG of the loss and accuracy curves (needs matplotlib)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add = parser.add_argument
+    add("--dataset", choices=["mnist", "fashion-mnist"], default="mnist",
+        help="which dataset to train and test on")
+    add("--data-dir", default=None,
+        help="folder with the four IDX files (default: $FASTCONV_DATA, the user cache, "
+             "the system folders, then a download)")
+    add("--model", choices=["modern", "classic"], default="modern",
+        help="LeNet-5 variant: modern (ReLU, max pooling) or classic (LeCun et al. 1998: "
+             "scaled tanh, trainable average subsampling)")
+    add("--epochs", type=int, default=5, help="total epochs (a resumed run included)")
+    add("--batch-size", type=int, default=64,
+        help="images per training step (under MPI: the global batch, split across the ranks)")
+    add("--test-batch-size", type=int, default=1000, help="images per evaluation batch")
+    add("--optimizer", choices=["sgd", "adam"], default="sgd", help="optimisation algorithm")
+    add("--lr", type=float, default=None,
+        help="learning rate (default: 0.03 for sgd, 0.001 for adam)")
+    add("--momentum", type=float, default=0.9, help="SGD momentum")
+    add("--scheduler", choices=["none", "cosine"], default="cosine",
+        help="learning rate per epoch: constant, or cosine annealing from --lr at epoch 1 "
+             "towards 0 over --epochs")
+    add("--seed", type=int, default=1, help="seed of the initial weights and the shuffling")
+    add("--threads", type=int, default=None,
+        help="kernel threads (default: fastconv's, see fastconv.show_config())")
+    add("--limit", type=int, default=None,
+        help="use the first N training images (default: all)")
+    add("--test-limit", type=int, default=None, help="use the first N test images (default: all)")
+    add("--dry-run", action="store_true",
+        help="one training batch and one test batch, to check the setup (default: off)")
+    add("--save", metavar="PATH", default=None,
+        help="write the trained weights (.npz) at the end (default: not written)")
+    add("--checkpoint", metavar="PATH", default=None,
+        help="write the run state after every epoch and on Ctrl-C (default: not written)")
+    add("--resume", metavar="PATH", default=None,
+        help="continue the run saved in this checkpoint (default: a new run)")
+    add("--log-json", metavar="PATH", default=None,
+        help="append one JSON object per epoch to this file (default: no log)")
+    add("--plot", metavar="PATH", default=None,
+        help="write a PNG of the loss and accuracy curves (needs matplotlib) (default: no plot)")
+    add("--no-progress", action="store_true", help="no progress bar (default: a bar on a terminal)")
     return parser
 
 
@@ -279,24 +299,25 @@ def train(model: nn.Module, loss_fn: nn.CrossEntropyLoss, opt: optim.Optimizer,
     (3, 10)
     """
     rng.bit_generator.state = state.epoch_rng_state
-    order = rng.permutation(len(x))
-    batch_size = args.batch_size
-    total = n_batches if n_batches is not None else math.ceil(len(x) / batch_size)
+    # The whole permutation is drawn (the generator ends the epoch where an uninterrupted
+    # epoch leaves it); a resumed epoch skips the batches already trained.
+    epoch = data.batches(x, y, args.batch_size, rng=rng, start=state.batch)
+    total = n_batches if n_batches is not None else state.batch + len(epoch)
     bar = progress_bar(total, state.epoch, not args.no_progress)
     if bar is not None:
         bar.update(state.batch)
     model.train()
     try:
-        while state.batch < total:
+        for xb, yb in epoch:
+            if state.batch >= total:
+                break
             if stop.requested:
                 return False
             start = time.perf_counter()
-            index = order[state.batch * batch_size:(state.batch + 1) * batch_size]
-            xb, yb = x[index], y[index]
             loss, logits = train_step(model, loss_fn, opt, xb, yb)
-            state.sums["loss"] += loss * len(index)
+            state.sums["loss"] += loss * len(yb)
             state.sums["correct"] += int((logits.argmax(axis=1) == yb).sum())
-            state.sums["seen"] += len(index)
+            state.sums["seen"] += len(yb)
             state.sums["seconds"] += time.perf_counter() - start
             state.batch += 1
             if bar is not None:
@@ -371,7 +392,7 @@ def run_signature(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def save_checkpoint(path: str, model: nn.Module, opt: optim.Optimizer, state: RunState,
-                    args: argparse.Namespace) -> None:
+                    args: argparse.Namespace, scheduler: Scheduler | None = None) -> None:
     """Write the run state to ``path`` atomically (a temp file, then a rename)."""
     arrays = {f"model/{name}": value for name, value in model.state_dict().items()}
     opt_state = opt.state_dict()
@@ -382,7 +403,9 @@ def save_checkpoint(path: str, model: nn.Module, opt: optim.Optimizer, state: Ru
     scalars = [{k: v for k, v in entry.items() if not isinstance(v, np.ndarray)}
                for entry in opt_state["state"]]
     meta = {"format": CHECKPOINT_FORMAT, "run": run_signature(args), "lr": opt_state["lr"],
-            "optim_scalars": scalars, **state.as_meta()}
+            "optim_scalars": scalars,
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            **state.as_meta()}
     arrays["meta"] = np.array(json.dumps(meta))
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -401,8 +424,9 @@ def save_checkpoint(path: str, model: nn.Module, opt: optim.Optimizer, state: Ru
 
 
 def load_checkpoint(path: str, model: nn.Module, opt: optim.Optimizer, state: RunState,
-                    args: argparse.Namespace) -> None:
-    """Restore model, optimiser and run state; refuses a checkpoint of another run."""
+                    args: argparse.Namespace, scheduler: Scheduler | None = None) -> None:
+    """Restore model, optimiser, scheduler and run state; refuses a checkpoint of another
+    run or of another format."""
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
@@ -414,13 +438,16 @@ def load_checkpoint(path: str, model: nn.Module, opt: optim.Optimizer, state: Ru
         meta = json.loads(str(arrays.pop("meta")))
     except ValueError as exc:
         raise ValueError(f"{path}: the checkpoint's 'meta' entry is not JSON: {exc}") from None
-    required = ("format", "run", "lr", "optim_scalars", "epoch", "batch", "epoch_rng_state",
-                "sums", "history")
+    if isinstance(meta, dict) and meta.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: checkpoint format {meta.get('format')!r} is not supported "
+                         f"(this fastconv-train reads format {CHECKPOINT_FORMAT}; format 1 came "
+                         f"from an earlier version without scheduler state): start a new run, "
+                         f"or finish this one with the version that wrote it")
+    required = ("format", "run", "lr", "optim_scalars", "scheduler", "epoch", "batch",
+                "epoch_rng_state", "sums", "history")
     if not isinstance(meta, dict) or any(key not in meta for key in required):
         raise ValueError(f"{path}: the checkpoint's 'meta' entry is damaged (expected an object "
                          f"with {', '.join(required)})")
-    if meta.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: checkpoint format {meta.get('format')} is not supported")
     mismatched = {k: (meta["run"].get(k), v) for k, v in run_signature(args).items()
                   if meta["run"].get(k) != v}
     if mismatched:
@@ -437,6 +464,10 @@ def load_checkpoint(path: str, model: nn.Module, opt: optim.Optimizer, state: Ru
             _, i, name = key.split("/", 2)
             entries[int(i)][name] = value
     opt.load_state_dict({"lr": meta["lr"], "state": entries})
+    if scheduler is not None:
+        if not isinstance(meta["scheduler"], dict):
+            raise ValueError(f"checkpoint {path} holds no scheduler state")
+        scheduler.load_state_dict(meta["scheduler"])
     state.load_meta(meta)
 
 
@@ -509,12 +540,38 @@ def make_optimizer(args: argparse.Namespace, model: nn.Module) -> optim.Optimize
     return optim.Adam(model.parameters(), lr=args.lr)
 
 
-def epoch_lr(args: argparse.Namespace, epoch: int) -> float:
-    """Learning rate of ``epoch`` (1-based): it depends on the epoch alone, so a resumed
-    run sets it again exactly."""
+def make_scheduler(args: argparse.Namespace, opt: optim.Optimizer) -> Scheduler | None:
+    """The ``--scheduler``: cosine annealing over ``--epochs``, stepped once per epoch,
+    or None (``none``: the rate stays ``--lr``).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed and checked flags; uses ``scheduler`` and ``epochs``.
+    opt : Optimizer
+        The optimiser whose ``lr`` the scheduler sets.
+
+    Returns
+    -------
+    CosineAnnealingLR or None
+
+    Examples
+    --------
+    >>> from fastconv.models import LeNet5
+    >>> from fastconv.train import build_parser, make_optimizer, make_scheduler
+    >>> args = build_parser().parse_args(["--lr", "0.1", "--epochs", "4"])
+    >>> opt = make_optimizer(args, LeNet5(rng=0))
+    >>> scheduler = make_scheduler(args, opt)
+    >>> rates = [opt.lr]
+    >>> for epoch in (2, 3, 4):
+    ...     scheduler.step()
+    ...     rates.append(round(opt.lr, 4))
+    >>> rates
+    [0.1, 0.0854, 0.05, 0.0146]
+    """
     if args.scheduler == "cosine":
-        return optim.cosine_annealing(args.lr, epoch - 1, args.epochs)
-    return args.lr
+        return optim.CosineAnnealingLR(opt, T_max=args.epochs)
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -535,10 +592,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     --------
     ``main`` loads a dataset and trains, so only its argument handling runs here:
 
-    >>> from fastconv.train import build_parser, epoch_lr
+    >>> from fastconv.train import build_parser
     >>> args = build_parser().parse_args(["--lr", "0.1", "--epochs", "4", "--dry-run"])
-    >>> args.dry_run, [round(epoch_lr(args, epoch), 4) for epoch in (1, 2, 3, 4)]
-    (True, [0.1, 0.0854, 0.05, 0.0146])
+    >>> args.dry_run, args.lr, args.scheduler
+    (True, 0.1, 'cosine')
 
     A real run (reads or downloads Fashion-MNIST, then trains for 5 epochs):
 
@@ -562,11 +619,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = LeNet5(args.model, rng=np.random.default_rng(init_seed))
     loss_fn = nn.CrossEntropyLoss()
     opt = make_optimizer(args, model)
+    scheduler = make_scheduler(args, opt)
     rng = np.random.default_rng(shuffle_seed)
     state = RunState(rng)
     if args.resume:
         try:
-            load_checkpoint(args.resume, model, opt, state, args)
+            load_checkpoint(args.resume, model, opt, state, args, scheduler)
         except (OSError, ValueError) as exc:
             print(f"fastconv-train: {exc}", file=sys.stderr)
             return 2
@@ -581,12 +639,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # under NumPy's matmuls would spin on the same cores between kernels.
     with StopRequested() as stop, single_threaded_blas():
         while state.epoch <= args.epochs:
-            opt.lr = epoch_lr(args, state.epoch)
             finished = train(model, loss_fn, opt, x_train, y_train, args, rng, state, stop,
                              train_batches)
             if not finished:
                 if args.checkpoint:
-                    save_checkpoint(args.checkpoint, model, opt, state, args)
+                    save_checkpoint(args.checkpoint, model, opt, state, args, scheduler)
                     print(f"Interrupted: run state saved to {args.checkpoint} "
                           f"(epoch {state.epoch}, batch {state.batch}); continue with --resume")
                 else:
@@ -616,8 +673,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             state.batch = 0
             state.epoch_rng_state = rng.bit_generator.state
             state.sums = {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+            if scheduler is not None:
+                scheduler.step()
             if args.checkpoint:
-                save_checkpoint(args.checkpoint, model, opt, state, args)
+                save_checkpoint(args.checkpoint, model, opt, state, args, scheduler)
             if args.dry_run:
                 break
     if args.save:

@@ -292,3 +292,34 @@ def test_cosine_schedule_and_resume(synthetic_dir, tmp_path, capsys):
     assert run([*cosine, "--epochs", "3", "--resume", str(ckpt),
                 "--log-json", str(part_log)], capsys)[0] == 0
     assert metrics(part_log) == metrics(full_log)
+
+
+def help_blocks(text):
+    """{option string: its help text} parsed from argparse's --help output."""
+    blocks, current = {}, None
+    for line in text.split("options:", 1)[1].splitlines():
+        stripped = line.strip()
+        if line.startswith("  -"):  # an option's line: its strings, then maybe its help
+            head, _, help_text = stripped.partition("  ")
+            current = [help_text.strip()]
+            for option in head.split(", "):
+                blocks[option.split(" ")[0]] = current
+        elif current is not None and stripped:
+            current.append(stripped)
+    return {option: " ".join(filter(None, parts)) for option, parts in blocks.items()}
+
+
+def test_help_gives_every_option_a_help_line_and_its_default_once(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")  # wrapped lines are joined back
+    parser = train.build_parser()
+    blocks = help_blocks(parser.format_help())
+    options = [o for action in parser._actions for o in action.option_strings if o.startswith("--")]
+    assert set(options) <= set(blocks), set(options) - set(blocks)
+    for action in parser._actions:
+        if "--help" in action.option_strings:
+            continue
+        text = blocks[action.option_strings[-1]]
+        assert text and not text.startswith("("), f"{action.option_strings}: no help"
+        assert text.count("(default") == 1, f"{action.option_strings}: {text!r}"
+    assert "0.03 for sgd" in blocks["--lr"] and "None" not in blocks["--lr"]
+    assert "(default: 64)" in blocks["--batch-size"]
