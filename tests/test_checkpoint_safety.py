@@ -430,3 +430,23 @@ def test_resume_refuses_a_weights_file_saved_with_save(data_dir, tmp_path, capsy
     err = capsys.readouterr().err
     assert status == 2
     assert_clear_error(err, weights)
+
+
+def test_a_format_1_checkpoint_is_refused_with_the_reason(saved, tmp_path):
+    """Format 1 (before the scheduler's state was saved) is refused, saying which
+    format this version reads."""
+    with np.load(saved["path"]) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    meta = json.loads(str(arrays["meta"]))
+    del meta["scheduler"]
+    meta["format"] = 1
+    arrays["meta"] = np.array(json.dumps(meta))
+    old = tmp_path / "old.ckpt"
+    with open(old, "wb") as f:
+        np.savez(f, **arrays)
+    args = saved["args"]
+    model, opt, state = fresh_run(args)
+    with pytest.raises(ValueError, match="format 1") as exc:
+        train.load_checkpoint(str(old), model, opt, state, args)
+    assert_clear_error(str(exc.value), old)
+    assert f"format {train.CHECKPOINT_FORMAT}" in str(exc.value)
