@@ -29,6 +29,7 @@ PUBLIC_MODULES = [
     "fastconv.models",
     "fastconv.data",
     "fastconv.train",
+    "fastconv.distributed",
 ]
 
 #: public names that are data, not functions or classes: they have no docstring of
@@ -43,6 +44,7 @@ DATA_NAMES = {
     "fastconv.data.SHA256": "a dict of checksums",
     "fastconv.data.SPLITS": "a dict of file names",
     "fastconv.data.SYSTEM_DATA_DIRS": "a list of folders",
+    "fastconv.distributed.INSTALL_HINT": "a string",
 }
 
 #: modules whose examples are not run here, and why
