@@ -597,36 +597,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"fastconv-train: {exc}", file=sys.stderr)
         return 2
     if isinstance(comm, distributed.SingleProcess):
-        return run(args, comm)
+        return _run(args, comm)
     try:
-        return run(args, comm)
+        return _run(args, comm)
     except BaseException as exc:  # the other ranks would wait for this one forever
         print(f"fastconv-train: rank {comm.rank} failed, ending the job:", file=sys.stderr)
         traceback.print_exc()
         comm.abort(130 if isinstance(exc, KeyboardInterrupt) else 1)
 
 
-def run(args: argparse.Namespace, comm: AnyCommunicator) -> int:
-    """The run of :func:`main` once the flags are checked, on the ranks of ``comm``.
-
-    Parameters
-    ----------
-    args : argparse.Namespace
-        Parsed and checked flags.
-    comm : Communicator or SingleProcess
-
-    Returns
-    -------
-    int
-        The exit status (see :func:`main`); the same on every rank.
-
-    Examples
-    --------
-    >>> from fastconv.train import build_parser, run  # doctest: +SKIP
-    >>> from fastconv.distributed import SingleProcess  # doctest: +SKIP
-    >>> run(build_parser().parse_args(["--dry-run"]), SingleProcess())  # doctest: +SKIP
-    0
-    """
+def _run(args: argparse.Namespace, comm: AnyCommunicator) -> int:
+    """The run of :func:`main` once the flags are checked, on the ranks of ``comm``;
+    returns the exit status, the same on every rank."""
     lead = comm.rank == 0
 
     def say(*message: Any, error: bool = False) -> None:
@@ -678,8 +660,9 @@ def run(args: argparse.Namespace, comm: AnyCommunicator) -> int:
             finished = train(model, loss_fn, step_opt, x_train, y_train, args, rng, state, stop,
                              train_batches, comm)
             if not finished:
-                if args.checkpoint and lead:
-                    save_checkpoint(args.checkpoint, model, opt, state, args, scheduler)
+                if args.checkpoint:
+                    if lead:
+                        save_checkpoint(args.checkpoint, model, opt, state, args, scheduler)
                     say(f"Interrupted: run state saved to {args.checkpoint} "
                         f"(epoch {state.epoch}, batch {state.batch}); continue with --resume")
                 else:

@@ -345,6 +345,41 @@ def test_a_killed_rank_ends_the_job_and_the_checkpoint_resumes(victim, data_dir,
 
 
 @needs_mpi
+def test_ctrl_c_on_one_rank_stops_every_rank_at_the_same_batch(data_dir, tmp_path):
+    """SIGINT to rank 1 alone: the ranks agree to stop before the same batch, rank 0
+    saves the run state mid-epoch, all exit 130; resumed, the run ends exactly as an
+    uninterrupted one on as many ranks."""
+    ckpt = tmp_path / "run.ckpt"
+    proc = launch((2, trainer("--data-dir", data_dir, "--epochs", "100000",
+                              "--checkpoint", str(ckpt))))
+    try:
+        lines = [proc.stdout.readline() for _ in range(2)]  # the header, then epoch 1
+        assert lines[1].startswith("Epoch 1:"), lines
+        os.kill(rank_pid(proc.pid, 1), signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            kill_tree(proc)
+    assert proc.returncode == 130, out
+    assert "Interrupted: run state saved" in out, out
+    args = train.build_parser().parse_args([*FLAGS, "--data-dir", data_dir])
+    train.check_args(train.build_parser(), args)
+    model = LeNet5(rng=0)
+    state = train.RunState(np.random.default_rng(0))
+    train.load_checkpoint(str(ckpt), model, train.make_optimizer(args, model), state, args)
+    epochs = str(state.epoch)
+    resumed, full = tmp_path / "resumed.npz", tmp_path / "full.npz"
+    status, out = mpirun((2, trainer("--data-dir", data_dir, "--epochs", epochs,
+                                     "--resume", str(ckpt), "--save", str(resumed))))
+    assert status == 0 and "Resumed" in out, out
+    status, out = mpirun((2, trainer("--data-dir", data_dir, "--epochs", epochs,
+                                     "--save", str(full))))
+    assert status == 0, out
+    for key, value in weights(full).items():
+        np.testing.assert_array_equal(weights(resumed)[key], value, err_msg=key)
+
+
+@needs_mpi
 def test_3_then_4_ranks_with_a_resume_between_match_one_process(data_dir, reference, tmp_path):
     """More ranks than cores (oversubscribed): epoch 1 on 3 ranks, then a resume on 4 for
     epoch 2. The last batch of each epoch (2 images) leaves some ranks an empty shard.
