@@ -22,6 +22,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -288,6 +289,23 @@ def test_two_ranks_match_one_process_and_repeat_bit_for_bit(data_dir, reference,
 # ------------------------------------------------------------ a rank killed mid-run
 
 
+def wait_for_line(proc, start, timeout=TIMEOUT):
+    """Read the job's output up to the first line that begins with ``start``; the lines.
+    A job silent past ``timeout`` is killed (its output then ends)."""
+    watchdog = threading.Timer(timeout, kill_tree, [proc])
+    watchdog.start()
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith(start):
+                return lines
+    finally:
+        watchdog.cancel()
+    raise AssertionError(f"the job ended (or was killed after {timeout} s) before printing "
+                         f"{start!r}: {''.join(lines)}")
+
+
 def rank_pid(mpirun_pid, rank, timeout=30):
     """The pid of ``rank`` among mpirun's descendants (from its environment)."""
     deadline = time.monotonic() + timeout
@@ -311,11 +329,7 @@ def test_a_killed_rank_ends_the_job_and_the_checkpoint_resumes(victim, data_dir,
     proc = launch((2, trainer("--data-dir", data_dir, "--epochs", "100000",
                               "--checkpoint", str(ckpt))))
     try:
-        lines = []
-        for line in proc.stdout:  # the epoch-3 line: the epoch-2 checkpoint is written
-            lines.append(line)
-            if line.startswith("Epoch 3:"):
-                break
+        lines = wait_for_line(proc, "Epoch 3:")  # by then the epoch-2 checkpoint is written
         os.kill(rank_pid(proc.pid, victim), signal.SIGKILL)
         out, _ = proc.communicate(timeout=60)
     except subprocess.TimeoutExpired:
@@ -353,8 +367,7 @@ def test_ctrl_c_on_one_rank_stops_every_rank_at_the_same_batch(data_dir, tmp_pat
     proc = launch((2, trainer("--data-dir", data_dir, "--epochs", "100000",
                               "--checkpoint", str(ckpt))))
     try:
-        lines = [proc.stdout.readline() for _ in range(2)]  # the header, then epoch 1
-        assert lines[1].startswith("Epoch 1:"), lines
+        wait_for_line(proc, "Epoch 1:")
         os.kill(rank_pid(proc.pid, 1), signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
     finally:
