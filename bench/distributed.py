@@ -2,7 +2,7 @@
 
 Usage (needs mpirun and mpi4py, and Fashion-MNIST or ``--dataset mnist`` with its files)::
 
-    python bench/distributed.py [--limit 12000] [--epochs 1] [--batch-size 64]
+    python bench/distributed.py [--limit 12000] [--epochs 1] [--batch-size 64] [--repeat 5]
                                 [--cpus 2] [--data-dir DIR] [--json PATH]
 
 A script, not a timed test. It runs ``fastconv-train`` on LeNet-5 (``--limit`` training
@@ -15,6 +15,7 @@ images, ``--epochs``, batch ``--batch-size``) three ways on ``--cpus`` cores:
 
 and reads the trainer's images/s (training only, the test pass excluded) and, for the
 MPI runs, its "Allreduce:" line (ms per step on rank 0, copies and waiting included).
+The three run in turn ``--repeat`` times; the table gives each one's median (and range).
 Then it times the reduction alone: ``mpirun -n cpus`` of this script's ``--allreduce``
 mode, which runs :meth:`DistributedOptimizer.allreduce_gradients` on LeNet-5's 61,706
 gradients (246,824 bytes) ``--reps`` times after a barrier and reports the median.
@@ -77,6 +78,15 @@ def train_run(label: str, launcher: list[str], threads: int, args: argparse.Name
             "allreduce_ms_in_run": float(match.group(2)) if match else None}
 
 
+def median_run(runs: list[dict]) -> dict:
+    """The run of median images/s, with the range over all of them."""
+    ordered = sorted(runs, key=lambda r: r["images_per_s"])
+    middle = dict(ordered[len(ordered) // 2])
+    middle["range"] = (ordered[0]["images_per_s"], ordered[-1]["images_per_s"])
+    middle["all_images_per_s"] = [r["images_per_s"] for r in runs]
+    return middle
+
+
 def allreduce_worker(reps: int) -> None:
     """Under mpirun: time DistributedOptimizer.allreduce_gradients on LeNet-5's gradients."""
     import numpy as np
@@ -116,6 +126,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1, help="(default: 1)")
     parser.add_argument("--batch-size", type=int, default=64, help="global batch (default: 64)")
     parser.add_argument("--cpus", type=int, default=2, help="cores to use (default: 2)")
+    parser.add_argument("--repeat", type=int, default=5,
+                        help="runs of each configuration, in turn (default: 5)")
     parser.add_argument("--reps", type=int, default=200,
                         help="allreduce timings (default: 200)")
     parser.add_argument("--json", default=None, help="also write the results here")
@@ -126,12 +138,14 @@ def main() -> None:
         return
 
     n = args.cpus
-    runs = [
-        train_run(f"1 process x {n} threads", [], n, args),
-        train_run(f"{n} ranks x 1 thread (bound to cores)", mpirun(n), 1, args),
-        train_run(f"{n} ranks x 1 thread (--bind-to none)", mpirun(n, "--bind-to", "none"), 1,
-                  args),
+    configurations = [
+        (f"1 process x {n} threads", [], n),
+        (f"{n} ranks x 1 thread (bound to cores)", mpirun(n), 1),
+        (f"{n} ranks x 1 thread (--bind-to none)", mpirun(n, "--bind-to", "none"), 1),
     ]
+    rounds = [[train_run(label, launcher, threads, args)
+               for label, launcher, threads in configurations] for _ in range(args.repeat)]
+    runs = [median_run([r[i] for r in rounds]) for i in range(len(configurations))]
     micro = subprocess.run([*mpirun(n), sys.executable, os.path.abspath(__file__), "--allreduce",
                             "--reps", str(args.reps)], capture_output=True, text=True,
                            env=environment(), timeout=600)
@@ -141,11 +155,12 @@ def main() -> None:
 
     print(f"LeNet-5 on {args.dataset}: {args.limit} images x {args.epochs} epoch(s), "
           f"global batch {args.batch_size}, {n} cores")
-    print(f"{'configuration':42s} {'img/s':>8s} {'vs 1 proc':>9s} {'test acc':>9s} "
-          f"{'allreduce ms/step':>18s}")
+    print(f"{'configuration':40s} {'img/s (median)':>14s} {'range':>13s} {'vs 1 proc':>9s} "
+          f"{'test acc':>9s} {'allreduce ms/step':>18s}")
     for run in runs:
         in_run = run["allreduce_ms_in_run"]
-        print(f"{run['label']:42s} {run['images_per_s']:8.0f} "
+        low, high = run["range"]
+        print(f"{run['label']:40s} {run['images_per_s']:14.0f} {f'{low:.0f}-{high:.0f}':>13s} "
               f"{run['images_per_s'] / runs[0]['images_per_s']:9.2f} "
               f"{100 * run['test_acc']:8.2f}% "
               f"{'-' if in_run is None else f'{in_run:.3f}':>18s}")
