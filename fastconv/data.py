@@ -636,14 +636,12 @@ class _Batches:
     """Iterator over mini-batches with a length (the number of batches)."""
 
     def __init__(self, images: NDArray[Any], labels: NDArray[Any], order: NDArray[Any] | None,
-                 batch_size: int, drop_last: bool) -> None:
+                 batch_size: int, starts: range) -> None:
         self._images = images
         self._labels = labels
         self._order = order
-        n = len(images)
-        stop = n - n % batch_size if drop_last else n
-        self._starts = iter(range(0, stop, batch_size))
-        self._len = len(range(0, stop, batch_size))
+        self._starts = iter(starts)
+        self._len = len(starts)
         self._batch_size = batch_size
 
     def __len__(self) -> int:
@@ -663,12 +661,15 @@ class _Batches:
 
 def batches(images: ArrayLike, labels: ArrayLike, batch_size: int, shuffle: bool = True,
             seed: int | None = None, rng: np.random.Generator | None = None,
-            drop_last: bool = False) -> _Batches:
+            drop_last: bool = False, start: int = 0) -> _Batches:
     """Iterate over a dataset in mini-batches, shuffled by a NumPy generator.
 
     The permutation is drawn when ``batches`` is called, so a generator kept
     across epochs (``rng``) advances once per call and its state can be saved
-    with a checkpoint to resume the exact same sequence of epochs.
+    with a checkpoint to resume the exact same sequence of epochs. ``start``
+    resumes inside an epoch: the whole permutation is still drawn (the
+    generator advances exactly as for ``start=0``) and the first ``start``
+    batches are skipped without being gathered.
 
     Parameters
     ----------
@@ -689,6 +690,9 @@ def batches(images: ArrayLike, labels: ArrayLike, batch_size: int, shuffle: bool
         ``seed`` or ``rng``, not both.
     drop_last : bool, default False
         Skip the last batch when it is smaller than ``batch_size``.
+    start : int, default 0
+        Index of the first batch to yield (0 to the number of batches): the
+        batches before it are skipped, e.g. to resume an epoch.
 
     Returns
     -------
@@ -696,15 +700,16 @@ def batches(images: ArrayLike, labels: ArrayLike, batch_size: int, shuffle: bool
         ``x_batch`` of shape (B, ...) and ``y_batch`` of shape (B, ...), with
         B <= batch_size; copies when shuffled, views otherwise. Every sample
         appears exactly once per call (except those dropped by
-        ``drop_last``). ``len()`` gives the number of batches.
+        ``drop_last`` or skipped by ``start``). ``len()`` gives the number of
+        batches it yields (all of them less ``start``).
 
     Raises
     ------
     TypeError
-        ``batch_size`` is not an integer.
+        ``batch_size`` or ``start`` is not an integer.
     ValueError
-        ``batch_size`` is below 1, the lengths differ, or both ``seed`` and ``rng``
-        are given.
+        ``batch_size`` is below 1, ``start`` is below 0 or past the last batch,
+        the lengths differ, or both ``seed`` and ``rng`` are given.
 
     Examples
     --------
@@ -717,8 +722,16 @@ def batches(images: ArrayLike, labels: ArrayLike, batch_size: int, shuffle: bool
     2
     >>> sorted(np.concatenate([yb for xb, yb in batches(x, y, 2, seed=0)]).tolist())
     [0, 1, 2, 3, 4]
+
+    Resuming at the third batch of an epoch gives the batches it would have given:
+
+    >>> [yb.tolist() for xb, yb in batches(x, y, 2, seed=0)]
+    [[2, 4], [3, 0], [1]]
+    >>> [yb.tolist() for xb, yb in batches(x, y, 2, seed=0, start=2)]
+    [[1]]
     """
     batch_size = as_index(batch_size, "batch_size", 1)
+    start = as_index(start, "start", 0)
     images = np.asarray(images)
     labels = np.asarray(labels)
     if images.ndim == 0 or labels.ndim == 0 or len(images) != len(labels):
@@ -726,11 +739,16 @@ def batches(images: ArrayLike, labels: ArrayLike, batch_size: int, shuffle: bool
                          f"shapes {images.shape} and {labels.shape}")
     if seed is not None and rng is not None:
         raise ValueError("give seed or rng, not both")
+    n = len(images)
+    starts = range(0, n - n % batch_size if drop_last else n, batch_size)
+    if start > len(starts):
+        raise ValueError(f"start must be <= the number of batches ({len(starts)}), got {start}")
     order = None
     if shuffle:
         generator = rng if rng is not None else np.random.default_rng(seed)
-        order = generator.permutation(len(images))
-    return _Batches(images, labels, order, batch_size, drop_last)
+        order = generator.permutation(n)
+    # Skipped batches are never gathered: only their positions are passed over.
+    return _Batches(images, labels, order, batch_size, starts[start:])
 
 
 def to_float(images: ArrayLike, mean: float | None = None,

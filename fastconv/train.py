@@ -12,23 +12,28 @@ Prints a progress bar per epoch (on a terminal) and one line per epoch::
     Epoch 3: train loss 0.3012 acc 89.10% | test loss 0.3120 acc 88.70% (8870/10000) | 12.3 s, 4870 img/s
 
 "s" and "img/s" are the epoch's training time and throughput (the test pass is not
-counted). ``--checkpoint PATH`` writes the whole run state (model, optimiser, epoch,
-position in the epoch, shuffling RNG state, history) atomically after every epoch and
-on Ctrl-C; ``--resume PATH`` continues from it and gives the same results as an
-uninterrupted run. Same seed and thread count: identical results run to run.
+counted). ``--checkpoint PATH`` writes the whole run state (model, optimiser,
+learning-rate scheduler, epoch, position in the epoch, shuffling RNG state, history)
+atomically after every epoch and on Ctrl-C; ``--resume PATH`` continues from it and
+gives the same results as an uninterrupted run. Same seed and thread count: identical
+results run to run.
+
+Data-parallel over MPI: ``mpirun -n N fastconv-train ...`` (``--distributed``). Every
+rank draws the same global batches of ``--batch-size`` images (which N must divide),
+trains on its contiguous shard of each, and the gradients are averaged across ranks
+by one Allreduce per step (:mod:`fastconv.distributed`); the test set is sharded the
+same way. Rank 0 alone prints and writes files. Results equal the one-process run's up
+to float rounding; a checkpoint resumes with any number of ranks that divides the batch.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
-import os
 import signal
 import sys
-import tempfile
 import time
-import zipfile
+import traceback
 from collections.abc import Mapping, Sequence
 from types import FrameType
 from typing import Any, Literal
@@ -37,14 +42,30 @@ import numpy as np
 from numpy.typing import NDArray
 
 import fastconv
-from fastconv import data, nn, optim
+from fastconv import _startup, data, distributed, nn, optim
 from fastconv._blas import single_threaded_blas
+from fastconv._checkpoint import (  # noqa: F401  (re-exported: the trainer's checkpoints)
+    CHECKPOINT_FORMAT,
+    RunState,
+    Scheduler,
+    load_checkpoint,
+    run_signature,
+    save_checkpoint,
+)
+from fastconv.distributed import AnyCommunicator
 from fastconv.models import LeNet5
 from fastconv.weights import save_model
 
 __all__ = ["main", "train", "train_step", "test", "build_parser"]
 
-CHECKPOINT_FORMAT = 1
+class _DefaultsOnceFormatter(argparse.HelpFormatter):
+    """Appends "(default: X)" to a flag's help unless the help already states its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        help_text = action.help or ""
+        if "(default" in help_text or action.default is argparse.SUPPRESS:
+            return help_text
+        return f"{help_text} (default: %(default)s)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,42 +85,54 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fastconv-train",
         description="Train LeNet-5 on MNIST-format data with fastconv.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_DefaultsOnceFormatter,
     )
-    parser.add_argument("--dataset", choices=["mnist", "fashion-mnist"], default="mnist")
-    parser.add_argument("--data-dir", default=None,
-                        help="folder with the four IDX files (else $FASTCONV_DATA, the cache, "
-                             "system folders, then a download)")
-    parser.add_argument("--model", choices=["modern", "classic"], default="modern")
-    parser.add_argument("--epochs", type=int, default=5, help="total epochs (a resumed run included)")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--test-batch-size", type=int, default=1000)
-    parser.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
-    parser.add_argument("--lr", type=float, default=None,
-                        help="learning rate (default: 0.03 for sgd, 0.001 for adam)")
-    parser.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
-    parser.add_argument("--scheduler", choices=["none", "cosine"], default="cosine",
-                        help="learning rate per epoch: constant, or cosine annealing from --lr "
-                             "at epoch 1 towards 0 over --epochs")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=None,
-                        help="kernel threads (default: fastconv's, see fastconv.show_config())")
-    parser.add_argument("--limit", type=int, default=None, help="use the first N training images")
-    parser.add_argument("--test-limit", type=int, default=None, help="use the first N test images")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="one training batch and one test batch, to check the setup")
-    parser.add_argument("--save", metavar="PATH", default=None,
-                        help="write the trained weights and their metadata (.npz, for "
-                             "fastconv-predict) at the end")
-    parser.add_argument("--checkpoint", metavar="PATH", default=None,
-                        help="write the run state after every epoch and on Ctrl-C")
-    parser.add_argument("--resume", metavar="PATH", default=None,
-                        help="continue the run saved in this checkpoint")
-    parser.add_argument("--log-json", metavar="PATH", default=None,
-                        help="append one JSON object per epoch to this file")
-    parser.add_argument("--plot", metavar="PATH", default=None,
-                        help="write a PNG of the loss and accuracy curves (needs matplotlib)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add = parser.add_argument
+    add("--dataset", choices=["mnist", "fashion-mnist"], default="mnist",
+        help="which dataset to train and test on")
+    add("--data-dir", default=None,
+        help="folder with the four IDX files (default: $FASTCONV_DATA, the user cache, "
+             "the system folders, then a download)")
+    add("--model", choices=["modern", "classic"], default="modern",
+        help="LeNet-5 variant: modern (ReLU, max pooling) or classic (LeCun et al. 1998: "
+             "scaled tanh, trainable average subsampling)")
+    add("--epochs", type=int, default=5, help="total epochs (a resumed run included)")
+    add("--batch-size", type=int, default=64,
+        help="images per training step (under MPI: the global batch, split across the ranks)")
+    add("--test-batch-size", type=int, default=1000, help="images per evaluation batch")
+    add("--optimizer", choices=["sgd", "adam"], default="sgd", help="optimisation algorithm")
+    add("--lr", type=float, default=None,
+        help="learning rate (default: 0.03 for sgd, 0.001 for adam)")
+    add("--momentum", type=float, default=0.9, help="SGD momentum")
+    add("--scheduler", choices=["none", "cosine"], default="cosine",
+        help="learning rate per epoch: constant, or cosine annealing from --lr at epoch 1 "
+             "towards 0 over --epochs")
+    add("--seed", type=int, default=1, help="seed of the initial weights and the shuffling")
+    add("--threads", type=int, default=None,
+        help="kernel threads (default: fastconv's, see fastconv.show_config(); under MPI, "
+             "unless FASTCONV_NUM_THREADS or OMP_NUM_THREADS is set, the rank's CPUs divided "
+             "among the node's ranks that share them)")
+    add("--limit", type=int, default=None,
+        help="use the first N training images (default: all)")
+    add("--test-limit", type=int, default=None, help="use the first N test images (default: all)")
+    add("--dry-run", action="store_true",
+        help="one training batch and one test batch, to check the setup (default: off)")
+    add("--save", metavar="PATH", default=None,
+        help="write the trained weights and their metadata (.npz, for fastconv-predict) at "
+             "the end (default: not written)")
+    add("--checkpoint", metavar="PATH", default=None,
+        help="write the run state after every epoch and on Ctrl-C (default: not written)")
+    add("--resume", metavar="PATH", default=None,
+        help="continue the run saved in this checkpoint (default: a new run)")
+    add("--log-json", metavar="PATH", default=None,
+        help="append one JSON object per epoch to this file (default: no log)")
+    add("--plot", metavar="PATH", default=None,
+        help="write a PNG of the loss and accuracy curves (needs matplotlib) (default: no plot)")
+    add("--no-progress", action="store_true", help="no progress bar (default: a bar on a terminal)")
+    add("--distributed", choices=["auto", "mpi", "off"], default="auto",
+        help="data-parallel training over MPI (mpi4py), one rank per process: auto = when "
+             "started by mpirun/mpiexec/srun (OMPI_COMM_WORLD_SIZE, PMI_SIZE or PMIX_RANK "
+             "set), mpi = always, off = never")
     return parser
 
 
@@ -121,27 +154,6 @@ def load_split(args: argparse.Namespace, split: str,
 
 
 # --- training -----------------------------------------------------------------------
-
-
-class RunState:
-    """Everything a checkpoint holds besides model and optimiser: where the run is."""
-
-    def __init__(self, rng: np.random.Generator) -> None:
-        self.epoch = 1          # the epoch in progress (1-based)
-        self.batch = 0          # next batch of that epoch
-        self.epoch_rng_state = rng.bit_generator.state  # shuffling RNG at the epoch's start
-        self.sums: dict[str, float] = {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
-        self.history: list[dict[str, Any]] = []
-
-    def as_meta(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "batch": self.batch, "epoch_rng_state": self.epoch_rng_state,
-                "sums": self.sums, "history": self.history}
-
-    def load_meta(self, meta: Mapping[str, Any]) -> None:
-        self.epoch, self.batch = int(meta["epoch"]), int(meta["batch"])
-        self.epoch_rng_state = meta["epoch_rng_state"]
-        self.sums = dict(meta["sums"])
-        self.history = list(meta["history"])
 
 
 class StopRequested:
@@ -180,7 +192,8 @@ def progress_bar(total: int, epoch: int, enabled: bool) -> Any:
 
 
 def train_step(model: nn.Module, loss_fn: nn.CrossEntropyLoss, opt: optim.Optimizer,
-               xb: NDArray[Any], yb: NDArray[Any]) -> tuple[float, NDArray[Any]]:
+               xb: NDArray[Any], yb: NDArray[Any],
+               grad_scale: float = 1.0) -> tuple[float, NDArray[Any]]:
     """One training step on one batch: forward, loss, backward, optimiser update.
 
     This is the whole per-batch work of :func:`train` (which adds only the batch
@@ -197,6 +210,10 @@ def train_step(model: nn.Module, loss_fn: nn.CrossEntropyLoss, opt: optim.Optimi
         The batch's inputs.
     yb : ndarray of int, shape (B,)
         The batch's class indices.
+    grad_scale : float, default 1
+        Multiplies the gradient of the loss: a rank of a data-parallel run passes
+        ``len(shard) * ranks / len(global batch)``, 1 unless its shard is not an even
+        share of the batch.
 
     Returns
     -------
@@ -220,20 +237,81 @@ def train_step(model: nn.Module, loss_fn: nn.CrossEntropyLoss, opt: optim.Optimi
     logits = model(xb)
     loss = loss_fn(logits, yb)
     opt.zero_grad()
-    model.backward(loss_fn.backward())
+    model.backward(loss_fn.backward(grad_scale))
     opt.step()
     return loss, logits
 
 
+def shard_step(model: nn.Module, loss_fn: nn.CrossEntropyLoss, opt: optim.Optimizer,
+               xb: NDArray[Any], yb: NDArray[Any],
+               comm: AnyCommunicator) -> tuple[float, int, int]:
+    """One training step of this rank on its contiguous shard of the global batch.
+
+    Each rank's mean gradient is weighted by its shard's share of the batch, so the
+    ranks' average (taken by a :class:`~fastconv.distributed.DistributedOptimizer`)
+    is the mean gradient of the whole batch, even for a last batch that the ranks do
+    not divide; a rank whose shard is empty (fewer images than ranks) contributes a
+    zero gradient. With one process this is :func:`train_step` on the whole batch.
+
+    Parameters
+    ----------
+    model, loss_fn, opt
+        As for :func:`train_step`; ``opt`` reduces gradients across ranks when
+        ``comm`` has several.
+    xb : ndarray, shape (B, ...)
+        The global batch (the same on every rank).
+    yb : ndarray of int, shape (B,)
+    comm : Communicator or SingleProcess
+
+    Returns
+    -------
+    loss_sum : float
+        The batch's summed loss (mean loss times images), over all ranks.
+    correct : int
+        Images of the batch classified right, over all ranks.
+    seen : int
+        Images of the batch (B).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn, optim
+    >>> from fastconv.distributed import SingleProcess
+    >>> from fastconv.train import shard_step
+    >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3, rng=0))
+    >>> opt = optim.SGD(model.parameters(), lr=0.1)
+    >>> x, y = np.ones((6, 1, 2, 2), np.float32), np.arange(6) % 3
+    >>> loss_sum, correct, seen = shard_step(model, nn.CrossEntropyLoss(), opt, x, y,
+    ...                                      SingleProcess())
+    >>> seen, 0 <= correct <= seen
+    (6, True)
+    """
+    lo, hi = distributed.shard_bounds(len(yb), comm.rank, comm.size)
+    xs, ys = xb[lo:hi], yb[lo:hi]
+    if len(ys):
+        scale = len(ys) * comm.size / len(yb)  # exactly 1 when the ranks divide the batch
+        loss, logits = train_step(model, loss_fn, opt, xs, ys, scale)
+        correct = int((logits.argmax(axis=1) == ys).sum())
+    else:  # the step is collective: this rank still reduces (zero) gradients
+        opt.zero_grad()
+        opt.step()
+        loss, correct = 0.0, 0
+    totals = comm.allreduce_sum(np.array([loss * len(ys), correct, len(ys)], np.float64))
+    return float(totals[0]), int(totals[1]), int(totals[2])
+
+
 def train(model: nn.Module, loss_fn: nn.CrossEntropyLoss, opt: optim.Optimizer,
           x: NDArray[Any], y: NDArray[Any], args: argparse.Namespace, rng: np.random.Generator,
-          state: RunState, stop: StopRequested, n_batches: int | None = None) -> bool:
+          state: RunState, stop: StopRequested, n_batches: int | None = None,
+          comm: AnyCommunicator | None = None) -> bool:
     """Run (the rest of) one epoch; returns True when it completed, False when stopped.
 
     The epoch's order is the permutation drawn from ``rng`` reset to
     ``state.epoch_rng_state``, so a resumed epoch visits the same batches; it
     starts at batch ``state.batch`` and adds loss, correct count, images and
-    seconds into ``state.sums``.
+    seconds into ``state.sums``. With several ranks, every rank draws the same
+    batches and trains on its shard of each (:func:`shard_step`); the sums are the
+    whole batches', the same on every rank.
 
     Parameters
     ----------
@@ -256,6 +334,9 @@ def train(model: nn.Module, loss_fn: nn.CrossEntropyLoss, opt: optim.Optimizer,
         Checked before every batch.
     n_batches : int, optional
         Batches in the epoch (default: ceil(N / batch_size); 1 for ``--dry-run``).
+    comm : Communicator or SingleProcess, optional
+        The ranks of a data-parallel run (default: this process alone). A stop
+        requested on any rank stops every rank before the same batch.
 
     Returns
     -------
@@ -281,24 +362,26 @@ def train(model: nn.Module, loss_fn: nn.CrossEntropyLoss, opt: optim.Optimizer,
     (3, 10)
     """
     rng.bit_generator.state = state.epoch_rng_state
-    order = rng.permutation(len(x))
-    batch_size = args.batch_size
-    total = n_batches if n_batches is not None else math.ceil(len(x) / batch_size)
-    bar = progress_bar(total, state.epoch, not args.no_progress)
+    # The whole permutation is drawn (the generator ends the epoch where an uninterrupted
+    # epoch leaves it); a resumed epoch skips the batches already trained.
+    epoch = data.batches(x, y, args.batch_size, rng=rng, start=state.batch)
+    total = n_batches if n_batches is not None else state.batch + len(epoch)
+    comm = distributed.SingleProcess() if comm is None else comm
+    bar = progress_bar(total, state.epoch, not args.no_progress and comm.rank == 0)
     if bar is not None:
         bar.update(state.batch)
     model.train()
     try:
-        while state.batch < total:
-            if stop.requested:
+        for xb, yb in epoch:
+            if state.batch >= total:
+                break
+            if comm.any(stop.requested):
                 return False
             start = time.perf_counter()
-            index = order[state.batch * batch_size:(state.batch + 1) * batch_size]
-            xb, yb = x[index], y[index]
-            loss, logits = train_step(model, loss_fn, opt, xb, yb)
-            state.sums["loss"] += loss * len(index)
-            state.sums["correct"] += int((logits.argmax(axis=1) == yb).sum())
-            state.sums["seen"] += len(index)
+            loss_sum, correct, seen = shard_step(model, loss_fn, opt, xb, yb, comm)
+            state.sums["loss"] += loss_sum
+            state.sums["correct"] += correct
+            state.sums["seen"] += seen
             state.sums["seconds"] += time.perf_counter() - start
             state.batch += 1
             if bar is not None:
@@ -311,10 +394,13 @@ def train(model: nn.Module, loss_fn: nn.CrossEntropyLoss, opt: optim.Optimizer,
 
 
 def test(model: nn.Module, loss_fn: nn.CrossEntropyLoss, x: NDArray[Any], y: NDArray[Any],
-         batch_size: int, n_batches: int | None = None) -> tuple[float, int, int]:
+         batch_size: int, n_batches: int | None = None,
+         comm: AnyCommunicator | None = None) -> tuple[float, int, int]:
     """Mean loss, number correct and number of test images, in eval mode.
 
-    The model is put back in training mode at the end.
+    The model is put back in training mode at the end. With several ranks, each
+    evaluates its contiguous shard of the images and the sums are reduced: every
+    rank returns the totals.
 
     Parameters
     ----------
@@ -324,7 +410,9 @@ def test(model: nn.Module, loss_fn: nn.CrossEntropyLoss, x: NDArray[Any], y: NDA
     y : ndarray of int, shape (N,)
     batch_size : int
     n_batches : int, optional
-        Evaluate only the first batches (default: all of them).
+        Evaluate only the first batches (of each rank's shard; default: all of them).
+    comm : Communicator or SingleProcess, optional
+        The ranks sharing the work (default: this process alone).
 
     Returns
     -------
@@ -346,6 +434,9 @@ def test(model: nn.Module, loss_fn: nn.CrossEntropyLoss, x: NDArray[Any], y: NDA
     >>> seen, 0 <= correct <= seen, loss > 0
     (10, True, True)
     """
+    comm = distributed.SingleProcess() if comm is None else comm
+    lo, hi = distributed.shard_bounds(len(x), comm.rank, comm.size)
+    x, y = x[lo:hi], y[lo:hi]
     model.eval()
     loss_sum, correct, seen = 0.0, 0, 0
     stops = range(0, len(x), batch_size)
@@ -356,90 +447,9 @@ def test(model: nn.Module, loss_fn: nn.CrossEntropyLoss, x: NDArray[Any], y: NDA
         correct += int((logits.argmax(axis=1) == yb).sum())
         seen += len(yb)
     model.train()
+    totals = comm.allreduce_sum(np.array([loss_sum, correct, seen], np.float64))
+    loss_sum, correct, seen = float(totals[0]), int(totals[1]), int(totals[2])
     return loss_sum / max(seen, 1), correct, seen
-
-
-# --- checkpoints --------------------------------------------------------------------
-
-
-def run_signature(args: argparse.Namespace) -> dict[str, Any]:
-    """What a checkpoint must share with the run that resumes it."""
-    signature = {"dataset": args.dataset, "model": args.model, "optimizer": args.optimizer,
-                 "batch_size": args.batch_size, "limit": args.limit, "seed": args.seed,
-                 "scheduler": args.scheduler}
-    if args.scheduler == "cosine":  # the schedule spans the run's epochs
-        signature["epochs"] = args.epochs
-    return signature
-
-
-def save_checkpoint(path: str, model: nn.Module, opt: optim.Optimizer, state: RunState,
-                    args: argparse.Namespace) -> None:
-    """Write the run state to ``path`` atomically (a temp file, then a rename)."""
-    arrays = {f"model/{name}": value for name, value in model.state_dict().items()}
-    opt_state = opt.state_dict()
-    for i, entry in enumerate(opt_state["state"]):
-        for key, value in entry.items():
-            if isinstance(value, np.ndarray):
-                arrays[f"optim/{i}/{key}"] = value
-    scalars = [{k: v for k, v in entry.items() if not isinstance(v, np.ndarray)}
-               for entry in opt_state["state"]]
-    meta = {"format": CHECKPOINT_FORMAT, "run": run_signature(args), "lr": opt_state["lr"],
-            "optim_scalars": scalars, **state.as_meta()}
-    arrays["meta"] = np.array(json.dumps(meta))
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".fastconv-ckpt-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            # (mypy: a ** key could fill savez's allow_pickle; no entry has that name)
-            np.savez(f, **arrays)  # type: ignore[arg-type]
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def load_checkpoint(path: str, model: nn.Module, opt: optim.Optimizer, state: RunState,
-                    args: argparse.Namespace) -> None:
-    """Restore model, optimiser and run state; refuses a checkpoint of another run."""
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"cannot read checkpoint {path}: {exc}") from None
-    if "meta" not in arrays:
-        raise ValueError(f"{path} is not a fastconv-train checkpoint (no 'meta' entry)")
-    try:
-        meta = json.loads(str(arrays.pop("meta")))
-    except ValueError as exc:
-        raise ValueError(f"{path}: the checkpoint's 'meta' entry is not JSON: {exc}") from None
-    required = ("format", "run", "lr", "optim_scalars", "epoch", "batch", "epoch_rng_state",
-                "sums", "history")
-    if not isinstance(meta, dict) or any(key not in meta for key in required):
-        raise ValueError(f"{path}: the checkpoint's 'meta' entry is damaged (expected an object "
-                         f"with {', '.join(required)})")
-    if meta.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: checkpoint format {meta.get('format')} is not supported")
-    mismatched = {k: (meta["run"].get(k), v) for k, v in run_signature(args).items()
-                  if meta["run"].get(k) != v}
-    if mismatched:
-        details = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in mismatched.items())
-        raise ValueError(f"checkpoint {path} belongs to a different run ({details})")
-    model_state = {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}
-    try:
-        model.load_state_dict(model_state)
-    except ValueError as exc:
-        raise ValueError(f"checkpoint {path} does not fit this model: {exc}") from None
-    entries = [dict(scalars) for scalars in meta["optim_scalars"]]
-    for key, value in arrays.items():
-        if key.startswith("optim/"):
-            _, i, name = key.split("/", 2)
-            entries[int(i)][name] = value
-    opt.load_state_dict({"lr": meta["lr"], "state": entries})
-    state.load_meta(meta)
 
 
 # --- reporting ----------------------------------------------------------------------
@@ -511,16 +521,46 @@ def make_optimizer(args: argparse.Namespace, model: nn.Module) -> optim.Optimize
     return optim.Adam(model.parameters(), lr=args.lr)
 
 
-def epoch_lr(args: argparse.Namespace, epoch: int) -> float:
-    """Learning rate of ``epoch`` (1-based): it depends on the epoch alone, so a resumed
-    run sets it again exactly."""
+def make_scheduler(args: argparse.Namespace, opt: optim.Optimizer) -> Scheduler | None:
+    """The ``--scheduler``: cosine annealing over ``--epochs``, stepped once per epoch,
+    or None (``none``: the rate stays ``--lr``).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed and checked flags; uses ``scheduler`` and ``epochs``.
+    opt : Optimizer
+        The optimiser whose ``lr`` the scheduler sets.
+
+    Returns
+    -------
+    CosineAnnealingLR or None
+
+    Examples
+    --------
+    >>> from fastconv.models import LeNet5
+    >>> from fastconv.train import build_parser, make_optimizer, make_scheduler
+    >>> args = build_parser().parse_args(["--lr", "0.1", "--epochs", "4"])
+    >>> opt = make_optimizer(args, LeNet5(rng=0))
+    >>> scheduler = make_scheduler(args, opt)
+    >>> rates = [opt.lr]
+    >>> for epoch in (2, 3, 4):
+    ...     scheduler.step()
+    ...     rates.append(round(opt.lr, 4))
+    >>> rates
+    [0.1, 0.0854, 0.05, 0.0146]
+    """
     if args.scheduler == "cosine":
-        return optim.cosine_annealing(args.lr, epoch - 1, args.epochs)
-    return args.lr
+        return optim.CosineAnnealingLR(opt, T_max=args.epochs)
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run fastconv-train; returns the process exit status.
+
+    Under an MPI launcher (``mpirun -n N fastconv-train ...``) every rank runs this;
+    rank 0 alone prints and writes files. A rank that fails unexpectedly ends the
+    whole job (MPI_Abort) rather than leave the others waiting.
 
     Parameters
     ----------
@@ -530,17 +570,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns
     -------
     int
-        0 on success, 2 when the data or a checkpoint cannot be read, 130 when
-        interrupted (Ctrl-C). Bad flags exit through argparse (status 2).
+        0 on success, 2 when the data or a checkpoint cannot be read or the ranks
+        disagree, 130 when interrupted (Ctrl-C). Bad flags exit through argparse
+        (status 2).
 
     Examples
     --------
     ``main`` loads a dataset and trains, so only its argument handling runs here:
 
-    >>> from fastconv.train import build_parser, epoch_lr
+    >>> from fastconv.train import build_parser
     >>> args = build_parser().parse_args(["--lr", "0.1", "--epochs", "4", "--dry-run"])
-    >>> args.dry_run, [round(epoch_lr(args, epoch), 4) for epoch in (1, 2, 3, 4)]
-    (True, [0.1, 0.0854, 0.05, 0.0146])
+    >>> args.dry_run, args.lr, args.scheduler
+    (True, 0.1, 'cosine')
 
     A real run (reads or downloads Fashion-MNIST, then trains for 5 epochs):
 
@@ -551,51 +592,86 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     check_args(parser, args)
-    if args.threads is not None:
-        fastconv.set_num_threads(args.threads)
     try:
-        x_train, y_train = load_split(args, "train", args.limit)
-        x_test, y_test = load_split(args, "test", args.test_limit)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"fastconv-train: {exc}", file=sys.stderr)
+        comm = _startup.connect(args.distributed)
+    except ImportError as exc:
+        if distributed.launcher_rank() == 0:
+            print(f"fastconv-train: {exc}", file=sys.stderr)
         return 2
+    if isinstance(comm, distributed.SingleProcess):
+        return _run(args, comm)
+    try:
+        return _run(args, comm)
+    except BaseException as exc:  # the other ranks would wait for this one forever
+        print(f"fastconv-train: rank {comm.rank} failed, ending the job:", file=sys.stderr)
+        traceback.print_exc()
+        comm.abort(130 if isinstance(exc, KeyboardInterrupt) else 1)
+
+
+def _run(args: argparse.Namespace, comm: AnyCommunicator) -> int:
+    """The run of :func:`main` once the flags are checked, on the ranks of ``comm``;
+    returns the exit status, the same on every rank."""
+    lead = comm.rank == 0
+
+    def say(*message: Any, error: bool = False) -> None:
+        if lead:
+            print(*message, file=sys.stderr if error else sys.stdout, flush=True)
+
+    problem = _startup.startup_problem(comm, args)
+    if problem is not None:
+        say(f"fastconv-train: {problem}", error=True)
+        return 2
+    _startup.set_threads(comm, args.threads)
+    arrays, problem = _startup.load_everywhere(comm, lambda: (
+        *load_split(args, "train", args.limit), *load_split(args, "test", args.test_limit)))
+    if problem is not None:
+        say(f"fastconv-train: {problem}", error=True)
+        return 2
+    x_train, y_train, x_test, y_test = arrays
 
     init_seed, shuffle_seed = np.random.SeedSequence(args.seed).spawn(2)
     model = LeNet5(args.model, rng=np.random.default_rng(init_seed))
     loss_fn = nn.CrossEntropyLoss()
     opt = make_optimizer(args, model)
+    scheduler = make_scheduler(args, opt)
     rng = np.random.default_rng(shuffle_seed)
     state = RunState(rng)
     if args.resume:
-        try:
-            load_checkpoint(args.resume, model, opt, state, args)
-        except (OSError, ValueError) as exc:
-            print(f"fastconv-train: {exc}", file=sys.stderr)
+        problem = _startup.resume(comm, args, model, opt, state, scheduler)
+        if problem is not None:
+            say(f"fastconv-train: {problem}", error=True)
             return 2
-        print(f"Resumed from {args.resume}: epoch {state.epoch}, batch {state.batch}")
+        say(f"Resumed from {args.resume}: epoch {state.epoch}, batch {state.batch}")
+    step_opt: optim.Optimizer = opt
+    per_rank = ""
+    if not isinstance(comm, distributed.SingleProcess):
+        step_opt = distributed.DistributedOptimizer(opt, comm)
+        distributed.broadcast_parameters(model, comm)
+        per_rank = f" ({args.batch_size // comm.size} per rank x {comm.size} ranks)"
 
-    print(f"fastconv {fastconv.__version__}: LeNet-5 ({args.model}) on {args.dataset}, "
-          f"{len(x_train)} train / {len(x_test)} test images, {args.optimizer} lr {args.lr}, "
-          f"batch {args.batch_size}, {fastconv.get_num_threads()} threads")
+    say(f"fastconv {fastconv.__version__}: LeNet-5 ({args.model}) on {args.dataset}, "
+        f"{len(x_train)} train / {len(x_test)} test images, {args.optimizer} lr {args.lr}, "
+        f"batch {args.batch_size}{per_rank}, {fastconv.get_num_threads()} threads"
+        f"{' per rank' if per_rank else ''}")
     train_batches = 1 if args.dry_run else None
     test_batches = 1 if args.dry_run else None
     # fastconv's OpenMP threads are the run's only parallelism: a multi-threaded BLAS
     # under NumPy's matmuls would spin on the same cores between kernels.
     with StopRequested() as stop, single_threaded_blas():
         while state.epoch <= args.epochs:
-            opt.lr = epoch_lr(args, state.epoch)
-            finished = train(model, loss_fn, opt, x_train, y_train, args, rng, state, stop,
-                             train_batches)
+            finished = train(model, loss_fn, step_opt, x_train, y_train, args, rng, state, stop,
+                             train_batches, comm)
             if not finished:
                 if args.checkpoint:
-                    save_checkpoint(args.checkpoint, model, opt, state, args)
-                    print(f"Interrupted: run state saved to {args.checkpoint} "
-                          f"(epoch {state.epoch}, batch {state.batch}); continue with --resume")
+                    if lead:
+                        save_checkpoint(args.checkpoint, model, opt, state, args, scheduler)
+                    say(f"Interrupted: run state saved to {args.checkpoint} "
+                        f"(epoch {state.epoch}, batch {state.batch}); continue with --resume")
                 else:
-                    print("Interrupted (no --checkpoint given: nothing saved)")
+                    say("Interrupted (no --checkpoint given: nothing saved)")
                 return 130
             test_loss, correct, total = test(model, loss_fn, x_test, y_test,
-                                             args.test_batch_size, test_batches)
+                                             args.test_batch_size, test_batches, comm)
             sums = state.sums
             record = {
                 "epoch": state.epoch,
@@ -609,23 +685,33 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "images_per_s": sums["seen"] / max(sums["seconds"], 1e-9),
                 "lr": opt.lr,
             }
-            print(epoch_line(record), flush=True)
+            say(epoch_line(record))
             state.history.append(record)
-            if args.log_json:
+            if args.log_json and lead:
                 append_json(args.log_json, record)
+            problem = _startup.weights_problem(comm, model, state.epoch)
+            if problem is not None:
+                say(f"fastconv-train: {problem}", error=True)
+                return 1
             # The next epoch starts from where the shuffling RNG is now.
             state.epoch += 1
             state.batch = 0
             state.epoch_rng_state = rng.bit_generator.state
             state.sums = {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
-            if args.checkpoint:
-                save_checkpoint(args.checkpoint, model, opt, state, args)
+            if scheduler is not None:
+                scheduler.step()
+            if args.checkpoint and lead:
+                save_checkpoint(args.checkpoint, model, opt, state, args, scheduler)
             if args.dry_run:
                 break
-    if args.save:
+    if isinstance(step_opt, distributed.DistributedOptimizer) and step_opt.steps:
+        say(f"Allreduce: {step_opt.nbytes} bytes of gradients per step, "
+            f"{1e3 * step_opt.reduce_seconds / step_opt.steps:.3f} ms per step on rank 0 "
+            f"(copies and waiting for the other ranks included)")
+    if args.save and lead:
         save_model(args.save, model, dataset=args.dataset)
         print(f"Saved weights to {args.save}")
-    if args.plot:
+    if args.plot and lead:
         plot_history(args.plot, state.history)
         print(f"Saved plot to {args.plot}")
     return 0

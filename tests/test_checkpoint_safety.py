@@ -17,13 +17,11 @@ into a temporary folder, so everything runs offline in seconds.
 
 import errno
 import fnmatch
-import gzip
 import io
 import json
 import os
 import tempfile
 import signal
-import struct
 import subprocess
 import sys
 import threading
@@ -34,6 +32,7 @@ import pytest
 
 from fastconv import nn, train
 from fastconv.models import LeNet5
+from idx_helpers import write_bar_dataset
 
 TMP_PATTERN = ".fastconv-ckpt-*.tmp"
 
@@ -43,28 +42,11 @@ TMP_PATTERN = ".fastconv-ckpt-*.tmp"
 # --------------------------------------------------------------------------- #
 
 
-def write_idx(path, array):
-    """A uint8 array as an IDX file (gzip-compressed for a .gz name)."""
-    array = np.ascontiguousarray(array, dtype=np.uint8)
-    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim)
-    header += struct.pack(f">{array.ndim}I", *array.shape)
-    with (gzip.open if str(path).endswith(".gz") else open)(path, "wb") as f:
-        f.write(header + array.tobytes())
-
-
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     """Tiny MNIST-format train and test splits (class k: a bright bar at row 2k+4)."""
-    folder = tmp_path_factory.mktemp("idx")
-    rng = np.random.default_rng(1)
-    for prefix, n in (("train", 96), ("t10k", 32)):
-        labels = rng.integers(0, 10, n).astype(np.uint8)
-        images = rng.integers(0, 50, (n, 28, 28)).astype(np.uint8)
-        for k in range(10):
-            images[labels == k, 2 * k + 4:2 * k + 6, 4:24] = 230
-        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images)
-        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
-    return str(folder)
+    return write_bar_dataset(tmp_path_factory.mktemp("idx"), seed=1, sizes=(96, 32), noise=50,
+                             bar=230)
 
 
 FLAGS = ["--dataset", "mnist", "--batch-size", "32", "--scheduler", "none", "--lr", "0.05",
@@ -162,7 +144,7 @@ def test_crash_inside_savez_keeps_the_previous_checkpoint(crash, saved, monkeypa
     for p in saved["model"].parameters():
         p.data += 1.0  # the run moved on: the new checkpoint would differ
     saved["state"].batch = 4
-    monkeypatch.setattr(train.np, "savez", savez_then_crash)
+    monkeypatch.setattr(np, "savez", savez_then_crash)  # the numpy the writer calls
     expected = KeyboardInterrupt if crash == "ctrl-c" else (OSError, RuntimeError)
     with pytest.raises(expected):
         train.save_checkpoint(str(saved["path"]), saved["model"], saved["opt"], saved["state"],
@@ -179,7 +161,7 @@ def test_crash_in_fsync_or_rename_keeps_the_previous_checkpoint(step, saved, mon
 
     for p in saved["model"].parameters():
         p.data *= 2.0
-    monkeypatch.setattr(train.os, step, fail)
+    monkeypatch.setattr(os, step, fail)  # the os module the checkpoint writer calls
     with pytest.raises(OSError):
         train.save_checkpoint(str(saved["path"]), saved["model"], saved["opt"], saved["state"],
                               saved["args"])
@@ -430,3 +412,23 @@ def test_resume_refuses_a_weights_file_saved_with_save(data_dir, tmp_path, capsy
     err = capsys.readouterr().err
     assert status == 2
     assert_clear_error(err, weights)
+
+
+def test_a_format_1_checkpoint_is_refused_with_the_reason(saved, tmp_path):
+    """Format 1 (before the scheduler's state was saved) is refused, saying which
+    format this version reads."""
+    with np.load(saved["path"]) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    meta = json.loads(str(arrays["meta"]))
+    del meta["scheduler"]
+    meta["format"] = 1
+    arrays["meta"] = np.array(json.dumps(meta))
+    old = tmp_path / "old.ckpt"
+    with open(old, "wb") as f:
+        np.savez(f, **arrays)
+    args = saved["args"]
+    model, opt, state = fresh_run(args)
+    with pytest.raises(ValueError, match="format 1") as exc:
+        train.load_checkpoint(str(old), model, opt, state, args)
+    assert_clear_error(str(exc.value), old)
+    assert f"format {train.CHECKPOINT_FORMAT}" in str(exc.value)

@@ -484,6 +484,38 @@ def test_batches_drop_last():
     assert list(data.batches(images, images, 11, drop_last=True)) == []
 
 
+@pytest.mark.parametrize("shuffle", [True, False])
+@pytest.mark.parametrize("drop_last", [True, False])
+@pytest.mark.parametrize("start", [0, 1, 2, 3])
+def test_batches_start_resumes_the_same_epoch(shuffle, drop_last, start):
+    """start=k yields batches k, k+1, ... of the epoch start=0 yields, and leaves the
+    generator exactly where a whole epoch leaves it."""
+    images = np.arange(10) * 10
+    labels = np.arange(10)
+    whole_rng, resumed_rng = np.random.default_rng(3), np.random.default_rng(3)
+    whole = list(data.batches(images, labels, 4, shuffle=shuffle, rng=whole_rng,
+                              drop_last=drop_last))
+    resumed = data.batches(images, labels, 4, shuffle=shuffle, rng=resumed_rng,
+                           drop_last=drop_last, start=min(start, len(whole)))
+    assert len(resumed) == len(whole) - min(start, len(whole))
+    rest = list(resumed)
+    assert len(rest) == len(whole[start:])
+    for (x, y), (x_ref, y_ref) in zip(rest, whole[start:]):
+        np.testing.assert_array_equal(x, x_ref)
+        np.testing.assert_array_equal(y, y_ref)
+    assert resumed_rng.bit_generator.state == whole_rng.bit_generator.state
+
+
+@pytest.mark.parametrize("start, error", [(-1, ValueError), (4, ValueError), (1.0, TypeError),
+                                          (True, TypeError)])
+def test_batches_bad_start(start, error):
+    rng = np.random.default_rng(0)
+    state = rng.bit_generator.state
+    with pytest.raises(error, match="start"):
+        data.batches(np.arange(5), np.arange(5), 2, rng=rng, start=start)  # 3 batches
+    assert rng.bit_generator.state == state  # refused before drawing a permutation
+
+
 @pytest.mark.parametrize("batch_size, error", [
     (0, ValueError), (-1, ValueError), (2.5, TypeError), (True, TypeError), ("3", TypeError),
     (None, TypeError),

@@ -34,6 +34,7 @@ PUBLIC_MODULES = [
     "fastconv.dask",
     "fastconv.weights",
     "fastconv.predict",
+    "fastconv.distributed",
 ]
 
 #: public names that are data, not functions or classes: they have no docstring of
@@ -51,6 +52,7 @@ DATA_NAMES = {
     "fastconv.data.SYSTEM_DATA_DIRS": "a list of folders",
     "fastconv.viz.PLOT_HINT": "a string, the install command",
     "fastconv.weights.FORMAT_VERSION": "an int",
+    "fastconv.distributed.INSTALL_HINT": "a string",
 }
 
 #: modules whose examples are not run here, and why

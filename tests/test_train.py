@@ -5,11 +5,9 @@ temporary folder (each class a bright bar at its own place, plus noise), so they
 anywhere. The accuracy test uses the real Fashion-MNIST files when they are installed.
 """
 
-import gzip
 import json
 import os
 import signal
-import struct
 import subprocess
 import sys
 import time
@@ -18,38 +16,14 @@ import numpy as np
 import pytest
 
 from fastconv import data, train
+from idx_helpers import write_bar_dataset
 
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 
 
-def write_idx(path, array):
-    """Write a uint8 array as an IDX file (gzip-compressed when the name ends in .gz)."""
-    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(
-        f">{array.ndim}I", *array.shape
-    )
-    payload = header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "wb") as f:
-        f.write(payload)
-
-
-def synthetic_split(rng, n):
-    labels = rng.integers(0, 10, n).astype(np.uint8)
-    images = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
-    for k in range(10):  # class k: a bright horizontal bar at rows 2k+4 .. 2k+5
-        images[labels == k, 2 * k + 4:2 * k + 6, 4:24] = 220
-    return images, labels
-
-
 @pytest.fixture(scope="module")
 def synthetic_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("synthetic-mnist")
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", 640), ("t10k", 200)):
-        images, labels = synthetic_split(rng, n)
-        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images)
-        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
-    return str(folder)
+    return write_bar_dataset(tmp_path_factory.mktemp("synthetic-mnist"), seed=0, sizes=(640, 200))
 
 
 def run(argv, capsys=None):
@@ -292,3 +266,34 @@ def test_cosine_schedule_and_resume(synthetic_dir, tmp_path, capsys):
     assert run([*cosine, "--epochs", "3", "--resume", str(ckpt),
                 "--log-json", str(part_log)], capsys)[0] == 0
     assert metrics(part_log) == metrics(full_log)
+
+
+def help_blocks(text):
+    """{option string: its help text} parsed from argparse's --help output."""
+    blocks, current = {}, None
+    for line in text.split("options:", 1)[1].splitlines():
+        stripped = line.strip()
+        if line.startswith("  -"):  # an option's line: its strings, then maybe its help
+            head, _, help_text = stripped.partition("  ")
+            current = [help_text.strip()]
+            for option in head.split(", "):
+                blocks[option.split(" ")[0]] = current
+        elif current is not None and stripped:
+            current.append(stripped)
+    return {option: " ".join(filter(None, parts)) for option, parts in blocks.items()}
+
+
+def test_help_gives_every_option_a_help_line_and_its_default_once(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")  # wrapped lines are joined back
+    parser = train.build_parser()
+    blocks = help_blocks(parser.format_help())
+    options = [o for action in parser._actions for o in action.option_strings if o.startswith("--")]
+    assert set(options) <= set(blocks), set(options) - set(blocks)
+    for action in parser._actions:
+        if "--help" in action.option_strings:
+            continue
+        text = blocks[action.option_strings[-1]]
+        assert text and not text.startswith("("), f"{action.option_strings}: no help"
+        assert text.count("(default") == 1, f"{action.option_strings}: {text!r}"
+    assert "0.03 for sgd" in blocks["--lr"] and "None" not in blocks["--lr"]
+    assert "(default: 64)" in blocks["--batch-size"]
