@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -116,6 +117,16 @@ def build_parser() -> argparse.ArgumentParser:
                              "fastconv-train's --test-batch-size)")
     parser.add_argument("--threads", type=int, metavar="N", default=None,
                         help="kernel threads (default: fastconv's, see fastconv.show_config())")
+    parser.add_argument("--predictions", metavar="PATH", default=None,
+                        help="with --evaluate, write every test image's label, predicted class "
+                             "and its probability as CSV to PATH (default: not written)")
+    parser.add_argument("--dask", metavar="SCHEDULER", default=None,
+                        help="compute the logits on Dask (needs pip install 'fastconv[dask]'): "
+                             "'local' starts a cluster of worker processes on this machine, an "
+                             "address (tcp://HOST:8786) uses a running cluster (default: this "
+                             "process)")
+    parser.add_argument("--workers", type=int, metavar="N", default=None,
+                        help="with --dask local, the worker processes (default: one per core)")
     return parser
 
 
@@ -597,6 +608,8 @@ def _missing_package(args: argparse.Namespace) -> str | None:
             _pillow()
         except ImportError as exc:
             return str(exc)
+    if args.dask is not None and importlib.util.find_spec("distributed") is None:
+        return "--dask needs Dask: pip install 'fastconv[dask]'"
     return None
 
 
@@ -608,8 +621,14 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
         if getattr(args, flag) is not None and not args.evaluate:
             parser.error(f"--{flag.replace('_', '-')} needs --evaluate")
     if args.csv is not None and args.evaluate:
-        parser.error("--csv is for IMAGE results, not --evaluate")
-    for name in ("batch_size", "threads", "limit"):
+        parser.error("--csv is for IMAGE results, not --evaluate (see --predictions)")
+    if args.predictions is not None and not args.evaluate:
+        parser.error("--predictions needs --evaluate (IMAGE results go to --csv)")
+    if args.workers is not None and args.dask != "local":
+        parser.error("--workers needs --dask local")
+    if args.dask is not None and args.dask in ("sync", "threads"):
+        parser.error("--dask takes 'local' or a scheduler address (tcp://HOST:8786)")
+    for name in ("batch_size", "threads", "limit", "workers"):
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
@@ -641,9 +660,18 @@ def _run_evaluation(args: argparse.Namespace, model: nn.Module, meta: dict[str, 
     except (FileNotFoundError, ValueError) as exc:
         return _fail(str(exc))
     images, labels = images[:args.limit], labels[:args.limit]
+    logits: list[NDArray[Any]] = []  # kept for --predictions
+
+    def predict_and_keep(model: nn.Module, x: ArrayLike, batch_size: int) -> NDArray[Any]:
+        logits.append(np.asarray(_predict_fn(args)(model, x, batch_size)))
+        return logits[-1]
+
     with single_threaded_blas():
-        result = evaluate(model, data.to_float(images, *normalization), labels, args.batch_size)
+        result = evaluate(model, data.to_float(images, *normalization), labels, args.batch_size,
+                          predict_and_keep)
     names = _class_names(meta, dataset, len(result.confusion))
+    if args.predictions is not None:
+        _write_predictions(args.predictions, labels, softmax(logits[0]), names)
     print(f"{dataset} test split, {result.total} images: test loss {result.loss:.4f} "
           f"acc {100 * result.accuracy:.2f}% ({result.correct}/{result.total})")
     print("Per-class accuracy:")
@@ -657,7 +685,35 @@ def _run_evaluation(args: argparse.Namespace, model: nn.Module, meta: dict[str, 
                  f"images correct")
         plot_confusion(args.plot, result.confusion, names, title)
         print(f"Saved confusion matrix to {args.plot}")
+    if args.predictions is not None:
+        print(f"Saved {result.total} predictions to {args.predictions}")
     return 0
+
+
+def _predict_fn(args: argparse.Namespace) -> PredictFn:
+    """Where the logits are computed: this process, or Dask (``--dask``)."""
+    if args.dask is None:
+        return predict_logits
+    from fastconv import dask as fastconv_dask
+
+    def on_dask(model: nn.Module, x: ArrayLike, batch_size: int) -> NDArray[Any]:
+        return fastconv_dask.predict_numpy(model, np.asarray(x), batch_size,
+                                           scheduler=args.dask, n_workers=args.workers)
+
+    return on_dask
+
+
+def _write_predictions(path: str, labels: NDArray[Any], probabilities: NDArray[np.float64],
+                       names: Sequence[str]) -> None:
+    """CSV of the evaluation: index, label, predicted class and its probability."""
+    predicted = probabilities.argmax(axis=1)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(["index", "label", "label_name", "predicted", "predicted_name",
+                         "probability"])
+        for i, (label, k) in enumerate(zip(labels, predicted)):
+            writer.writerow([i, int(label), names[int(label)], int(k), names[int(k)],
+                             f"{probabilities[i, k]:.6f}"])
 
 
 def _run_images(args: argparse.Namespace, model: nn.Module, meta: dict[str, Any]) -> int:
@@ -671,7 +727,8 @@ def _run_images(args: argparse.Namespace, model: nn.Module, meta: dict[str, Any]
     tops: list[list[tuple[str, float]]] = []
     if images:
         with single_threaded_blas():
-            probabilities = classify(model, np.stack(images), normalization, args.batch_size)
+            probabilities = classify(model, np.stack(images), normalization, args.batch_size,
+                                     _predict_fn(args))
         tops = _top(probabilities, _class_names(meta, dataset, probabilities.shape[1]))
     if args.csv is not None:
         with open(args.csv, "w", newline="") as f:

@@ -29,6 +29,7 @@ to float rounding; a checkpoint resumes with any number of ranks that divides th
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import signal
 import sys
@@ -42,7 +43,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 import fastconv
-from fastconv import _startup, data, distributed, nn, optim
+from fastconv import _startup, data, distributed, nn, optim, viz
 from fastconv._blas import single_threaded_blas
 from fastconv._checkpoint import (  # noqa: F401  (re-exported: the trainer's checkpoints)
     CHECKPOINT_FORMAT,
@@ -128,6 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="append one JSON object per epoch to this file (default: no log)")
     add("--plot", metavar="PATH", default=None,
         help="write a PNG of the loss and accuracy curves (needs matplotlib) (default: no plot)")
+    add("--plot-features", metavar="PATH", default=None,
+        help="write a PNG of the first convolution's filters and the C1 and C3 feature maps "
+             "of a few test images, labelled with true and predicted classes (needs "
+             "matplotlib) (default: no plot)")
     add("--no-progress", action="store_true", help="no progress bar (default: a bar on a terminal)")
     add("--distributed", choices=["auto", "mpi", "off"], default="auto",
         help="data-parallel training over MPI (mpi4py), one rank per process: auto = when "
@@ -512,6 +517,8 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         args.lr = 0.03 if args.optimizer == "sgd" else 0.001
     if args.lr <= 0:
         parser.error(f"--lr must be > 0, got {args.lr}")
+    if (args.plot or args.plot_features) and importlib.util.find_spec("matplotlib") is None:
+        parser.error(f"--plot and --plot-features need matplotlib: {viz.PLOT_HINT}")
 
 
 def make_optimizer(args: argparse.Namespace, model: nn.Module) -> optim.Optimizer:
@@ -714,6 +721,10 @@ def _run(args: argparse.Namespace, comm: AnyCommunicator) -> int:
     if args.plot and lead:
         plot_history(args.plot, state.history)
         print(f"Saved plot to {args.plot}")
+    if args.plot_features and lead:
+        viz.save_feature_figure(model, x_test, y_test, data.CLASS_NAMES[args.dataset],
+                                args.plot_features)
+        print(f"Saved filters and feature maps to {args.plot_features}")
     return 0
 
 

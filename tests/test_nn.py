@@ -722,3 +722,11 @@ def test_relu_max_pool_network_gradients_by_finite_differences():
         numeric = np.array([central_difference(f, array, i, 1e-6)
                             for i in np.ndindex(array.shape)]).reshape(array.shape)
         np.testing.assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-8, err_msg=name)
+
+
+def test_flatten_and_lenet_take_an_empty_batch():
+    from fastconv.models import LeNet5
+    flat = nn.Flatten()
+    assert flat(np.zeros((0, 2, 3, 4))).shape == (0, 24)
+    assert flat.backward(np.zeros((0, 24))).shape == (0, 2, 3, 4)
+    assert LeNet5(rng=0)(np.zeros((0, 1, 28, 28), np.float32)).shape == (0, 10)

@@ -223,6 +223,37 @@ def csv_rows(text):
     return list(csv.reader(io.StringIO(text)))
 
 
+def test_predictions_file_of_an_evaluation(trained, test_split, tmp_path, capsys):
+    images, labels = test_split
+    target = tmp_path / "predictions.csv"
+    status, out, err = run(capsys, trained[1], "--evaluate", "--data-dir", trained[0],
+                           "--predictions", str(target))
+    assert status == 0, err
+    assert f"Saved 200 predictions to {target}" in out
+    rows = csv_rows(target.read_text())
+    assert rows[0] == ["index", "label", "label_name", "predicted", "predicted_name",
+                       "probability"]
+    probabilities = predict.softmax(load_model(trained[1])(train.prepare(images, "mnist")))
+    assert [int(r[1]) for r in rows[1:]] == labels.tolist()
+    assert [int(r[3]) for r in rows[1:]] == probabilities.argmax(axis=1).tolist()
+    np.testing.assert_allclose([float(r[5]) for r in rows[1:]], probabilities.max(axis=1),
+                               atol=1e-6)
+
+
+def test_evaluation_on_a_local_dask_cluster_prints_the_same_numbers(trained, tmp_path, capsys):
+    pytest.importorskip("distributed")
+    argv = [trained[1], "--evaluate", "--data-dir", trained[0], "--batch-size", str(BATCH)]
+    here = tmp_path / "here.csv"
+    status, out_here, err = run(capsys, *argv, "--predictions", str(here))
+    assert status == 0, err
+    on_dask = tmp_path / "dask.csv"
+    status, out_dask, err = run(capsys, *argv, "--dask", "local", "--workers", "1",
+                                "--predictions", str(on_dask))
+    assert status == 0, err
+    assert out_dask.replace(str(on_dask), "") == out_here.replace(str(here), "")
+    assert on_dask.read_text() == here.read_text()  # bit-equal logits, same probabilities
+
+
 def test_a_folder_gives_a_csv(trained, test_split, tmp_path, capsys):
     Image = pil()
     images, _ = test_split
@@ -326,6 +357,10 @@ def test_help_shows_each_default_once():
     (["--evaluate", "--csv", "x.csv"], "--csv is for IMAGE results"),
     (["--evaluate", "--batch-size", "0"], "--batch-size must be >= 1"),
     (["a.png", "--invert", "sometimes"], "invalid choice"),
+    (["a.png", "--predictions", "p.csv"], "--predictions needs --evaluate"),
+    (["--evaluate", "--workers", "2"], "--workers needs --dask local"),
+    (["--evaluate", "--dask", "threads"], "scheduler address"),
+    (["--evaluate", "--dask", "local", "--workers", "0"], "--workers must be >= 1"),
 ])
 def test_bad_flags_exit_with_the_usage(argv, message, capsys):
     with pytest.raises(SystemExit) as info:

@@ -207,6 +207,31 @@ def test_plot_writes_a_png(synthetic_dir, tmp_path, capsys):
     assert png.stat().st_size > 5000
 
 
+@pytest.mark.parametrize("model", ["modern", "classic"])
+def test_plot_features_writes_the_filters_and_feature_maps(synthetic_dir, tmp_path, capsys,
+                                                           model):
+    image = pytest.importorskip("matplotlib.image")
+    png = tmp_path / "features.png"
+    status, out = run([*BASE, "--data-dir", synthetic_dir, "--model", model,
+                       "--plot-features", str(png)], capsys)
+    assert status == 0, out.err
+    assert f"Saved filters and feature maps to {png}" in out.out
+    pixels = image.imread(png)
+    assert pixels.shape[0] > 300 and pixels.shape[1] > 300
+    assert pixels[..., :3].std() > 0.05  # drawn on, not blank
+
+
+def test_plots_without_matplotlib_stop_before_training(synthetic_dir, monkeypatch, capsys):
+    real_find_spec = train.importlib.util.find_spec
+    monkeypatch.setattr(train.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "matplotlib" else real_find_spec(name, *a))
+    with pytest.raises(SystemExit) as exc:
+        train.main([*BASE, "--data-dir", synthetic_dir, "--plot-features", "f.png"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert 'pip install "fastconv[plot]"' in err and "Epoch" not in err
+
+
 def test_missing_data_is_a_clear_error(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(data, "MIRRORS", {name: () for name in data.MIRRORS})
     monkeypatch.setattr(data, "SYSTEM_DATA_DIRS", ())

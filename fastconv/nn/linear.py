@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from typing import Any
 
 import numpy as np
@@ -116,7 +118,8 @@ class Flatten(NeedsForward, Module):
     def forward(self, x: ArrayLike) -> NDArray[Any]:
         x = np.asarray(x)
         self._save(x.shape)
-        return x.reshape(*x.shape[: self.start_dim], -1)
+        # the product, not -1: an empty batch has no size to infer it from
+        return x.reshape(*x.shape[: self.start_dim], math.prod(x.shape[self.start_dim:]))
 
     def backward(self, grad_out: NDArray[Any]) -> NDArray[Any]:
         (shape,) = self._take()
