@@ -13,6 +13,7 @@ Dimension legend as in :mod:`fastconv._geometry`.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -33,7 +34,7 @@ def forward(plan: Plan, geom: ConvGeometry, x: FloatArray, w: FloatArray,
     if plan.kernel == "gemm":
         _gemm_forward(plan, geom, x, w, b, y, columns)
     elif plan.kernel == "winograd":
-        _winograd_forward(geom, x, w, b, y, plan.n_threads)
+        _winograd_forward(geom, x, _transformed(w, "forward"), b, y, plan.n_threads)
     elif plan.kernel == "channel_vector":
         _channel_vector_forward(plan, geom, x, w, b, y)
     elif plan.kernel == "wide_rows":
@@ -55,8 +56,9 @@ def input_grad(plan: Plan, geom: ConvGeometry, gy: FloatArray, w: FloatArray,
                                          *geom.kernel_args, plan.rows, plan.n_threads,
                                          plan.pointwise)
     elif plan.kernel == "winograd":
-        _winograd_forward(_plan.input_grad_geometry(geom), gy, _input_grad_kernel(w, geom),
-                          bias, gx, plan.n_threads)
+        rotated = _transformed(w, "input_grad", lambda: _input_grad_kernel(w, geom))
+        _winograd_forward(_plan.input_grad_geometry(geom), gy, rotated, bias, gx,
+                          plan.n_threads)
     elif plan.kernel == "channel_vector_scatter":
         (pt, _), (pl, _) = geom.padding
         _conv_cvec.conv2d_input_grad(gy, _scatter_packed(w, geom), bias, gx,
@@ -208,31 +210,41 @@ def _channel_vector_weight_grad(plan: Plan, geom: ConvGeometry, gy: FloatArray, 
 
 # --- Winograd -------------------------------------------------------------------------------
 
+#: The transformed weights of one Winograd pass, computed or found on first use.
+Transformed = Callable[[], FloatArray]
 
-def _winograd_forward(geom: ConvGeometry, x: FloatArray, w: FloatArray, b: FloatArray | None,
+
+def _transformed(w: FloatArray, role: str,
+                 prepare: Callable[[], FloatArray] | None = None) -> Transformed:
+    """Called only by the kernel that needs it, so a pass that finds no work (an empty
+    phase) transforms nothing."""
+    return lambda: _winograd.CACHE.get(w, _plan.WINOGRAD_TILE, role, prepare)
+
+
+def _winograd_forward(geom: ConvGeometry, x: FloatArray, u: Transformed, b: FloatArray | None,
                       y: FloatArray, n_threads: int) -> None:
-    """y = conv(x, w) + b by Winograd F(4x4, 3x3); a dilated kernel by phases."""
+    """y = conv(x, w) + b by Winograd F(4x4, 3x3), u giving w's transform; a dilated
+    kernel by phases."""
     if geom.dilation != (1, 1):
-        _winograd_phases(geom, x, w, b, y, n_threads)
+        _winograd_phases(geom, x, u, b, y, n_threads)
         return
     (pt, _), (pl, _) = geom.padding
-    _winograd_kernel(geom, x, w, b, y, pt, pl, n_threads)
+    _winograd_kernel(geom, x, u, b, y, pt, pl, n_threads)
 
 
-def _winograd_kernel(geom: ConvGeometry, x: FloatArray, w: FloatArray, b: FloatArray | None,
+def _winograd_kernel(geom: ConvGeometry, x: FloatArray, u: Transformed, b: FloatArray | None,
                      y: FloatArray, pt: int, pl: int, n_threads: int) -> None:
     """The undilated kernel, top/left padding pt, pl (y's shape implies the rest)."""
     tile = _plan.WINOGRAD_TILE
-    u = _winograd.CACHE.get(w, tile)
     block = _plan.winograd_block(geom)
     size = _conv_winograd.workspace_elements(geom.cg, geom.kg, tile, block)
     workspace = per_thread(n_threads, size, y.dtype, "the winograd workspace")
     with single_threaded_blas():
-        _conv_winograd.conv2d_forward(x, u, b, y, workspace, pt, pl, geom.groups, tile, block,
+        _conv_winograd.conv2d_forward(x, u(), b, y, workspace, pt, pl, geom.groups, tile, block,
                                       n_threads)
 
 
-def _winograd_phases(geom: ConvGeometry, x: FloatArray, w: FloatArray, b: FloatArray | None,
+def _winograd_phases(geom: ConvGeometry, x: FloatArray, u: Transformed, b: FloatArray | None,
                      y: FloatArray, n_threads: int) -> None:
     """A dilated 3x3 stride-1 convolution as dh * dw undilated ones.
 
@@ -253,7 +265,7 @@ def _winograd_phases(geom: ConvGeometry, x: FloatArray, w: FloatArray, b: FloatA
                for (r, c), _, _ in phases]
 
     def undilated(x_shape: tuple[int, ...], out_hw: tuple[int, int]) -> ConvGeometry:
-        return conv_geometry(x_shape, w.shape, 1, 0, 1, geom.groups, out_hw=out_hw)
+        return conv_geometry(x_shape, geom.w_shape, 1, 0, 1, geom.groups, out_hw=out_hw)
 
     if (len({v.shape for v in x_views}) == 1 and len(set(out_hws)) == 1
             and len({pads for _, _, pads in phases}) == 1 and x_views[0].size):
@@ -263,7 +275,7 @@ def _winograd_phases(geom: ConvGeometry, x: FloatArray, w: FloatArray, b: FloatA
         _conv_winograd.split_phases(x, x_stack, np.array([s for _, s, _ in phases], np.intp),
                                     dh, dw, n_threads)
         y_stack = np.empty((x_stack.shape[0], geom.k, *out_hws[0]), dtype=y.dtype)
-        _winograd_kernel(undilated(x_stack.shape, out_hws[0]), x_stack, w, b, y_stack,
+        _winograd_kernel(undilated(x_stack.shape, out_hws[0]), x_stack, u, b, y_stack,
                          *phases[0][2], n_threads)
         _conv_winograd.merge_phases(y_stack, y, np.array([o for o, _, _ in phases], np.intp),
                                     dh, dw, n_threads)
@@ -274,7 +286,7 @@ def _winograd_phases(geom: ConvGeometry, x: FloatArray, w: FloatArray, b: FloatA
             y_phase[...] = 0 if b is None else b[None, :, None, None]
         else:
             x_phase = np.ascontiguousarray(x_view)
-            _winograd_kernel(undilated(x_phase.shape, out_hw), x_phase, w, b, y_phase, *pads,
+            _winograd_kernel(undilated(x_phase.shape, out_hw), x_phase, u, b, y_phase, *pads,
                              n_threads)
         y[:, :, r::dh, c::dw] = y_phase
 

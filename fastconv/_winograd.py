@@ -1,21 +1,26 @@
 """Winograd weight transform and the cache of transformed weights.
 
-The kernels (``_kernels/_conv_winograd.pyx``) take the weights already
-transformed: U = G w G^T for every (k, c) filter, laid out as (T, K, C/groups)
-with T = (M + 2)^2 transform positions for an M x M output tile. The transform is
-computed in float64 and rounded once to the weights' dtype.
+The kernels (``_kernels/_conv_winograd.pyx``) take the weights already transformed:
+U = G w G^T for every (k, c) filter, laid out as (T, K, C/groups) with T = (M + 2)^2
+transform positions for an M x M output tile. The transform is one GEMM with the
+Kronecker product of G with itself, computed in float64 and rounded once to the
+weights' dtype.
 
-Transformed weights are cached so that a layer called again with the same
-weights skips the transform. Entries are found by shape, dtype and tile size and
-validated by content: each keeps a copy of the weights it was made from and is
-used only when ``np.array_equal`` says the weights are unchanged, so weights
-changed in place (an optimiser step) or a new array never get stale U.
+The cache keeps transforms so that a layer called again skips the transform; it is
+bounded by bytes (``CACHE_BYTES``), least recently used dropped first, so a network
+of any depth keeps every layer's transform while they fit. Arrays carry no version
+counter, so an entry keeps a copy of the weights and is used only when the weights
+still equal it (``np.array_equal``); it is found in one step by the array's address,
+shape, strides and dtype. Weights changed in place, or a new array at a reused
+address, never get a stale transform.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,51 +40,86 @@ G_MATRICES = {
                  [0.0, 0.0, 1.0]]),
 }
 
-#: Cached transforms at most (least recently used dropped first).
-CACHE_SIZE = 8
+#: Bytes of transforms (and of the copies that validate unowned weights) kept at most:
+#: every 3x3 layer of ResNet-50, forward and input gradient, fits in float32.
+CACHE_BYTES = 512 << 20
 
 
 def transform_weights(w: NDArray[Any], tile: int) -> NDArray[Any]:
     """U (T, K, C/groups) = G w G^T per filter, in w's dtype (computed in float64)."""
     g = G_MATRICES[tile]
-    u = np.einsum("ai,kcij,bj->abkc", g, w.astype(np.float64, copy=False), g, optimize=True)
-    alpha = tile + 2
-    return np.ascontiguousarray(u.reshape(alpha * alpha, w.shape[0], w.shape[1]), dtype=w.dtype)
+    k, c = w.shape[:2]
+    kron = np.kron(g, g)  # U[a * A + b] = sum over (i, j) of G[a, i] G[b, j] w[i * 3 + j]
+    u = w.reshape(k * c, 9).astype(np.float64) @ kron.T  # (K * C, T)
+    return np.ascontiguousarray(u.T.reshape(kron.shape[0], k, c), dtype=w.dtype)
+
+
+@dataclass
+class _Entry:
+    u: NDArray[Any]
+    saved: NDArray[Any]  # the weights' values when u was made
+    nbytes: int
 
 
 class TransformCache:
-    """Thread-safe LRU of transformed weights, validated by the weights' content."""
+    """Thread-safe LRU of transformed weights, bounded by bytes (see the module notes)."""
 
-    def __init__(self, size: int = CACHE_SIZE) -> None:
-        self.size = size
+    def __init__(self, max_bytes: int = CACHE_BYTES) -> None:
+        self.max_bytes = max_bytes
         self._lock = threading.Lock()
-        # (shape, dtype, tile, serial) -> (copy of w, U); serial tells same-shape entries apart
-        self._entries: OrderedDict[tuple[Any, ...], tuple[NDArray[Any], NDArray[Any]]] = (
-            OrderedDict())
-        self._serial = 0
+        self._entries: OrderedDict[Hashable, _Entry] = OrderedDict()
+        self._bytes = 0
 
-    def get(self, w: NDArray[Any], tile: int) -> NDArray[Any]:
-        """U for ``w``: the cached one if ``w`` equals the weights it was made from."""
-        key = (w.shape, w.dtype.str, tile)
+    def get(self, w: NDArray[Any], tile: int, role: str = "forward",
+            prepare: Callable[[], NDArray[Any]] | None = None) -> NDArray[Any]:
+        """U for the weights ``w``: from the cache when they are known and unchanged.
+
+        Parameters
+        ----------
+        w : ndarray (K, C/groups, 3, 3)
+            The weights as the caller holds them.
+        tile : int
+            Output tile size M.
+        role : str
+            What ``prepare`` makes of ``w`` (the kernel of the input gradient is w
+            rotated, its channel axes swapped): transforms of one ``w`` differ by role.
+        prepare : callable, optional
+            Returns the weights to transform (default: ``w`` itself); not called on
+            a hit.
+        """
+        key = (w.__array_interface__["data"][0], role, tile, w.dtype.str, w.shape, w.strides)
         with self._lock:
-            for full_key, (saved, u) in reversed(self._entries.items()):
-                if full_key[:3] == key and np.array_equal(saved, w):
-                    self._entries.move_to_end(full_key)
-                    return u
-        u = transform_weights(w, tile)
+            entry = self._entries.get(key)
+            if entry is not None and np.array_equal(entry.saved, w):
+                self._entries.move_to_end(key)
+                return entry.u
+        u = transform_weights(prepare() if prepare is not None else w, tile)
         u.flags.writeable = False
-        saved = w.copy()
-        with self._lock:
-            self._serial += 1
-            self._entries[key + (self._serial,)] = (saved, u)
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
+        self._store(key, _Entry(u, w.copy(), u.nbytes + w.nbytes))
         return u
+
+    def _store(self, key: Hashable, entry: _Entry) -> None:
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._bytes -= old.nbytes
+            self._entries[key] = entry
+            self._bytes += entry.nbytes
+            while self._bytes > self.max_bytes and len(self._entries) > 1:
+                _, dropped = self._entries.popitem(last=False)
+                self._bytes -= dropped.nbytes
 
     def clear(self) -> None:
         """Drop every entry."""
         with self._lock:
             self._entries.clear()
+            self._bytes = 0
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held: the transforms and the copies of the weights that validate them."""
+        with self._lock:
+            return self._bytes
 
     def __len__(self) -> int:
         with self._lock:

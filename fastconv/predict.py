@@ -662,7 +662,7 @@ def _run_evaluation(args: argparse.Namespace, model: nn.Module, meta: dict[str, 
     images, labels = images[:args.limit], labels[:args.limit]
     logits: list[NDArray[Any]] = []  # kept for --predictions
 
-    def predict_and_keep(model: nn.Module, x: ArrayLike, batch_size: int) -> NDArray[Any]:
+    def predict_and_keep(model: nn.Module, x: NDArray[Any], batch_size: int) -> NDArray[Any]:
         logits.append(np.asarray(_predict_fn(args)(model, x, batch_size)))
         return logits[-1]
 
@@ -696,8 +696,8 @@ def _predict_fn(args: argparse.Namespace) -> PredictFn:
         return predict_logits
     from fastconv import dask as fastconv_dask
 
-    def on_dask(model: nn.Module, x: ArrayLike, batch_size: int) -> NDArray[Any]:
-        return fastconv_dask.predict_numpy(model, np.asarray(x), batch_size,
+    def on_dask(model: nn.Module, x: NDArray[Any], batch_size: int) -> NDArray[Any]:
+        return fastconv_dask.predict_numpy(model, x, batch_size,
                                            scheduler=args.dask, n_workers=args.workers)
 
     return on_dask

@@ -25,10 +25,28 @@ SEED = 20240611
 TOLERANCE = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 1e-4}
 
 
+#: The test files of the kernels' numerics: `-m kernels` selects them (CI runs them again
+#: on the baseline instruction set and on a bounds-checked AddressSanitizer build).
+KERNEL_TEST_FILES = {
+    "test_kernels.py", "test_conv2d.py", "test_conv1d.py", "test_conv_transpose.py",
+    "test_pool.py", "test_cvec.py", "test_winograd.py", "test_nonfinite.py",
+    "test_denormal.py", "test_memory.py", "test_debug_build.py",
+}
+
+
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "slow: long-running test (deselect with -m 'not slow')"
     )
+    config.addinivalue_line(
+        "markers", "kernels: a test of the kernels' numerics (see KERNEL_TEST_FILES)"
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name in KERNEL_TEST_FILES:
+            item.add_marker(pytest.mark.kernels)
 
 
 def assert_close(actual, expected, dtype=None, err_msg=""):

@@ -43,9 +43,9 @@ __all__ = [
 
 
 def pair_ref(value):
-    """Return ``value`` as a tuple of two Python ints (int -> (int, int))."""
+    """Return ``value`` as a tuple of two Python ints (int or 1-sequence -> (int, int))."""
     if isinstance(value, (tuple, list)):
-        a, b = value
+        a, b = value if len(value) != 1 else (value[0], value[0])
         return int(a), int(b)
     return int(value), int(value)
 

@@ -230,7 +230,7 @@ def _taps(o, size, k, s, p, d):
 def _pool_setup(x, kernel_size, stride, padding, dilation, ceil_mode):
     x = np.asarray(x, dtype=np.float64)
     kh, kw = pair_ref(kernel_size)
-    sh, sw = (kh, kw) if stride is None else pair_ref(stride)
+    sh, sw = pool_stride_ref(stride, (kh, kw))
     ph, pw = pair_ref(padding)
     dh, dw = pair_ref(dilation)
     oh = pool_output_size_ref(x.shape[2], kh, sh, ph, dh, ceil_mode)
@@ -243,6 +243,13 @@ def _pool_setup(x, kernel_size, stride, padding, dilation, ceil_mode):
 # --------------------------------------------------------------------------- #
 # max pooling
 # --------------------------------------------------------------------------- #
+
+
+def pool_stride_ref(stride, kernel_hw):
+    """A pooling stride as (sh, sw): None or an empty sequence means the kernel size."""
+    if stride is None or (isinstance(stride, (tuple, list)) and not stride):
+        return tuple(kernel_hw)
+    return pair_ref(stride)
 
 
 def max_pool2d_ref(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
@@ -299,7 +306,7 @@ def max_pool2d_backward_ref(gy, idx, input_shape):
 def max_unpool2d_output_hw_ref(in_hw, kernel_size, stride=None, padding=0):
     """Default max_unpool2d output size: (H - 1) * S - 2P + K per axis."""
     k = pair_ref(kernel_size)
-    s = k if stride is None else pair_ref(stride)
+    s = pool_stride_ref(stride, k)
     p = pair_ref(padding)
     return tuple((n - 1) * si - 2 * pi + ki for n, si, pi, ki in zip(in_hw, s, p, k))
 
@@ -331,7 +338,7 @@ def _avg_windows(in_hw, kernel_size, stride, padding, ceil_mode, count_include_p
     """Yield (o, q, rows, cols, divisor) for every average-pooling window."""
     h, wd = in_hw
     kh, kw = pair_ref(kernel_size)
-    sh, sw = (kh, kw) if stride is None else pair_ref(stride)
+    sh, sw = pool_stride_ref(stride, (kh, kw))
     ph, pw = pair_ref(padding)
     oh = pool_output_size_ref(h, kh, sh, ph, 1, ceil_mode)
     ow = pool_output_size_ref(wd, kw, sw, pw, 1, ceil_mode)
@@ -355,7 +362,7 @@ def _avg_windows(in_hw, kernel_size, stride, padding, ceil_mode, count_include_p
 
 def _avg_out_hw(in_hw, kernel_size, stride, padding, ceil_mode):
     kh, kw = pair_ref(kernel_size)
-    sh, sw = (kh, kw) if stride is None else pair_ref(stride)
+    sh, sw = pool_stride_ref(stride, (kh, kw))
     ph, pw = pair_ref(padding)
     return (pool_output_size_ref(in_hw[0], kh, sh, ph, 1, ceil_mode),
             pool_output_size_ref(in_hw[1], kw, sw, pw, 1, ceil_mode))
@@ -399,7 +406,7 @@ def _lp_windows(in_hw, kernel_size, stride, ceil_mode):
     oh, ow = _avg_out_hw(in_hw, kernel_size, stride, 0, ceil_mode)
     if oh < 1 or ow < 1:
         raise ValueError("the pooling window does not fit the input")
-    sh, sw = (kh, kw) if stride is None else pair_ref(stride)
+    sh, sw = pool_stride_ref(stride, (kh, kw))
     for o in range(oh):
         rows = _taps(o, in_hw[0], kh, sh, 0, 1)
         for q in range(ow):

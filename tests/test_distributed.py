@@ -22,6 +22,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -31,6 +32,7 @@ import pytest
 import fastconv
 from fastconv import distributed, nn, optim, train
 from fastconv.models import LeNet5
+from fastconv.weights import METADATA_KEY
 from idx_helpers import write_bar_dataset
 
 ATOL = 1e-6
@@ -59,6 +61,11 @@ def data_dir(tmp_path_factory):
     """Train and test splits; class k is a noisy bright bar at rows 2k+4 .. 2k+5."""
     return write_bar_dataset(tmp_path_factory.mktemp("idx"), seed=7, sizes=(120, 40),
                              noisy_bars=True)
+
+
+#: `python -m` and `-c` put the working directory first on sys.path: from the repository
+#: root the source tree, which has no compiled kernels, would shadow the installed package.
+OUTSIDE_CHECKOUT = tempfile.gettempdir()
 
 
 def child_env(**extra):
@@ -117,7 +124,7 @@ def launch(*contexts, env=None):
     """Start mpirun; returns the Popen (stdout and stderr merged, text)."""
     return subprocess.Popen(mpirun_command(*contexts), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=env or child_env(),
-                            start_new_session=True)
+                            start_new_session=True, cwd=OUTSIDE_CHECKOUT)
 
 
 def mpirun(*contexts, env=None, timeout=TIMEOUT):
@@ -133,8 +140,9 @@ def mpirun(*contexts, env=None, timeout=TIMEOUT):
 
 
 def weights(path):
+    """The saved parameters by name (the file's metadata entry left out)."""
     with np.load(path) as archive:
-        return {k: archive[k] for k in archive.files}
+        return {k: archive[k] for k in archive.files if k != METADATA_KEY}
 
 
 def max_difference(a, b):
@@ -254,7 +262,8 @@ def test_importing_fastconv_does_not_import_mpi4py():
     code = ("import sys, fastconv, fastconv.train, fastconv.distributed; "
             "print('mpi4py' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env=child_env(), timeout=TIMEOUT, check=True).stdout
+                         env=child_env(), timeout=TIMEOUT, check=True,
+                         cwd=OUTSIDE_CHECKOUT).stdout
     assert out.strip() == "False"
 
 

@@ -321,7 +321,8 @@ def _window_fits(size, k, s, p, d, ceil_mode):
 @st.composite
 def pool_geometry(draw, one_d=False, padding=True, dilation=True):
     """Sizes and parameters of one valid pooling call."""
-    g = {"n": draw(st.sampled_from([1, 1, 2, 3, 0])), "c": draw(st.sampled_from([1, 2, 3, 0]))}
+    # only the batch may be empty: pooling refuses an input with no channels, as PyTorch
+    g = {"n": draw(st.sampled_from([1, 1, 2, 3, 0])), "c": draw(st.sampled_from([1, 2, 3]))}
     kh = 1 if one_d else draw(st.integers(1, 4))
     kw = draw(st.integers(1, 4))
     stride_given = draw(st.booleans())
@@ -588,7 +589,8 @@ def _as1d(a):
 
 
 def _stride_pair(v):
-    return None if v is None else (1, _one(v))
+    """A 1-D pooling stride as the 2-D reference's; None or () is the kernel size."""
+    return None if v is None or (isinstance(v, (tuple, list)) and not v) else (1, _one(v))
 
 
 def ref_conv2d(k):
@@ -769,7 +771,7 @@ SPECS = {
                                 {"gy": "float", "idx": "index", "input_shape": "shape4"}, ("gy",)),
     "max_unpool2d": Spec(case_max_unpool(), ref_max_unpool2d,
                          {"y": "float", "idx": "index", "kernel_size": "pair:1",
-                          "stride": "pair:1?", "padding": "pair:0",
+                          "stride": "unpool_stride", "padding": "pair:0",
                           "output_size": "unpool_output_size"}, ("y",)),
     "avg_pool2d": Spec(case_avg_pool(), ref_avg_pool2d, {"x": "float", **AVGPOOL}, ("x",)),
     "avg_pool2d_backward": Spec(case_avg_pool(backward=True), ref_avg_pool2d_backward,
@@ -829,8 +831,11 @@ def _int_of(value):
     return int(value)
 
 
-def spoil_pair(value, minimum, allow_none, one_d=False):
-    """Spoilings of an int-or-pair argument (kernel_size, stride, dilation, ...)."""
+def spoil_pair(value, minimum, allow_none, one_d=False, empty_ok=None):
+    """Spoilings of an int-or-pair argument (kernel_size, stride, dilation, ...);
+    ``empty_ok``: an empty tuple means what None does (a pooling stride; by default
+    where None is allowed)."""
+    empty_ok = allow_none if empty_ok is None else empty_ok
     same, invalid, context, unknown = [], list(INT_BAD_TYPES), [], list(HUGE)
     if value is None:
         same.append(None)
@@ -845,20 +850,30 @@ def spoil_pair(value, minimum, allow_none, one_d=False):
         if a == b:
             same += [a, np.int64(a)]
     if one_d:
-        invalid += [(a, a), [], (float(a),), (str(a),), (True,), (minimum - 1,), [None]]
+        invalid += [(a, a), (float(a),), (str(a),), (True,), (minimum - 1,), [None]]
         unknown += [(h,) for h in HUGE[:3]]
     else:
-        invalid += [(a, b, 1), [], [a], (float(a), b), (str(a), b), (a, True), (a, None),
-                    (minimum - 1, b), (a, -5), np.array([float(a), float(b)])]
+        invalid += [(a, b, 1), (float(a), b), (str(a), b), (a, True), (a, None),
+                    (minimum - 1, b), (a, -5), np.array([float(a), float(b)]), (minimum - 1,)]
         unknown += [(HUGE[0], b), (a, HUGE[4]), (HUGE[3], HUGE[3])]
+        # a one-element tuple stands for both axes, as in PyTorch
+        (same if a == b and value is not None else unknown).extend([(a,), [a]])
+    # an empty tuple is a pooling stride's "the kernel size", as None; elsewhere wrong
+    if not empty_ok:
+        invalid.append([])
+    elif value is None:
+        same += [(), []]
+    else:
+        unknown.append(())
     invalid += [minimum - 1, -1, -(2**63), -(10**30)]
     (unknown if allow_none else invalid).append(None)
     unknown += [v for v in range(minimum, 6) if v not in (a, b)]
     return same, invalid, context, unknown
 
 
-def spoil_int(value, minimum, allow_none):
-    """Spoilings of a plain int argument (groups, divisor_override)."""
+def spoil_int(value, minimum, allow_none, negatives_ok=False):
+    """Spoilings of a plain int argument (groups, divisor_override); ``negatives_ok``: any
+    non-zero int is valid (divisor_override, as PyTorch)."""
     if value is None:
         same = [None]
         unknown = [1, 2, 3] + HUGE
@@ -866,7 +881,8 @@ def spoil_int(value, minimum, allow_none):
         v = int(value)
         same = [v, np.int64(v), np.int32(v)]
         unknown = [u for u in range(minimum, 5) if u != v] + HUGE
-    invalid = INT_BAD_TYPES + [minimum - 1, -1, -(2**64), (2,), [2]]
+    invalid = INT_BAD_TYPES + [minimum - 1, (2,), [2]]
+    (unknown if negatives_ok else invalid).extend([-1, -3, -(2**64)])
     (unknown if allow_none else invalid).append(None)
     return same, invalid, [], unknown
 
@@ -1076,13 +1092,15 @@ def _resized(draw, a, delta):
 
 def spoilings(kind, value):
     """(same, invalid, context, unknown) values for a non-array argument."""
+    if kind == "unpool_stride":  # None is the kernel size, () is wrong (as PyTorch)
+        return spoil_pair(value, 1, True, empty_ok=False)
     if kind.startswith("pair:") or kind.startswith("one:"):
         minimum = int(kind.split(":")[1].rstrip("?"))
         return spoil_pair(value, minimum, kind.endswith("?"), one_d=kind.startswith("one:"))
     if kind == "groups":
         return spoil_int(value, 1, False)
     if kind == "divisor":
-        return spoil_int(value, 1, True)
+        return spoil_int(value, 1, True, negatives_ok=True)
     if kind == "conv_padding":
         return spoil_conv_padding(value, True, False)
     if kind == "conv1d_padding":

@@ -571,7 +571,7 @@ def test_avg_pool_docstring_example():
                                   as4d([[2.5, 4.5], [10.5, 12.5]]))
 
 
-@pytest.mark.parametrize("divisor_override", [0, -1, 2.5, True])
+@pytest.mark.parametrize("divisor_override", [0, -(2**64), 2.5, True])
 def test_avg_pool_bad_divisor_override(divisor_override):
     with pytest.raises((ValueError, TypeError), match="divisor_override"):
         fc.avg_pool2d(np.ones((1, 1, 4, 4)), 2, divisor_override=divisor_override)

@@ -336,9 +336,10 @@ def test_images_without_pillow_is_a_one_line_hint(trained, tmp_path, monkeypatch
 # --------------------------------------------------------------------- flags and weights
 
 
-def test_help_shows_each_default_once():
+def test_help_shows_each_default_once(tmp_path):
     result = subprocess.run([sys.executable, "-m", "fastconv.predict", "--help"],
-                            capture_output=True, text=True, timeout=60)
+                            capture_output=True, text=True, timeout=60,
+                            cwd=tmp_path)  # `-m` puts the cwd on sys.path
     assert result.returncode == 0
     assert result.stdout.startswith("usage: fastconv-predict")
     parser = predict.build_parser()

@@ -149,6 +149,17 @@ def test_unbatched_input(cls_name, args, shape, rng):
     _close(y, y_t, "unbatched forward")
 
 
+@pytest.mark.parametrize("cls_name", ["MaxPool1d", "AvgPool1d"])
+def test_unbatched_input_without_channels_raises_as_in_torch(cls_name):
+    """An unbatched (0, L) input has no channels: PyTorch raises, and so does fastconv."""
+    x = torch.zeros(0, 5)
+    with pytest.raises(RuntimeError):
+        getattr(nn, cls_name)(2)(x)
+    with pytest.raises(ValueError, match="channel"):
+        getattr(fct, cls_name)(2)(x)
+    assert getattr(fct, cls_name)(2)(torch.zeros(0, 3, 5)).shape == (0, 3, 2)  # empty batch
+
+
 def test_unbatched_max_unpool(rng):
     y, idx = nn.functional.max_pool2d(_tensor(rng, (3, 6, 8)), 2, return_indices=True)
     out, out_t = fct.MaxUnpool2d(2)(y, idx), nn.MaxUnpool2d(2)(y, idx)

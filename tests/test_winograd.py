@@ -276,7 +276,7 @@ def test_concurrent_python_threads(rng):
     for t in threads:
         t.join(120)
     assert not errors
-    assert len(_winograd.CACHE) <= _winograd.CACHE_SIZE
+    assert _winograd.CACHE.nbytes <= _winograd.CACHE.max_bytes
 
 
 # --------------------------------------------------------------------------- #
@@ -284,12 +284,27 @@ def test_concurrent_python_threads(rng):
 # --------------------------------------------------------------------------- #
 
 
-def test_cache_reuses_transform_for_equal_weights(rng):
+def test_cache_reuses_transform_for_unchanged_weights(rng):
     w = rng.standard_normal((4, 3, 3, 3))
     u = _winograd.CACHE.get(w, 4)
-    assert _winograd.CACHE.get(w.copy(), 4) is u
+    assert _winograd.CACHE.get(w, 4) is u
     assert not u.flags.writeable
+    assert np.array_equal(_winograd.CACHE.get(w.copy(), 4), u)  # another array, same values
     assert _winograd.CACHE.get(w.astype(np.float32), 4) is not u  # another dtype
+    assert _winograd.CACHE.get(w, 4, role="input_grad") is not u  # another role
+
+
+def test_cache_transforms_each_layer_of_a_deep_network_once(rng, monkeypatch):
+    transforms = []
+    real = _winograd.transform_weights
+    monkeypatch.setattr(_winograd, "transform_weights",
+                        lambda w, tile: transforms.append(1) or real(w, tile))
+    x = rng.standard_normal((1, 4, 8, 8))
+    layers = [rng.standard_normal((4, 4, 3, 3)) for _ in range(40)]
+    for _ in range(3):
+        for w in layers:
+            fc.conv2d(x, w, padding=1, algorithm="winograd")
+    assert len(transforms) == len(layers)
 
 
 def test_weights_changed_in_place_are_not_served_stale(dtype, rng):
@@ -314,11 +329,15 @@ def test_new_weights_of_same_shape_and_flip(rng):
             assert_rel(y, conv2d_ref(x, w, None, padding="same", flip=flip), np.float64, "y")
 
 
-def test_cache_is_bounded(rng):
-    x = rng.standard_normal((1, 2, 5, 5))
-    for _ in range(3 * _winograd.CACHE_SIZE):
-        fc.conv2d(x, rng.standard_normal((2, 2, 3, 3)), algorithm="winograd")
-    assert len(_winograd.CACHE) == _winograd.CACHE_SIZE
+def test_cache_is_bounded_by_bytes(rng):
+    w = rng.standard_normal((2, 2, 3, 3))
+    entry_bytes = _winograd.transform_weights(w, 4).nbytes + w.nbytes
+    cache = _winograd.TransformCache(max_bytes=3 * entry_bytes)
+    kept = [rng.standard_normal(w.shape) for _ in range(10)]
+    for v in kept:
+        cache.get(v, 4)
+    assert len(cache) == 3 and cache.nbytes == 3 * entry_bytes
+    assert cache.get(kept[-1], 4) is cache.get(kept[-1], 4)  # the newest are kept
 
 
 def test_nan_weights_are_never_cached_as_equal(rng):
