@@ -67,6 +67,11 @@ def _bias_only(shape: tuple[int, ...], b: FloatArray | None, dtype: Any) -> Floa
     return y
 
 
+def _shaped(shape: tuple[int, ...], dtype: Any) -> FloatArray:
+    """A stand-in for an output not yet allocated: its shape and dtype, no memory."""
+    return np.broadcast_to(np.empty((), dtype=dtype), shape)
+
+
 def _plan_pass(geom: ConvGeometry, pass_: str, algorithm: str, dtype: Any, n_threads: int,
                operands: tuple[Any, ...]) -> Plan:
     """The plan of one pass; with autotuning on, the planner times each candidate on
@@ -240,9 +245,10 @@ def conv2d_backward(gy: ArrayLike, x: ArrayLike, w: ArrayLike, stride: IntPair =
         return gx_empty, np.zeros(w.shape, dtype=dtype), gb
     gx = None
     if needs_input_grad:
-        gx = np.empty(x.shape, dtype=dtype)
-        plan = _plan_pass(geom, "input_grad", algorithm, dtype, n_threads, (gy, w_eff, gx))
-        _execute.input_grad(plan, geom, gy, w_eff, gx)
+        plan = _plan_pass(geom, "input_grad", algorithm, dtype, n_threads,
+                          (gy, w_eff, _shaped(x.shape, dtype)))
+        gx, zeroed = _execute.input_grad_output(plan, x.shape, dtype)
+        _execute.input_grad(plan, geom, gy, w_eff, gx, zeroed=zeroed)
     gw = np.empty(w.shape, dtype=dtype)
     plan = _plan_pass(geom, "weight_grad", algorithm, dtype, n_threads, (gy, x, gw))
     _execute.weight_grad(plan, geom, gy, x, gw)
@@ -317,10 +323,11 @@ def conv_transpose2d(x: ArrayLike, w: ArrayLike, b: ArrayLike | None = None,
     if geom.conv.empty:
         return _bias_only(geom.y_shape, b, dtype)
     algorithm = _plan.check_algorithm(algorithm, geom.conv)
-    y = np.empty(geom.y_shape, dtype=dtype)
     n_threads = _config.effective_n_threads()
-    plan = _plan_pass(geom.conv, "input_grad", algorithm, dtype, n_threads, (x, w, y))
-    _execute.input_grad(plan, geom.conv, x, w, y, bias=b)
+    plan = _plan_pass(geom.conv, "input_grad", algorithm, dtype, n_threads,
+                      (x, w, _shaped(geom.y_shape, dtype)))
+    y, zeroed = _execute.input_grad_output(plan, geom.y_shape, dtype, b)
+    _execute.input_grad(plan, geom.conv, x, w, y, bias=b, zeroed=zeroed)
     return y
 
 

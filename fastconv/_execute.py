@@ -45,16 +45,26 @@ def forward(plan: Plan, geom: ConvGeometry, x: FloatArray, w: FloatArray,
         _conv_direct.conv2d_forward(x, w, b, y, *geom.kernel_args, plan.n_threads)
 
 
+def input_grad_output(plan: Plan, shape: tuple[int, ...], dtype: Any,
+                      bias: FloatArray | None = None) -> tuple[FloatArray, bool]:
+    """(gx, zeroed): the array an input-gradient pass writes. Zeros where the plan's
+    GEMM kernel sums into it (the OS hands out zeroed pages: no pass over gx), else
+    uninitialised; ``zeroed`` goes to :func:`input_grad`."""
+    if plan.kernel == "gemm" and not plan.pointwise and bias is None:
+        return np.zeros(shape, dtype=dtype), True
+    return np.empty(shape, dtype=dtype), False
+
+
 def input_grad(plan: Plan, geom: ConvGeometry, gy: FloatArray, w: FloatArray,
-               gx: FloatArray, bias: FloatArray | None = None) -> None:
+               gx: FloatArray, bias: FloatArray | None = None, zeroed: bool = False) -> None:
     """gx = the gradient of conv with respect to its input, plus ``bias`` per channel
-    of gx when given (transposed convolution's bias)."""
+    of gx when given (transposed convolution's bias); ``zeroed``: gx is all zeros."""
     plan = _fallback_if_nonfinite(plan, gy, w)
     if plan.kernel == "gemm":
         with single_threaded_blas():
             _conv_gemm.conv2d_input_grad(gy, w, bias, gx, _workspace(plan, gx),
                                          *geom.kernel_args, plan.rows, plan.n_threads,
-                                         plan.pointwise)
+                                         plan.pointwise, zeroed)
     elif plan.kernel == "winograd":
         rotated = _transformed(w, "input_grad", lambda: _input_grad_kernel(w, geom))
         _winograd_forward(_plan.input_grad_geometry(geom), gy, rotated, bias, gx,
@@ -293,8 +303,9 @@ def _winograd_phases(geom: ConvGeometry, x: FloatArray, u: Transformed, b: Float
 
 def run_into_scratch(plan: Plan, geom: ConvGeometry, operands: tuple[Any, ...]) -> None:
     """Run one pass of ``plan`` into a scratch output (the autotuner times this).
-    ``operands``: (x, w, b, y), (gy, w, gx) or (gy, x, gw) as the pass takes them."""
-    scratch = np.empty_like(operands[-1])
+    ``operands``: (x, w, b, y), (gy, w, gx) or (gy, x, gw) as the pass takes them; only
+    the output's shape and dtype are read."""
+    scratch = np.empty(operands[-1].shape, dtype=operands[-1].dtype)
     if plan.pass_ == "forward":
         x, w, b, _ = operands
         forward(plan, geom, x, w, b, scratch)

@@ -51,7 +51,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 from numpy.typing import DTypeLike
@@ -453,7 +453,7 @@ def plan(geom: ConvGeometry, pass_: str, dtype: DTypeLike, n_threads: int,
     -------
     Plan
     """
-    dtype_name = np.dtype(dtype).name
+    dtype_name = _DTYPE_NAMES.get(dtype) or np.dtype(dtype).name
     if algorithm == "auto" and _autotune.get_autotune():
         key = (pass_, geom, dtype_name, n_threads, _dispatch.ISA)
         candidates = {name: _cached_plan(geom, pass_, dtype_name, n_threads, name)
@@ -466,6 +466,11 @@ def plan(geom: ConvGeometry, pass_: str, dtype: DTypeLike, n_threads: int,
         if chosen:
             return dataclasses.replace(candidates[chosen], reason="autotuned: fastest measured")
     return _cached_plan(geom, pass_, dtype_name, n_threads, algorithm)
+
+
+#: dtype or scalar type -> name, without numpy's Python-level ``dtype.name`` (microseconds)
+_DTYPE_NAMES: dict[Any, str] = {key: np.dtype(t).name for t in (np.float32, np.float64)
+                                for key in (t, np.dtype(t))}
 
 
 @functools.lru_cache(maxsize=1024)

@@ -3,35 +3,36 @@
 Usage (also ``python -m fastconv.predict``)::
 
     fastconv-predict weights.npz --evaluate --plot confusion.png
+    fastconv-predict weights.npz --evaluate --dask local --predictions test.csv
     fastconv-predict weights.npz shoe.png bag.jpg
     fastconv-predict weights.npz photos/ --csv predictions.csv
 
-``WEIGHTS`` is a file written by ``fastconv-train --save`` (see
-:mod:`fastconv.weights`); its metadata give the dataset, the normalisation used
-in training, the class names and the image size.
+``WEIGHTS`` is a file written by ``fastconv-train --save`` (see :mod:`fastconv.weights`);
+its metadata give the dataset, the training normalisation, the class names and the image
+size.
 
-``--evaluate`` runs the model over the test split of the dataset (the weights'
-unless ``--dataset`` says otherwise; files found as in training, see
-:func:`fastconv.data.load_dataset`) and prints the loss and accuracy, with the
-numbers of ``fastconv-train``'s test pass (same batches with the same
-``--batch-size``, 1000 in both), then the accuracy of each class; ``--plot PATH``
-writes the confusion matrix as a PNG (needs matplotlib).
+``--evaluate`` runs the model over the dataset's test split (found as in training, see
+:func:`fastconv.data.load_dataset`) and prints the loss and accuracy, the numbers of
+``fastconv-train``'s test pass (same batches, ``--batch-size`` 1000 in both), then each
+class's accuracy; ``--plot PATH`` writes the confusion matrix as a PNG (matplotlib) and
+``--predictions PATH`` each image's label, predicted class and probability as a CSV.
+``--dask`` computes the logits on a Dask cluster (``local`` or a scheduler address), for
+an evaluation or for image files.
 
-Otherwise each ``IMAGE`` (any format Pillow reads: PNG, JPEG, ...) is turned into
-a training-like image and classified; the three likeliest classes and their
-softmax probabilities are printed, one line per file. A folder stands for the
-image files directly inside it (``*.png``, ``*.jpg``, ``*.jpeg``, ``*.bmp``,
-``*.gif``, ``*.tif``, ``*.tiff``, ``*.webp``, any case; not hidden files, not its
-subfolders), and then the results are a CSV table (on stdout, or in ``--csv PATH``)
-with the columns ``file, class_1, probability_1, class_2, probability_2, class_3,
-probability_3``. See :func:`load_image` for the preprocessing.
+Otherwise each ``IMAGE`` (any format Pillow reads) is turned into a training-like image
+and classified: the three likeliest classes and their softmax probabilities, one line per
+file. A folder stands for the image files directly inside it (``*.png``, ``*.jpg``,
+``*.jpeg``, ``*.bmp``, ``*.gif``, ``*.tif``, ``*.tiff``, ``*.webp``, any case; not hidden
+files, not subfolders), and the results are then a CSV (stdout, or ``--csv PATH``) with
+the columns ``file, class_1, probability_1, ..., class_3, probability_3``. See
+:func:`load_image` for the preprocessing.
 
-A file that cannot be classified (missing, a folder named like an image, empty,
-not an image, damaged, an unsupported pixel mode) gets one line on stderr and no output line; the other
-files are still classified. Exit status: 0 when everything worked; 1 when some
-image file failed (an argument folder without image files counts as one);
-2 for bad flags, an unreadable weights file, missing data or a missing optional
-package (matplotlib for ``--plot``, Pillow for images).
+A file that cannot be classified (missing, a folder named like an image, empty, not an
+image, damaged, an unsupported pixel mode) gets one line on stderr and no output line; the
+other files are still classified. Exit status: 0 when everything worked; 1 when some image
+file failed (an argument folder without image files counts as one); 2 for bad flags, an
+unreadable weights file, missing data or a missing optional package (matplotlib for
+``--plot``, Pillow for images, dask for ``--dask``).
 
 Every number comes from one function, :func:`predict_logits`, which
 :func:`evaluate` and :func:`classify` take as their ``predict`` argument.

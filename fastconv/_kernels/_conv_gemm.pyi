@@ -24,10 +24,11 @@ def conv2d_forward(
 def conv2d_input_grad(
     gy: NDArray[_F],  # IN (N, K, OH, OW)
     w: NDArray[_F],  # IN (K, CG, KH, KW)
-    gx: NDArray[_F],  # OUT (N, C, H, W), zero-filled by the caller
+    b: NDArray[_F] | None,  # IN (C,): added per channel of gx
+    gx: NDArray[_F],  # OUT (N, C, H, W), overwritten unless zeroed
     workspace: NDArray[_F],  # SCRATCH (threads, CKK * P)
     sh: int, sw: int, pt: int, pl: int, dh: int, dw: int,
-    groups: int, rows: int, n_threads: int, pointwise: bool,
+    groups: int, rows: int, n_threads: int, pointwise: bool, zeroed: bool,
 ) -> None: ...
 def conv2d_weight_grad(
     gy: NDArray[_F],  # IN (N, K, OH, OW)

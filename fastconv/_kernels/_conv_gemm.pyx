@@ -98,13 +98,16 @@ def conv2d_input_grad(
     const floating[:, :, :, ::1] gy,  # IN (N, K, OH, OW)
     const floating[:, :, :, ::1] w,   # IN (K, CG, KH, KW)
     const floating[::1] b,            # IN (C,) or None: added per channel of gx
-    floating[:, :, :, ::1] gx,        # OUT (N, C, H, W), any contents (overwritten)
+    floating[:, :, :, ::1] gx,        # OUT (N, C, H, W), overwritten unless zeroed
     floating[:, ::1] workspace,       # SCRATCH (threads, CKK * P)
     index_t sh, index_t sw, index_t pt, index_t pl, index_t dh, index_t dw,
-    index_t groups, index_t rows, int n_threads, bint pointwise,
+    index_t groups, index_t rows, int n_threads, bint pointwise, bint zeroed,
 ):
     """gx = b + col2im(w^T @ gy), one task per (image, group): the task fills its
-    channels of gx with b (or zero) first, then col2im accumulates into them."""
+    channels of gx with b (or zero) first, then col2im accumulates into them.
+
+    ``zeroed``: gx is already all zeros (a fresh np.zeros, whose pages the OS hands out
+    zeroed): without a bias no fill is needed, which saves a pass over gx."""
     cdef index_t n_images = gy.shape[0], n_out = gy.shape[1]
     cdef index_t oh_count = gy.shape[2], ow_count = gy.shape[3]
     cdef index_t height = gx.shape[2], width = gx.shape[3]
@@ -123,7 +126,9 @@ def conv2d_input_grad(
             g = unit % groups
             # the pointwise GEMM overwrites its slot (beta 0) unless it adds to the bias
             beta = 1
-            if has_bias or not pointwise:
+            if zeroed and not has_bias:
+                pass
+            elif has_bias or not pointwise:
                 for c in range(g * cg, (g + 1) * cg):
                     init = b[c] if has_bias else 0
                     plane = &gx[n, c, 0, 0]
