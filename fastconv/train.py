@@ -562,6 +562,11 @@ def make_scheduler(args: argparse.Namespace, opt: optim.Optimizer) -> Scheduler 
     return None
 
 
+def _count(n: int, noun: str) -> str:
+    """'1 thread', '2 threads'."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run fastconv-train; returns the process exit status.
 
@@ -658,7 +663,7 @@ def _run(args: argparse.Namespace, comm: AnyCommunicator) -> int:
 
     say(f"fastconv {fastconv.__version__}: LeNet-5 ({args.model}) on {args.dataset}, "
         f"{len(x_train)} train / {len(x_test)} test images, {args.optimizer} lr {args.lr}, "
-        f"batch {args.batch_size}{per_rank}, {fastconv.get_num_threads()} threads"
+        f"batch {args.batch_size}{per_rank}, {_count(fastconv.get_num_threads(), 'thread')}"
         f"{' per rank' if per_rank else ''}")
     train_batches = 1 if args.dry_run else None
     test_batches = 1 if args.dry_run else None

@@ -962,8 +962,9 @@ def spoil_tconv_output_size(value, one_d):
         return [None], ["ab", 1.5, ()], [], [5, (5, 5), HUGE[0]]
     if one_d:
         length = int(value[-1]) if isinstance(value, (tuple, list)) else int(value)
-        same = [length, (length,), [length], np.int64(length), (7, 7, length), (3, length)]
-        invalid = ["ab", "1", 1.5, (), (1.5,), (0,), (-1,), 0, True]
+        same = [length, (length,), [length], np.int64(length), (7, 7, length)]
+        # (C, L) is an unbatched input's output_size in PyTorch; the input here is batched
+        invalid = ["ab", "1", 1.5, (), (1.5,), (0,), (-1,), 0, True, (3, length)]
         context = [length + 50, (length + 50,)]
         unknown = [None, HUGE[0], 2**63, (HUGE[1],), length + 1, max(1, length - 1)]
         return same, invalid, context, unknown

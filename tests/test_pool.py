@@ -1347,3 +1347,21 @@ def test_max_pool_2x2_bit_identical_for_1_2_3_threads(dtype, rng, restore_thread
     for other in results[1:]:
         for one, two in zip(results[0], other):
             np.testing.assert_array_equal(one, two)
+
+
+@pytest.mark.parametrize("pool", [
+    dict(kernel_size=7),                                    # a 7x7 mean over 7x7 maps
+    dict(kernel_size=5, stride=1, padding=2),               # few windows, padded edges
+    dict(kernel_size=(7, 3), stride=(1, 2), padding=(3, 1), count_include_pad=False),
+])
+def test_avg_pool_few_large_windows(pool, dtype, rng, assert_close):
+    """Rows of at most a few windows sum window by window (the heads of image networks)."""
+    check_avg(rng.standard_normal((2, 5, 7, 7)).astype(dtype), pool, rng, assert_close)
+
+
+def test_a_whole_plane_window_equals_the_global_mean_bit_for_bit(dtype, rng):
+    x = rng.standard_normal((3, 4, 7, 7)).astype(dtype)
+    np.testing.assert_array_equal(fc.avg_pool2d(x, 7), fc.global_avg_pool2d(x))
+    gy = rng.standard_normal((3, 4, 1, 1)).astype(dtype)
+    np.testing.assert_array_equal(fc.avg_pool2d_backward(gy, x.shape, 7),
+                                  fc.global_avg_pool2d_backward(gy, x.shape))

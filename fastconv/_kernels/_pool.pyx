@@ -418,16 +418,58 @@ cdef inline index_t avg_divisor(index_t h0, index_t w0, index_t kh, index_t kw,
     return (min(h_end, height) - h_lo) * (min(w_end, width) - w_lo)
 
 
+# An average-pooling row with at most this many interior windows sums window by window
+# (sum_block) rather than tap by tap across the windows (sum_rows): few, large windows,
+# such as a 7x7 mean over a 7x7 map, would otherwise pay a call per tap.
+cdef enum:
+    FEW_WINDOWS = 4
+
+
+cdef inline double sum_block(const floating* src, index_t rows, index_t cols,
+                             index_t row_step) noexcept nogil:
+    """Sum of a rows x cols block whose rows lie row_step apart, in double: four
+    interleaved partial sums (independent chains the compiler can vectorise) combined
+    in a fixed order, so the result depends on the block alone, never on threads."""
+    cdef double s0 = 0, s1 = 0, s2 = 0, s3 = 0
+    cdef index_t i, j
+    cdef const floating* row
+    if cols == row_step:  # whole rows: one contiguous run
+        cols = rows * cols
+        rows = 1
+    for i in range(rows):
+        row = src + i * row_step
+        j = 0
+        while j + 4 <= cols:
+            s0 = s0 + row[j]
+            s1 = s1 + row[j + 1]
+            s2 = s2 + row[j + 2]
+            s3 = s3 + row[j + 3]
+            j = j + 4
+        while j < cols:
+            s0 = s0 + row[j]
+            j = j + 1
+    return (s0 + s1) + (s2 + s3)
+
+
+cdef inline void add_block(floating* dst, floating value, index_t rows, index_t cols,
+                           index_t row_step) noexcept nogil:
+    """dst += value over a rows x cols block whose rows lie row_step apart."""
+    cdef index_t i, j
+    for i in range(rows):
+        for j in range(cols):
+            dst[i * row_step + j] += value
+
+
 cdef inline floating avg_window(const floating* xp, index_t h0, index_t w0, index_t kh,
                                 index_t kw, index_t height, index_t width, index_t ph,
                                 index_t pw, bint count_include_pad,
                                 index_t divisor_override) noexcept nogil:
     """Mean of one (edge) window at (h0, w0), clipped to the plane."""
-    cdef index_t ih, iw
+    cdef index_t ih = max(h0, 0), iw = max(w0, 0)
+    cdef index_t rows = min(h0 + kh, height) - ih, cols = min(w0 + kw, width) - iw
     cdef double total = 0
-    for ih in range(max(h0, 0), min(h0 + kh, height)):
-        for iw in range(max(w0, 0), min(w0 + kw, width)):
-            total = total + xp[ih * width + iw]
+    if rows > 0 and cols > 0:
+        total = sum_block(xp + ih * width + iw, rows, cols, width)
     return <floating> (total / avg_divisor(h0, w0, kh, kw, height, width, ph, pw,
                                            count_include_pad, divisor_override))
 
@@ -533,14 +575,20 @@ cdef void avg_plane(const floating* xp, floating* yp, double* acc,
                                                 ph, pw, count_include_pad, divisor_override)
         if count == 0:
             continue
-        for k in range(count):
-            acc[k] = 0
         ih = max(h0, 0)
-        sum_rows(xp + ih * width + w_first, acc, count, sw, min(h0 + kh, height) - ih, width,
-                 kw)
         # every interior window has the same divisor
         divisor = avg_divisor(h0, w_first, kh, kw, height, width, ph, pw,
                               count_include_pad, divisor_override)
+        if count <= FEW_WINDOWS:
+            for k in range(count):
+                yp[oh * ow_count + lo + k] = <floating> (sum_block(
+                    xp + ih * width + w_first + k * sw, min(h0 + kh, height) - ih, kw,
+                    width) / divisor)
+            continue
+        for k in range(count):
+            acc[k] = 0
+        sum_rows(xp + ih * width + w_first, acc, count, sw, min(h0 + kh, height) - ih, width,
+                 kw)
         for k in range(count):
             yp[oh * ow_count + lo + k] = <floating> (acc[k] / divisor)
 
@@ -593,9 +641,15 @@ cdef void avg_grad_plane(const floating* gyp, floating* gxp, floating* share,
             continue
         divisor = avg_divisor(h0, w_first, kh, kw, height, width, ph, pw,
                               count_include_pad, divisor_override)
+        ih = max(h0, 0)
+        if count <= FEW_WINDOWS:
+            for k in range(count):
+                add_block(gxp + ih * width + w_first + k * sw,
+                          gyp[oh * ow_count + lo + k] / divisor, min(h0 + kh, height) - ih,
+                          kw, width)
+            continue
         for k in range(count):
             share[k] = gyp[oh * ow_count + lo + k] / divisor
-        ih = max(h0, 0)
         add_rows(gxp + ih * width + w_first, share, count, sw, min(h0 + kh, height) - ih,
                  width, kw)
 
@@ -724,7 +778,7 @@ def adaptive_avg_pool2d_forward(
     cdef index_t planes = x.shape[0] * x.shape[1], n_ch = x.shape[1]
     cdef index_t height = x.shape[2], width = x.shape[3]
     cdef index_t oh_count = y.shape[2], ow_count = y.shape[3]
-    cdef index_t plane, n, c, oh, ow, h0, h1, w0, w1, ih, iw
+    cdef index_t plane, n, c, oh, ow, h0, h1, w0, w1
     cdef double acc
     with nogil:
         for plane in prange(planes, num_threads=n_threads, schedule="static"):
@@ -736,10 +790,7 @@ def adaptive_avg_pool2d_forward(
                 for ow in range(ow_count):
                     w0 = adaptive_start(ow, width, ow_count)
                     w1 = adaptive_stop(ow, width, ow_count)
-                    acc = 0
-                    for ih in range(h0, h1):
-                        for iw in range(w0, w1):
-                            acc = acc + x[n, c, ih, iw]
+                    acc = sum_block(&x[n, c, h0, w0], h1 - h0, w1 - w0, width)
                     y[n, c, oh, ow] = <floating> (acc / ((h1 - h0) * (w1 - w0)))
 
 
@@ -753,7 +804,7 @@ def adaptive_avg_pool2d_backward(
     cdef index_t planes = gy.shape[0] * gy.shape[1], n_ch = gy.shape[1]
     cdef index_t height = gx.shape[2], width = gx.shape[3]
     cdef index_t oh_count = gy.shape[2], ow_count = gy.shape[3]
-    cdef index_t plane, n, c, oh, ow, h0, h1, w0, w1, ih, iw
+    cdef index_t plane, n, c, oh, ow, h0, h1, w0, w1
     cdef floating share
     with nogil:
         for plane in prange(planes, num_threads=n_threads, schedule="static"):
@@ -767,6 +818,4 @@ def adaptive_avg_pool2d_backward(
                     w0 = adaptive_start(ow, width, ow_count)
                     w1 = adaptive_stop(ow, width, ow_count)
                     share = gy[n, c, oh, ow] / ((h1 - h0) * (w1 - w0))
-                    for ih in range(h0, h1):
-                        for iw in range(w0, w1):
-                            gx[n, c, ih, iw] += share
+                    add_block(&gx[n, c, h0, w0], share, h1 - h0, w1 - w0, width)
