@@ -434,9 +434,10 @@ def _network_float64_cases() -> list:
 _NETWORK_FLOAT32 = [*_network_conv2d_cases(), *_network_conv_transpose2d_cases(),
                     *_network_pool2d_cases()]
 
-#: Layer shapes of well-known networks, all named ``net-...`` (``--cases net-`` selects them):
-#: the "networks" suite of ``compare.py``, kept out of the default suite.  1-D (audio)
-#: convolutions are not here: the case kinds are 2-D.
+#: Layer shapes of well-known networks, all named ``net-...``: the "networks" suite of
+#: ``compare.py``, kept out of the default suite.  ``--cases net-`` selects all of them (with
+#: ``--suite all`` the default suite's "lenet-C1" and "lenet-C3" match "net-" too).  1-D
+#: (audio) convolutions are not here: the case kinds are 2-D.
 NETWORK_CASES: list = [*_NETWORK_FLOAT32, *_network_float64_cases()]
 
 #: suite name -> its cases, for ``compare.py --suite``

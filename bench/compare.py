@@ -436,7 +436,7 @@ def _octaves(rows) -> int:
     values printed at the bars' ends, at least 1 (1/2..2) and at most 7 (1/128..128)."""
     logs = [abs(math.log2(v)) for row in rows for v in row.ratios.values() if v and v > 0]
     widest = max(logs, default=0.0)
-    return int(min(7, max(1, math.ceil(widest * 1.15 + 0.35))))
+    return int(min(7, max(1, math.ceil(widest + 0.5))))
 
 
 def _ratio_tick(exponent: int) -> str:
