@@ -420,6 +420,7 @@ class PlotRow(NamedTuple):
 PLOT_WIDTH = 10.0
 PLOT_ROW_HEIGHT = 0.23
 PLOT_MARGINS = 0.85
+PLOT_DPI = 120
 #: bar colours per mode, in the order modes first appear; other modes take the next free colour
 MODE_COLOURS = {"fwd": "tab:blue", "fwd+bwd": "tab:orange", "step": "tab:green"}
 SPARE_COLOURS = ("tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
@@ -444,32 +445,55 @@ def _ratio_tick(exponent: int) -> str:
     return f"{2 ** exponent}" if exponent >= 0 else f"1/{2 ** -exponent}"
 
 
-def _draw_bars(ax, rows, colours, octaves) -> None:
-    """Bars from 1.0 to each ratio, side by side per case, with the value at each end."""
+def _row_spans(rows, colours) -> list[tuple[float, float]]:
+    """``(top, span)`` of each case row in bar-pair units: two bars fill one unit, so every
+    bar is as thick as every other and a row of three modes (denormal) gets 1.5 units."""
+    spans, top = [], 0.0
+    for row in rows:
+        span = max(2, sum(m in row.ratios for m in colours)) / 2
+        spans.append((top, span))
+        top += span
+    return spans
+
+
+def _draw_bars(ax, rows, spans, colours, octaves) -> None:
+    """Bars from 1.0 to each ratio, stacked per case, with the value at each end."""
     lo, hi = 2.0 ** -octaves, 2.0 ** octaves
-    for y, row in enumerate(rows):
+    for row, (top, span) in zip(rows, spans):
         modes = [m for m in colours if m in row.ratios]
-        height = 0.84 / max(len(modes), 1)
         for m, mode in enumerate(modes):
             value = row.ratios[mode]
             if not value or value <= 0:
                 continue
-            bar_y = y + (m - (len(modes) - 1) / 2) * height
+            bar_y = top + span / 2 + (m - (len(modes) - 1) / 2) * 0.42
             end = min(max(value, lo), hi)  # clipped bars still show their true value
-            ax.barh(bar_y, end - 1.0, left=1.0, height=height * 0.92, color=colours[mode])
+            ax.barh(bar_y, end - 1.0, left=1.0, height=0.38, color=colours[mode])
             faster = value < 1.0  # the bar grows leftwards: its value goes left of its end
             ax.text(end, bar_y, f"{value:.2f} " if faster else f" {value:.2f}",
                     ha="right" if faster else "left", va="center", fontsize=6)
 
 
-def _draw_groups(ax, rows) -> None:
+def _draw_groups(ax, rows, spans) -> None:
     """A thin line between op kinds and each kind's title right of the axes."""
-    starts = [i for i, row in enumerate(rows) if i == 0 or row.group != rows[i - 1].group]
-    for i in starts:
+    for i, (row, (top, _)) in enumerate(zip(rows, spans)):
+        if i > 0 and row.group == rows[i - 1].group:
+            continue
         if i > 0:
-            ax.axhline(i - 0.5, color="0.55", linewidth=0.6)
-        ax.text(1.005, i - 0.4, rows[i].group, transform=ax.get_yaxis_transform(),
+            ax.axhline(top, color="0.55", linewidth=0.6)
+        ax.text(1.005, top + 0.08, row.group, transform=ax.get_yaxis_transform(),
                 ha="left", va="top", fontsize=7, style="italic", color="0.3")
+
+
+def _draw_header(ax, title: str, colours) -> None:
+    """The title on the left above the axes and the mode legend on the right, in rows of
+    at most three modes so that the two never meet."""
+    import matplotlib.patches as patches
+
+    ax.set_title(title, fontsize=8, loc="left")
+    handles = [patches.Patch(color=c) for c in colours.values()]
+    ax.legend(handles, list(colours), loc="lower right", bbox_to_anchor=(1.0, 1.0),
+              ncol=min(3, len(colours)), fontsize=7, frameon=False, borderaxespad=0.2,
+              handlelength=1.2, columnspacing=1.0)
 
 
 def plot_ratios(path: str, rows: list[PlotRow], title: str) -> None:
@@ -483,28 +507,29 @@ def plot_ratios(path: str, rows: list[PlotRow], title: str) -> None:
     except ImportError:
         raise SystemExit("--plot needs matplotlib: pip install matplotlib") from None
     colours = _mode_colours(dict.fromkeys(m for row in rows for m in row.ratios))
+    spans = _row_spans(rows, colours)
     octaves = _octaves(rows)
-    height = PLOT_ROW_HEIGHT * len(rows) + PLOT_MARGINS
-    fig, ax = plt.subplots(figsize=(PLOT_WIDTH, height))
+    total = sum(span for _, span in spans)
+    header = 0.15 * ((len(colours) - 1) // 3)  # extra legend rows
+    # laid out at the dpi it is saved at: text measured at another dpi can overflow the edge
+    fig, ax = plt.subplots(figsize=(PLOT_WIDTH, PLOT_ROW_HEIGHT * total + PLOT_MARGINS + header),
+                           dpi=PLOT_DPI)
     ax.set_xscale("log", base=2)
     ax.set_xlim(2.0 ** -octaves, 2.0 ** octaves)
-    ax.set_ylim(len(rows) - 0.5, -0.5)  # first case on top
-    ax.set_xticks([2.0 ** e for e in range(-octaves, octaves + 1)],
-                  [_ratio_tick(e) for e in range(-octaves, octaves + 1)], fontsize=7)
+    ax.set_ylim(total, 0)  # first case on top
+    exponents = range(-octaves, octaves + 1)
+    ax.set_xticks([2.0 ** e for e in exponents], [_ratio_tick(e) for e in exponents], fontsize=7)
     ax.minorticks_off()
-    ax.set_yticks(range(len(rows)), [row.name for row in rows], fontsize=7)
+    ax.set_yticks([top + span / 2 for top, span in spans], [row.name for row in rows], fontsize=7)
     ax.tick_params(axis="y", length=0)
     ax.grid(True, axis="x", alpha=0.3)
     ax.axvline(1.0, color="black", linewidth=0.8)
-    _draw_bars(ax, rows, colours, octaves)
-    _draw_groups(ax, rows)
+    _draw_bars(ax, rows, spans, colours, octaves)
+    _draw_groups(ax, rows, spans)
     ax.set_xlabel("time ratio fastconv / torch (log scale; left of 1: fastconv faster)", fontsize=7)
-    ax.set_title(title, fontsize=8, loc="left")
-    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colours.values()]
-    ax.legend(handles, list(colours), loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=len(colours),
-              fontsize=7, frameon=False, borderaxespad=0.2, handlelength=1.2, columnspacing=1.0)
+    _draw_header(ax, title, colours)
     fig.tight_layout(pad=0.4)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=PLOT_DPI)
     plt.close(fig)
 
 
