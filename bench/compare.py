@@ -421,7 +421,7 @@ PLOT_WIDTH = 10.0
 PLOT_ROW_HEIGHT = 0.23
 PLOT_MARGINS = 0.85
 PLOT_DPI = 120
-#: bar colours per mode, in the order modes first appear; other modes take the next free colour
+#: bar colours of the usual modes; others (the denormal modes) take spares in order of appearance
 MODE_COLOURS = {"fwd": "tab:blue", "fwd+bwd": "tab:orange", "step": "tab:green"}
 SPARE_COLOURS = ("tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
 
@@ -568,7 +568,8 @@ def main(argv=None) -> int:
                         help="smoke test: 3 repetitions of single calls")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
     parser.add_argument("--plot", metavar="PATH", default=None,
-                        help="also write a PNG bar chart of the ratios per case (needs matplotlib)")
+                        help="also write one compact PNG chart of the ratios: a bar per case and "
+                             "mode on a log axis centred on 1, grouped by op kind (needs matplotlib)")
     args = parser.parse_args(argv)
     if args.repeat is None:
         args.repeat = 3 if args.quick else 25
