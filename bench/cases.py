@@ -25,7 +25,7 @@ for that kind in ``workloads.py``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Union
 
 IntPair = Union[int, tuple[int, int]]
@@ -85,6 +85,11 @@ def explicit_padding(
     return ((int(ph[0]), int(ph[1])), (int(pw[0]), int(pw[1])))
 
 
+def _dtype_text(case) -> str:
+    """`` float64`` where a case fixes its dtype, else nothing (the run's dtype applies)."""
+    return f" {case.dtype}" if getattr(case, "dtype", None) else ""
+
+
 # ---------------------------------------------------------------------------------------
 # conv2d
 # ---------------------------------------------------------------------------------------
@@ -103,6 +108,8 @@ class Conv2dCase:
     dilation: IntPair = 1
     groups: int = 1
     bias: bool = True
+    #: the case's own dtype ("float32", "float64"); None: the run's ``--dtype``
+    dtype: str | None = None
 
     kind = "conv2d"
 
@@ -136,12 +143,17 @@ class Conv2dCase:
         if isinstance(self.padding, str):
             text += f" p={self.padding}"
         elif self.padding not in (0, (0, 0)):
-            text += f" p{self.padding}" if isinstance(self.padding, int) else f" p{self.pads}"
+            text += f" p{self.padding}" if isinstance(self.padding, int) else f" p{self._pad_text()}"
         if (dh, dw) != (1, 1):
             text += f" d{dh}" if dh == dw else f" d{dh},{dw}"
         if self.groups != 1:
             text += f" g{self.groups}"
-        return text
+        return text + _dtype_text(self)
+
+    def _pad_text(self) -> str:
+        """``3,0`` for symmetric per-axis padding, else the explicit sides."""
+        (pt, pb), (pl, pr) = self.pads
+        return f"{pt},{pl}" if (pt, pl) == (pb, pr) else str(self.pads)
 
 
 CONV2D_CASES: list[Conv2dCase] = [
@@ -176,6 +188,8 @@ class ConvTranspose2dCase:
     output_padding: IntPair = 0
     groups: int = 1
     bias: bool = True
+    #: the case's own dtype; None: the run's ``--dtype``
+    dtype: str | None = None
 
     kind = "conv_transpose2d"
 
@@ -202,7 +216,8 @@ class ConvTranspose2dCase:
         text += f" s{self.stride}" if self.stride != 1 else ""
         text += f" p{self.padding}" if self.padding != 0 else ""
         text += f" op{self.output_padding}" if self.output_padding != 0 else ""
-        return text
+        text += f" g{self.groups}" if self.groups != 1 else ""
+        return text + _dtype_text(self)
 
 
 CONV_TRANSPOSE2D_CASES: list[ConvTranspose2dCase] = [
@@ -232,6 +247,8 @@ class Pool2dCase:
     kernel: IntPair
     stride: IntPair = None
     padding: IntPair = 0
+    #: the case's own dtype; None: the run's ``--dtype``
+    dtype: str | None = None
 
     kind = "pool2d"
 
@@ -248,7 +265,7 @@ class Pool2dCase:
         text = f"{self.op} {'x'.join(map(str, self.x_shape))} {kh}x{kw}"
         text += f" s{self.stride}" if self.stride is not None else ""
         text += f" p{self.padding}" if self.padding != 0 else ""
-        return text
+        return text + _dtype_text(self)
 
 
 POOL2D_CASES: list[Pool2dCase] = [
@@ -300,8 +317,8 @@ TRAIN_STEP_CASES: list[TrainStepCase] = [
 def is_large(case) -> bool:
     """The "large" cases of the thread-scaling target: every conv2d case but LeNet's,
     every transposed convolution and every pooling case."""
-    if case.kind == "conv2d":
-        return not case.name.lower().startswith("lenet")
+    if case.kind == "conv2d":  # "in": the networks suite names LeNet "net-lenet5-..."
+        return "lenet" not in case.name.lower()
     return case.kind in ("conv_transpose2d", "pool2d")
 
 
@@ -325,9 +342,110 @@ DENORMAL_CASES: list[DenormalConv2dCase] = [
 ]
 
 
-#: Every case of every op kind, in table order.  Later op kinds append their lists here.
+#: Every case of every op kind, in table order: the default suite of ``compare.py``, whose
+#: results are compared across versions (add new shapes to another suite, not here).
 ALL_CASES: list = [*CONV2D_CASES, *CONV_TRANSPOSE2D_CASES, *POOL2D_CASES, *TRAIN_STEP_CASES,
                    *DENORMAL_CASES]
+
+
+# ---------------------------------------------------------------------------------------
+# layer shapes of well-known networks (the "networks" suite)
+# ---------------------------------------------------------------------------------------
+
+
+def at_batches(case, batches=(1, 8)) -> list:
+    """``case`` at each batch size in ``batches``, named ``<name>-b<N>``."""
+    return [replace(case, name=f"{case.name}-b{n}", x_shape=(n, *case.x_shape[1:]))
+            for n in batches]
+
+
+def as_float64(case):
+    """``case`` in float64 whatever the run's ``--dtype``, named ``<name>-f64``."""
+    return replace(case, name=f"{case.name}-f64", dtype="float64")
+
+
+def _network_conv2d_cases() -> list[Conv2dCase]:
+    """Convolutions of LeNet-5, AlexNet, VGG-16, ResNet-18/50, MobileNet-v2, ResNeXt-50 and
+    Inception, at the feature-map sizes those networks see on their usual inputs."""
+    c = Conv2dCase
+    one = [  # batch 1 only: small layers, or a batch-8 twin already in the default suite
+        c("net-lenet5-C1", (1, 1, 32, 32), 6, 5),
+        c("net-lenet5-C3", (1, 6, 14, 14), 16, 5),
+        c("net-resnet-stem-7x7s2-3-224", (1, 3, 224, 224), 64, 7, stride=2, padding=3),
+        c("net-resnet18-3x3-64-56", (1, 64, 56, 56), 64, 3, padding=1),
+        c("net-resnet18-3x3s2-64-56", (1, 64, 56, 56), 128, 3, stride=2, padding=1),
+        c("net-resnet50-1x1-64to256-56", (1, 64, 56, 56), 256, 1),
+        c("net-resnet50-1x1s2-512to1024-28", (1, 512, 28, 28), 1024, 1, stride=2),
+        c("net-mbv2-dw3x3-576-14", (1, 576, 14, 14), 576, 3, padding=1, groups=576),
+        c("net-resnext50-3x3g32-256-28", (1, 256, 28, 28), 256, 3, padding=1, groups=32),
+    ]
+    both = [  # batch 1 (inference) and batch 8 (a small training batch)
+        c("net-alexnet-conv1-11x11s4-3-224", (1, 3, 224, 224), 64, 11, stride=4, padding=2),
+        c("net-vgg16-3x3-512-14", (1, 512, 14, 14), 512, 3, padding=1),
+        c("net-resnet18-3x3-128-28", (1, 128, 28, 28), 128, 3, padding=1),
+        c("net-resnet18-3x3-256-14", (1, 256, 14, 14), 256, 3, padding=1),
+        c("net-resnet18-3x3-512-7", (1, 512, 7, 7), 512, 3, padding=1),
+        c("net-resnet50-1x1-256to64-56", (1, 256, 56, 56), 64, 1),
+        c("net-resnet50-1x1-1024to256-14", (1, 1024, 14, 14), 256, 1),
+        c("net-mbv2-dw3x3-144-56", (1, 144, 56, 56), 144, 3, padding=1, groups=144),
+        c("net-mbv2-dw3x3s2-144-56", (1, 144, 56, 56), 144, 3, stride=2, padding=1, groups=144),
+        c("net-mbv2-1x1-expand-24to144-56", (1, 24, 56, 56), 144, 1),
+        c("net-mbv2-1x1-project-144to24-56", (1, 144, 56, 56), 24, 1),
+        c("net-resnext50-3x3g32-128-56", (1, 128, 56, 56), 128, 3, padding=1, groups=32),
+        c("net-inception-5x5-16-28", (1, 16, 28, 28), 32, 5, padding=2),
+        c("net-inception-1x7-128-17", (1, 128, 17, 17), 128, (1, 7), padding=(0, 3)),
+        c("net-inception-7x1-128-17", (1, 128, 17, 17), 128, (7, 1), padding=(3, 0)),
+    ]
+    return [*(b for case in one for b in at_batches(case, (1,))),
+            *(b for case in both for b in at_batches(case))]
+
+
+def _network_conv_transpose2d_cases() -> list[ConvTranspose2dCase]:
+    """Decoder upsampling of DCGAN's generator and pix2pix's U-Net: 4x4 kernels, stride 2."""
+    t = ConvTranspose2dCase
+    both = [
+        t("net-dcgan-convT-4x4s2-512-4", (1, 512, 4, 4), 256, 4, stride=2, padding=1),
+        t("net-dcgan-convT-4x4s2-64-32", (1, 64, 32, 32), 3, 4, stride=2, padding=1),
+    ]
+    one = [t("net-unet-convT-4x4s2-1024-16", (1, 1024, 16, 16), 256, 4, stride=2, padding=1)]
+    return [*(b for case in both for b in at_batches(case)),
+            *(b for case in one for b in at_batches(case, (1,)))]
+
+
+def _network_pool2d_cases() -> list[Pool2dCase]:
+    """ResNet's pooling: the stem's 3x3 max pool and the global average pool before the
+    classifier (a 7x7 window over 7x7 maps)."""
+    both = [
+        Pool2dCase("net-resnet-maxpool-3x3s2p1-64-112", "max", (1, 64, 112, 112), 3, stride=2,
+                   padding=1),
+        Pool2dCase("net-resnet-gap-7x7-512-7", "avg", (1, 512, 7, 7), 7),
+    ]
+    return [b for case in both for b in at_batches(case)]
+
+
+def _network_float64_cases() -> list:
+    """A few batch-1 layers again in float64 (the run's ``--dtype`` does not change them)."""
+    picks = ("net-resnet18-3x3-128-28-b1", "net-mbv2-dw3x3-144-56-b1",
+             "net-dcgan-convT-4x4s2-512-4-b1", "net-resnet-maxpool-3x3s2p1-64-112-b1")
+    by_name = {c.name: c for c in _NETWORK_FLOAT32}
+    return [as_float64(by_name[name]) for name in picks]
+
+
+_NETWORK_FLOAT32 = [*_network_conv2d_cases(), *_network_conv_transpose2d_cases(),
+                    *_network_pool2d_cases()]
+
+#: Layer shapes of well-known networks, all named ``net-...``: the "networks" suite of
+#: ``compare.py``, kept out of the default suite.  ``--cases net-`` selects all of them (with
+#: ``--suite all`` the default suite's "lenet-C1" and "lenet-C3" match "net-" too).  1-D
+#: (audio) convolutions are not here: the case kinds are 2-D.
+NETWORK_CASES: list = [*_NETWORK_FLOAT32, *_network_float64_cases()]
+
+#: suite name -> its cases, for ``compare.py --suite``
+SUITES: dict[str, list] = {
+    "default": ALL_CASES,
+    "networks": NETWORK_CASES,
+    "all": [*ALL_CASES, *NETWORK_CASES],
+}
 
 
 def flops(case, backward: bool = False) -> float:

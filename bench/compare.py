@@ -3,7 +3,8 @@
 Usage::
 
     python bench/compare.py [--threads N] [--repeat R] [--dtype float32|float64]
-                            [--cases SUBSTR[,SUBSTR...]] [--algorithm auto|direct|im2col|winograd]
+                            [--suite default|networks|all] [--cases SUBSTR[,SUBSTR...]]
+                            [--algorithm auto|direct|im2col|winograd]
                             [--inner-ms MS] [--no-torch] [--no-memory] [--quick]
                             [--scaling [N,N,...]] [--plot PATH]
 
@@ -18,6 +19,17 @@ ratios per mode.  Without PyTorch the torch columns read ``-``.
 
 The cases come from ``cases.py`` and the timed code from ``workloads.py``: a new op kind added
 there appears here as its own table.
+
+Suites (``--suite``): ``default`` times the cases whose results are compared across versions
+(``cases.ALL_CASES``); ``networks`` times layer shapes of well-known networks (LeNet-5,
+AlexNet, VGG-16, ResNet-18/50, MobileNet-v2, ResNeXt-50, Inception, DCGAN and U-Net decoders,
+ResNet's pooling), all named ``net-...``, at batch 1 and 8, a few of them in float64 whatever
+``--dtype`` says (``cases.NETWORK_CASES``); ``all`` times both.  ``--cases`` filters the suite.
+
+Geometric means: after each table (when several op kinds are timed) the geometric mean of its
+ratios per mode; at the end the mean over every case timed, and one over the conv2d and
+conv_transpose2d cases together ("conv and transposed conv only"), which leaves out pooling
+(memory-bound), the training step and the denormal cases.
 
 Train step: the "train step" table times one whole LeNet-5 training step (batch 64: forward,
 cross-entropy loss, backward, SGD update with momentum) as ``fastconv-train`` runs it, against
@@ -45,7 +57,9 @@ flips every repetition), and the table shows medians and the speedup over the fi
 Below it: the geometric mean speedup over the "large" cases (``cases.is_large``: every conv2d
 case but LeNet's, transposed convolutions, pooling) and over all the cases timed.
 
-``--plot``: the train step's ratio is drawn as a bar of its own mode, "step".
+``--plot PATH``: one compact PNG of the ratios: a row per case, grouped by op kind, one bar
+per mode (fwd and fwd+bwd; "step" for the train step) on a log axis centred on 1.0, each
+bar's value at its end.
 """
 
 from __future__ import annotations
@@ -59,11 +73,15 @@ import time
 import traceback
 import tracemalloc
 from contextlib import nullcontext
+from typing import NamedTuple
 
 import numpy as np
 
 import workloads
-from cases import ALL_CASES, is_large, select
+from cases import SUITES, is_large, select
+
+#: op kinds that the "conv and transposed conv only" geometric mean covers
+CONV_KINDS = ("conv2d", "conv_transpose2d")
 
 
 def time_per_call(fn, loops: int) -> float:
@@ -166,6 +184,7 @@ def rss_growth(timed) -> float | None:
 
 
 def geomean(values):
+    """Geometric mean of the positive finite ``values`` (None and failures skipped), or None."""
     values = [v for v in values if v is not None and v > 0 and math.isfinite(v)]
     if not values:
         return None
@@ -178,6 +197,26 @@ def _geomean_line(label: str, ratios: dict[str, list[float | None]]) -> str:
         n = sum(v is not None for v in values)
         parts.append(f"{mode} {_num(geomean(values), '.2f')} ({n} {label})")
     return "geometric mean of ratios fastconv / torch: " + ", ".join(parts)
+
+
+def conv_only_line(ratios_by_kind: dict[str, dict[str, list[float | None]]]) -> str | None:
+    """The geometric mean per mode over the conv2d and conv_transpose2d cases together,
+    e.g. ``conv and transposed conv only: fwd 0.52, fwd+bwd 0.61 (10 cases)``; None when
+    no such case was timed."""
+    pooled: dict[str, list[float | None]] = {}
+    for kind in CONV_KINDS:
+        for mode, values in ratios_by_kind.get(kind, {}).items():
+            pooled.setdefault(mode, []).extend(values)
+    if not pooled:
+        return None
+    n_cases = max(len(values) for values in pooled.values())
+    means = ", ".join(f"{mode} {_num(geomean(values), '.2f')}" for mode, values in pooled.items())
+    return f"conv and transposed conv only: {means} ({n_cases} cases)"
+
+
+def case_dtype(case, run_dtype: str) -> str:
+    """The dtype ``case`` is timed in: its own where it fixes one, else the run's."""
+    return getattr(case, "dtype", None) or run_dtype
 
 
 # ---------------------------------------------------------------------------------------
@@ -244,7 +283,8 @@ def run_kind(kind: str, cases, args, rng, errors) -> dict[str, list[float | None
     """Time and print one table (one op kind); return the ratios per mode, in case order."""
     name_w = max(len("case"), *(len(c.name) for c in cases))
     desc_w = max(len("shape"), *(len(c.describe()) for c in cases))
-    first = workloads.workload(cases[0], dtype=args.dtype, algorithm=args.algorithm)
+    first = workloads.workload(cases[0], dtype=case_dtype(cases[0], args.dtype),
+                               algorithm=args.algorithm)
     modes = [m for m, _, _ in first.modes]
     heads = [_mode_header(m, first.unit) for m in modes]
     if not args.no_memory:
@@ -257,7 +297,7 @@ def run_kind(kind: str, cases, args, rng, errors) -> dict[str, list[float | None
     ratios: dict[str, list[float | None]] = {m: [] for m in modes}
     notes = []
     for case in cases:
-        wl = workloads.workload(case, dtype=args.dtype, algorithm=args.algorithm)
+        wl = workloads.workload(case, dtype=case_dtype(case, args.dtype), algorithm=args.algorithm)
         cells = []
         memory = " ".join(f"{'-':>{CELL}}" for _ in range(2))
         for timed in wl.bind(rng, with_torch=not args.no_torch):
@@ -336,7 +376,7 @@ def run_scaling(cases, counts, args, rng, errors) -> None:
     print(f"{'case':<{name_w}} {'mode':<{mode_w}} {ms_cells}{sep}{up_cells}")
     speedups: dict[tuple[str, bool], dict[int, list[float]]] = {}
     for case in cases:
-        wl = workloads.workload(case, dtype=args.dtype, algorithm=args.algorithm)
+        wl = workloads.workload(case, dtype=case_dtype(case, args.dtype), algorithm=args.algorithm)
         for timed in wl.bind(rng, with_torch=False):
             try:
                 t = measure_threads(timed, counts, args.repeat, args.inner_ms / 1e3)
@@ -368,8 +408,97 @@ def run_scaling(cases, counts, args, rng, errors) -> None:
         print("target (issue): 2 threads >= 1.70x one thread on the large cases")
 
 
-def plot_ratios(path: str, rows, title: str) -> None:
-    """Horizontal bars of fastconv / torch time per case and mode (below 1: fastconv faster)."""
+class PlotRow(NamedTuple):
+    """One case of the chart: its op kind's title, its name and its ratio per mode."""
+
+    group: str
+    name: str
+    ratios: dict[str, float | None]
+
+
+#: chart geometry (inches): width, height of one case row, and room for title and x axis
+PLOT_WIDTH = 10.0
+PLOT_ROW_HEIGHT = 0.23
+PLOT_MARGINS = 0.85
+PLOT_DPI = 120
+#: bar colours of the usual modes; others (the denormal modes) take spares in order of appearance
+MODE_COLOURS = {"fwd": "tab:blue", "fwd+bwd": "tab:orange", "step": "tab:green"}
+SPARE_COLOURS = ("tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
+
+
+def _mode_colours(modes) -> dict[str, str]:
+    """A colour per mode: ``MODE_COLOURS`` where named, spares for the rest."""
+    spares = iter(SPARE_COLOURS)
+    return {m: MODE_COLOURS.get(m) or next(spares, "black") for m in modes}
+
+
+def _octaves(rows) -> int:
+    """Half-width of the log2 x axis: the largest deviation from 1.0, with room for the
+    values printed at the bars' ends, at least 1 (1/2..2) and at most 7 (1/128..128)."""
+    logs = [abs(math.log2(v)) for row in rows for v in row.ratios.values() if v and v > 0]
+    widest = max(logs, default=0.0)
+    return int(min(7, max(1, math.ceil(widest + 0.5))))
+
+
+def _ratio_tick(exponent: int) -> str:
+    """Tick label of ``2 ** exponent``: ``1/4``, ``1``, ``4``."""
+    return f"{2 ** exponent}" if exponent >= 0 else f"1/{2 ** -exponent}"
+
+
+def _row_spans(rows, colours) -> list[tuple[float, float]]:
+    """``(top, span)`` of each case row in bar-pair units: two bars fill one unit, so every
+    bar is as thick as every other and a row of three modes (denormal) gets 1.5 units."""
+    spans, top = [], 0.0
+    for row in rows:
+        span = max(2, sum(m in row.ratios for m in colours)) / 2
+        spans.append((top, span))
+        top += span
+    return spans
+
+
+def _draw_bars(ax, rows, spans, colours, octaves) -> None:
+    """Bars from 1.0 to each ratio, stacked per case, with the value at each end."""
+    lo, hi = 2.0 ** -octaves, 2.0 ** octaves
+    for row, (top, span) in zip(rows, spans):
+        modes = [m for m in colours if m in row.ratios]
+        for m, mode in enumerate(modes):
+            value = row.ratios[mode]
+            if not value or value <= 0:
+                continue
+            bar_y = top + span / 2 + (m - (len(modes) - 1) / 2) * 0.42
+            end = min(max(value, lo), hi)  # clipped bars still show their true value
+            ax.barh(bar_y, end - 1.0, left=1.0, height=0.38, color=colours[mode])
+            faster = value < 1.0  # the bar grows leftwards: its value goes left of its end
+            ax.text(end, bar_y, f"{value:.2f} " if faster else f" {value:.2f}",
+                    ha="right" if faster else "left", va="center", fontsize=6)
+
+
+def _draw_groups(ax, rows, spans) -> None:
+    """A thin line between op kinds and each kind's title right of the axes."""
+    for i, (row, (top, _)) in enumerate(zip(rows, spans)):
+        if i > 0 and row.group == rows[i - 1].group:
+            continue
+        if i > 0:
+            ax.axhline(top, color="0.55", linewidth=0.6)
+        ax.text(1.005, top + 0.08, row.group, transform=ax.get_yaxis_transform(),
+                ha="left", va="top", fontsize=7, style="italic", color="0.3")
+
+
+def _draw_header(ax, title: str, colours) -> None:
+    """The title on the left above the axes and the mode legend on the right, in rows of
+    at most three modes so that the two never meet."""
+    import matplotlib.patches as patches
+
+    ax.set_title(title, fontsize=8, loc="left")
+    handles = [patches.Patch(color=c) for c in colours.values()]
+    ax.legend(handles, list(colours), loc="lower right", bbox_to_anchor=(1.0, 1.0),
+              ncol=min(3, len(colours)), fontsize=7, frameon=False, borderaxespad=0.2,
+              handlelength=1.2, columnspacing=1.0)
+
+
+def plot_ratios(path: str, rows: list[PlotRow], title: str) -> None:
+    """Write one compact PNG: per case, a horizontal bar of fastconv / torch time per mode on
+    a log axis centred on 1.0 (left of 1: fastconv faster), cases grouped by op kind."""
     try:
         import matplotlib
 
@@ -377,25 +506,30 @@ def plot_ratios(path: str, rows, title: str) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         raise SystemExit("--plot needs matplotlib: pip install matplotlib") from None
-    modes = list(dict.fromkeys(mode for _, ratios in rows for mode in ratios))
-    height = 0.8 / max(len(modes), 1)
-    fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) * max(len(modes), 1) + 1.5))
-    for m, mode in enumerate(modes):
-        ys = [i + (m - (len(modes) - 1) / 2) * height for i in range(len(rows))]
-        values = [ratios.get(mode) or 0.0 for _, ratios in rows]
-        ax.barh(ys, values, height=height, label=mode)
-        for y, value in zip(ys, values):
-            if value:
-                ax.text(value, y, f" {value:.2f}", va="center", fontsize=8)
-    ax.axvline(1.0, color="black", linewidth=1)
-    ax.set_yticks(range(len(rows)), [name for name, _ in rows])
-    ax.invert_yaxis()
-    ax.set_xlabel("time ratio fastconv / torch (below 1: fastconv faster)")
-    ax.set_title(title, fontsize=10)
-    ax.legend(loc="lower right")
+    colours = _mode_colours(dict.fromkeys(m for row in rows for m in row.ratios))
+    spans = _row_spans(rows, colours)
+    octaves = _octaves(rows)
+    total = sum(span for _, span in spans)
+    header = 0.15 * ((len(colours) - 1) // 3)  # extra legend rows
+    # laid out at the dpi it is saved at: text measured at another dpi can overflow the edge
+    fig, ax = plt.subplots(figsize=(PLOT_WIDTH, PLOT_ROW_HEIGHT * total + PLOT_MARGINS + header),
+                           dpi=PLOT_DPI)
+    ax.set_xscale("log", base=2)
+    ax.set_xlim(2.0 ** -octaves, 2.0 ** octaves)
+    ax.set_ylim(total, 0)  # first case on top
+    exponents = range(-octaves, octaves + 1)
+    ax.set_xticks([2.0 ** e for e in exponents], [_ratio_tick(e) for e in exponents], fontsize=7)
+    ax.minorticks_off()
+    ax.set_yticks([top + span / 2 for top, span in spans], [row.name for row in rows], fontsize=7)
+    ax.tick_params(axis="y", length=0)
     ax.grid(True, axis="x", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    _draw_bars(ax, rows, spans, colours, octaves)
+    _draw_groups(ax, rows, spans)
+    ax.set_xlabel("time ratio fastconv / torch (log scale; left of 1: fastconv faster)", fontsize=7)
+    _draw_header(ax, title, colours)
+    fig.tight_layout(pad=0.4)
+    fig.savefig(path, dpi=PLOT_DPI)
     plt.close(fig)
 
 
@@ -409,8 +543,13 @@ def main(argv=None) -> int:
     parser.add_argument("--repeat", type=int, default=None,
                         help="timed repetitions per library, case and mode (default: 25, or 3 with --quick)")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    parser.add_argument("--suite", choices=tuple(SUITES), default="default",
+                        help="which cases: 'default' (the cases compared across versions), "
+                             "'networks' (layer shapes of well-known networks, named net-...; "
+                             "batch 1 and 8, a few fixed to float64) or 'all' (both)")
     parser.add_argument("--cases", default=None,
-                        help="only cases whose name contains one of these comma-separated substrings")
+                        help="only cases of the suite whose name contains one of these "
+                             "comma-separated substrings")
     parser.add_argument("--algorithm", choices=workloads.ALGORITHMS, default="auto",
                         help="fastconv algorithm")
     parser.add_argument("--inner-ms", type=float, default=None,
@@ -429,7 +568,8 @@ def main(argv=None) -> int:
                         help="smoke test: 3 repetitions of single calls")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
     parser.add_argument("--plot", metavar="PATH", default=None,
-                        help="also write a PNG bar chart of the ratios per case (needs matplotlib)")
+                        help="also write one compact PNG chart of the ratios: a bar per case and "
+                             "mode on a log axis centred on 1, grouped by op kind (needs matplotlib)")
     args = parser.parse_args(argv)
     if args.repeat is None:
         args.repeat = 3 if args.quick else 25
@@ -451,14 +591,17 @@ def main(argv=None) -> int:
     threads = workloads.set_threads(args.threads)
     if not workloads.HAVE_TORCH:
         args.no_torch = True
-    cases = select(ALL_CASES, args.cases)
+    suite = SUITES[args.suite]
+    cases = select(suite, args.cases)
     if not cases:
-        parser.error(f"no case name contains {args.cases!r}; cases: {', '.join(c.name for c in ALL_CASES)}")
+        parser.error(f"no case of suite {args.suite!r} contains {args.cases!r}; "
+                     f"cases: {', '.join(c.name for c in suite)}")
 
     v = workloads.versions()
     torch_text = "not used" if args.no_torch and workloads.HAVE_TORCH else v["torch"]
     print(
-        f"fastconv {v['fastconv']} ({v['fastconv_path']}) | threads {threads} | dtype {args.dtype} | "
+        f"fastconv {v['fastconv']} ({v['fastconv_path']}) | suite {args.suite} | threads {threads} | "
+        f"dtype {args.dtype} | "
         f"algorithm {args.algorithm} | torch {torch_text} | numpy {v['numpy']} | "
         f"repeat {args.repeat}, inner loop ~{args.inner_ms:g} ms"
     )
@@ -468,14 +611,17 @@ def main(argv=None) -> int:
     if args.scaling is not None:
         return _scaling_main(cases, args, rng, errors)
     all_ratios: dict[str, list[float | None]] = {}
+    ratios_by_kind: dict[str, dict[str, list[float | None]]] = {}
     start = time.perf_counter()
     kinds = list(dict.fromkeys(c.kind for c in cases))
-    plot_rows: list[tuple[str, dict[str, float | None]]] = []
+    plot_rows: list[PlotRow] = []
     for kind in kinds:
         kind_cases = [c for c in cases if c.kind == kind]
         ratios = run_kind(kind, kind_cases, args, rng, errors)
+        ratios_by_kind[kind] = ratios
         for i, case in enumerate(kind_cases):
-            plot_rows.append((case.name, {mode: r[i] for mode, r in ratios.items()}))
+            plot_rows.append(PlotRow(KIND_TITLES.get(kind, kind), case.name,
+                                     {mode: r[i] for mode, r in ratios.items()}))
         if len(kinds) > 1:
             print(_geomean_line(f"{kind} cases", ratios))
         for mode, r in ratios.items():
@@ -483,6 +629,9 @@ def main(argv=None) -> int:
 
     print()
     print(_geomean_line("all cases" if len(kinds) > 1 else "cases", all_ratios))
+    conv_line = conv_only_line(ratios_by_kind)
+    if conv_line:
+        print(conv_line)
     print(f"[{time.perf_counter() - start:.1f} s]")
     if args.plot:
         if args.no_torch:

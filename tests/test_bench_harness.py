@@ -1,15 +1,18 @@
-"""bench/compare.py: the train-step table, the memory columns and --scaling run and report.
+"""bench/compare.py: the train-step table, the memory columns, --scaling and the suites run
+and report; the networks suite's cases build.
 
-Each test runs compare.py in a child process with single calls (``--quick``) on one or two
+Each compare.py test runs it in a child process with single calls (``--quick``) on one or two
 small cases; nothing here asserts on timings.
 """
 
+import importlib
 import math
 import os
 import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import fastconv
@@ -124,3 +127,86 @@ def test_plot_includes_the_train_step(tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
     assert "step" in out.stdout
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ---------------------------------------------------------------------------------------
+# suites
+# ---------------------------------------------------------------------------------------
+
+#: the default suite, whose results are compared across versions: names must not change
+DEFAULT_CASE_NAMES = [
+    "lenet-C1", "lenet-C3", "3x3-64-56", "3x3s2-128-28", "1x1-256-14", "3x3d2-64-56",
+    "7x7s2-3-224", "convT-4x4s2-128-16", "convT-2x2s2-64-28", "convT-3x3s2-32-15",
+    "maxpool-2x2s2-64-56", "maxpool-3x3s2p1-64-112", "avgpool-2x2s2-64-56",
+    "lenet5-train-step", "denormal-C3", "denormal-3x3-64-28",
+]
+
+
+@pytest.fixture
+def bench_modules(monkeypatch):
+    """bench/'s ``cases`` and ``workloads`` modules, imported as compare.py imports them and
+    forgotten afterwards (their plain names could shadow other modules)."""
+    monkeypatch.syspath_prepend(BENCH)
+    for name in ("cases", "workloads", "compare"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    yield importlib.import_module("cases"), importlib.import_module("workloads")
+    for name in ("cases", "workloads", "compare"):
+        sys.modules.pop(name, None)
+
+
+def test_default_suite_keeps_its_case_names(bench_modules):
+    cases, _ = bench_modules
+    assert [c.name for c in cases.SUITES["default"]] == DEFAULT_CASE_NAMES
+    assert [c.name for c in cases.ALL_CASES] == DEFAULT_CASE_NAMES
+    assert cases.SUITES["all"] == [*cases.ALL_CASES, *cases.NETWORK_CASES]
+
+
+def test_network_family_is_large_named_and_apart(bench_modules):
+    cases, _ = bench_modules
+    family = cases.select(cases.SUITES["networks"], "net-")
+    assert len(family) >= 25 and family == cases.NETWORK_CASES
+    names = [c.name for c in family]
+    assert len(set(names)) == len(names)
+    # kept out of the default suite (whose "lenet-C1" also contains "net-")
+    assert not [c for c in cases.ALL_CASES if c.name.startswith("net-")]
+    kinds = {c.kind for c in family}
+    assert kinds == {"conv2d", "conv_transpose2d", "pool2d"}
+    assert any(c.dtype == "float64" for c in family)
+    assert any(getattr(c, "groups", 1) == c.x_shape[1] > 1 for c in family)  # depthwise
+    assert {c.x_shape[0] for c in family} == {1, 8}
+
+
+def test_network_cases_build_their_inputs(bench_modules):
+    """Every net- case makes inputs of its shapes and dtype, and its output shape (from the
+    benchmarks' own shape arithmetic) is positive and is what fastconv returns."""
+    cases, workloads = bench_modules
+    rng = np.random.default_rng(0)
+    for case in cases.NETWORK_CASES:
+        assert min(case.y_shape) > 0, case
+        dtype = case.dtype or "float32"
+        wl = workloads.workload(case, dtype=dtype)
+        inputs = wl.make_inputs(rng)
+        assert inputs["x"].shape == case.x_shape and inputs["x"].dtype == np.dtype(dtype)
+        assert inputs["gy"].shape == case.y_shape
+        if case.kind != "pool2d":
+            assert inputs["w"].shape == case.w_shape
+        if case.x_shape[0] == 1:  # batch 1 is quick enough to run
+            assert wl.fastconv_fwd(inputs).shape == case.y_shape, case
+
+
+def test_networks_suite_prints_the_conv_only_line():
+    pytest.importorskip("torch")
+    out = run_compare("--suite", "networks", "--cases", "net-lenet5-C1-b1,net-dcgan-convT-4x4s2-64-32-b1",
+                      "--repeat", "1", "--no-memory")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "suite networks" in out.stdout
+    row(out.stdout, "net-lenet5-C1-b1")
+    row(out.stdout, "net-dcgan-convT-4x4s2-64-32-b1")
+    assert re.search(r"^conv and transposed conv only: fwd [\d.]+, fwd\+bwd [\d.]+ \(2 cases\)$",
+                     out.stdout, re.MULTILINE), out.stdout
+
+
+def test_default_suite_has_no_network_cases():
+    out = run_compare("--cases", "net-resnet")
+    assert out.returncode == 2
+    assert "suite 'default'" in out.stderr

@@ -1,6 +1,7 @@
 """bench/compare.py --plot writes a PNG bar chart of fastconv / torch ratios."""
 
 import os
+import struct
 import subprocess
 import sys
 
@@ -28,3 +29,7 @@ def test_compare_plot_writes_a_png(tmp_path):
     assert "geometric mean" in out.stdout
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    # one compact figure: about 10 inches wide, a short row per case (2 here) at 120 dpi
+    width, height = struct.unpack(">II", data[16:24])
+    assert 1100 <= width <= 1300
+    assert height <= 120 * (0.28 * 2 + 1.0)
