@@ -81,6 +81,11 @@ AUTO_MIN_GEMM_CHANNELS, AUTO_MIN_GEMM_DEPTH = 4, 16
 # (3x3-64-56: 8.4 ms against im2col's 11; 3x3 with 16 channels: im2col wins). The input
 # gradient swaps the roles.
 WINOGRAD_MIN_IN, WINOGRAD_MIN_OUT = 32, 33
+# ... and once the batch gives it at least this many 4x4 output tiles: fewer leave its
+# GEMMs too short and its blocks too few to share (1x512x7x7, 4 tiles: 7.2 ms against
+# im2col's 3.6; 1x256x14x14, 16 tiles: 2.8 against 1.6; 8x512x7x7, 32 tiles: 10.0
+# against 14.6).
+WINOGRAD_MIN_TILES = 32
 # Channel-vectorised forward: it needs input channels to amortise each band copy and
 # output channels to fill its vectors (below these the wide-row or loop kernels win,
 # LeNet's C1 with 1 input and 6 output channels). Against im2col it wins up to 32
@@ -114,8 +119,12 @@ BAND_ELEMENTS = 1 << 18
 # Channel-vectorised kernels: per-thread budget of a band's padded input and its
 # pixel-major outputs (2^16 fits L2 with room; 7x7s2-3-224 forward 15 -> 14 ms from 2^17).
 CV_BAND_ELEMENTS = 1 << 16
-# With few images, bands are cut smaller so at least this many units exist to share out.
+# With few images, bands are cut smaller so at least this many units exist to share out,
+# but into no more bands than leave this many GEMM columns (rows x OW) each: every band's
+# GEMM packs the whole weight matrix again (1x512x7x7 at 3x3 x 512: seven one-row bands
+# 5.8 ms, one band 3.6 ms).
 MIN_UNITS = 16
+MIN_BAND_COLUMNS = 64
 # Weight-gradient partial sums: at most this many chunks, and this many elements in all.
 MAX_CHUNKS = 16
 CHUNK_ELEMENTS = 1 << 22
@@ -208,6 +217,13 @@ class Plan:
 # --- which algorithm "auto" takes ----------------------------------------------------------
 
 
+def winograd_tiles(geom: ConvGeometry, pass_: str) -> int:
+    """Output tiles of a Winograd pass over the whole batch (the input gradient's output
+    is x's plane)."""
+    h, w = (geom.oh, geom.ow) if pass_ == "forward" else (geom.h, geom.w)
+    return geom.n * -(-h // WINOGRAD_TILE) * -(-w // WINOGRAD_TILE)
+
+
 def auto_algorithm(geom: ConvGeometry, pass_: str) -> tuple[str, str]:
     """(algorithm, reason) of "auto" for one pass: the rules of the table above."""
     if not geom.gemm_fits:
@@ -216,7 +232,8 @@ def auto_algorithm(geom: ConvGeometry, pass_: str) -> tuple[str, str]:
         return "direct", "depthwise-like or shallow: a GEMM too thin to pay for packing"
     if geom.winograd_shape and pass_ != "weight_grad":
         c_in, c_out = (geom.cg, geom.kg) if pass_ == "forward" else (geom.kg, geom.cg)
-        if c_in >= WINOGRAD_MIN_IN and c_out >= WINOGRAD_MIN_OUT:
+        if (c_in >= WINOGRAD_MIN_IN and c_out >= WINOGRAD_MIN_OUT
+                and winograd_tiles(geom, pass_) >= WINOGRAD_MIN_TILES):
             return "winograd", "3x3 stride 1 with deep channels: Winograd's GEMMs are deep"
     if _channel_vector_beats_gemm(geom, pass_):
         return "direct", "few channels per group: channel-vectorised beats a thin GEMM"
@@ -312,11 +329,13 @@ def _kernel(geom: ConvGeometry, pass_: str, algorithm: str) -> tuple[str, str]:
 
 def band_rows(geom: ConvGeometry, outer_units: int | None = None) -> int:
     """Output rows per im2col band. With ``outer_units`` (images x groups that run in
-    parallel), bands are also cut small enough that MIN_UNITS units exist."""
+    parallel), bands are also cut small enough that MIN_UNITS units exist, but not
+    narrower than MIN_BAND_COLUMNS."""
     rows = max(1, min(geom.oh, BAND_ELEMENTS // max(1, geom.ckk * geom.ow)))
     if outer_units is not None and outer_units * -(-geom.oh // rows) < MIN_UNITS:
         wanted_bands = -(-MIN_UNITS // max(1, outer_units))
-        rows = max(1, min(rows, -(-geom.oh // wanted_bands)))
+        bands = max(1, min(wanted_bands, geom.oh * geom.ow // MIN_BAND_COLUMNS))
+        rows = max(1, min(rows, -(-geom.oh // bands)))
     return rows
 
 

@@ -201,7 +201,7 @@ def test_auto_keeps_the_nonfinite_pattern_where_it_would_take_winograd(bad):
     """auto picks Winograd for this shape, but an inf/NaN input goes to im2col, whose
     pattern of inf and NaN matches PyTorch's."""
     rng = np.random.default_rng(7)
-    x, w = problem(rng, (1, 32, 8, 8), (48, 32, 3, 3), np.float32)
+    x, w = problem(rng, (2, 32, 16, 16), (48, 32, 3, 3), np.float32)
     geom = conv_geometry(x.shape, w.shape, 1, 1, 1, 1)
     assert _plan.plan(geom, "forward", np.float32, 1).kernel == "winograd"
     x[0, 3, 4, 4] = bad

@@ -28,6 +28,9 @@ EXPECTED = {
                    "weight_grad": "channel_vector"}),
     "3x3-256-14": ((8, 256, 14, 14), (256, 256, 3, 3), dict(padding=1),
                    {"forward": "winograd", "input_grad": "winograd", "weight_grad": "gemm"}),
+    # one image of a deep 3x3 gives Winograd 4 tiles: too few, im2col in one band
+    "3x3-512-7-batch1": ((1, 512, 7, 7), (512, 512, 3, 3), dict(padding=1),
+                         {"forward": "gemm", "input_grad": "gemm", "weight_grad": "gemm"}),
     "1x1-256-14": ((8, 256, 14, 14), (256, 256, 1, 1), {},
                    {"forward": "gemm", "input_grad": "gemm", "weight_grad": "gemm"}),
     "3x3s2-128-28": ((8, 128, 28, 28), (256, 128, 3, 3), dict(stride=2, padding=1),
@@ -180,3 +183,14 @@ def test_autotuning_plugs_into_the_planner():
     finally:
         fastconv.set_autotune(previous)
         fastconv.clear_autotune_cache()
+
+
+def test_one_image_keeps_its_gemm_bands_wide():
+    """Cutting one image's rows into single-row bands (to give every thread work) would
+    repack the weights for each narrow GEMM: bands keep at least MIN_BAND_COLUMNS."""
+    plans = fastconv.explain((1, 512, 28, 28), (1024, 512, 1, 1), stride=2)
+    assert plans["forward"].rows == 5  # 14 rows of 14: 3 bands of >= 64 columns
+    assert fastconv.explain((1, 512, 7, 7), (512, 512, 3, 3), padding=1)["forward"].rows == 7
+    # eight images of 14x14: two bands each, as before the rule
+    assert fastconv.explain((8, 128, 28, 28), (256, 128, 3, 3), stride=2,
+                            padding=1)["forward"].rows == 7
