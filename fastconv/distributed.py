@@ -1,6 +1,6 @@
 """Data-parallel training over MPI: a communicator and a distributed optimiser.
 
-The Horovod / ChainerMN pattern. Every rank (one process per rank, started by
+Synchronous data parallelism. Every rank (one process per rank, started by
 ``mpirun``) holds the whole model and the whole dataset:
 
 1. ``broadcast_parameters(model, comm)`` gives every rank rank 0's weights;
