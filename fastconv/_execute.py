@@ -66,7 +66,9 @@ def input_grad(plan: Plan, geom: ConvGeometry, gy: FloatArray, w: FloatArray,
                                          *geom.kernel_args, plan.rows, plan.n_threads,
                                          plan.pointwise, zeroed)
     elif plan.kernel == "winograd":
-        rotated = _transformed(w, "input_grad", lambda: _input_grad_kernel(w, geom))
+        # the rotated kernel depends on the groups too: one w may serve several
+        rotated = _transformed(w, f"input_grad/{geom.groups}",
+                               lambda: _input_grad_kernel(w, geom))
         _winograd_forward(_plan.input_grad_geometry(geom), gy, rotated, bias, gx,
                           plan.n_threads)
     elif plan.kernel == "channel_vector_scatter":

@@ -431,3 +431,15 @@ def test_dilated_winograd_matches_reference(x_shape, k, padding, dilation, group
     gx_ref, gw_ref, _ = conv2d_backward_ref(gy, x, w, **conv)
     assert rel_err(gx, gx_ref) <= limit
     assert rel_err(gw, gw_ref) <= limit
+
+
+def test_one_weight_array_under_two_group_counts(rng):
+    """The input gradient's transform is of w rotated per group: the same array used
+    with another group count must not get the other's cached transform."""
+    w = rng.standard_normal((4, 2, 3, 3))
+    for groups in (1, 2, 1):
+        x = rng.standard_normal((1, 2 * groups, 6, 6))
+        gy = rng.standard_normal((1, 4, 6, 6))
+        gx, _, _ = fc.conv2d_backward(gy, x, w, padding=1, groups=groups, algorithm="winograd")
+        expected = conv2d_backward_ref(gy, x, w, padding=1, groups=groups)[0]
+        assert_rel(gx, expected, np.float64, f"gx with groups={groups}")
