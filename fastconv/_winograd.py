@@ -40,7 +40,7 @@ G_MATRICES = {
                  [0.0, 0.0, 1.0]]),
 }
 
-#: Bytes of transforms (and of the copies that validate unowned weights) kept at most:
+#: Bytes of transforms (and of the weights' copies that validate them) kept at most:
 #: every 3x3 layer of ResNet-50, forward and input gradient, fits in float32.
 CACHE_BYTES = 512 << 20
 

@@ -1,37 +1,30 @@
 """Datasets for the trainer: IDX files, MNIST and Fashion-MNIST, mini-batches.
 
-``read_idx`` reads one IDX file, raw or gzip-compressed, and checks its
-structure (magic number, type byte, dimensions, exact length): a truncated,
-over-long or corrupt file raises a ``ValueError`` naming the file, never
-returns a wrong array.
+``read_idx`` reads one IDX file, raw or gzip-compressed, and checks its structure (magic
+number, type byte, dimensions, exact length): a truncated, over-long or corrupt file raises
+a ``ValueError`` naming the file, never returns a wrong array.
 
-``load_dataset(name, split)`` finds the two IDX files of a split (images and
-labels, each as ``NAME`` or ``NAME.gz``; the dotted spelling
-``train-images.idx3-ubyte`` is accepted too). The first folder holding both
-files wins, in this order:
+``load_dataset(name, split)`` finds the two IDX files of a split (images and labels, each
+as ``NAME`` or ``NAME.gz``; the dotted spelling ``train-images.idx3-ubyte`` is accepted
+too). The first folder holding both files wins, in this order:
 
-1. the ``data_dir`` argument (the trainer's ``--data-dir``), then
-   ``data_dir/NAME``;
+1. the ``data_dir`` argument (the trainer's ``--data-dir``), then ``data_dir/NAME``;
 2. ``$FASTCONV_DATA/NAME``, then ``$FASTCONV_DATA`` itself;
-3. the user cache, ``$XDG_CACHE_HOME/fastconv/NAME`` (default
-   ``~/.cache/fastconv/NAME``);
-4. the system folders in :data:`SYSTEM_DATA_DIRS`, each as ``FOLDER/NAME``
-   (Debian's package ``dataset-fashion-mnist`` installs
-   ``/usr/share/datasets/fashion-mnist``);
-5. with ``download=True``, a download of the missing ``.gz`` files from the
-   public mirrors in :data:`MIRRORS` into the user cache. Each download is
-   checked against the SHA-256 and size of its decompressed bytes
-   (:data:`SHA256`) and moved into place atomically; a failed check tries the
-   next mirror.
+3. the user cache, ``$XDG_CACHE_HOME/fastconv/NAME`` (default ``~/.cache/fastconv/NAME``);
+4. the system folders in :data:`SYSTEM_DATA_DIRS`, each as ``FOLDER/NAME`` (Debian's
+   package ``dataset-fashion-mnist`` installs ``/usr/share/datasets/fashion-mnist``);
+5. with ``download=True``, a download of the missing ``.gz`` files from the public mirrors
+   in :data:`MIRRORS` into the user cache. Each download is checked against the SHA-256
+   and size of its decompressed bytes (:data:`SHA256`) and moved into place atomically; a
+   failed check tries the next mirror.
 
-``NAME`` is the canonical dataset name, ``mnist`` or ``fashion-mnist``. Files
-found locally (steps 1 to 4) are not checksummed, so MNIST-format data of one's
-own can be used, but they are validated structurally. When no step succeeds,
-:class:`DatasetNotFoundError` lists every place looked at, every download error
-and how to get the files.
+``NAME`` is the canonical dataset name, ``mnist`` or ``fashion-mnist``. Files found locally
+(steps 1 to 4) are not checksummed, so MNIST-format data of one's own can be used, but they
+are validated structurally. When no step succeeds, :class:`DatasetNotFoundError` lists
+every place looked at, every download error and how to get the files.
 
-``batches`` cuts a dataset into shuffled mini-batches with a NumPy
-``Generator``; ``to_float`` turns uint8 images into float32 NCHW arrays.
+``batches`` cuts a dataset into shuffled mini-batches with a NumPy ``Generator``;
+``to_float`` turns uint8 images into float32 NCHW arrays.
 
 Dimensions: N images, H x W pixels (28 x 28 for both datasets), C = 1 channel.
 

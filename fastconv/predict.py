@@ -7,25 +7,21 @@ Usage (also ``python -m fastconv.predict``)::
     fastconv-predict weights.npz shoe.png bag.jpg
     fastconv-predict weights.npz photos/ --csv predictions.csv
 
-``WEIGHTS`` is a file written by ``fastconv-train --save`` (see :mod:`fastconv.weights`);
-its metadata give the dataset, the training normalisation, the class names and the image
-size.
+``WEIGHTS``: a file of ``fastconv-train --save`` (:mod:`fastconv.weights`), whose metadata
+give the dataset, the training normalisation, the class names and the image size.
 
 ``--evaluate`` runs the model over the dataset's test split (found as in training, see
 :func:`fastconv.data.load_dataset`) and prints the loss and accuracy, the numbers of
 ``fastconv-train``'s test pass (same batches, ``--batch-size`` 1000 in both), then each
 class's accuracy; ``--plot PATH`` writes the confusion matrix as a PNG (matplotlib) and
 ``--predictions PATH`` each image's label, predicted class and probability as a CSV.
-``--dask`` computes the logits on a Dask cluster (``local`` or a scheduler address), for
-an evaluation or for image files.
+``--dask`` computes the logits on a Dask cluster (``local`` or a scheduler address).
 
-Otherwise each ``IMAGE`` (any format Pillow reads) is turned into a training-like image
-and classified: the three likeliest classes and their softmax probabilities, one line per
-file. A folder stands for the image files directly inside it (``*.png``, ``*.jpg``,
-``*.jpeg``, ``*.bmp``, ``*.gif``, ``*.tif``, ``*.tiff``, ``*.webp``, any case; not hidden
-files, not subfolders), and the results are then a CSV (stdout, or ``--csv PATH``) with
-the columns ``file, class_1, probability_1, ..., class_3, probability_3``. See
-:func:`load_image` for the preprocessing.
+Otherwise each ``IMAGE`` (any format Pillow reads) is made a training-like image (see
+:func:`load_image`) and classified: the three likeliest classes and their softmax
+probabilities, one line per file. A folder stands for the image files directly inside it
+(``IMAGE_SUFFIXES``, any case; not hidden files, not subfolders), and the results are then
+a CSV (stdout, or ``--csv PATH``): ``file, class_1, probability_1, ..., probability_3``.
 
 A file that cannot be classified (missing, a folder named like an image, empty, not an
 image, damaged, an unsupported pixel mode) gets one line on stderr and no output line; the
@@ -34,8 +30,8 @@ file failed (an argument folder without image files counts as one); 2 for bad fl
 unreadable weights file, missing data or a missing optional package (matplotlib for
 ``--plot``, Pillow for images, dask for ``--dask``).
 
-Every number comes from one function, :func:`predict_logits`, which
-:func:`evaluate` and :func:`classify` take as their ``predict`` argument.
+Every number comes from :func:`predict_logits`, the ``predict`` of :func:`evaluate` and
+:func:`classify`.
 """
 
 from __future__ import annotations

@@ -124,11 +124,10 @@ def conv2d_input_grad(
         for unit in prange(n_images * groups, schedule="static"):
             n = unit // groups
             g = unit % groups
-            # the pointwise GEMM overwrites its slot (beta 0) unless it adds to the bias
+            # gx starts as the bias, or as zeros for col2im to add to (unless zero already);
+            # a pointwise GEMM without a bias overwrites its slot instead (beta 0)
             beta = 1
-            if zeroed and not has_bias:
-                pass
-            elif has_bias or not pointwise:
+            if has_bias or not (pointwise or zeroed):
                 for c in range(g * cg, (g + 1) * cg):
                     init = b[c] if has_bias else 0
                     plane = &gx[n, c, 0, 0]
