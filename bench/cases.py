@@ -322,6 +322,28 @@ def is_large(case) -> bool:
     return case.kind in ("conv_transpose2d", "pool2d")
 
 
+def near_limit_class(case) -> str | None:
+    """Which of the machine's limits a case's forward is held to (the issue's target 3):
+    ``"fma"`` for the GEMM-bound forwards of large layers (ungrouped, undilated conv2d with
+    a 3x3 kernel and at least 64 input and output channels, a 1x1 kernel with at least 256
+    input channels, or a 7x7 stride-2 stem, each with at least 14x14 output pixels over
+    the batch), ``"copy"`` for pooling; None for the rest."""
+    if case.kind == "pool2d":
+        return "copy"
+    if case.kind != "conv2d" or case.groups != 1 or pair(case.dilation) != (1, 1):
+        return None
+    n, c = case.x_shape[:2]
+    _, k, oh, ow = case.y_shape
+    if n * oh * ow < 14 * 14:
+        return None
+    kernel, stride = pair(case.kernel), pair(case.stride)
+    if kernel == (3, 3):
+        return "fma" if min(c, k) >= 64 else None
+    if kernel == (1, 1):
+        return "fma" if c >= 256 else None
+    return "fma" if kernel == (7, 7) and stride == (2, 2) else None
+
+
 # ---------------------------------------------------------------------------------------
 # denormal weights (fastconv.set_flush_denormal)
 # ---------------------------------------------------------------------------------------

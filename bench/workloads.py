@@ -76,6 +76,13 @@ def set_threads(n: Optional[int] = None) -> int:
     return n
 
 
+def machine_limits(threads: int):
+    """fastconv's measured FMA peak and copy bandwidth at ``threads`` threads
+    (``fastconv.machine_limits``), or None for a fastconv without the probes."""
+    probe = getattr(fastconv, "machine_limits", None)
+    return probe(threads) if probe is not None else None
+
+
 def versions() -> dict[str, str]:
     """Versions and thread counts for report headers."""
     info = {

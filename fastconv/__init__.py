@@ -62,6 +62,7 @@ from fastconv._autotune import (
 from fastconv import functional
 from fastconv.functional import *  # noqa: F401,F403  (the public operations)
 from fastconv._conv_ops import ConvPlans, explain
+from fastconv._machine import MachineLimits, machine_limits
 
 __all__ = [
     "__version__",
@@ -79,6 +80,8 @@ __all__ = [
     "explain",
     "ConvPlans",
     "show_config",
+    "machine_limits",
+    "MachineLimits",
 ]
 
 
@@ -97,8 +100,10 @@ def show_config(file: IO[str] | None = None) -> None:
 
     Lists the version, compiler and flags, whether OpenMP is on (a serial build
     says so), the instruction-set variants of the kernels built and the one in use,
-    the thread count and the CPUs available, whether denormals are flushed, and the
-    BLAS libraries loaded (the one the kernels' GEMM calls is marked).
+    the thread count and the CPUs available, whether denormals are flushed, the
+    BLAS libraries loaded (the one the kernels' GEMM calls is marked), and this
+    machine's float32 FMA peak and copy bandwidth at that thread count
+    (``machine_limits``: measured on the first call, about half a second).
 
     Parameters
     ----------
@@ -148,6 +153,11 @@ def show_config(file: IO[str] | None = None) -> None:
         f"  threads:       {_config.get_num_threads()} (CPUs available: {_config.available_cpus()})",
         f"  flush denormal: {'on' if _config.get_flush_denormal() else 'off'}",
     ]
+    limits = machine_limits()
+    lines.append(
+        f"  machine:       float32 FMA peak {limits.fma_gflops:.0f} GFLOP/s, copy bandwidth "
+        f"{limits.copy_gbs:.1f} GB/s ({limits.threads} threads, {limits.isa} kernels; measured)"
+    )
     blas = blas_info()
     if not blas:
         lines.append("  BLAS:          none found by threadpoolctl")

@@ -30,7 +30,7 @@ TOLERANCE = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 1e-4}
 KERNEL_TEST_FILES = {
     "test_kernels.py", "test_conv2d.py", "test_conv1d.py", "test_conv_transpose.py",
     "test_pool.py", "test_cvec.py", "test_winograd.py", "test_nonfinite.py",
-    "test_denormal.py", "test_memory.py", "test_debug_build.py",
+    "test_denormal.py", "test_memory.py", "test_debug_build.py", "test_machine.py",
 }
 
 

@@ -210,3 +210,20 @@ def test_default_suite_has_no_network_cases():
     out = run_compare("--cases", "net-resnet")
     assert out.returncode == 2
     assert "suite 'default'" in out.stderr
+
+
+def test_limit_columns_are_rates_over_the_measured_limits():
+    out = run_compare("--no-torch", "--no-memory", "--cases", "maxpool-2x2s2-64-56,3x3-64-56",
+                      "--repeat", "1")
+    assert out.returncode == 0, out.stdout + out.stderr
+    head = re.search(r"FMA peak (\d+) GFLOP/s, copy bandwidth ([\d.]+) GB/s", out.stdout)
+    assert head, out.stdout
+    peak, copy = float(head.group(1)), float(head.group(2))
+    for name, limit in (("3x3-64-56", peak), ("maxpool-2x2s2-64-56", copy)):
+        fwd = row(out.stdout, name).split("|")[0].split()
+        rate, share = float(fwd[-2]), float(fwd[-1])
+        # the header rounds the limit: allow for that and the cell's rounding
+        assert math.isclose(share, 100 * rate / limit, rel_tol=0.02, abs_tol=1), (name, fwd)
+    assert re.search(r"GEMM-bound forwards of large layers: [01] of 1 at >= 70% of the FMA peak",
+                     out.stdout), out.stdout
+    assert re.search(r"pooling forwards: [01] of 1 at >= 60% of the copy bandwidth", out.stdout)
