@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import ModuleType
 
 import numpy as np
 
@@ -39,6 +40,13 @@ class MachineLimits:
         buffers far larger than the caches.
     isa : str
         The kernels' instruction-set variant the probes ran ("avx2", "baseline").
+
+    Examples
+    --------
+    >>> import fastconv
+    >>> limits = fastconv.machine_limits(1)
+    >>> sorted(vars(limits))
+    ['copy_gbs', 'fma_gflops', 'isa', 'threads']
     """
 
     threads: int
@@ -61,7 +69,7 @@ def _fastest(run: Callable[[], object]) -> float:
     return best
 
 
-def _fma_gflops(probe, n_threads: int) -> float:
+def _fma_gflops(probe: ModuleType, n_threads: int) -> float:
     per_round = probe.flops_per_round()
     start = time.perf_counter()
     probe.fma_rounds(10_000, 1)
@@ -71,7 +79,7 @@ def _fma_gflops(probe, n_threads: int) -> float:
     return rounds * per_round * n_threads / seconds / 1e9
 
 
-def _copy_gbs(probe, n_threads: int) -> float:
+def _copy_gbs(probe: ModuleType, n_threads: int) -> float:
     src = np.ones(COPY_BYTES, dtype=np.uint8)
     dst = np.empty_like(src)
     seconds = _fastest(lambda: probe.copy_slices(src, dst, n_threads))
