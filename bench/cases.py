@@ -314,6 +314,32 @@ TRAIN_STEP_CASES: list[TrainStepCase] = [
 ]
 
 
+@dataclass(frozen=True)
+class InferenceCase:
+    """One whole forward of ``fastconv.models.LeNet5(variant)`` in eval mode (inference):
+    ``batch`` images of ``image_shape`` to logits. Work is counted in images."""
+
+    name: str
+    batch: int = 1
+    image_shape: tuple[int, int, int] = (1, 28, 28)
+    variant: str = "modern"
+
+    kind = "inference"
+
+    @property
+    def x_shape(self) -> tuple[int, ...]:
+        return (self.batch, *self.image_shape)
+
+    def describe(self) -> str:
+        return f"LeNet5-{self.variant} {'x'.join(map(str, self.x_shape))} eval"
+
+
+INFERENCE_CASES: list[InferenceCase] = [
+    InferenceCase("lenet5-infer-b1", batch=1),
+    InferenceCase("lenet5-infer-b64", batch=64),
+]
+
+
 def is_large(case) -> bool:
     """The "large" cases of the thread-scaling target: every conv2d case but LeNet's,
     every transposed convolution and every pooling case."""
@@ -367,7 +393,7 @@ DENORMAL_CASES: list[DenormalConv2dCase] = [
 #: Every case of every op kind, in table order: the default suite of ``compare.py``, whose
 #: results are compared across versions (add new shapes to another suite, not here).
 ALL_CASES: list = [*CONV2D_CASES, *CONV_TRANSPOSE2D_CASES, *POOL2D_CASES, *TRAIN_STEP_CASES,
-                   *DENORMAL_CASES]
+                   *INFERENCE_CASES, *DENORMAL_CASES]
 
 
 # ---------------------------------------------------------------------------------------

@@ -86,6 +86,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+import onnx_anchor
 import workloads
 from cases import SUITES, is_large, near_limit_class, select
 
@@ -118,21 +119,26 @@ def inner_loops(fn, target: float) -> int:
     return max(1, round(target / max(once, 1e-9)))
 
 
-def measure(timed, repeat: int, target: float) -> tuple[float, float | None]:
-    """Median seconds per call of fastconv and of torch (``None`` without torch), interleaved."""
+def measure(timed, repeat: int, target: float) -> tuple[float, float | None, float | None]:
+    """Median seconds per call of fastconv, of torch and of ONNX Runtime (``None`` for an
+    anchor the mode lacks), interleaved: each repetition times each library once, and the
+    order reverses every repetition."""
     with _fastconv_context(timed):
         fc_loops = inner_loops(timed.fastconv, target)
-    th_loops = inner_loops(timed.torch, target) if timed.torch is not None else 0
-    fc_times, th_times = [], []
+    anchors = {"th": getattr(timed, "torch", None), "ox": getattr(timed, "onnx", None)}
+    anchors = {who: fn for who, fn in anchors.items() if fn is not None}
+    loops = {who: inner_loops(fn, target) for who, fn in anchors.items()}
+    times: dict[str, list[float]] = {"fc": [], "th": [], "ox": []}
     for r in range(repeat):
-        order = ("fc", "th") if r % 2 == 0 else ("th", "fc")
-        for who in order:
+        order = ["fc", *anchors]
+        for who in (order if r % 2 == 0 else order[::-1]):
             if who == "fc":
                 with _fastconv_context(timed):
-                    fc_times.append(time_per_call(timed.fastconv, fc_loops))
-            elif timed.torch is not None:
-                th_times.append(time_per_call(timed.torch, th_loops))
-    return statistics.median(fc_times), (statistics.median(th_times) if th_times else None)
+                    times["fc"].append(time_per_call(timed.fastconv, fc_loops))
+            else:
+                times[who].append(time_per_call(anchors[who], loops[who]))
+    th, ox = (statistics.median(times[w]) if times[w] else None for w in ("th", "ox"))
+    return statistics.median(times["fc"]), th, ox
 
 
 def _fastconv_context(timed):
@@ -223,6 +229,14 @@ def conv_only_line(ratios_by_kind: dict[str, dict[str, list[float | None]]]) -> 
     return f"conv and transposed conv only: {means} ({n_cases} cases)"
 
 
+def onnx_line(ratios_by_kind: dict[str, list[float | None]]) -> str:
+    """Geometric means of fastconv / ONNX Runtime forward times, per op kind and over all."""
+    every = [r for values in ratios_by_kind.values() for r in values]
+    parts = [f"{kind} {_num(geomean(values), '.2f')}" for kind, values in ratios_by_kind.items()]
+    return (f"fastconv / onnxruntime, forward: {', '.join(parts)}; all {_num(geomean(every), '.2f')} "
+            f"({sum(r is not None for r in every)} cases)")
+
+
 def limits_line(limits) -> str:
     """The header line of the machine's limits (or why there are none)."""
     if limits is None:
@@ -274,8 +288,9 @@ def _num(value, fmt) -> str:
 LIMIT_COLUMN = {"GFLOP/s": "% peak", "GB/s": "% copy"}
 
 
-def _mode_header(mode: str, unit: str) -> tuple[str, str]:
-    names = ["fc ms", "torch ms", "ratio", unit, *([LIMIT_COLUMN[unit]] if unit in LIMIT_COLUMN else [])]
+def _mode_header(mode: str, unit: str, with_onnx: bool = False) -> tuple[str, str]:
+    names = ["fc ms", "torch ms", "ratio", *(["ort ms", "fc/ort"] if with_onnx else []), unit,
+             *([LIMIT_COLUMN[unit]] if unit in LIMIT_COLUMN else [])]
     cells = " ".join(f"{n:>{CELL}}" for n in names)
     title = f" {mode} ".center(len(cells), "-")
     return title, cells
@@ -294,16 +309,24 @@ def limit_fraction(rate: float | None, unit: str, dtype: str, limits) -> float |
     return None
 
 
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if (a is not None and b is not None and b > 0) else None
+
+
 def _mode_cells(fc: float | None, th: float | None, work: float, unit: str = "GFLOP/s",
-                fraction: float | None = None) -> str:
-    ratio = fc / th if (fc is not None and th is not None and th > 0) else None
+                fraction: float | None = None, onnx: tuple[float | None] | None = None) -> str:
+    """One mode's cells; ``onnx``: a 1-tuple of ONNX Runtime's time where the mode has the
+    ORT columns (None: it has not)."""
     rate = workloads.rate(work, fc, unit) if fc else None
     cells = [
         _num(None if fc is None else fc * 1e3, ".3f"),
         _num(None if th is None else th * 1e3, ".3f"),
-        _num(ratio, ".2f"),
-        _num(rate, ".1f"),
+        _num(_ratio(fc, th), ".2f"),
     ]
+    if onnx is not None:
+        (ox,) = onnx
+        cells += [_num(None if ox is None else ox * 1e3, ".3f"), _num(_ratio(fc, ox), ".2f")]
+    cells.append(_num(rate, ".1f"))
     if unit in LIMIT_COLUMN:
         cells.append(_num(None if fraction is None else fraction * 100, ".0f"))
     return " ".join(f"{c:>{CELL}}" for c in cells)
@@ -330,13 +353,20 @@ def _memory_cells(timed, errors, case) -> str:
     return " ".join(f"{v:>{CELL}}" for v in values)
 
 
-def _train_step_lines(case, timed, fc, th) -> None:
+def _train_step_line(case, timed, fc, th) -> str:
     """Images per second of both libraries, and the issue's target for the step."""
     fc_rate = workloads.rate(timed.work, fc, "img/s") if fc else None
     th_rate = workloads.rate(timed.work, th, "img/s") if th else None
-    ratio = fc / th if (fc and th) else None
-    print(f"  {case.name}: fastconv {_num(fc_rate, '.0f')} img/s, torch {_num(th_rate, '.0f')} img/s, "
-          f"step time fastconv / torch {_num(ratio, '.2f')} (target <= 0.40)")
+    return (f"  {case.name}: fastconv {_num(fc_rate, '.0f')} img/s, torch "
+            f"{_num(th_rate, '.0f')} img/s, step time fastconv / torch "
+            f"{_num(_ratio(fc, th), '.2f')} (target <= 0.40)")
+
+
+def _small_call_line(case, fc, th, ox) -> str:
+    """A batch-1 forward against its targets: half of torch's time, 1.2x ONNX Runtime's."""
+    return (f"  {case.name}: fastconv {_num(None if fc is None else fc * 1e6, '.1f')} us, "
+            f"fastconv / torch {_num(_ratio(fc, th), '.2f')} (target <= 0.50), "
+            f"fastconv / onnxruntime {_num(_ratio(fc, ox), '.2f')} (target <= 1.20)")
 
 
 def run_kind(kind: str, cases, args, rng, errors) -> dict[str, list[float | None]]:
@@ -346,7 +376,8 @@ def run_kind(kind: str, cases, args, rng, errors) -> dict[str, list[float | None
     first = workloads.workload(cases[0], dtype=case_dtype(cases[0], args.dtype),
                                algorithm=args.algorithm)
     modes = [m for m, _, _ in first.modes]
-    heads = [_mode_header(m, first.unit) for m in modes]
+    with_onnx = args.with_onnx and type(first).onnx_forward is not workloads.Workload.onnx_forward
+    heads = [_mode_header(m, first.unit, with_onnx and m == "fwd") for m in modes]
     if not args.no_memory:
         heads.append(_memory_header(first.memory_mode))
     lead = " " * (name_w + desc_w + 2)
@@ -360,27 +391,33 @@ def run_kind(kind: str, cases, args, rng, errors) -> dict[str, list[float | None
         wl = workloads.workload(case, dtype=case_dtype(case, args.dtype), algorithm=args.algorithm)
         cells = []
         memory = " ".join(f"{'-':>{CELL}}" for _ in range(2))
-        for timed in wl.bind(rng, with_torch=not args.no_torch):
+        for timed in wl.bind(rng, with_torch=not args.no_torch, with_onnx=with_onnx):
             try:
-                fc, th = measure(timed, args.repeat, args.inner_ms / 1e3)
+                fc, th, ox = measure(timed, args.repeat, args.inner_ms / 1e3)
             except Exception as exc:  # keep going: report the failure after the table
                 errors.append(f"{case.name} {timed.mode}: {exc!r}\n{traceback.format_exc()}")
-                fc, th = None, None
+                fc, th, ox = None, None, None
             rate = workloads.rate(timed.work, fc, timed.unit) if fc else None
             fraction = limit_fraction(rate, timed.unit, case_dtype(case, args.dtype), args.limits)
-            cells.append(_mode_cells(fc, th, timed.work, timed.unit, fraction))
+            has_onnx = with_onnx and timed.mode == "fwd"
+            cells.append(_mode_cells(fc, th, timed.work, timed.unit, fraction,
+                                     (ox,) if has_onnx else None))
+            if has_onnx:
+                args.onnx_ratios.setdefault(kind, []).append(_ratio(fc, ox))
             if timed.mode == "fwd" and near_limit_class(case):
                 args.near_limit.append((case, fraction))
             ratios[timed.mode].append(fc / th if (fc and th) else None)
             if not args.no_memory and timed.mode == wl.memory_mode:
                 memory = _memory_cells(timed, errors, case)
             if case.kind == "train_step":
-                notes.append((case, timed, fc, th))
+                notes.append(_train_step_line(case, timed, fc, th))
+            if case.kind == "inference" and case.batch == 1:
+                notes.append(_small_call_line(case, fc, th, ox if has_onnx else None))
         if not args.no_memory:
             cells.append(memory)
         print(f"{case.name:<{name_w}} {case.describe():<{desc_w}} " + " | ".join(cells), flush=True)
     for note in notes:
-        _train_step_lines(*note)
+        print(note)
     return ratios
 
 
@@ -619,6 +656,9 @@ def main(argv=None) -> int:
     parser.add_argument("--inner-ms", type=float, default=None,
                         help="length of one timed inner loop in ms (default: 40, or 0 with --quick)")
     parser.add_argument("--no-torch", action="store_true", help="time fastconv only")
+    parser.add_argument("--no-onnx", action="store_true",
+                        help="leave out ONNX Runtime, the second forward anchor (used when "
+                             "onnx and onnxruntime are installed)")
     parser.add_argument("--no-memory", action="store_true",
                         help="leave out the peak MB / kept MB columns (fastconv's memory of one "
                              "fwd+bwd call, or one training step, traced with tracemalloc: "
@@ -661,13 +701,15 @@ def main(argv=None) -> int:
         parser.error(f"no case of suite {args.suite!r} contains {args.cases!r}; "
                      f"cases: {', '.join(c.name for c in suite)}")
 
+    args.with_onnx = onnx_anchor.HAVE_ORT and not (args.no_onnx or args.no_torch)
     v = workloads.versions()
     torch_text = "not used" if args.no_torch and workloads.HAVE_TORCH else v["torch"]
+    onnx_text = onnx_anchor.version() if args.with_onnx or not onnx_anchor.HAVE_ORT else "not used"
     print(
         f"fastconv {v['fastconv']} ({v['fastconv_path']}) | suite {args.suite} | threads {threads} | "
         f"dtype {args.dtype} | "
-        f"algorithm {args.algorithm} | torch {torch_text} | numpy {v['numpy']} | "
-        f"repeat {args.repeat}, inner loop ~{args.inner_ms:g} ms"
+        f"algorithm {args.algorithm} | torch {torch_text} | onnxruntime {onnx_text} | "
+        f"numpy {v['numpy']} | repeat {args.repeat}, inner loop ~{args.inner_ms:g} ms"
     )
 
     rng = np.random.default_rng(args.seed)
@@ -676,6 +718,7 @@ def main(argv=None) -> int:
         return _scaling_main(cases, args, rng, errors)
     args.limits = workloads.machine_limits(threads)
     args.near_limit = []
+    args.onnx_ratios = {}
     print(limits_line(args.limits))
     all_ratios: dict[str, list[float | None]] = {}
     ratios_by_kind: dict[str, dict[str, list[float | None]]] = {}
@@ -699,6 +742,8 @@ def main(argv=None) -> int:
     conv_line = conv_only_line(ratios_by_kind)
     if conv_line:
         print(conv_line)
+    if args.onnx_ratios:
+        print(onnx_line(args.onnx_ratios))
     for line in near_limit_lines(args.near_limit):
         print(line)
     print(f"[{time.perf_counter() - start:.1f} s]")

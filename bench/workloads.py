@@ -45,6 +45,7 @@ _prefer_checkout()
 
 import fastconv  # noqa: E402
 
+import onnx_anchor  # noqa: E402
 from cases import flops, traffic_bytes  # noqa: E402
 
 try:
@@ -115,6 +116,9 @@ class Timed:
     unit: str
     #: context manager factory to hold around timed fastconv calls (None: nothing)
     fastconv_context: Optional[Callable[[], ContextManager]] = None
+    #: the same forward in ONNX Runtime, the second anchor (None: not for this mode, or
+    #: onnxruntime not installed)
+    onnx: Optional[Callable[[], Any]] = None
 
 
 class Workload:
@@ -149,10 +153,20 @@ class Workload:
     def _random(self, rng: np.random.Generator, shape) -> np.ndarray:
         return rng.standard_normal(shape, dtype=np.float64).astype(self.dtype)
 
-    def bind(self, rng: np.random.Generator, with_torch: bool = True) -> list[Timed]:
-        """Make the inputs once and return one ``Timed`` per mode."""
+    def onnx_forward(self, inputs: dict[str, Any], threads: int) -> Optional[Callable[[], Any]]:
+        """The forward in ONNX Runtime over ``inputs`` (``onnx_anchor``), or None where the
+        kind has no ONNX counterpart (the default)."""
+        return None
+
+    def bind(self, rng: np.random.Generator, with_torch: bool = True,
+             with_onnx: bool = False) -> list[Timed]:
+        """Make the inputs once and return one ``Timed`` per mode (the "fwd" mode with its
+        ONNX Runtime forward when ``with_onnx`` and onnxruntime is installed)."""
         inputs = self.make_inputs(rng)
         tinputs = self.torch_inputs(inputs) if (with_torch and HAVE_TORCH) else None
+        onnx_fwd = None
+        if with_onnx and onnx_anchor.HAVE_ORT:
+            onnx_fwd = self.onnx_forward(inputs, fastconv.get_num_threads())
         timed = []
         for mode, fc_name, torch_name in self.modes:
             fc_method = getattr(self, fc_name)
@@ -165,6 +179,7 @@ class Workload:
                     work=self.work(mode),
                     unit=self.unit,
                     fastconv_context=self.fastconv_context,
+                    onnx=onnx_fwd if mode == "fwd" else None,
                 )
             )
         return timed
@@ -207,6 +222,9 @@ class Conv2dWorkload(Workload):
         y = fastconv.conv2d(inp["x"], inp["w"], inp["b"], **self.params, algorithm=self.algorithm)
         grads = fastconv.conv2d_backward(inp["gy"], inp["x"], inp["w"], **self.params, **self.backward_kwargs)
         return y, grads
+
+    def onnx_forward(self, inputs, threads):
+        return onnx_anchor.conv_forward(self.case, inputs, threads)
 
     # PyTorch ------------------------------------------------------------------------
 
@@ -268,6 +286,9 @@ class ConvTranspose2dWorkload(Workload):
     def work(self, mode):
         return flops(self.case, backward=(mode == "fwd+bwd"))
 
+    def onnx_forward(self, inputs, threads):
+        return onnx_anchor.conv_forward(self.case, inputs, threads)
+
     def fastconv_fwd(self, inp):
         return fastconv.conv_transpose2d(inp["x"], inp["w"], inp["b"], **self.params,
                                          algorithm=self.algorithm)
@@ -322,6 +343,9 @@ class Pool2dWorkload(Workload):
 
     def work(self, mode):
         return traffic_bytes(self.case, self.dtype.itemsize, backward=(mode == "fwd+bwd"))
+
+    def onnx_forward(self, inputs, threads):
+        return onnx_anchor.pool_forward(self.case, inputs, threads)
 
     def fastconv_fwd(self, inp):
         if self.case.op == "max":
@@ -496,6 +520,49 @@ class TrainStepWorkload(Workload):
         return lenet_torch.train_step(t["model"], t["loss"], t["opt"], t["x"][i], t["y"][i])
 
 
+class InferenceWorkload(Workload):
+    """A whole LeNet-5 forward in eval mode, against the same network and weights in
+    PyTorch (``lenet_torch.lenet5``) and in ONNX Runtime (``onnx_anchor.lenet5_forward``)."""
+
+    modes = (("fwd", "fastconv_fwd", "torch_fwd"),)
+    unit = "img/s"
+    memory_mode = "fwd"
+
+    def make_inputs(self, rng):
+        from fastconv.models import LeNet5
+
+        model = LeNet5(self.case.variant, dtype=self.dtype, rng=rng)
+        if self.algorithm != "auto":
+            for layer in model:
+                if hasattr(layer, "algorithm"):
+                    layer.algorithm = self.algorithm
+        model.eval()
+        return {"x": self._random(rng, self.case.x_shape), "model": model}
+
+    def work(self, mode):
+        return float(self.case.batch)
+
+    def fastconv_fwd(self, inp):
+        return inp["model"](inp["x"])
+
+    def onnx_forward(self, inputs, threads):
+        state = {k: np.asarray(v) for k, v in inputs["model"].state_dict().items()}
+        return onnx_anchor.lenet5_forward(state, inputs["x"], threads)
+
+    def torch_inputs(self, inp):
+        import lenet_torch
+
+        model = lenet_torch.lenet5()
+        state = {k: torch.from_numpy(np.array(v)) for k, v in inp["model"].state_dict().items()}
+        model.load_state_dict(state)
+        model = model.to(torch.float64 if self.dtype == np.float64 else torch.float32).eval()
+        return {"x": torch.from_numpy(inp["x"]), "model": model}
+
+    def torch_fwd(self, t):
+        with torch.no_grad():
+            return t["model"](t["x"])
+
+
 #: op kind -> workload class
 WORKLOADS: dict[str, type[Workload]] = {
     "conv2d": Conv2dWorkload,
@@ -503,6 +570,7 @@ WORKLOADS: dict[str, type[Workload]] = {
     "pool2d": Pool2dWorkload,
     "conv2d_denormal": DenormalConv2dWorkload,
     "train_step": TrainStepWorkload,
+    "inference": InferenceWorkload,
 }
 
 
