@@ -138,7 +138,8 @@ DEFAULT_CASE_NAMES = [
     "lenet-C1", "lenet-C3", "3x3-64-56", "3x3s2-128-28", "1x1-256-14", "3x3d2-64-56",
     "7x7s2-3-224", "convT-4x4s2-128-16", "convT-2x2s2-64-28", "convT-3x3s2-32-15",
     "maxpool-2x2s2-64-56", "maxpool-3x3s2p1-64-112", "avgpool-2x2s2-64-56",
-    "lenet5-train-step", "denormal-C3", "denormal-3x3-64-28",
+    "lenet5-train-step", "lenet5-infer-b1", "lenet5-infer-b64", "denormal-C3",
+    "denormal-3x3-64-28",
 ]
 
 
@@ -227,3 +228,44 @@ def test_limit_columns_are_rates_over_the_measured_limits():
     assert re.search(r"GEMM-bound forwards of large layers: [01] of 1 at >= 70% of the FMA peak",
                      out.stdout), out.stdout
     assert re.search(r"pooling forwards: [01] of 1 at >= 60% of the copy bandwidth", out.stdout)
+
+
+def test_onnx_anchor_computes_what_fastconv_computes(bench_modules):
+    """Each ONNX Runtime forward that compare.py times gives fastconv's result: the anchor
+    times the same operation (padding, output padding, groups, the LeNet-5 graph)."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    cases, workloads = bench_modules
+    picked = ["lenet-C1", "3x3s2-128-28", "3x3d2-64-56", "convT-3x3s2-32-15",
+              "maxpool-3x3s2p1-64-112", "avgpool-2x2s2-64-56", "lenet5-infer-b1"]
+    networks = [c for c in cases.NETWORK_CASES
+                if c.kind != "conv2d" or c.groups > 1 or c.pads[0] != c.pads[1]][:6]
+    chosen = [c for c in cases.ALL_CASES if c.name in picked] + networks
+    assert len(chosen) >= len(picked)
+    rng = np.random.default_rng(0)
+    for case in chosen:
+        wl = workloads.workload(case, dtype=getattr(case, "dtype", None) or "float32")
+        (fwd, *_) = wl.bind(rng, with_torch=False, with_onnx=True)
+        assert fwd.onnx is not None, case.name
+        expected = fwd.fastconv()
+        expected = expected[0] if isinstance(expected, tuple) else expected
+        got = fwd.onnx()[0]
+        tol = 1e-4 if got.dtype == np.float32 else 1e-10
+        np.testing.assert_allclose(got, expected, rtol=tol, atol=tol * np.abs(expected).max(),
+                                   err_msg=case.name)
+
+
+def test_onnx_columns_and_small_call_line():
+    pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    out = run_compare("--no-memory", "--cases", "lenet5-infer-b1,lenet-C1", "--repeat", "1")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "ort ms" in out.stdout and "fc/ort" in out.stdout
+    fwd = row(out.stdout, "lenet5-infer-b1").split("|")[0].split()
+    fc_ms, torch_ms, ratio, ort_ms, fc_ort = (float(v) for v in fwd[-6:-1])
+    assert math.isclose(ratio, fc_ms / torch_ms, rel_tol=0.05, abs_tol=0.01)
+    assert math.isclose(fc_ort, fc_ms / ort_ms, rel_tol=0.05, abs_tol=0.01)
+    assert re.search(r"lenet5-infer-b1: fastconv [\d.]+ us, fastconv / torch [\d.]+ "
+                     r"\(target <= 0.50\), fastconv / onnxruntime [\d.]+", out.stdout), out.stdout
+    assert re.search(r"fastconv / onnxruntime, forward: conv2d [\d.]+, inference [\d.]+", out.stdout)
