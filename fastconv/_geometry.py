@@ -128,8 +128,18 @@ def conv_geometry(x_shape: Sequence[int], w_shape: Sequence[int], stride: IntPai
 
     ``out_hw`` fixes the output size instead of deriving it: transposed convolution
     runs these kernels with the roles of input and output exchanged, and its sizes
-    are checked by its own validation first.
+    are checked by its own validation first. Remembered for plain arguments, as
+    :func:`pool_geometry` is: the checks cost a third of a small layer's call.
     """
+    args = (tuple(x_shape), tuple(w_shape), stride, padding, dilation, groups, out_hw)
+    if not all(_is_plain(a) for a in args):
+        return _conv_geometry(*args)
+    return _remembered(_CONV_GEOMETRIES, args, _conv_geometry)
+
+
+def _conv_geometry(x_shape: Sequence[int], w_shape: Sequence[int], stride: IntPair,
+                   padding: Padding, dilation: IntPair, groups: int,
+                   out_hw: tuple[int, int] | None = None) -> ConvGeometry:
     n, c, h, w = (int(v) for v in x_shape)
     k, cg, kh, kw = (int(v) for v in w_shape)
     groups = as_index(groups, "groups", 1)
@@ -303,11 +313,29 @@ class PoolGeometry:
 _POOL_GEOMETRIES: dict[tuple[Any, ...], PoolGeometry] = {}
 
 
+_CONV_GEOMETRIES: dict[tuple[Any, ...], ConvGeometry] = {}
+#: distinct argument tuples kept per cache: many distinct sizes just miss
+GEOMETRIES_KEPT = 256
+
+
 def _is_plain(value: Any) -> bool:
-    """An exact int, None, or a tuple of exact ints: safe as a cache key (a bool or a
-    NumPy integer hashes like the int it equals but is validated differently)."""
-    return (value is None or type(value) is int
-            or (type(value) is tuple and all(type(v) is int for v in value)))
+    """An exact int or str, None, or a tuple of such (nested): safe as a cache key (a
+    bool or a NumPy integer hashes like the int it equals but is validated differently)."""
+    return (value is None or type(value) is int or type(value) is str
+            or (type(value) is tuple and all(_is_plain(v) for v in value)))
+
+
+def _remembered(cache: dict[tuple[Any, ...], Any], args: tuple[Any, ...],
+                make: Any) -> Any:
+    """``make(*args)``, kept in ``cache``: it raises for bad arguments, so only valid
+    ones are kept."""
+    geom = cache.get(args)
+    if geom is None:
+        geom = make(*args)
+        if len(cache) >= GEOMETRIES_KEPT:
+            cache.clear()
+        cache[args] = geom
+    return geom
 
 
 def pool_geometry(in_hw: Sequence[int], kernel_size: IntPair, stride: IntPair | None,
@@ -321,13 +349,7 @@ def pool_geometry(in_hw: Sequence[int], kernel_size: IntPair, stride: IntPair | 
     args = (tuple(in_hw), kernel_size, stride, padding, dilation, ceil_mode)
     if not (all(_is_plain(a) for a in args[:5]) and type(ceil_mode) is bool):
         return PoolGeometry(*args)
-    geom = _POOL_GEOMETRIES.get(args)
-    if geom is None:
-        geom = PoolGeometry(*args)  # raises for bad arguments: only valid ones are kept
-        if len(_POOL_GEOMETRIES) >= 256:  # bounded: many distinct sizes just miss
-            _POOL_GEOMETRIES.clear()
-        _POOL_GEOMETRIES[args] = geom
-    return geom
+    return _remembered(_POOL_GEOMETRIES, args, PoolGeometry)
 
 
 # --- scratch -----------------------------------------------------------------------------

@@ -11,7 +11,9 @@ class NeedsForward:
     _saved: tuple[Any, ...] | None = None
 
     def _save(self, *values: Any) -> None:
-        self._saved = values
+        # past Module.__setattr__: a tuple is never a parameter or a submodule, and its
+        # bookkeeping costs about as much as a small layer's kernel at batch 1
+        object.__setattr__(self, "_saved", values)
 
     def _take(self) -> tuple[Any, ...]:
         if self._saved is None:

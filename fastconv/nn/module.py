@@ -31,6 +31,8 @@ from typing import Any, TypeVar
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
+from fastconv._blas import single_threaded_blas
+
 __all__ = ["Parameter", "Module", "Sequential", "Residual"]
 
 _M = TypeVar("_M", bound="Module")
@@ -316,24 +318,28 @@ class Sequential(Module):
         before its whole output (``"3"``). The arrays are the layers' outputs
         themselves, not copies: nothing is spent when they are not asked for.
         """
-        if not return_activations:
-            for layer in self._modules.values():
-                x = layer(x)
-            return x
-        activations: OrderedDict[str, Any] = OrderedDict()
-        for name, layer in self._modules.items():
-            if isinstance(layer, Sequential):
-                x, inner = layer.forward(x, return_activations=True)
-                activations.update((f"{name}.{key}", value) for key, value in inner.items())
-            else:
-                x = layer(x)
-            activations[name] = x
-        return x, activations
+        # BLAS single-threaded once for the whole pass: every layer would set it for
+        # its own GEMMs, each switch costing as much as a small layer at batch 1
+        with single_threaded_blas():
+            if not return_activations:
+                for layer in self._modules.values():
+                    x = layer(x)
+                return x
+            activations: OrderedDict[str, Any] = OrderedDict()
+            for name, layer in self._modules.items():
+                if isinstance(layer, Sequential):
+                    x, inner = layer.forward(x, return_activations=True)
+                    activations.update((f"{name}.{key}", value) for key, value in inner.items())
+                else:
+                    x = layer(x)
+                activations[name] = x
+            return x, activations
 
     def backward(self, grad_out: Any) -> Any:
-        for layer in reversed(self._modules.values()):
-            grad_out = layer.backward(grad_out)
-        return grad_out
+        with single_threaded_blas():
+            for layer in reversed(self._modules.values()):
+                grad_out = layer.backward(grad_out)
+            return grad_out
 
 
 class Residual(Module):
