@@ -26,6 +26,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from fastconv import _config
+from fastconv._dispatch import _conv_winograd
+
 #: Filter transforms G ((M + 2) x 3) per output tile size M.
 G_MATRICES = {
     2: np.array([[1.0, 0.0, 0.0],
@@ -46,12 +49,14 @@ CACHE_BYTES = 512 << 20
 
 
 def transform_weights(w: NDArray[Any], tile: int) -> NDArray[Any]:
-    """U (T, K, C/groups) = G w G^T per filter, in w's dtype (computed in float64)."""
+    """U (T, K, C/groups) = G w G^T per filter, in w's dtype (computed in float64 by
+    the kernel, in parallel: a training step transforms every layer's new weights)."""
     g = G_MATRICES[tile]
     k, c = w.shape[:2]
-    kron = np.kron(g, g)  # U[a * A + b] = sum over (i, j) of G[a, i] G[b, j] w[i * 3 + j]
-    u = w.reshape(k * c, 9).astype(np.float64) @ kron.T  # (K * C, T)
-    return np.ascontiguousarray(u.T.reshape(kron.shape[0], k, c), dtype=w.dtype)
+    u = np.empty((g.shape[0] ** 2, k * c), dtype=w.dtype)
+    taps = np.ascontiguousarray(w.reshape(k * c, 9).T)  # (9, K * C): filters innermost
+    _conv_winograd.transform_filters(taps, g, u, _config.effective_n_threads())
+    return u.reshape(g.shape[0] ** 2, k, c)
 
 
 @dataclass

@@ -443,3 +443,43 @@ def test_one_weight_array_under_two_group_counts(rng):
         gx, _, _ = fc.conv2d_backward(gy, x, w, padding=1, groups=groups, algorithm="winograd")
         expected = conv2d_backward_ref(gy, x, w, padding=1, groups=groups)[0]
         assert_rel(gx, expected, np.float64, f"gx with groups={groups}")
+
+
+# ---------------------------------------------------------------------------------------
+# the filter transform kernel
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tile", [2, 4])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("k, c", [(1, 1), (3, 7), (17, 23), (64, 3), (0, 5)])
+def test_transform_weights_is_g_w_gt(rng, tile, dtype, k, c):
+    """U[a * A + b, k, c] = (G w[k, c] G^T)[a, b], against NumPy in float64 (filter counts
+    below, at and across the kernel's block of 128 filters)."""
+    w = rng.standard_normal((k, c, 3, 3)).astype(dtype)
+    g = _winograd.G_MATRICES[tile]
+    expected = np.einsum("ai,kcij,bj->abkc", g, w.astype(np.float64), g)
+    expected = expected.reshape(g.shape[0] ** 2, k, c)
+    u = _winograd.transform_weights(w, tile)
+    assert u.shape == expected.shape and u.dtype == dtype
+    tol = 1e-6 if dtype == np.float32 else 1e-14
+    np.testing.assert_allclose(u, expected, rtol=tol, atol=tol)
+
+
+def test_transform_weights_of_a_strided_view(rng):
+    w = rng.standard_normal((6, 8, 3, 3)).astype(np.float32)
+    view = w[::2, ::2]
+    np.testing.assert_array_equal(_winograd.transform_weights(view, 4),
+                                  _winograd.transform_weights(view.copy(), 4))
+
+
+def test_transform_filters_rejects_mismatched_shapes():
+    from fastconv._dispatch import _conv_winograd
+    g = _winograd.G_MATRICES[4]
+    with pytest.raises(ValueError, match="wt must be"):
+        _conv_winograd.transform_filters(np.zeros((8, 5)), g, np.zeros((36, 5)), 1)
+    with pytest.raises(ValueError, match="u \\(A \\* A, F\\)"):
+        _conv_winograd.transform_filters(np.zeros((9, 5)), g, np.zeros((36, 4)), 1)
+    with pytest.raises(ValueError, match="g must be"):
+        _conv_winograd.transform_filters(np.zeros((9, 5)), np.zeros((7, 3)),
+                                         np.zeros((49, 5)), 1)

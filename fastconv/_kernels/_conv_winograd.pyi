@@ -21,6 +21,12 @@ def conv2d_forward(
     workspace: NDArray[_F],  # SCRATCH (threads, T * (CG + KG) * block)
     pt: int, pl: int, groups: int, tile: int, block: int, n_threads: int,
 ) -> None: ...
+def transform_filters(
+    wt: NDArray[_F],  # IN (9, F) tap-major taps of F 3x3 filters
+    g: NDArray[np.float64],  # IN (A, 3) filter transform
+    u: NDArray[_F],  # OUT (A * A, F)
+    n_threads: int,
+) -> None: ...
 def workspace_elements(cg: int, kg: int, tile: int, block: int) -> int: ...
 def split_phases(
     x: NDArray[_F],  # IN (N, C, H, W)

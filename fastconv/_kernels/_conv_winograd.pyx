@@ -352,6 +352,57 @@ def conv2d_forward(
                          n_out, t0, nb, th_count, tw_count, tile)
 
 
+cdef enum:
+    FILTER_BLOCK = 128  # filters transformed together: the inner loops run over them
+
+
+cdef inline void transform_block(const floating* wt, index_t n_filters, index_t count,
+                                 const double* g, index_t a_count,
+                                 floating* u) noexcept nogil:
+    """u[(a * A + b) * n_filters + f] = (G w_f G^T)[a, b] for ``count`` filters f, whose
+    taps are wt[tap * n_filters + f] (row-major 3x3 taps); G is A x 3 (row-major).
+    G w first, then times G^T, in float64, rounded once; the loops over f are
+    contiguous in wt and u and vectorise."""
+    cdef double gw[3 * FILTER_BLOCK]  # row a of G w, for each filter
+    cdef index_t a, b, j, f
+    for a in range(a_count):
+        for j in range(3):
+            for f in range(count):
+                gw[j * FILTER_BLOCK + f] = (g[a * 3] * wt[j * n_filters + f]
+                                            + g[a * 3 + 1] * wt[(3 + j) * n_filters + f]
+                                            + g[a * 3 + 2] * wt[(6 + j) * n_filters + f])
+        for b in range(a_count):
+            for f in range(count):
+                u[(a * a_count + b) * n_filters + f] = <floating> (
+                    gw[f] * g[b * 3] + gw[FILTER_BLOCK + f] * g[b * 3 + 1]
+                    + gw[2 * FILTER_BLOCK + f] * g[b * 3 + 2])
+
+
+def transform_filters(
+    const floating[:, ::1] wt,  # IN (9, F): tap-major taps of F 3x3 filters
+    const double[:, ::1] g,     # IN (A, 3): the filter transform G, A = M + 2 <= 6
+    floating[:, ::1] u,         # OUT (A * A, F)
+    int n_threads,
+):
+    """u[:, f] = G w_f G^T (A x A, row-major) for every filter f: the transformed
+    weights the forward takes, laid out (T, K * CG)."""
+    cdef index_t n_filters = wt.shape[1], a_count = g.shape[0]
+    cdef index_t n_blocks = (n_filters + FILTER_BLOCK - 1) // FILTER_BLOCK
+    cdef index_t blk, f0
+    if g.shape[1] != 3 or not 1 <= a_count <= 6:
+        raise ValueError(f"g must be (A, 3) with A <= 6, got {(g.shape[0], g.shape[1])}")
+    if wt.shape[0] != 9 or u.shape[0] != a_count * a_count or u.shape[1] != n_filters:
+        raise ValueError(f"wt must be (9, F) and u (A * A, F), got {(wt.shape[0], wt.shape[1])} "
+                         f"and {(u.shape[0], u.shape[1])}")
+    if n_filters == 0:
+        return
+    with nogil:
+        for blk in prange(n_blocks, schedule="static", num_threads=n_threads):
+            f0 = blk * FILTER_BLOCK
+            transform_block(&wt[0, f0], n_filters, min(FILTER_BLOCK, n_filters - f0),
+                            &g[0, 0], a_count, &u[0, f0])
+
+
 def split_phases(
     const floating[:, :, :, ::1] x,  # IN (N, C, H, W)
     floating[:, :, :, ::1] out,      # OUT (P * N, C, HP, WP)
