@@ -158,10 +158,11 @@ def conv2d(x: ArrayLike, w: ArrayLike, b: ArrayLike | None = None, stride: IntPa
 
     Notes
     -----
-    With ``algorithm="winograd"`` the transformed weights are cached (a few
-    entries, least recently used dropped) and reused while the weights are
-    unchanged; every call compares the weights with the cached copy, so weights
-    changed in place are never served stale. Non-finite inputs spread within a
+    With ``algorithm="winograd"`` the transformed weights are cached (up to
+    512 MiB, least recently used dropped) and reused while the weights are
+    unchanged: a NumPy call compares the weights with the cached copy, and
+    ``fastconv.torch`` layers go by the parameter's identity and version, so
+    weights changed in place are never served stale. Non-finite inputs spread within a
     4 x 4 output tile: an infinity can give NaN where the other algorithms give
     an infinity.
     """

@@ -8,13 +8,13 @@ sees only the squeeze and unsqueeze around them.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, ContextManager, Sequence
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from fastconv import _ops1d, functional as F
+from fastconv import _ops1d, _winograd, functional as F
 from fastconv._validation import as_index, as_pair, normalize_padding
 
 Options = Any  # an int, a tuple or a word, as the fastconv operation takes it
@@ -76,6 +76,13 @@ def _numpy(tensor: Tensor | None) -> Any:
     return None if tensor is None else tensor.detach().resolve_neg().numpy()
 
 
+def _weights(w: Tensor) -> tuple[Any, ContextManager[None]]:
+    """(the NumPy view of the weights, a context in which fastconv's caches of
+    transformed weights know them by the tensor's identity and version)."""
+    array = _numpy(w)
+    return array, _winograd.known_weights(array, w, w._version)
+
+
 def _tensor(array: Any) -> Tensor:
     """A tensor over a NumPy result (no copy)."""
     return torch.from_numpy(array)
@@ -135,7 +142,9 @@ class _Conv2dFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor, w: Tensor, b: Tensor | None, stride: Options,
                 padding: Options, dilation: Options, groups: int) -> Tensor:
-        y = F.conv2d(_numpy(x), _numpy(w), _numpy(b), stride, padding, dilation, groups)
+        w_array, known = _weights(w)
+        with known:
+            y = F.conv2d(_numpy(x), w_array, _numpy(b), stride, padding, dilation, groups)
         ctx.save_for_backward(x, w)
         ctx.options = (stride, padding, dilation, groups)
         return _tensor(y)
@@ -146,21 +155,21 @@ class _Conv2dFunction(torch.autograd.Function):
         x, w = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         stride, padding, dilation, groups = ctx.options
-        gy, x, w = _numpy(gy), _numpy(x), _numpy(w)
+        (w, known), gy, x = _weights(w), _numpy(gy), _numpy(x)
         gx = gw = gb = None
-        if need_w:
-            gx, gw, gb = F.conv2d_backward(gy, x, w, stride, padding, dilation, groups,
-                                           needs_input_grad=need_x)
-        else:
-            if need_x:
+        with known:
+            if need_w:
+                gx, gw, gb = F.conv2d_backward(gy, x, w, stride, padding, dilation, groups,
+                                               needs_input_grad=need_x)
+            elif need_x:
                 # Frozen weights: only the input gradient, which is the transposed
                 # convolution of gy with the same weights (output_size gives x's size).
                 stride, dilation = as_pair(stride, "stride"), as_pair(dilation, "dilation")
                 pads = normalize_padding(padding, x.shape[2:], w.shape[2:], stride, dilation)
                 gx = F.conv_transpose2d(gy, w, None, stride, pads, 0, dilation, groups,
                                         output_size=x.shape[2:])
-            if need_b:
-                gb = gy.sum(axis=(0, 2, 3))
+        if need_b and gb is None:
+            gb = gy.sum(axis=(0, 2, 3))
         return (None if gx is None else _tensor(gx), None if gw is None else _tensor(gw),
                 _tensor(gb) if need_b else None, None, None, None, None)
 
@@ -172,8 +181,10 @@ class _ConvTranspose2dFunction(torch.autograd.Function):
     def forward(ctx: Any, x: Tensor, w: Tensor, b: Tensor | None, stride: Options,
                 padding: Options, output_padding: Options, dilation: Options, groups: int,
                 output_size: Options) -> Tensor:
-        y = F.conv_transpose2d(_numpy(x), _numpy(w), _numpy(b), stride, padding, output_padding,
-                               dilation, groups, output_size=output_size)
+        w_array, known = _weights(w)
+        with known:
+            y = F.conv_transpose2d(_numpy(x), w_array, _numpy(b), stride, padding,
+                                   output_padding, dilation, groups, output_size=output_size)
         ctx.save_for_backward(x, w)
         ctx.options = (stride, padding, output_padding, dilation, groups, output_size)
         return _tensor(y)
@@ -184,22 +195,22 @@ class _ConvTranspose2dFunction(torch.autograd.Function):
         x, w = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         stride, padding, output_padding, dilation, groups, output_size = ctx.options
-        gy, x, w = _numpy(gy), _numpy(x), _numpy(w)
+        (w, known), gy, x = _weights(w), _numpy(gy), _numpy(x)
         gx = gw = gb = None
-        if need_w:
-            gx, gw, gb = F.conv_transpose2d_backward(
-                gy, x, w, stride, padding, output_padding, dilation, groups,
-                output_size=output_size, needs_input_grad=need_x,
-            )
-        else:
-            if need_x:
+        with known:
+            if need_w:
+                gx, gw, gb = F.conv_transpose2d_backward(
+                    gy, x, w, stride, padding, output_padding, dilation, groups,
+                    output_size=output_size, needs_input_grad=need_x,
+                )
+            elif need_x:
                 # Frozen weights: the input gradient is the convolution of gy with w;
                 # rows and columns past x's size only saw output_padding.
                 h, w_size = x.shape[2:]
                 gx = F.conv2d(gy, w, None, stride, padding, dilation, groups)
                 gx = gx[:, :, :h, :w_size].copy()
-            if need_b:
-                gb = gy.sum(axis=(0, 2, 3))
+        if need_b and gb is None:
+            gb = gy.sum(axis=(0, 2, 3))
         return (None if gx is None else _tensor(gx), None if gw is None else _tensor(gw),
                 _tensor(gb) if need_b else None, None, None, None, None, None, None)
 

@@ -8,18 +8,30 @@ weights' dtype.
 
 The cache keeps transforms so that a layer called again skips the transform; it is
 bounded by bytes (``CACHE_BYTES``), least recently used dropped first, so a network
-of any depth keeps every layer's transform while they fit. Arrays carry no version
-counter, so an entry keeps a copy of the weights and is used only when the weights
-still equal it (``np.array_equal``); it is found in one step by the array's address,
-shape, strides and dtype. Weights changed in place, or a new array at a reused
-address, never get a stale transform.
+of any depth keeps every layer's transform while they fit. An entry is found in one
+step by the array's address, shape, strides and dtype, and is used only while it is
+known to be fresh, in one of two ways:
+
+- by identity and version: a caller that knows who owns the memory and a counter
+  that every in-place change advances (``fastconv.torch``: the parameter tensor and
+  its ``_version``) says so with :func:`known_weights`; the entry keeps a weak
+  reference to the owner and the version, and serves only that owner at that
+  version. Nothing is compared, and a new owner at a reused address never matches.
+- by value: NumPy arrays carry no version counter, so otherwise the entry keeps a
+  copy of the weights and is used only while they still equal it.
+
+Weights changed in place, or a new array at a reused address, never get a stale
+transform. (Changes PyTorch itself does not count, through ``tensor.data`` or a
+NumPy view, are not seen by the first way, as autograd does not see them either.)
 """
 
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,8 +74,34 @@ def transform_weights(w: NDArray[Any], tile: int) -> NDArray[Any]:
 @dataclass
 class _Entry:
     u: NDArray[Any]
-    saved: NDArray[Any]  # the weights' values when u was made
     nbytes: int
+    saved: NDArray[Any] | None = None  # by value: the weights when u was made
+    owner: weakref.ref[Any] | None = None  # by identity: who held the weights,
+    version: Any = None  # and their version then
+
+    def fresh_for(self, w: NDArray[Any], known: tuple[Any, Any] | None) -> bool:
+        """Whether u is the transform of ``w`` now; ``known``: (owner, version) of w
+        when the caller knows them."""
+        if self.owner is not None:
+            return (known is not None and self.owner() is known[0]
+                    and self.version == known[1])
+        return self.saved is not None and np.array_equal(self.saved, w)
+
+
+_known = threading.local()  # .weights: (address, owner, version) set by known_weights
+
+
+@contextmanager
+def known_weights(w: NDArray[Any], owner: Any, version: Any) -> Iterator[None]:
+    """Within the block, this thread's lookups of the array ``w`` trust ``owner``'s
+    identity and ``version`` (which must change whenever w's values do) instead of
+    comparing values (see the module notes). ``owner`` must accept weak references."""
+    previous = getattr(_known, "weights", None)
+    _known.weights = (w.__array_interface__["data"][0], owner, version)
+    try:
+        yield
+    finally:
+        _known.weights = previous
 
 
 class TransformCache:
@@ -92,15 +130,22 @@ class TransformCache:
             Returns the weights to transform (default: ``w`` itself); not called on
             a hit.
         """
-        key = (w.__array_interface__["data"][0], role, tile, w.dtype.str, w.shape, w.strides)
+        address = w.__array_interface__["data"][0]
+        key = (address, role, tile, w.dtype.str, w.shape, w.strides)
+        known = getattr(_known, "weights", None)
+        known = known[1:] if known is not None and known[0] == address else None
         with self._lock:
             entry = self._entries.get(key)
-            if entry is not None and np.array_equal(entry.saved, w):
+            if entry is not None and entry.fresh_for(w, known):
                 self._entries.move_to_end(key)
                 return entry.u
         u = transform_weights(prepare() if prepare is not None else w, tile)
         u.flags.writeable = False
-        self._store(key, _Entry(u, w.copy(), u.nbytes + w.nbytes))
+        if known is not None:
+            entry = _Entry(u, u.nbytes, owner=weakref.ref(known[0]), version=known[1])
+        else:
+            entry = _Entry(u, u.nbytes + w.nbytes, saved=w.copy())
+        self._store(key, entry)
         return u
 
     def _store(self, key: Hashable, entry: _Entry) -> None:
@@ -122,7 +167,7 @@ class TransformCache:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held: the transforms and the copies of the weights that validate them."""
+        """Bytes held: the transforms and the copies of the weights that validate some."""
         with self._lock:
             return self._bytes
 

@@ -483,3 +483,97 @@ def test_transform_filters_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match="g must be"):
         _conv_winograd.transform_filters(np.zeros((9, 5)), np.zeros((7, 3)),
                                          np.zeros((49, 5)), 1)
+
+
+# ---------------------------------------------------------------------------------------
+# fastconv.torch: transforms known by the parameter's identity and version
+# ---------------------------------------------------------------------------------------
+
+
+def _counting(monkeypatch):
+    """Counters of transforms made and of weight comparisons by value."""
+    counts = {"transforms": 0, "compared": 0}
+    real_transform, real_equal = _winograd.transform_weights, _winograd.np.array_equal
+
+    def transform(w, tile):
+        counts["transforms"] += 1
+        return real_transform(w, tile)
+
+    def equal(a, b):
+        counts["compared"] += 1
+        return real_equal(a, b)
+
+    monkeypatch.setattr(_winograd, "transform_weights", transform)
+    monkeypatch.setattr(_winograd.np, "array_equal", equal)
+    return counts
+
+
+def _close_to(got, want):
+    """Winograd's float32 error: about 1e-5 of the largest |y|."""
+    import torch
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5 * float(want.abs().max()))
+
+
+def test_torch_layer_transforms_once_per_weights_version(monkeypatch):
+    torch = pytest.importorskip("torch")
+    import fastconv.torch as fct
+
+    torch.manual_seed(0)
+    layer = fct.Conv2d(64, 64, 3, padding=1)
+    x = torch.randn(8, 64, 16, 16)
+    assert "winograd" in fc.explain(x.numpy(), layer.weight.detach().numpy(),
+                                    padding=1).__str__().splitlines()[1]
+    counts = _counting(monkeypatch)
+
+    def expected():
+        return torch.nn.functional.conv2d(x, layer.weight, layer.bias, padding=1)
+
+    with torch.no_grad():
+        for _ in range(3):
+            _close_to(layer(x), expected())
+        assert counts == {"transforms": 1, "compared": 0}
+        layer.weight.mul_(-0.5)  # an in-place change advances the version: seen
+        _close_to(layer(x), expected())
+    assert counts == {"transforms": 2, "compared": 0}
+
+    # a training step: forward, backward (the input gradient's own transform), update
+    opt = torch.optim.SGD(layer.parameters(), lr=0.1)
+    xg = x.clone().requires_grad_()
+    layer(xg).square().sum().backward()
+    opt.step()
+    with torch.no_grad():
+        _close_to(layer(x), expected())
+    assert counts["compared"] == 0
+
+
+def test_torch_layer_at_a_reused_address_gets_its_own_transform():
+    """Layers made and dropped one after another may reuse the same memory for their
+    weights, at version 0 each time: the owner's identity tells them apart."""
+    torch = pytest.importorskip("torch")
+    import fastconv.torch as fct
+
+    x = torch.randn(8, 32, 16, 16)
+    with torch.no_grad():
+        for seed in range(6):
+            torch.manual_seed(seed)
+            layer = fct.Conv2d(32, 32, 3, padding=1, bias=False)
+            want = torch.nn.functional.conv2d(x, layer.weight, padding=1)
+            _close_to(layer(x), want)
+            del layer
+
+
+def test_numpy_view_of_known_weights_is_compared_by_value(rng):
+    """Outside known_weights the same memory is checked by value, whoever cached it."""
+    w = rng.standard_normal((32, 32, 3, 3)).astype(np.float32)
+    x = rng.standard_normal((8, 32, 16, 16)).astype(np.float32)
+
+    class Owner:
+        pass
+
+    owner = Owner()
+    with _winograd.known_weights(w, owner, 0):
+        fc.conv2d(x, w, padding=1, algorithm="winograd")
+    w *= 2  # changed without a version: a plain call must not get the old transform
+    np.testing.assert_allclose(fc.conv2d(x, w, padding=1, algorithm="winograd"),
+                               fc.conv2d(x, w, padding=1, algorithm="im2col"),
+                               rtol=1e-4, atol=1e-3)
