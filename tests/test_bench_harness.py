@@ -24,12 +24,16 @@ pytestmark = pytest.mark.skipif(not os.path.exists(COMPARE),
                                 reason="bench/compare.py is not beside tests/")
 
 
-def run_compare(*flags):
+def bench_env():
+    """The environment of a bench script: the fastconv under test first on the path."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(fastconv.__file__)))
-    env = {**os.environ,
-           "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    return {**os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+
+
+def run_compare(*flags):
     return subprocess.run([sys.executable, COMPARE, "--quick", "--threads", "1", *flags],
-                          capture_output=True, text=True, env=env, timeout=300)
+                          capture_output=True, text=True, env=bench_env(), timeout=300)
 
 
 def row(stdout, name):
@@ -269,3 +273,25 @@ def test_onnx_columns_and_small_call_line():
     assert re.search(r"lenet5-infer-b1: fastconv [\d.]+ us, fastconv / torch [\d.]+ "
                      r"\(target <= 0.50\), fastconv / onnxruntime [\d.]+", out.stdout), out.stdout
     assert re.search(r"fastconv / onnxruntime, forward: conv2d [\d.]+, inference [\d.]+", out.stdout)
+
+
+def test_networks_script_checks_agreement_and_reports_ratios():
+    pytest.importorskip("torch")
+    out = subprocess.run([sys.executable, os.path.join(BENCH, "networks.py"), "--quick",
+                          "--size", "32", "--batch", "2", "--threads", "1",
+                          "--networks", "resnet18,googlenet"],
+                         capture_output=True, text=True, env=bench_env(), timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    for net in ("resnet18", "googlenet"):
+        for mode in ("infer b1", "infer b2", "train b2"):
+            assert re.search(rf"{net}\s+{mode}\s+[\d.]+\s+[\d.]+\s+[\d.]+", out.stdout), out.stdout
+    assert re.search(r"\(\d+ layers on fastconv; logits agree within", out.stdout)
+    assert "geometric mean of ratios fastconv / torch" in out.stdout
+
+
+def test_networks_script_rejects_unknown_networks():
+    pytest.importorskip("torch")
+    out = subprocess.run([sys.executable, os.path.join(BENCH, "networks.py"), "--networks",
+                          "alexnet"], capture_output=True, text=True, timeout=120,
+                         env=bench_env())
+    assert out.returncode == 2 and "unknown ['alexnet']" in out.stderr
