@@ -68,7 +68,8 @@ case but LeNet's, transposed convolutions, pooling) and over all the cases timed
 
 ``--plot PATH``: one compact PNG of the ratios: a row per case, grouped by op kind, one bar
 per mode (fwd and fwd+bwd; "step" for the train step) on a log axis centred on 1.0, each
-bar's value at its end.
+bar's value at its end; beside it a panel of each mode's share of the machine's limit
+(``% peak`` / ``% copy``) with the 60% and 70% targets dashed.
 """
 
 from __future__ import annotations
@@ -407,6 +408,7 @@ def run_kind(kind: str, cases, args, rng, errors) -> dict[str, list[float | None
             if timed.mode == "fwd" and near_limit_class(case):
                 args.near_limit.append((case, fraction))
             ratios[timed.mode].append(fc / th if (fc and th) else None)
+            args.shares.setdefault(case.name, {})[timed.mode] = fraction
             if not args.no_memory and timed.mode == wl.memory_mode:
                 memory = _memory_cells(timed, errors, case)
             if case.kind == "train_step":
@@ -510,11 +512,13 @@ def run_scaling(cases, counts, args, rng, errors) -> None:
 
 
 class PlotRow(NamedTuple):
-    """One case of the chart: its op kind's title, its name and its ratio per mode."""
+    """One case of the chart: its op kind's title, its name, its ratio per mode and its
+    rate per mode as a share of the machine's limit (``limit_fraction``; None: no limit)."""
 
     group: str
     name: str
     ratios: dict[str, float | None]
+    shares: dict[str, float | None] = {}
 
 
 #: chart geometry (inches): width, height of one case row, and room for title and x axis
@@ -522,6 +526,8 @@ PLOT_WIDTH = 10.0
 PLOT_ROW_HEIGHT = 0.23
 PLOT_MARGINS = 0.85
 PLOT_DPI = 120
+#: the share panel's axis ends here (%): Winograd's effective rates pass 100%
+SHARE_AXIS_MAX = 150
 #: bar colours of the usual modes; others (the denormal modes) take spares in order of appearance
 MODE_COLOURS = {"fwd": "tab:blue", "fwd+bwd": "tab:orange", "step": "tab:green"}
 SPARE_COLOURS = ("tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
@@ -574,15 +580,42 @@ def _draw_bars(ax, rows, spans, colours, octaves) -> None:
                     ha="right" if faster else "left", va="center", fontsize=6)
 
 
-def _draw_groups(ax, rows, spans) -> None:
-    """A thin line between op kinds and each kind's title right of the axes."""
+def _draw_shares(ax, rows, spans, colours) -> None:
+    """Bars of each mode's share of the machine's limit (%), the value at each end, and
+    the targets of the forwards held to it (70% of the FMA peak, 60% of the bandwidth)."""
+    for row, (top, span) in zip(rows, spans):
+        modes = [m for m in colours if m in row.ratios]
+        for m, mode in enumerate(modes):
+            value = row.shares.get(mode)
+            if value is None:
+                continue
+            bar_y = top + span / 2 + (m - (len(modes) - 1) / 2) * 0.42
+            percent = 100 * value
+            ax.barh(bar_y, min(percent, SHARE_AXIS_MAX), height=0.38, color=colours[mode])
+            ax.text(min(percent, SHARE_AXIS_MAX), bar_y, f" {percent:.0f}", ha="left",
+                    va="center", fontsize=6)
+    for _, _, target in NEAR_LIMIT_TARGETS.values():
+        ax.axvline(100 * target, color="0.35", linewidth=0.6, linestyle="--")
+    ax.set_xlim(0, SHARE_AXIS_MAX + 25)
+    ax.set_xticks(range(0, SHARE_AXIS_MAX + 1, 50), [f"{t}%" for t in range(0, SHARE_AXIS_MAX + 1, 50)],
+                  fontsize=7)
+    ax.grid(True, axis="x", alpha=0.3)
+    ax.tick_params(axis="y", length=0)
+    ax.set_xlabel("share of the machine's limit: FMA peak (conv)\nor copy bandwidth (pooling); "
+                  "dashed: 60%, 70%", fontsize=7)
+
+
+def _draw_groups(axes, rows, spans) -> None:
+    """A thin line between op kinds on every axes, and each kind's title right of the last."""
     for i, (row, (top, _)) in enumerate(zip(rows, spans)):
         if i > 0 and row.group == rows[i - 1].group:
             continue
         if i > 0:
-            ax.axhline(top, color="0.55", linewidth=0.6)
-        ax.text(1.005, top + 0.08, row.group, transform=ax.get_yaxis_transform(),
-                ha="left", va="top", fontsize=7, style="italic", color="0.3")
+            for ax in axes:
+                ax.axhline(top, color="0.55", linewidth=0.6)
+        last = axes[-1]
+        last.text(1.01, top + 0.08, row.group, transform=last.get_yaxis_transform(),
+                  ha="left", va="top", fontsize=7, style="italic", color="0.3")
 
 
 def _draw_header(ax, title: str, colours) -> None:
@@ -599,7 +632,8 @@ def _draw_header(ax, title: str, colours) -> None:
 
 def plot_ratios(path: str, rows: list[PlotRow], title: str) -> None:
     """Write one compact PNG: per case, a horizontal bar of fastconv / torch time per mode on
-    a log axis centred on 1.0 (left of 1: fastconv faster), cases grouped by op kind."""
+    a log axis centred on 1.0 (left of 1: fastconv faster), cases grouped by op kind; beside
+    it a panel of each mode's share of the machine's limit."""
     try:
         import matplotlib
 
@@ -613,8 +647,9 @@ def plot_ratios(path: str, rows: list[PlotRow], title: str) -> None:
     total = sum(span for _, span in spans)
     header = 0.15 * ((len(colours) - 1) // 3)  # extra legend rows
     # laid out at the dpi it is saved at: text measured at another dpi can overflow the edge
-    fig, ax = plt.subplots(figsize=(PLOT_WIDTH, PLOT_ROW_HEIGHT * total + PLOT_MARGINS + header),
-                           dpi=PLOT_DPI)
+    fig, (ax, share_ax) = plt.subplots(
+        1, 2, sharey=True, gridspec_kw={"width_ratios": [3, 1]}, dpi=PLOT_DPI,
+        figsize=(PLOT_WIDTH, PLOT_ROW_HEIGHT * total + PLOT_MARGINS + header))
     ax.set_xscale("log", base=2)
     ax.set_xlim(2.0 ** -octaves, 2.0 ** octaves)
     ax.set_ylim(total, 0)  # first case on top
@@ -626,7 +661,8 @@ def plot_ratios(path: str, rows: list[PlotRow], title: str) -> None:
     ax.grid(True, axis="x", alpha=0.3)
     ax.axvline(1.0, color="black", linewidth=0.8)
     _draw_bars(ax, rows, spans, colours, octaves)
-    _draw_groups(ax, rows, spans)
+    _draw_shares(share_ax, rows, spans, colours)
+    _draw_groups((ax, share_ax), rows, spans)
     ax.set_xlabel("time ratio fastconv / torch (log scale; left of 1: fastconv faster)", fontsize=7)
     _draw_header(ax, title, colours)
     fig.tight_layout(pad=0.4)
@@ -719,6 +755,7 @@ def main(argv=None) -> int:
     args.limits = workloads.machine_limits(threads)
     args.near_limit = []
     args.onnx_ratios = {}
+    args.shares = {}  # case name -> mode -> share of the machine's limit, for the chart
     print(limits_line(args.limits))
     all_ratios: dict[str, list[float | None]] = {}
     ratios_by_kind: dict[str, dict[str, list[float | None]]] = {}
@@ -731,7 +768,8 @@ def main(argv=None) -> int:
         ratios_by_kind[kind] = ratios
         for i, case in enumerate(kind_cases):
             plot_rows.append(PlotRow(KIND_TITLES.get(kind, kind), case.name,
-                                     {mode: r[i] for mode, r in ratios.items()}))
+                                     {mode: r[i] for mode, r in ratios.items()},
+                                     args.shares.get(case.name, {})))
         if len(kinds) > 1:
             print(_geomean_line(f"{kind} cases", ratios))
         for mode, r in ratios.items():
