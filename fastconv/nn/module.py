@@ -272,7 +272,9 @@ class Sequential(Module):
     -----
     ``forward(x)`` returns the last layer's output; ``backward(grad_out)`` takes
     the gradient with respect to that output and returns the one with respect to
-    ``x`` (None when the first layer skips its input gradient).
+    ``x`` (None when the first layer skips its input gradient). Both hold the BLAS
+    libraries single-threaded (as every fastconv layer does around its own GEMMs):
+    the threads belong to fastconv's kernels.
 
     Examples
     --------
