@@ -418,6 +418,8 @@ def run_kind(kind: str, cases, args, rng, errors) -> dict[str, list[float | None
         if not args.no_memory:
             cells.append(memory)
         print(f"{case.name:<{name_w}} {case.describe():<{desc_w}} " + " | ".join(cells), flush=True)
+        if wl.onnx_unavailable:
+            notes.append(f"  {case.name}: no ONNX Runtime time ({wl.onnx_unavailable})")
     for note in notes:
         print(note)
     return ratios

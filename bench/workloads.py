@@ -131,6 +131,8 @@ class Workload:
     unit = "GFLOP/s"
     #: the mode whose fastconv call ``compare.py`` measures memory of
     memory_mode = "fwd+bwd"
+    #: why ONNX Runtime could not run this case (set by ``bind``), or None
+    onnx_unavailable: Optional[str] = None
 
     def __init__(self, case, dtype: str = "float32", algorithm: str = "auto"):
         self.case = case
@@ -166,7 +168,10 @@ class Workload:
         tinputs = self.torch_inputs(inputs) if (with_torch and HAVE_TORCH) else None
         onnx_fwd = None
         if with_onnx and onnx_anchor.HAVE_ORT:
-            onnx_fwd = self.onnx_forward(inputs, fastconv.get_num_threads())
+            try:
+                onnx_fwd = self.onnx_forward(inputs, fastconv.get_num_threads())
+            except Exception as exc:  # e.g. no float64 Conv in ONNX Runtime's CPU provider
+                self.onnx_unavailable = str(exc).strip().splitlines()[-1][:160]
         timed = []
         for mode, fc_name, torch_name in self.modes:
             fc_method = getattr(self, fc_name)

@@ -295,3 +295,19 @@ def test_networks_script_rejects_unknown_networks():
                           "alexnet"], capture_output=True, text=True, timeout=120,
                          env=bench_env())
     assert out.returncode == 2 and "unknown ['alexnet']" in out.stderr
+
+
+@pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"),
+                    reason="needs Debian's Fashion-MNIST: apt-get install dataset-fashion-mnist")
+def test_epoch_script_times_both_trainers():
+    pytest.importorskip("torch")
+    out = subprocess.run([sys.executable, os.path.join(BENCH, "epoch.py"), "--limit", "640",
+                          "--repeat", "2", "--threads", "1"],
+                         capture_output=True, text=True, env=bench_env(), timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    runs = re.findall(r"^\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$", out.stdout, re.MULTILINE)
+    assert [r[0] for r in runs] == ["1", "2"], out.stdout
+    for _, fc, th, ratio in runs:
+        assert float(fc) > 0 and float(th) > 0
+        assert math.isclose(float(ratio), float(fc) / float(th), rel_tol=0.05, abs_tol=0.01)
+    assert re.search(r"medians: fastconv [\d.]+ s, torch [\d.]+ s, ratio [\d.]+", out.stdout)
