@@ -142,7 +142,8 @@ def _gemm_forward(plan: Plan, geom: ConvGeometry, x: FloatArray, w: FloatArray,
     workspace = _workspace(plan, y) if columns is None else columns
     with single_threaded_blas():
         _conv_gemm.conv2d_forward(x, w, b, y, workspace, *geom.kernel_args, plan.rows,
-                                  plan.n_threads, plan.pointwise, columns is not None)
+                                  plan.channel_block, plan.n_threads, plan.pointwise,
+                                  columns is not None)
 
 
 def _input_grad_kernel(w: FloatArray, geom: ConvGeometry) -> FloatArray:

@@ -946,3 +946,22 @@ def test_python_threads_run_in_parallel(algorithm, restore_threads):
         f"2 Python threads took {t_parallel:.3f}s vs {t_serial:.3f}s serially "
         f"(control: {c_parallel:.3f}s vs {c_serial:.3f}s)"
     )
+
+
+@pytest.mark.parametrize("k, groups, bias", [(512, 1, True), (600, 1, True), (1040, 2, False)])
+def test_im2col_forward_in_output_channel_blocks(k, groups, bias):
+    """One small image with many output channels: the GEMM runs in blocks of output
+    channels (the last one shorter where K is not a multiple), equal to the reference
+    and bit-identical on any thread count."""
+    rng = np.random.default_rng(k)
+    x, w, b = make_problem(rng, 1, 8 * groups, 5, 6, k, 3, 3, groups, np.float64, bias)
+    plan = fc.explain(x, w, padding=1, groups=groups, algorithm="im2col")["forward"]
+    assert plan.channel_block not in (0, k // groups)
+    ys = []
+    for n in (1, 2, 3):
+        with fc.threads(n):
+            ys.append(fc.conv2d(x, w, b, padding=1, groups=groups, algorithm="im2col"))
+    np.testing.assert_allclose(ys[0], conv2d_ref(x, w, b, padding=1, groups=groups),
+                               rtol=1e-10, atol=1e-10)
+    for y in ys[1:]:
+        np.testing.assert_array_equal(y, ys[0])

@@ -194,3 +194,19 @@ def test_one_image_keeps_its_gemm_bands_wide():
     # eight images of 14x14: two bands each, as before the rule
     assert fastconv.explain((8, 128, 28, 28), (256, 128, 3, 3), stride=2,
                             padding=1)["forward"].rows == 7
+
+
+def test_few_bands_cut_the_forward_gemm_into_output_channel_blocks():
+    """One image of 7x7 is one band, one unit: its 512 output channels go to two tasks
+    of 256 (from the shape alone); enough units, or thin layers, keep one block."""
+    one = fastconv.explain((1, 512, 7, 7), (512, 512, 3, 3), padding=1)
+    assert (one["forward"].rows, one["forward"].channel_block) == (7, 256)
+    assert one["input_grad"].channel_block == 0
+    with fastconv.threads(1):  # the same blocking on any thread count
+        assert fastconv.explain((1, 512, 7, 7), (512, 512, 3, 3),
+                                padding=1)["forward"].channel_block == 256
+    wide = fastconv.explain((1, 512, 28, 28), (1024, 512, 1, 1), stride=2)["forward"]
+    assert (wide.rows, wide.channel_block) == (5, 512)  # 3 bands x 2 blocks
+    assert fastconv.explain((1, 1024, 14, 14), (256, 1024, 1, 1))["forward"].channel_block == 0
+    assert fastconv.explain((8, 512, 7, 7), (512, 512, 3, 3), padding=1,
+                            algorithm="im2col")["forward"].channel_block == 0

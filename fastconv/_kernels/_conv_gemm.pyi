@@ -19,7 +19,7 @@ def conv2d_forward(
     y: NDArray[_F],  # OUT (N, K, OH, OW)
     workspace: NDArray[_F],  # SCRATCH (threads, CKK * P), or IN packed columns (N * G, CKK * OH * OW)
     sh: int, sw: int, pt: int, pl: int, dh: int, dw: int,
-    groups: int, rows: int, n_threads: int, pointwise: bool, packed: bool,
+    groups: int, rows: int, kblock: int, n_threads: int, pointwise: bool, packed: bool,
 ) -> None: ...
 def conv2d_input_grad(
     gy: NDArray[_F],  # IN (N, K, OH, OW)

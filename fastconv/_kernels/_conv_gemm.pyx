@@ -42,10 +42,13 @@ def conv2d_forward(
     floating[:, :, :, ::1] y,        # OUT (N, K, OH, OW)
     floating[:, ::1] workspace,      # SCRATCH (threads, CKK * P), or IN packed columns
     index_t sh, index_t sw, index_t pt, index_t pl, index_t dh, index_t dw,
-    index_t groups, index_t rows, int n_threads, bint pointwise, bint packed,
+    index_t groups, index_t rows, index_t kblock, int n_threads, bint pointwise, bint packed,
 ):
     """y = conv(x, w) + b by im2col + GEMM over bands of ``rows`` output rows.
 
+    ``kblock``: output channels per task (0: a group's all): a band's GEMM is cut
+    into blocks of output channels, each a task that packs the band itself, so that
+    one image of few bands still gives every thread work.
     ``packed``: workspace already holds every image's columns, as im2col_images
     writes them, (N * G, CKK * OH * OW); nothing is packed here.
     """
@@ -55,9 +58,11 @@ def conv2d_forward(
     cdef index_t cg = w.shape[1], kh = w.shape[2], kw = w.shape[3]
     cdef index_t kg = n_out // groups, ckk = cg * kh * kw
     cdef index_t bands = (oh_count + rows - 1) // rows
-    cdef index_t units = n_images * groups * bands
+    cdef index_t kb = kblock if 0 < kblock < kg else kg
+    cdef index_t kblocks = (kg + kb - 1) // kb if kg > 0 else 1
+    cdef index_t units = n_images * groups * bands * kblocks
     cdef bint has_bias = b is not None
-    cdef index_t unit, n, g, band, oh0, oh1, span, k, oh, ow, slot
+    cdef index_t unit, n, g, band, oh0, oh1, span, k, oh, ow, slot, k0, k1
     cdef const floating* col
     cdef int ldcol
     cdef floating beta
@@ -65,9 +70,11 @@ def conv2d_forward(
     with nogil, parallel(num_threads=n_threads):
         slot = threadid()
         for unit in prange(units, schedule="static"):
-            n = unit // (groups * bands)
-            g = (unit // bands) % groups
-            band = unit % bands
+            n = unit // (groups * bands * kblocks)
+            g = (unit // (bands * kblocks)) % groups
+            band = (unit // kblocks) % bands
+            k0 = g * kg + (unit % kblocks) * kb
+            k1 = min(k0 + kb, (g + 1) * kg)
             oh0 = band * rows
             oh1 = min(oh0 + rows, oh_count)
             span = (oh1 - oh0) * ow_count
@@ -85,13 +92,13 @@ def conv2d_forward(
             beta = 0
             if has_bias:
                 beta = 1
-                for k in range(g * kg, (g + 1) * kg):
+                for k in range(k0, k1):
                     for oh in range(oh0, oh1):
                         for ow in range(ow_count):
                             y[n, k, oh, ow] = b[k]
-            gemm(False, False, <int> kg, <int> span, <int> ckk, 1,
-                 &w[g * kg, 0, 0, 0], <int> ckk, col, ldcol,
-                 beta, &y[n, g * kg, oh0, 0], <int> (oh_count * ow_count))
+            gemm(False, False, <int> (k1 - k0), <int> span, <int> ckk, 1,
+                 &w[k0, 0, 0, 0], <int> ckk, col, ldcol,
+                 beta, &y[n, k0, oh0, 0], <int> (oh_count * ow_count))
 
 
 def conv2d_input_grad(
