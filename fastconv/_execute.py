@@ -63,8 +63,8 @@ def input_grad(plan: Plan, geom: ConvGeometry, gy: FloatArray, w: FloatArray,
     if plan.kernel == "gemm":
         with single_threaded_blas():
             _conv_gemm.conv2d_input_grad(gy, w, bias, gx, _workspace(plan, gx),
-                                         *geom.kernel_args, plan.rows, plan.n_threads,
-                                         plan.pointwise, zeroed)
+                                         *geom.kernel_args, plan.rows, plan.channel_block,
+                                         plan.n_threads, plan.pointwise, zeroed)
     elif plan.kernel == "winograd":
         # the rotated kernel depends on the groups too: one w may serve several
         rotated = _transformed(w, f"input_grad/{geom.groups}",

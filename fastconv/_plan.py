@@ -132,6 +132,10 @@ MIN_BAND_COLUMNS = 64
 # one band on one thread: 4.0 ms; two blocks of 256: 2.0 ms (of 128: 2.4, of 64: 2.7).
 FORWARD_SPLIT_UNITS = 4
 FORWARD_CHANNEL_BLOCK = 256
+# The input gradient's tasks (image, group) are cut the same way into blocks of gx's
+# channels, at least this many each (1x1024x16x16 transposed 4x4 s2 to 256 channels,
+# one task: see CHANGELOG).
+IGRAD_CHANNEL_BLOCK = 64
 # Weight-gradient partial sums: at most this many chunks, and this many elements in all.
 MAX_CHUNKS = 16
 CHUNK_ELEMENTS = 1 << 22
@@ -165,8 +169,9 @@ class Plan:
     rows : int
         Output rows per band (``gemm``, ``channel_vector``); 0 otherwise.
     channel_block : int
-        Input channels per task of the ``gemm`` weight gradient; output channels per
-        task of the ``gemm`` forward (0: all of a group's); 0 otherwise.
+        Channels per task of a ``gemm`` pass (0: all of a group's): input channels of
+        the weight gradient, output channels of the forward, gx's channels of the
+        input gradient; 0 otherwise.
     chunks : int
         Partial sums of a weight gradient over the batch, reduced in order.
     tiles : int
@@ -360,6 +365,18 @@ def forward_channel_block(geom: ConvGeometry, rows: int) -> int:
     return -(-geom.kg // (blocks * 16)) * 16
 
 
+def input_grad_channel_block(geom: ConvGeometry) -> int:
+    """Channels of gx per task of the im2col input gradient (one task per image and
+    group otherwise: 0): with fewer than FORWARD_SPLIT_UNITS such tasks, blocks of at
+    least IGRAD_CHANNEL_BLOCK channels, as many as make that many tasks. Each task owns
+    its channels of gx, its GEMM computes their rows of the columns."""
+    units = geom.n * geom.groups
+    most = geom.cg // IGRAD_CHANNEL_BLOCK
+    if units >= FORWARD_SPLIT_UNITS or most < 2:
+        return 0
+    return -(-geom.cg // min(most, -(-FORWARD_SPLIT_UNITS // units)))
+
+
 def gemm_weight_grad_blocking(geom: ConvGeometry) -> tuple[int, int, int]:
     """(channels per block, band rows, chunks) of the im2col weight gradient.
 
@@ -434,11 +451,15 @@ def _blocked(geom: ConvGeometry, pass_: str, algorithm: str, kernel: str, reason
             columns = cblock * geom.taps * rows * geom.ow
             return make(rows=rows, channel_block=cblock, chunks=chunks, pointwise=pointwise,
                         workspace=1 if pointwise else columns)
-        outer = geom.n * geom.groups if pass_ == "forward" else None
-        rows = band_rows(geom, outer)  # the input gradient: one task per (image, group)
-        kblock = forward_channel_block(geom, rows) if pass_ == "forward" else 0
-        return make(rows=rows, channel_block=kblock, pointwise=pointwise,
-                    workspace=1 if pointwise else geom.ckk * rows * geom.ow)
+        if pass_ == "forward":
+            rows = band_rows(geom, geom.n * geom.groups)
+            block, depth = forward_channel_block(geom, rows), geom.ckk
+        else:  # the input gradient: a task per (image, group[, block of gx's channels])
+            block = input_grad_channel_block(geom)
+            depth = (block or geom.cg) * geom.taps  # rows of a task's columns
+            rows = max(1, min(geom.oh, BAND_ELEMENTS // max(1, depth * geom.ow)))
+        return make(rows=rows, channel_block=block, pointwise=pointwise,
+                    workspace=1 if pointwise else depth * rows * geom.ow)
     if kernel == "channel_vector":
         kp = channel_vector_padded(geom.kg, dtype)
         outer = geom.n * geom.groups if pass_ == "forward" else geom.n

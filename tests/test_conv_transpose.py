@@ -818,3 +818,25 @@ def test_one_and_two_threads_bit_identical(c, k, size, kernel, conv, n, algorith
             f"{name} differs between 1 and 2 threads: max abs diff "
             f"{np.max(np.abs(one.astype(np.float64) - two)):.3g}"
         )
+
+
+@pytest.mark.parametrize("c, k, bias", [(256, 64, True), (300, 48, False)])
+def test_input_gradient_gemm_in_channel_blocks(c, k, bias):
+    """A transposed convolution of one image runs conv2d's GEMM input gradient as blocks
+    of its output channels (uneven where C is not a multiple): equal to the reference
+    and bit-identical on any thread count."""
+    rng = np.random.default_rng(c)
+    x = rng.standard_normal((1, k, 5, 4))
+    w = rng.standard_normal((k, c, 4, 4))
+    b = rng.standard_normal(c) if bias else None
+    plan = fc.explain(np.empty((1, c, 10, 8)), np.empty((k, c, 4, 4)), stride=2, padding=1,
+                      algorithm="im2col")["input_grad"]
+    assert 0 < plan.channel_block < c
+    ys = []
+    for n in (1, 2, 3):
+        with fc.threads(n):
+            ys.append(fc.conv_transpose2d(x, w, b, stride=2, padding=1, algorithm="im2col"))
+    np.testing.assert_allclose(ys[0], conv_transpose2d_ref(x, w, b, stride=2, padding=1),
+                               rtol=1e-10, atol=1e-10)
+    for y in ys[1:]:
+        np.testing.assert_array_equal(y, ys[0])

@@ -201,12 +201,13 @@ def test_few_bands_cut_the_forward_gemm_into_output_channel_blocks():
     of 256 (from the shape alone); enough units, or thin layers, keep one block."""
     one = fastconv.explain((1, 512, 7, 7), (512, 512, 3, 3), padding=1)
     assert (one["forward"].rows, one["forward"].channel_block) == (7, 256)
-    assert one["input_grad"].channel_block == 0
+    # the input gradient's one (image, group) task: four blocks of gx's channels
+    assert (one["input_grad"].rows, one["input_grad"].channel_block) == (7, 128)
     with fastconv.threads(1):  # the same blocking on any thread count
         assert fastconv.explain((1, 512, 7, 7), (512, 512, 3, 3),
                                 padding=1)["forward"].channel_block == 256
     wide = fastconv.explain((1, 512, 28, 28), (1024, 512, 1, 1), stride=2)["forward"]
     assert (wide.rows, wide.channel_block) == (5, 512)  # 3 bands x 2 blocks
     assert fastconv.explain((1, 1024, 14, 14), (256, 1024, 1, 1))["forward"].channel_block == 0
-    assert fastconv.explain((8, 512, 7, 7), (512, 512, 3, 3), padding=1,
-                            algorithm="im2col")["forward"].channel_block == 0
+    eight = fastconv.explain((8, 512, 7, 7), (512, 512, 3, 3), padding=1, algorithm="im2col")
+    assert eight["forward"].channel_block == eight["input_grad"].channel_block == 0

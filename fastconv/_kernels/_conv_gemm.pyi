@@ -28,7 +28,7 @@ def conv2d_input_grad(
     gx: NDArray[_F],  # OUT (N, C, H, W), overwritten unless zeroed
     workspace: NDArray[_F],  # SCRATCH (threads, CKK * P)
     sh: int, sw: int, pt: int, pl: int, dh: int, dw: int,
-    groups: int, rows: int, n_threads: int, pointwise: bool, zeroed: bool,
+    groups: int, rows: int, cblock: int, n_threads: int, pointwise: bool, zeroed: bool,
 ) -> None: ...
 def conv2d_weight_grad(
     gy: NDArray[_F],  # IN (N, K, OH, OW)

@@ -108,10 +108,12 @@ def conv2d_input_grad(
     floating[:, :, :, ::1] gx,        # OUT (N, C, H, W), overwritten unless zeroed
     floating[:, ::1] workspace,       # SCRATCH (threads, CKK * P)
     index_t sh, index_t sw, index_t pt, index_t pl, index_t dh, index_t dw,
-    index_t groups, index_t rows, int n_threads, bint pointwise, bint zeroed,
+    index_t groups, index_t rows, index_t cblock, int n_threads, bint pointwise,
+    bint zeroed,
 ):
-    """gx = b + col2im(w^T @ gy), one task per (image, group): the task fills its
-    channels of gx with b (or zero) first, then col2im accumulates into them.
+    """gx = b + col2im(w^T @ gy), one task per (image, group, block of ``cblock`` of
+    gx's channels; 0: a group's all): the task fills its channels of gx with b (or
+    zero) first, then col2im accumulates into them. Tasks own disjoint channels.
 
     ``zeroed``: gx is already all zeros (a fresh np.zeros, whose pages the OS hands out
     zeroed): without a bias no fill is needed, which saves a pass over gx."""
@@ -119,23 +121,27 @@ def conv2d_input_grad(
     cdef index_t oh_count = gy.shape[2], ow_count = gy.shape[3]
     cdef index_t height = gx.shape[2], width = gx.shape[3]
     cdef index_t cg = w.shape[1], kh = w.shape[2], kw = w.shape[3]
-    cdef index_t kg = n_out // groups, ckk = cg * kh * kw
+    cdef index_t kg = n_out // groups, ckk = cg * kh * kw, taps = kh * kw
     cdef index_t bands = (oh_count + rows - 1) // rows
-    cdef index_t unit, n, g, band, oh0, oh1, span, slot, c, e
+    cdef index_t cb = cblock if 0 < cblock < cg else cg
+    cdef index_t cblocks = (cg + cb - 1) // cb if cg > 0 else 1
+    cdef index_t unit, n, g, band, oh0, oh1, span, slot, c, e, c0, cn
     cdef bint has_bias = b is not None
     cdef floating init, beta
     cdef floating* plane
     slot = 0
     with nogil, parallel(num_threads=n_threads):
         slot = threadid()
-        for unit in prange(n_images * groups, schedule="static"):
-            n = unit // groups
-            g = unit % groups
+        for unit in prange(n_images * groups * cblocks, schedule="static"):
+            n = unit // (groups * cblocks)
+            g = (unit // cblocks) % groups
+            c0 = (unit % cblocks) * cb  # within the group
+            cn = min(cb, cg - c0)
             # gx starts as the bias, or as zeros for col2im to add to (unless zero already);
             # a pointwise GEMM without a bias overwrites its slot instead (beta 0)
             beta = 1
             if has_bias or not (pointwise or zeroed):
-                for c in range(g * cg, (g + 1) * cg):
+                for c in range(g * cg + c0, g * cg + c0 + cn):
                     init = b[c] if has_bias else 0
                     plane = &gx[n, c, 0, 0]
                     for e in range(height * width):
@@ -147,16 +153,16 @@ def conv2d_input_grad(
                 oh1 = min(oh0 + rows, oh_count)
                 span = (oh1 - oh0) * ow_count
                 if pointwise:
-                    gemm(True, False, <int> cg, <int> span, <int> kg, 1,
-                         &w[g * kg, 0, 0, 0], <int> ckk,
+                    gemm(True, False, <int> cn, <int> span, <int> kg, 1,
+                         &w[g * kg, c0, 0, 0], <int> ckk,
                          &gy[n, g * kg, oh0, 0], <int> (oh_count * ow_count),
-                         beta, &gx[n, g * cg, oh0, 0], <int> (height * width))
+                         beta, &gx[n, g * cg + c0, oh0, 0], <int> (height * width))
                 else:
-                    gemm(True, False, <int> ckk, <int> span, <int> kg, 1,
-                         &w[g * kg, 0, 0, 0], <int> ckk,
+                    gemm(True, False, <int> (cn * taps), <int> span, <int> kg, 1,
+                         &w[g * kg, c0, 0, 0], <int> ckk,
                          &gy[n, g * kg, oh0, 0], <int> (oh_count * ow_count),
                          0, &workspace[slot, 0], <int> span)
-                    col2im_band(workspace, slot, n, g * cg, cg, kh, kw, sh, sw,
+                    col2im_band(workspace, slot, n, g * cg + c0, cn, kh, kw, sh, sw,
                                 pt, pl, dh, dw, oh0, oh1, ow_count, gx)
 
 
