@@ -114,6 +114,25 @@ def conv2d_input_grad(
                                 gx[n, cin, ih, ow * sw + iw_off] += tap * gy[n, k, oh, ow]
 
 
+cdef inline double row_dot(const floating* g, const floating* xr, index_t lo, index_t hi,
+                           index_t sw, index_t off) noexcept nogil:
+    """Sum over ow in [lo, hi) of g[ow] * xr[ow * sw + off], in double, as four
+    interleaved partial sums (one chain of dependent adds waits on each add's latency)
+    added in a fixed order."""
+    cdef double a0 = 0, a1 = 0, a2 = 0, a3 = 0
+    cdef index_t ow = lo
+    while ow + 4 <= hi:
+        a0 = a0 + <double> g[ow] * xr[ow * sw + off]
+        a1 = a1 + <double> g[ow + 1] * xr[(ow + 1) * sw + off]
+        a2 = a2 + <double> g[ow + 2] * xr[(ow + 2) * sw + off]
+        a3 = a3 + <double> g[ow + 3] * xr[(ow + 3) * sw + off]
+        ow = ow + 4
+    while ow < hi:
+        a0 = a0 + <double> g[ow] * xr[ow * sw + off]
+        ow = ow + 1
+    return (a0 + a1) + (a2 + a3)
+
+
 def conv2d_weight_grad(
     const floating[:, :, :, ::1] gy,  # IN (N, K, OH, OW)
     const floating[:, :, :, ::1] x,   # IN (N, C, H, W)
@@ -151,8 +170,12 @@ def conv2d_weight_grad(
                     for n in range(n_images):
                         for oh in range(oh_lo, oh_hi):
                             ih = oh * sh + ih_off
-                            for ow in range(ow_lo, ow_hi):
-                                acc = acc + gy[n, k, oh, ow] * x[n, cin, ih, ow * sw + iw_off]
+                            if sw == 1:  # a constant stride: contiguous, vectorised loads
+                                acc = acc + row_dot(&gy[n, k, oh, 0], &x[n, cin, ih, 0],
+                                                    ow_lo, ow_hi, 1, iw_off)
+                            else:
+                                acc = acc + row_dot(&gy[n, k, oh, 0], &x[n, cin, ih, 0],
+                                                    ow_lo, ow_hi, sw, iw_off)
                         if gy_nonfinite:
                             for oh in range(oh_count):
                                 for ow in range(ow_count):
