@@ -238,6 +238,23 @@ def onnx_line(ratios_by_kind: dict[str, list[float | None]]) -> str:
             f"({sum(r is not None for r in every)} cases)")
 
 
+def limits_again_line(limits, threads: int) -> str | None:
+    """The limits measured again after the run, where they moved by more than 15%: the
+    shares above used the first measurement (a busy neighbour on a shared machine can
+    halve one)."""
+    if limits is None:
+        return None
+    again = workloads.machine_limits(threads, refresh=True)
+    moved = [f"{name} {new:.{digits}f} {unit} (was {old:.{digits}f})"
+             for name, old, new, unit, digits in (
+                 ("FMA peak", limits.fma_gflops, again.fma_gflops, "GFLOP/s", 0),
+                 ("copy bandwidth", limits.copy_gbs, again.copy_gbs, "GB/s", 1))
+             if abs(new / old - 1) > 0.15]
+    if not moved:
+        return None
+    return "machine limits measured again after the run: " + ", ".join(moved)
+
+
 def limits_line(limits) -> str:
     """The header line of the machine's limits (or why there are none)."""
     if limits is None:
@@ -786,6 +803,9 @@ def main(argv=None) -> int:
         print(onnx_line(args.onnx_ratios))
     for line in near_limit_lines(args.near_limit):
         print(line)
+    again_line = limits_again_line(args.limits, threads)
+    if again_line:
+        print(again_line)
     print(f"[{time.perf_counter() - start:.1f} s]")
     if args.plot:
         if args.no_torch:

@@ -77,11 +77,11 @@ def set_threads(n: Optional[int] = None) -> int:
     return n
 
 
-def machine_limits(threads: int):
+def machine_limits(threads: int, refresh: bool = False):
     """fastconv's measured FMA peak and copy bandwidth at ``threads`` threads
     (``fastconv.machine_limits``), or None for a fastconv without the probes."""
     probe = getattr(fastconv, "machine_limits", None)
-    return probe(threads) if probe is not None else None
+    return probe(threads, refresh=refresh) if probe is not None else None
 
 
 def versions() -> dict[str, str]:

@@ -18,11 +18,12 @@ from types import ModuleType
 import numpy as np
 
 #: each timed repetition of the FMA probe lasts about this long (seconds)
-FMA_SECONDS = 0.04
+FMA_SECONDS = 0.02
 #: bytes copied by the bandwidth probe: far beyond any last-level cache
 COPY_BYTES = 128 << 20
-#: timed repetitions of each probe; the fastest counts
-REPEATS = 5
+#: timed repetitions of each probe; the fastest counts (on a shared machine a
+#: neighbour can hold a core for a while: many short repetitions ride it out)
+REPEATS = 12
 
 
 @dataclass(frozen=True)
