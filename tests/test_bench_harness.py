@@ -301,7 +301,7 @@ def test_networks_script_rejects_unknown_networks():
                     reason="needs Debian's Fashion-MNIST: apt-get install dataset-fashion-mnist")
 def test_epoch_script_times_both_trainers():
     pytest.importorskip("torch")
-    out = subprocess.run([sys.executable, os.path.join(BENCH, "epoch.py"), "--limit", "640",
+    out = subprocess.run([sys.executable, os.path.join(BENCH, "epoch.py"), "--limit", "6400",
                           "--repeat", "2", "--threads", "1"],
                          capture_output=True, text=True, env=bench_env(), timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
