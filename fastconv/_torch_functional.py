@@ -8,6 +8,7 @@ sees only the squeeze and unsqueeze around them.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, ContextManager, Sequence
 
 import torch
@@ -78,8 +79,11 @@ def _numpy(tensor: Tensor | None) -> Any:
 
 def _weights(w: Tensor) -> tuple[Any, ContextManager[None]]:
     """(the NumPy view of the weights, a context in which fastconv's caches of
-    transformed weights know them by the tensor's identity and version)."""
+    transformed weights know them by the tensor's identity and version; an inference
+    tensor keeps no version counter, so its transforms are checked by value)."""
     array = _numpy(w)
+    if w.is_inference():
+        return array, contextlib.nullcontext()
     return array, _winograd.known_weights(array, w, w._version)
 
 

@@ -577,3 +577,19 @@ def test_numpy_view_of_known_weights_is_compared_by_value(rng):
     np.testing.assert_allclose(fc.conv2d(x, w, padding=1, algorithm="winograd"),
                                fc.conv2d(x, w, padding=1, algorithm="im2col"),
                                rtol=1e-4, atol=1e-3)
+
+
+def test_torch_layer_with_inference_tensors_compares_by_value():
+    """Tensors made under torch.inference_mode keep no version counter: the layer still
+    runs, and weights changed in place there are still seen."""
+    torch = pytest.importorskip("torch")
+    import fastconv.torch as fct
+
+    with torch.inference_mode():
+        torch.manual_seed(0)
+        layer = fct.Conv2d(64, 64, 3, padding=1)
+        x = torch.randn(8, 64, 16, 16)
+        for scale in (1.0, -2.0):
+            layer.weight.mul_(scale)
+            want = torch.nn.functional.conv2d(x, layer.weight, layer.bias, padding=1)
+            _close_to(layer(x), want)
