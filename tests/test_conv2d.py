@@ -965,3 +965,25 @@ def test_im2col_forward_in_output_channel_blocks(k, groups, bias):
                                rtol=1e-10, atol=1e-10)
     for y in ys[1:]:
         np.testing.assert_array_equal(y, ys[0])
+
+
+@pytest.mark.parametrize("kernel, padding", [(1, 0), (3, 1)])
+def test_im2col_input_gradient_in_channel_blocks(kernel, padding):
+    """One image with many input channels: the GEMM input gradient runs in blocks of x's
+    channels (pointwise: straight into gx), equal to the reference and bit-identical on
+    any thread count."""
+    rng = np.random.default_rng(kernel)
+    x, w, _ = make_problem(rng, 1, 200, 5, 6, 48, kernel, kernel, 1, np.float64, False)
+    gy = rng.standard_normal((1, 48, 5, 6))
+    plan = fc.explain(x, w, padding=padding, algorithm="im2col")["input_grad"]
+    assert 0 < plan.channel_block < 200
+    grads = []
+    for n in (1, 2, 3):
+        with fc.threads(n):
+            grads.append(fc.conv2d_backward(gy, x, w, padding=padding, algorithm="im2col"))
+    gx_ref, gw_ref, _ = conv2d_backward_ref(gy, x, w, padding=padding)
+    np.testing.assert_allclose(grads[0][0], gx_ref, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(grads[0][1], gw_ref, rtol=1e-10, atol=1e-10)
+    for gx, gw, gb in grads[1:]:
+        np.testing.assert_array_equal(gx, grads[0][0])
+        np.testing.assert_array_equal(gw, grads[0][1])
