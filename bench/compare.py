@@ -424,7 +424,7 @@ def run_kind(kind: str, cases, args, rng, errors) -> dict[str, list[float | None
                 args.onnx_ratios.setdefault(kind, []).append(_ratio(fc, ox))
             if timed.mode == "fwd" and near_limit_class(case):
                 args.near_limit.append((case, fraction))
-            ratios[timed.mode].append(fc / th if (fc and th) else None)
+            ratios[timed.mode].append(_ratio(fc, th))
             args.shares.setdefault(case.name, {})[timed.mode] = fraction
             if not args.no_memory and timed.mode == wl.memory_mode:
                 memory = _memory_cells(timed, errors, case)

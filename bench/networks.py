@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import math
 import statistics
 import sys
 import time
@@ -33,6 +32,7 @@ import torch
 import torch.nn as tnn
 
 import workloads  # noqa: F401  (puts an in-place build of the checkout first on sys.path)
+from compare import geomean
 import fastconv
 import fastconv.torch as fct
 
@@ -198,10 +198,6 @@ def interleaved(fns: dict[str, object], repeat: int) -> dict[str, float]:
             fns[who]()
             times[who].append(time.perf_counter() - start)
     return {who: statistics.median(t) for who, t in times.items()}
-
-
-def geomean(values) -> float:
-    return math.exp(sum(math.log(v) for v in values) / len(values))
 
 
 def main(argv=None) -> int:

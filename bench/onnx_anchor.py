@@ -19,7 +19,7 @@ from cases import pair
 try:
     import onnx
     import onnxruntime as ort
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 except ImportError:  # both optional
     onnx = ort = None
 

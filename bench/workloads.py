@@ -446,6 +446,28 @@ class DenormalConv2dWorkload(Conv2dWorkload):
             return self._torch_conv(t, t["x"], t["w_denormal"], t["b"])
 
 
+def lenet5_fastconv(variant: str, dtype: np.dtype, algorithm: str, rng):
+    """fastconv's LeNet-5, its convolutions on ``algorithm`` (LeNet5 builds them "auto")."""
+    from fastconv.models import LeNet5
+
+    model = LeNet5(variant, dtype=dtype, rng=rng)
+    if algorithm != "auto":
+        for layer in model:
+            if hasattr(layer, "algorithm"):
+                layer.algorithm = algorithm
+    return model
+
+
+def lenet5_torch_copy(model, dtype: np.dtype):
+    """``lenet_torch.lenet5()`` with the weights of fastconv's ``model``, in ``dtype``."""
+    import lenet_torch
+
+    copy = lenet_torch.lenet5()
+    state = {k: torch.from_numpy(np.array(v)) for k, v in model.state_dict().items()}
+    copy.load_state_dict(state)
+    return copy.to(torch.float64 if dtype == np.float64 else torch.float32)
+
+
 class TrainStepWorkload(Workload):
     """One training step of LeNet-5: fastconv as ``fastconv-train`` runs it, and its torch twin.
 
@@ -469,17 +491,12 @@ class TrainStepWorkload(Workload):
 
     def make_inputs(self, rng):
         from fastconv import nn
-        from fastconv.models import LeNet5
         from fastconv.optim import SGD
 
         c = self.case
         x = self._random(rng, (self.pool_batches, *c.x_shape))
         y = rng.integers(0, c.classes, size=(self.pool_batches, c.batch), dtype=np.int64)
-        model = LeNet5(c.variant, dtype=self.dtype, rng=rng)
-        if self.algorithm != "auto":  # LeNet5 builds its convolutions with "auto"
-            for layer in model:
-                if hasattr(layer, "algorithm"):
-                    layer.algorithm = self.algorithm
+        model = lenet5_fastconv(c.variant, self.dtype, self.algorithm, rng)
         model.train()
         return {
             "x": x, "y": y, "model": model, "loss": nn.CrossEntropyLoss(),
@@ -503,12 +520,7 @@ class TrainStepWorkload(Workload):
         return train_step(inp["model"], inp["loss"], inp["opt"], inp["x"][i], inp["y"][i])
 
     def torch_inputs(self, inp):
-        import lenet_torch
-
-        model = lenet_torch.lenet5()
-        state = {k: torch.from_numpy(np.array(v)) for k, v in inp["model"].state_dict().items()}
-        model.load_state_dict(state)
-        model = model.to(torch.float64 if self.dtype == np.float64 else torch.float32)
+        model = lenet5_torch_copy(inp["model"], self.dtype)
         model.train()
         return {
             "x": torch.from_numpy(inp["x"]), "y": torch.from_numpy(inp["y"]), "model": model,
@@ -534,13 +546,7 @@ class InferenceWorkload(Workload):
     memory_mode = "fwd"
 
     def make_inputs(self, rng):
-        from fastconv.models import LeNet5
-
-        model = LeNet5(self.case.variant, dtype=self.dtype, rng=rng)
-        if self.algorithm != "auto":
-            for layer in model:
-                if hasattr(layer, "algorithm"):
-                    layer.algorithm = self.algorithm
+        model = lenet5_fastconv(self.case.variant, self.dtype, self.algorithm, rng)
         model.eval()
         return {"x": self._random(rng, self.case.x_shape), "model": model}
 
@@ -555,12 +561,7 @@ class InferenceWorkload(Workload):
         return onnx_anchor.lenet5_forward(state, inputs["x"], threads)
 
     def torch_inputs(self, inp):
-        import lenet_torch
-
-        model = lenet_torch.lenet5()
-        state = {k: torch.from_numpy(np.array(v)) for k, v in inp["model"].state_dict().items()}
-        model.load_state_dict(state)
-        model = model.to(torch.float64 if self.dtype == np.float64 else torch.float32).eval()
+        model = lenet5_torch_copy(inp["model"], self.dtype).eval()
         return {"x": torch.from_numpy(inp["x"]), "model": model}
 
     def torch_fwd(self, t):

@@ -17,6 +17,8 @@ from types import ModuleType
 
 import numpy as np
 
+from fastconv._validation import as_index
+
 #: each timed repetition of the FMA probe lasts about this long (seconds)
 FMA_SECONDS = 0.02
 #: bytes copied by the bandwidth probe: far beyond any last-level cache
@@ -115,11 +117,7 @@ def machine_limits(n_threads: int | None = None, refresh: bool = False) -> Machi
 
     if n_threads is None:
         n_threads = _config.get_num_threads()
-    if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)):
-        raise TypeError(f"n_threads must be an int, got {type(n_threads).__name__}")
-    n_threads = int(n_threads)
-    if n_threads < 1:
-        raise ValueError(f"n_threads must be >= 1, got {n_threads}")
+    n_threads = as_index(n_threads, "n_threads", 1)
     with _lock:
         if refresh or n_threads not in _measured:
             probe = _dispatch._probe
