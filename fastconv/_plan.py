@@ -132,6 +132,16 @@ MIN_BAND_COLUMNS = 64
 # one band on one thread: 4.0 ms; two blocks of 256: 2.0 ms (of 128: 2.4, of 64: 2.7).
 FORWARD_SPLIT_UNITS = 4
 FORWARD_CHANNEL_BLOCK = 256
+# A single (image, group) (batch-1 inference) has few units, and an odd count shares out
+# unevenly over an even number of threads: 1x256x14x14 3x3 x 256 in three bands 2.04 ms.
+# With at least 2 * PAIR_CHANNEL_BLOCK output channels and a whole-image band of at most
+# WHOLE_IMAGE_ELEMENTS, it runs as one band in two blocks of output channels (1.42 ms;
+# 1x1024x14x14 1x1 x 256: 0.89 -> 0.58 ms; 1x512x28x28 1x1 s2 x 1024: 1.40 -> 1.12 ms);
+# else its bands come in pairs of near-equal rows, each pair within BAND_PAIR_SLACK of
+# an even split (1x128x17x17 1x7: 5+5+5+2 rows 0.60 ms, 9+8 rows 0.49 ms).
+PAIR_CHANNEL_BLOCK = 128
+WHOLE_IMAGE_ELEMENTS = 1 << 20
+BAND_PAIR_SLACK = 1.1
 # The input gradient's tasks (image, group) are cut the same way into blocks of gx's
 # channels, at least this many each (1x1024x16x16 transposed 4x4 s2 to 256 channels:
 # one task 35.5 ms, four blocks of 64 with bands sized by the block 14.6 ms).
@@ -345,13 +355,37 @@ def _kernel(geom: ConvGeometry, pass_: str, algorithm: str) -> tuple[str, str]:
 def band_rows(geom: ConvGeometry, outer_units: int | None = None) -> int:
     """Output rows per im2col band. With ``outer_units`` (images x groups that run in
     parallel), bands are also cut small enough that MIN_UNITS units exist, but not
-    narrower than MIN_BAND_COLUMNS."""
+    narrower than MIN_BAND_COLUMNS; a single unit's bands come in near-equal pairs."""
     rows = max(1, min(geom.oh, BAND_ELEMENTS // max(1, geom.ckk * geom.ow)))
     if outer_units is not None and outer_units * -(-geom.oh // rows) < MIN_UNITS:
         wanted_bands = -(-MIN_UNITS // max(1, outer_units))
         bands = max(1, min(wanted_bands, geom.oh * geom.ow // MIN_BAND_COLUMNS))
+        if outer_units == 1:
+            return min(rows, _paired_band_rows(geom.oh, bands))
         rows = max(1, min(rows, -(-geom.oh // bands)))
     return rows
+
+
+def _paired_band_rows(height: int, most_bands: int) -> int:
+    """Rows per band of one image cut into at most ``most_bands`` bands, a power of two
+    of them, as many as keep a pair's rows within BAND_PAIR_SLACK of half the image."""
+    bands = 1 << (max(1, most_bands).bit_length() - 1)
+    while bands >= 2:
+        rows = -(-height // bands)
+        pairs = -(-(-(-height // rows)) // 2)
+        if 2 * pairs * rows <= BAND_PAIR_SLACK * height:
+            return rows
+        bands //= 2
+    return height
+
+
+def forward_blocking(geom: ConvGeometry) -> tuple[int, int]:
+    """(band rows, output channels per task: 0 for a group's all) of the im2col forward."""
+    if (geom.n * geom.groups == 1 and geom.kg >= 2 * PAIR_CHANNEL_BLOCK
+            and geom.ckk * geom.oh * geom.ow <= WHOLE_IMAGE_ELEMENTS):
+        return geom.oh, -(-geom.kg // 32) * 16  # one band, two blocks
+    rows = band_rows(geom, geom.n * geom.groups)
+    return rows, forward_channel_block(geom, rows)
 
 
 def forward_channel_block(geom: ConvGeometry, rows: int) -> int:
@@ -454,8 +488,7 @@ def _blocked(geom: ConvGeometry, pass_: str, algorithm: str, kernel: str, reason
             return make(rows=rows, channel_block=cblock, chunks=chunks, pointwise=pointwise,
                         workspace=1 if pointwise else columns)
         if pass_ == "forward":
-            rows = band_rows(geom, geom.n * geom.groups)
-            block, depth = forward_channel_block(geom, rows), geom.ckk
+            (rows, block), depth = forward_blocking(geom), geom.ckk
         else:  # the input gradient: a task per (image, group[, block of gx's channels])
             block = input_grad_channel_block(geom)
             depth = (block or geom.cg) * geom.taps  # rows of a task's columns

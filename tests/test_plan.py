@@ -187,18 +187,32 @@ def test_autotuning_plugs_into_the_planner():
 
 def test_one_image_keeps_its_gemm_bands_wide():
     """Cutting one image's rows into single-row bands (to give every thread work) would
-    repack the weights for each narrow GEMM: bands keep at least MIN_BAND_COLUMNS."""
-    plans = fastconv.explain((1, 512, 28, 28), (1024, 512, 1, 1), stride=2)
-    assert plans["forward"].rows == 5  # 14 rows of 14: 3 bands of >= 64 columns
-    assert fastconv.explain((1, 512, 7, 7), (512, 512, 3, 3), padding=1)["forward"].rows == 7
+    repack the weights for each narrow GEMM: bands keep at least MIN_BAND_COLUMNS, and
+    one image's bands come in near-equal pairs."""
+    one = fastconv.explain((1, 128, 28, 28), (64, 128, 1, 1), stride=2)["forward"]
+    assert (one.rows, one.channel_block) == (7, 0)  # 14 rows of 14: 2 bands, not 3 of 5
+    assert fastconv.explain((1, 128, 17, 17), (128, 128, 1, 7),
+                            padding=(0, 3))["forward"].rows == 9  # 9 + 8, not 5 + 5 + 5 + 2
+    assert fastconv.explain((1, 64, 56, 56), (128, 64, 3, 3), stride=2,
+                            padding=1)["forward"].rows == 7  # four bands of 7 rows
     # eight images of 14x14: two bands each, as before the rule
     assert fastconv.explain((8, 128, 28, 28), (256, 128, 3, 3), stride=2,
                             padding=1)["forward"].rows == 7
 
 
+@pytest.mark.parametrize("height, most, rows", [(14, 3, 7), (17, 4, 9), (28, 12, 7), (28, 16, 2),
+                                                (7, 1, 7), (5, 16, 5), (3, 2, 3)])
+def test_paired_bands_share_out_evenly(height, most, rows):
+    assert _plan._paired_band_rows(height, most) == rows
+    bands = -(-height // rows)
+    assert bands <= max(1, most) and (bands == 1 or -(-bands // 2) * 2 * rows
+                                      <= _plan.BAND_PAIR_SLACK * height)
+
+
 def test_few_bands_cut_the_forward_gemm_into_output_channel_blocks():
-    """One image of 7x7 is one band, one unit: its 512 output channels go to two tasks
-    of 256 (from the shape alone); enough units, or thin layers, keep one block."""
+    """One image of one group is one unit: with >= 256 output channels and a whole-image
+    band within WHOLE_IMAGE_ELEMENTS, one band in two blocks of output channels (from the
+    shape alone); enough units, or thin layers, keep one block."""
     one = fastconv.explain((1, 512, 7, 7), (512, 512, 3, 3), padding=1)
     assert (one["forward"].rows, one["forward"].channel_block) == (7, 256)
     # the input gradient's one (image, group) task: four blocks of gx's channels
@@ -207,7 +221,12 @@ def test_few_bands_cut_the_forward_gemm_into_output_channel_blocks():
         assert fastconv.explain((1, 512, 7, 7), (512, 512, 3, 3),
                                 padding=1)["forward"].channel_block == 256
     wide = fastconv.explain((1, 512, 28, 28), (1024, 512, 1, 1), stride=2)["forward"]
-    assert (wide.rows, wide.channel_block) == (5, 512)  # 3 bands x 2 blocks
-    assert fastconv.explain((1, 1024, 14, 14), (256, 1024, 1, 1))["forward"].channel_block == 0
+    assert (wide.rows, wide.channel_block) == (14, 512)
+    odd = fastconv.explain((1, 1024, 14, 14), (264, 1024, 1, 1))["forward"]
+    assert (odd.rows, odd.channel_block) == (14, 144)  # multiples of 16: 144 + 120
+    big = fastconv.explain((1, 256, 56, 56), (256, 256, 3, 3), padding=1, algorithm="im2col")
+    assert big["forward"].channel_block == 0  # the whole image's columns would not fit
+    two = fastconv.explain((2, 512, 7, 7), (512, 512, 3, 3), padding=1)["forward"]
+    assert (two.rows, two.channel_block) == (7, 256)  # two units: blocks of 256
     eight = fastconv.explain((8, 512, 7, 7), (512, 512, 3, 3), padding=1, algorithm="im2col")
     assert eight["forward"].channel_block == eight["input_grad"].channel_block == 0
