@@ -967,6 +967,28 @@ def test_im2col_forward_in_output_channel_blocks(k, groups, bias):
         np.testing.assert_array_equal(y, ys[0])
 
 
+@pytest.mark.parametrize("c, kernel, stride", [(100, 3, 1), (512, 1, 2)])
+def test_im2col_weight_gradient_in_channel_blocks(c, kernel, stride):
+    """The weight gradient in blocks of input channels over whole images (100 channels:
+    blocks of 32, the last of 4; 1x1 stride 2: four blocks of 128), equal to the
+    reference and bit-identical on any thread count."""
+    rng = np.random.default_rng(c)
+    x, w, _ = make_problem(rng, 1, c, 9, 8, 12, kernel, kernel, 1, np.float64, False)
+    padding = kernel // 2
+    plan = fc.explain(x, w, stride=stride, padding=padding, algorithm="im2col")["weight_grad"]
+    assert 0 < plan.channel_block < c and plan.chunks == 1
+    gy = rng.standard_normal(fc.conv2d(x, w, stride=stride, padding=padding).shape)
+    grads = []
+    for n in (1, 2, 3):
+        with fc.threads(n):
+            grads.append(fc.conv2d_backward(gy, x, w, stride=stride, padding=padding,
+                                            algorithm="im2col")[1])
+    _, gw_ref, _ = conv2d_backward_ref(gy, x, w, stride=stride, padding=padding)
+    np.testing.assert_allclose(grads[0], gw_ref, rtol=1e-10, atol=1e-10)
+    for gw in grads[1:]:
+        np.testing.assert_array_equal(gw, grads[0])
+
+
 @pytest.mark.parametrize("kernel, padding", [(1, 0), (3, 1)])
 def test_im2col_input_gradient_in_channel_blocks(kernel, padding):
     """One image with many input channels: the GEMM input gradient runs in blocks of x's

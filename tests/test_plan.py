@@ -230,3 +230,22 @@ def test_few_bands_cut_the_forward_gemm_into_output_channel_blocks():
     assert (two.rows, two.channel_block) == (7, 256)  # two units: blocks of 256
     eight = fastconv.explain((8, 512, 7, 7), (512, 512, 3, 3), padding=1, algorithm="im2col")
     assert eight["forward"].channel_block == eight["input_grad"].channel_block == 0
+
+
+def test_weight_gradient_blocks_come_in_powers_of_two_of_whole_vectors():
+    """Input-channel blocks of the im2col weight gradient: a power of two of them, each a
+    multiple of WG_CHANNEL_MULTIPLE channels, from WG_MIN_TASKS tasks on; fewer split
+    the batch into chunks."""
+    def blocking(x_shape, w_shape, stride=1, padding=0):
+        return _plan.gemm_weight_grad_blocking(
+            conv_geometry(x_shape, w_shape, stride, padding, 1, 1))
+    # 1x1 s2 over 512 channels: 4 blocks of 128 over the whole image, no chunks
+    assert blocking((1, 512, 28, 28), (1024, 512, 1, 1), 2) == (128, 14, 1)
+    # 3x3 over 128 channels: 1152 columns -> 8 blocks of 16 (not 9 of 15)
+    assert blocking((8, 128, 28, 28), (256, 128, 3, 3), 2, 1) == (16, 14, 1)
+    # 100 channels, 900 columns: 4 blocks rounded up to 32 channels, the last one of 4
+    assert blocking((2, 100, 9, 9), (8, 100, 3, 3), 1, 1)[0] == 32
+    # pointwise: narrow blocks need 2 * WG_MIN_TASKS of them, else chunks of the batch
+    assert blocking((8, 256, 14, 14), (256, 256, 1, 1)) == (32, 14, 1)
+    cblock, _, chunks = blocking((8, 144, 56, 56), (24, 144, 1, 1))
+    assert cblock == 144 and chunks > 1
