@@ -144,8 +144,9 @@ WHOLE_IMAGE_ELEMENTS = 1 << 20
 BAND_PAIR_SLACK = 1.1
 # The input gradient's tasks (image, group) are cut the same way into blocks of gx's
 # channels, at least this many each (1x1024x16x16 transposed 4x4 s2 to 256 channels:
-# one task 35.5 ms, four blocks of 64 with bands sized by the block 14.6 ms).
-IGRAD_CHANNEL_BLOCK = 64
+# one task 35.5 ms, four blocks of 64 with bands sized by the block 14.6 ms; 1x64x56x56
+# 3x3 s2 to 128 channels: one task 1.48 ms, two blocks of 32 0.83, four of 16 0.86).
+IGRAD_CHANNEL_BLOCK = 32
 # Weight-gradient partial sums: at most this many chunks, and this many elements in all.
 MAX_CHUNKS = 16
 CHUNK_ELEMENTS = 1 << 22
