@@ -113,6 +113,13 @@ WIDE_IGRAD_MAX_IN, WIDE_IGRAD_MAX_IN_WIDE, WIDE_IGRAD_MIN_WIDTH = 3, 7, 24
 AUTO_WIDE_FORWARD_MAX_OUT = 32
 AUTO_DIRECT_IGRAD_MAX_IN, AUTO_DIRECT_IGRAD_SMALL_IN, AUTO_DIRECT_IGRAD_SMALL_TAPS = 2, 8, 9
 
+# Multiply-adds per thread below which a pass takes fewer threads. A team's second
+# thread spins between parallel regions, and on the 2-core development machine that
+# slows the calling thread's Python steps by about a third: LeNet-5 at batch 1, whose
+# layers are 0.1-0.25 M multiply-adds, 136 us a forward on two threads, 104 us on one
+# (each layer alone, repeated, gains under 7% from the second thread).
+WORK_PER_THREAD = 1 << 17
+
 # --- blocking (sizes from the shape alone) ---------------------------------------------------
 # im2col column buffer per thread (elements): a band of output rows is packed at a time.
 BAND_ELEMENTS = 1 << 18
@@ -552,7 +559,8 @@ def plan(geom: ConvGeometry, pass_: str, dtype: DTypeLike, n_threads: int,
     pass_ : {"forward", "input_grad", "weight_grad"}
     dtype : float32 or float64
     n_threads : int
-        Threads the kernel will run on (sizes the workspace only).
+        Threads available; the plan takes fewer for a small pass (:func:`threads_for`).
+        Sizes the workspace only: results do not depend on it.
     algorithm : {"auto", "direct", "im2col", "winograd"}, default "auto"
         Checked against the shape by :func:`check_algorithm` first.
     measure : callable, optional
@@ -566,6 +574,7 @@ def plan(geom: ConvGeometry, pass_: str, dtype: DTypeLike, n_threads: int,
     Plan
     """
     dtype_name = _DTYPE_NAMES.get(dtype) or np.dtype(dtype).name
+    n_threads = threads_for(geom, n_threads)
     if algorithm == "auto" and _autotune.get_autotune():
         key = (pass_, geom, dtype_name, n_threads, _dispatch.ISA)
         candidates = {name: _cached_plan(geom, pass_, dtype_name, n_threads, name)
@@ -578,6 +587,13 @@ def plan(geom: ConvGeometry, pass_: str, dtype: DTypeLike, n_threads: int,
         if chosen:
             return dataclasses.replace(candidates[chosen], reason="autotuned: fastest measured")
     return _cached_plan(geom, pass_, dtype_name, n_threads, algorithm)
+
+
+def threads_for(geom: ConvGeometry, n_threads: int) -> int:
+    """Threads a pass of ``geom`` runs on: at most ``n_threads``, one per WORK_PER_THREAD
+    multiply-adds (at least one). Results do not depend on it."""
+    macs = geom.n * geom.k * geom.oh * geom.ow * geom.ckk
+    return max(1, min(n_threads, macs // WORK_PER_THREAD))
 
 
 #: dtype or scalar type -> name, without numpy's Python-level ``dtype.name`` (microseconds)

@@ -45,6 +45,19 @@ __all__ = [
 ]
 
 
+# Elements of the larger of input and output per thread below which a pooling call
+# takes fewer threads: as for convolutions (fastconv._plan.WORK_PER_THREAD), a spinning
+# second thread costs the caller more than it saves (LeNet-5's pools at batch 1, 4.7 K
+# elements: the same time on one thread as on two).
+WORK_PER_THREAD = 1 << 14
+
+
+def _threads(elements: int) -> int:
+    """Threads for a pooling kernel over ``elements``: at most the configured count, at
+    least one. Results do not depend on it."""
+    return max(1, min(_config.effective_n_threads(), elements // WORK_PER_THREAD))
+
+
 def _as_input(x: ArrayLike, name: str = "x", ndim: int = 4,
               layout: str = "(N, C, H, W)") -> FloatArray:
     """One float operand as a C-contiguous float32/float64 array of ``ndim`` dims."""
@@ -121,7 +134,7 @@ def max_pool2d(x: ArrayLike, kernel_size: IntPair, stride: IntPair | None = None
     y = np.empty(shape, dtype=x.dtype)
     idx = np.empty(shape, dtype=np.int64) if return_indices else None  # None: values only
     if y.size:
-        n_threads = _config.effective_n_threads()
+        n_threads = _threads(x.size)
         # per-thread argmax offsets within the window (int32)
         workspace = (None if idx is None
                      else per_thread(n_threads, shape[3], np.intc, "the pooling workspace"))
@@ -190,7 +203,7 @@ def max_pool2d_backward(gy: ArrayLike, idx: ArrayLike, input_shape: Sequence[int
         raise ValueError(f"input_shape {input_shape} must start with gy's (N, C) {gy.shape[:2]}")
     given, idx = _as_indices(idx, "idx", gy.shape, "gy")
     gx = np.empty((n, c, h, w), dtype=gy.dtype)  # zeroed by the kernel, plane by plane
-    n_bad = _pool.max_pool2d_backward(gy, idx, gx, _config.effective_n_threads())
+    n_bad = _pool.max_pool2d_backward(gy, idx, gx, _threads(gx.size))
     _check_scatter(n_bad, given, "idx", h * w)
     return gx
 
@@ -246,7 +259,7 @@ def max_unpool2d(y: ArrayLike, idx: ArrayLike, kernel_size: IntPair,
     check_size(shape, "the output")
     given, idx = _as_indices(idx, "idx", y.shape, "y")
     out = np.empty(shape, dtype=y.dtype)  # zeroed by the kernel, plane by plane
-    n_bad = _pool.max_unpool2d(y, idx, out, _config.effective_n_threads())
+    n_bad = _pool.max_unpool2d(y, idx, out, _threads(out.size))
     _check_scatter(n_bad, given, "idx", out_hw[0] * out_hw[1])
     return out
 
@@ -307,7 +320,7 @@ def avg_pool2d(x: ArrayLike, kernel_size: IntPair, stride: IntPair | None = None
     args = _avg_args(geom, count_include_pad, divisor_override)
     y = np.empty(_pool_output(x, geom), dtype=x.dtype)
     if y.size:
-        n_threads = _config.effective_n_threads()
+        n_threads = _threads(x.size)
         # per-thread row of double sums
         workspace = per_thread(n_threads, y.shape[3], np.float64, "the pooling workspace")
         _pool.avg_pool2d_forward(x, y, workspace, *args, n_threads)
@@ -344,7 +357,7 @@ def avg_pool2d_backward(gy: ArrayLike, input_shape: Sequence[int], kernel_size: 
     _check_pool_grad(gy, shape, geom)
     args = _avg_args(geom, count_include_pad, divisor_override)
     gx = np.empty(shape, dtype=gy.dtype)  # zeroed by the kernel, plane by plane
-    n_threads = _config.effective_n_threads()
+    n_threads = _threads(gx.size)
     workspace = per_thread(n_threads, max(gy.shape[3], 1), gy.dtype,  # per-thread shares
                             "the pooling workspace")
     _pool.avg_pool2d_backward(gy, gx, workspace, *args, n_threads)
@@ -406,7 +419,7 @@ def lp_pool2d(x: ArrayLike, p: float, kernel_size: IntPair, stride: IntPair | No
     y = np.empty(_pool_output(x, geom), dtype=x.dtype)
     if y.size:
         _pool.lp_pool2d_forward(x, y, p, *geom.kernel, *geom.stride,
-                                _config.effective_n_threads())
+                                _threads(x.size))
     return y
 
 
@@ -454,7 +467,7 @@ def lp_pool2d_backward(gy: ArrayLike, x: ArrayLike, y: ArrayLike, p: float, kern
     gx = np.empty(x.shape, dtype=dtype)  # zeroed by the kernel, plane by plane
     if gy.size:
         _pool.lp_pool2d_backward(gy, x, y, gx, p, *geom.kernel, *geom.stride,
-                                 _config.effective_n_threads())
+                                 _threads(gx.size))
     return gx
 
 
@@ -504,7 +517,7 @@ def adaptive_avg_pool2d(x: ArrayLike,
     check_size(shape, "the output")
     y = np.empty(shape, dtype=x.dtype)
     if y.size:
-        _pool.adaptive_avg_pool2d_forward(x, y, _config.effective_n_threads())
+        _pool.adaptive_avg_pool2d_forward(x, y, _threads(x.size))
     return y
 
 
@@ -537,7 +550,7 @@ def adaptive_avg_pool2d_backward(gy: ArrayLike, input_shape: Sequence[int]) -> F
         )
     gx = np.empty(shape, dtype=gy.dtype)  # zeroed by the kernel, plane by plane
     if gy.size:
-        _pool.adaptive_avg_pool2d_backward(gy, gx, _config.effective_n_threads())
+        _pool.adaptive_avg_pool2d_backward(gy, gx, _threads(gx.size))
     return gx
 
 

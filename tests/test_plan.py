@@ -249,3 +249,19 @@ def test_weight_gradient_blocks_come_in_powers_of_two_of_whole_vectors():
     assert blocking((8, 256, 14, 14), (256, 256, 1, 1)) == (32, 14, 1)
     cblock, _, chunks = blocking((8, 144, 56, 56), (24, 144, 1, 1))
     assert cblock == 144 and chunks > 1
+
+
+def test_small_passes_take_fewer_threads():
+    """One thread per WORK_PER_THREAD multiply-adds, at most the threads available, at
+    least one; the rest of the plan is the same on any count."""
+    small = conv_geometry((1, 6, 14, 14), (16, 6, 5, 5), 1, 0, 1, 1)  # LeNet C3, 240 K
+    assert _plan.plan(small, "forward", np.float32, 2).n_threads == 1
+    with fastconv.threads(2):
+        assert fastconv.explain((1, 6, 14, 14), (16, 6, 5, 5))["forward"].n_threads == 1
+    medium = conv_geometry((2, 6, 14, 14), (16, 6, 5, 5), 1, 0, 1, 1)  # 480 K: 3 shares
+    assert [_plan.plan(medium, "weight_grad", np.float32, n).n_threads
+            for n in (1, 2, 16)] == [1, 2, 3]
+    large = conv_geometry((8, 64, 56, 56), (64, 64, 3, 3), 1, 1, 1, 1)
+    assert _plan.plan(large, "input_grad", np.float32, 16).n_threads == 16
+    one, two = (_plan.plan(medium, "forward", np.float32, n) for n in (1, 2))
+    assert dataclasses.replace(one, n_threads=2, workspace=two.workspace) == two

@@ -1365,3 +1365,18 @@ def test_a_whole_plane_window_equals_the_global_mean_bit_for_bit(dtype, rng):
     gy = rng.standard_normal((3, 4, 1, 1)).astype(dtype)
     np.testing.assert_array_equal(fc.avg_pool2d_backward(gy, x.shape, 7),
                                   fc.global_avg_pool2d_backward(gy, x.shape))
+
+
+def test_small_poolings_take_fewer_threads():
+    """One thread per WORK_PER_THREAD elements, at most the threads configured; the
+    result is the same either way."""
+    from fastconv import _pool_ops
+
+    with fc.threads(2):
+        assert _pool_ops._threads(6 * 28 * 28) == 1
+        assert _pool_ops._threads(2 * _pool_ops.WORK_PER_THREAD) == 2
+        assert _pool_ops._threads(1 << 30) == 2
+        x = np.random.default_rng(0).standard_normal((4, 8, 64, 64))
+        y2 = fc.max_pool2d(x, 3, 2, 1)
+    with fc.threads(1):
+        np.testing.assert_array_equal(fc.max_pool2d(x, 3, 2, 1), y2)
