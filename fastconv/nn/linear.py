@@ -9,7 +9,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
+from fastconv import _config
 from fastconv._blas import single_threaded_blas
+from fastconv._dispatch import _linear
 from fastconv.nn._cache import NeedsForward
 from fastconv.nn._init import RNGLike, default_bound, generator, uniform
 from fastconv.nn.module import Module, Parameter
@@ -17,12 +19,33 @@ from fastconv._validation import as_index
 
 __all__ = ["Linear", "Flatten"]
 
+# The products run as blocks of rows of the batch (and of output features, for the
+# weight gradient), at most MAX_BLOCKS of them, each a single-threaded GEMM on one of
+# fastconv's threads, a thread per WORK_PER_THREAD multiply-adds. The forward's blocks
+# hold at least FORWARD_ROWS rows (each block packs the whole weight matrix again), the
+# backward's at least BACKWARD_ROWS. LeNet-5's 400 -> 120 layer at batch 64 on 2
+# threads: forward 86 -> 48 us, backward 140 -> 57 us against one BLAS call (blocks of
+# 16 rows forward: 61 us; 32-row blocks backward: 95 us).
+FORWARD_ROWS, BACKWARD_ROWS, MAX_BLOCKS = 32, 16, 16
+WORK_PER_THREAD = 1 << 17
+
+
+def _block(count: int, least: int) -> int:
+    """Rows per block of ``count`` rows (from the shape alone: results do not depend on
+    the thread count)."""
+    return max(least, -(-count // MAX_BLOCKS))
+
+
+def _threads(macs: int) -> int:
+    return max(1, min(_config.effective_n_threads(), macs // WORK_PER_THREAD))
+
 
 class Linear(NeedsForward, Module):
     """y = x @ W.T + b, x of shape (N, in_features) (as torch.nn.Linear).
 
-    The products run on a single-threaded BLAS, so they never compete for the CPUs
-    with fastconv's OpenMP threads. ``forward(x)`` maps (N, in_features) to
+    The products run as blocks of rows, each a single-threaded BLAS GEMM on one of
+    fastconv's threads, so they never compete for the CPUs with BLAS's own threads;
+    results do not depend on the thread count. ``forward(x)`` maps (N, in_features) to
     (N, out_features); ``backward(grad_out)`` takes (N, out_features), adds into
     ``weight.grad`` and ``bias.grad`` and returns (N, in_features).
 
@@ -71,21 +94,49 @@ class Linear(NeedsForward, Module):
             raise ValueError(
                 f"Linear expects x of shape (N, {self.weight.shape[1]}), got {x.shape}"
             )
-        with single_threaded_blas():  # no BLAS threads spinning against fastconv's
-            y = x @ self.weight.data.T
-        if self.bias is not None:
-            y += self.bias.data
+        w = self.weight.data
+        b = None if self.bias is None else self.bias.data
+        if self._kernel_takes(x, w, b):
+            x = np.ascontiguousarray(x)
+            y = np.empty((x.shape[0], w.shape[0]), dtype=w.dtype)
+            with single_threaded_blas():
+                _linear.linear_forward(x, w, b, y, _block(x.shape[0], FORWARD_ROWS),
+                                       _threads(x.size * w.shape[0]))
+        else:  # mixed dtypes, empty shapes, arrays replaced by non-contiguous ones
+            with single_threaded_blas():
+                y = x @ w.T
+            if b is not None:
+                y += b
         self._save(x)
         return y
 
     def backward(self, grad_out: NDArray[Any]) -> NDArray[Any]:
         (x,) = self._take()
-        with single_threaded_blas():
-            self.weight.grad += grad_out.T @ x
-            grad_in = grad_out @ self.weight.data
+        w, gw = self.weight.data, self.weight.grad
+        gy = np.asarray(grad_out)
+        if (self._kernel_takes(x, w, None) and gy.dtype == w.dtype
+                and gw.dtype == w.dtype and gw.flags.c_contiguous and gy.size):
+            gy = np.ascontiguousarray(gy)
+            grad_in = np.empty(x.shape, dtype=w.dtype)
+            with single_threaded_blas():
+                _linear.linear_backward(gy, x, w, grad_in, gw, _block(gy.shape[0], BACKWARD_ROWS),
+                                        _block(gy.shape[1], BACKWARD_ROWS),
+                                        _threads(x.size * w.shape[0]))
+        else:
+            with single_threaded_blas():
+                self.weight.grad += gy.T @ x
+                grad_in = gy @ w
         if self.bias is not None:
-            self.bias.grad += grad_out.sum(axis=0)
+            self.bias.grad += gy.sum(axis=0)
         return grad_in
+
+    @staticmethod
+    def _kernel_takes(x: NDArray[Any], w: NDArray[Any], b: NDArray[Any] | None) -> bool:
+        """Whether the blocked kernel applies: one float dtype throughout, C-contiguous
+        parameters, non-empty operands."""
+        return (x.dtype == w.dtype and w.dtype in (np.float32, np.float64) and x.size > 0
+                and w.size > 0 and w.flags.c_contiguous
+                and (b is None or (b.dtype == w.dtype and b.flags.c_contiguous)))
 
     def extra_repr(self) -> str:
         return f"in_features={self.weight.shape[1]}, out_features={self.weight.shape[0]}"
