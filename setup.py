@@ -39,11 +39,11 @@ from setuptools.command.build_ext import build_ext
 #: every kernel module (fastconv/_kernels/NAME.pyx)
 KERNEL_MODULES = [
     "_openmp", "_cpu", "_gemm", "_im2col", "_conv_direct", "_conv_wide", "_conv_cvec",
-    "_conv_gemm", "_conv_winograd", "_pool", "_probe", "_linear",
+    "_conv_gemm", "_conv_winograd", "_pool", "_probe", "_linear", "_activation",
 ]
 #: those built once per instruction set (the hot loops); fastconv._dispatch loads them
 DISPATCHED = ["_conv_direct", "_conv_wide", "_conv_cvec", "_conv_gemm", "_conv_winograd", "_pool",
-              "_probe"]
+              "_probe", "_activation"]
 
 #: where the per-ISA wrapper sources are generated
 ISA_SOURCE_DIR = os.path.join("build", "isa-sources")

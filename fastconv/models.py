@@ -71,8 +71,8 @@ class LeNet5(nn.Sequential):
         ReLU; Linear 400-120, ReLU, 120-84, ReLU, 84-10. Pooling before the ReLU is
         the same network as the usual ReLU-then-pool order: the maximum of ReLUs is
         the ReLU of the maximum, and where a window's maximum is not positive the
-        gradient is zero in both orders (only the sign of a zero output can differ,
-        and where a NaN gradient lands). The ReLU then sees a quarter of the elements.
+        gradient is zero in both orders (only where a NaN gradient lands can
+        differ). The ReLU then sees a quarter of the elements.
         ``"classic"`` (LeCun et al. 1998): the 28x28 image padded by 2 to 32x32; C1
         6@5x5; S2 trainable subsampling (2x2 average times a coefficient plus a bias);
         C3 16@5x5 with the paper's partial connection table to S2's maps; S4 like S2;

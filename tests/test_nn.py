@@ -5,7 +5,6 @@ import math
 import numpy as np
 import pytest
 
-import fastconv
 from fastconv import nn
 
 from nn_helpers import (
@@ -732,56 +731,3 @@ def test_flatten_and_lenet_take_an_empty_batch():
     assert flat.backward(np.zeros((0, 24))).shape == (0, 2, 3, 4)
     assert LeNet5(rng=0)(np.zeros((0, 1, 28, 28), np.float32)).shape == (0, 10)
 
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("n, n_in, n_out, bias", [(64, 400, 120, True), (37, 19, 50, False),
-                                                  (1, 5, 3, True), (600, 24, 17, True)])
-def test_linear_blocks_match_reference_on_any_thread_count(dtype, n, n_in, n_out, bias):
-    """Linear's blocked kernel (blocks of rows and of output features, one GEMM each)
-    against float64 NumPy, gradients accumulated twice, bit-identical on 1-3 threads."""
-    rng = np.random.default_rng(n)
-    x = _normal(rng, (n, n_in), dtype)
-    gy = _normal(rng, (n, n_out), dtype)
-    results = []
-    for threads in (1, 2, 3):
-        layer = nn.Linear(n_in, n_out, bias=bias, dtype=dtype, rng=0)
-        with fastconv.threads(threads):
-            y = layer(x)
-            gx = layer.backward(gy)
-            layer(x)
-            layer.backward(gy)  # adds into the gradients again
-        results.append((y, gx, layer.weight.grad,
-                        None if layer.bias is None else layer.bias.grad))
-    w = layer.weight.data.astype(np.float64)
-    y_ref = x.astype(np.float64) @ w.T + (layer.bias.data if bias else 0)
-    tol = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
-    y, gx, gw, gb = results[0]
-    assert y.dtype == gx.dtype == gw.dtype == dtype
-    np.testing.assert_allclose(y, y_ref, **tol)
-    np.testing.assert_allclose(gx, gy.astype(np.float64) @ w, **tol)
-    np.testing.assert_allclose(gw, 2 * gy.T.astype(np.float64) @ x, **tol)
-    if bias:
-        np.testing.assert_allclose(gb, 2 * gy.sum(axis=0, dtype=np.float64), **tol)
-    for other in results[1:]:
-        for a, b in zip(results[0], other):
-            if a is not None:
-                np.testing.assert_array_equal(a, b)
-
-
-def test_linear_falls_back_for_mixed_and_odd_operands():
-    """float64 input to float32 weights, a non-contiguous replaced weight, an empty
-    batch: NumPy's products, the same values."""
-    rng = np.random.default_rng(3)
-    layer = nn.Linear(6, 4, rng=0)
-    x64 = rng.standard_normal((5, 6))
-    y = layer(x64)
-    assert y.dtype == np.float64
-    np.testing.assert_allclose(y, x64 @ layer.weight.data.T + layer.bias.data, rtol=1e-6)
-    layer.weight.data = np.asfortranarray(layer.weight.data)
-    x = x64.astype(np.float32)
-    np.testing.assert_allclose(layer(x), x @ layer.weight.data.T + layer.bias.data, rtol=1e-6)
-    np.testing.assert_allclose(layer.backward(np.ones((5, 4), np.float32)),
-                               np.ones((5, 4)) @ layer.weight.data, rtol=1e-6)
-    empty = layer(np.zeros((0, 6), np.float32))
-    assert empty.shape == (0, 4)
-    assert layer.backward(empty).shape == (0, 6)

