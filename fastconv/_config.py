@@ -222,6 +222,22 @@ def effective_n_threads() -> int:
     return n
 
 
+def threads_for(work: int, per_thread: int, n_threads: int | None = None) -> int:
+    """Threads for a kernel call of ``work`` units: at most ``n_threads`` (default
+    :func:`effective_n_threads`), one per ``per_thread`` units, at least one. Calls too
+    small to share run on fewer threads (waking a team costs more than it saves, and a
+    team thread spinning between regions slows the caller); results do not depend on it.
+
+    Examples
+    --------
+    >>> from fastconv._config import threads_for
+    >>> threads_for(1000, 4096, 8), threads_for(3 * 4096, 4096, 8), threads_for(10**9, 4096, 8)
+    (1, 3, 8)
+    """
+    n = effective_n_threads() if n_threads is None else n_threads
+    return max(1, min(n, work // per_thread))
+
+
 # Denormal flushing is a per-thread register. The setting is process-wide: each Python
 # thread that runs kernels brings itself and its OpenMP team up to date before its next
 # kernel (the team is a pool reused by the runtime, so once per setting and team size).

@@ -56,7 +56,7 @@ from typing import Any, Callable
 import numpy as np
 from numpy.typing import DTypeLike
 
-from fastconv import _autotune, _dispatch
+from fastconv import _autotune, _config, _dispatch
 from fastconv._dispatch import _conv_cvec, _conv_wide, _conv_winograd
 from fastconv._geometry import ConvGeometry, conv_geometry
 
@@ -389,8 +389,8 @@ def _paired_band_rows(height: int, most_bands: int) -> int:
     bands = 1 << (max(1, most_bands).bit_length() - 1)
     while bands >= 2:
         rows = -(-height // bands)
-        pairs = -(-(-(-height // rows)) // 2)
-        if 2 * pairs * rows <= BAND_PAIR_SLACK * height:
+        pairs = -(-(-(-height // rows)) // 2)  # ceil(bands made / 2)
+        if 2 * pairs * rows <= BAND_PAIR_SLACK * height:  # the busier of two threads
             return rows
         bands //= 2
     return height
@@ -400,7 +400,8 @@ def forward_blocking(geom: ConvGeometry) -> tuple[int, int]:
     """(band rows, output channels per task: 0 for a group's all) of the im2col forward."""
     if (geom.n * geom.groups == 1 and geom.kg >= 2 * PAIR_CHANNEL_BLOCK
             and geom.ckk * geom.oh * geom.ow <= WHOLE_IMAGE_ELEMENTS):
-        return geom.oh, -(-geom.kg // 32) * 16  # one band, two blocks
+        half = -(-geom.kg // 2)
+        return geom.oh, -(-half // 16) * 16  # one band, two blocks of whole 16s
     rows = band_rows(geom, geom.n * geom.groups)
     return rows, forward_channel_block(geom, rows)
 
@@ -593,7 +594,7 @@ def threads_for(geom: ConvGeometry, n_threads: int) -> int:
     """Threads a pass of ``geom`` runs on: at most ``n_threads``, one per WORK_PER_THREAD
     multiply-adds (at least one). Results do not depend on it."""
     macs = geom.n * geom.k * geom.oh * geom.ow * geom.ckk
-    return max(1, min(n_threads, macs // WORK_PER_THREAD))
+    return _config.threads_for(macs, WORK_PER_THREAD, n_threads)
 
 
 #: dtype or scalar type -> name, without numpy's Python-level ``dtype.name`` (microseconds)

@@ -53,9 +53,7 @@ WORK_PER_THREAD = 1 << 14
 
 
 def _threads(elements: int) -> int:
-    """Threads for a pooling kernel over ``elements``: at most the configured count, at
-    least one. Results do not depend on it."""
-    return max(1, min(_config.effective_n_threads(), elements // WORK_PER_THREAD))
+    return _config.threads_for(elements, WORK_PER_THREAD)
 
 
 def _as_input(x: ArrayLike, name: str = "x", ndim: int = 4,

@@ -30,7 +30,7 @@ def _kernel_takes(a: NDArray[Any]) -> bool:
 
 
 def _threads(elements: int) -> int:
-    return max(1, min(_config.effective_n_threads(), elements // WORK_PER_THREAD))
+    return _config.threads_for(elements, WORK_PER_THREAD)
 
 
 class ReLU(NeedsForward, Module):

@@ -37,7 +37,7 @@ def _block(count: int, least: int) -> int:
 
 
 def _threads(macs: int) -> int:
-    return max(1, min(_config.effective_n_threads(), macs // WORK_PER_THREAD))
+    return _config.threads_for(macs, WORK_PER_THREAD)
 
 
 class Linear(NeedsForward, Module):
