@@ -67,6 +67,12 @@ def test_linear_falls_back_for_mixed_and_odd_operands():
     np.testing.assert_allclose(layer(x), x @ layer.weight.data.T + layer.bias.data, rtol=1e-6)
     np.testing.assert_allclose(layer.backward(np.ones((5, 4), np.float32)),
                                np.ones((5, 4)) @ layer.weight.data, rtol=1e-6)
+    layer.weight.data = np.ascontiguousarray(layer.weight.data)
+    layer.bias.data = np.zeros(8, np.float32)[::2]  # a strided bias, a strided input
+    strided = np.ones((6, 5), np.float32).T
+    np.testing.assert_allclose(layer(strided), strided @ layer.weight.data.T, rtol=1e-6)
+    np.testing.assert_allclose(layer.backward(np.ones((5, 4), np.float32)),
+                               np.ones((5, 4)) @ layer.weight.data, rtol=1e-6)
     empty = layer(np.zeros((0, 6), np.float32))
     assert empty.shape == (0, 4)
     assert layer.backward(empty).shape == (0, 6)

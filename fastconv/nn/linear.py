@@ -116,7 +116,7 @@ class Linear(NeedsForward, Module):
         gy = np.asarray(grad_out)
         if (self._kernel_takes(x, w, None) and gy.dtype == w.dtype
                 and gw.dtype == w.dtype and gw.flags.c_contiguous and gy.size):
-            gy = np.ascontiguousarray(gy)
+            gy, x = np.ascontiguousarray(gy), np.ascontiguousarray(x)
             grad_in = np.empty(x.shape, dtype=w.dtype)
             with single_threaded_blas():
                 _linear.linear_backward(gy, x, w, grad_in, gw, _block(gy.shape[0], BACKWARD_ROWS),
