@@ -1009,3 +1009,21 @@ def test_im2col_input_gradient_in_channel_blocks(kernel, padding):
     for gx, gw, gb in grads[1:]:
         np.testing.assert_array_equal(gx, grads[0][0])
         np.testing.assert_array_equal(gw, grads[0][1])
+
+
+@pytest.mark.parametrize("kw, dilation", [(70, 1), (5, 3), (3, 1)])
+def test_row_loops_forward_rows_of_any_kernel_width(kw, dilation):
+    """The row-by-row direct forward (strided, few channels): kernels wider than the 64
+    taps whose column ranges it hoists, dilated taps, bias, against the reference and
+    bit-identical on any thread count."""
+    rng = np.random.default_rng(kw)
+    x, w, b = make_problem(rng, 2, 2, 5, 160, 3, 2, kw, 1, np.float64, True)
+    conv = dict(stride=(1, 2), padding=(1, 7), dilation=(1, dilation))
+    assert fc.explain(x, w, **conv, algorithm="direct")["forward"].kernel == "row_loops"
+    ys = []
+    for n in (1, 2, 3):
+        with fc.threads(n):
+            ys.append(fc.conv2d(x, w, b, **conv, algorithm="direct"))
+    np.testing.assert_allclose(ys[0], conv2d_ref(x, w, b, **conv), rtol=1e-12, atol=1e-12)
+    for y in ys[1:]:
+        np.testing.assert_array_equal(y, ys[0])

@@ -56,6 +56,63 @@ cdef extern from *:
                                Py_ssize_t x_step, Py_ssize_t rows, Py_ssize_t n) noexcept nogil
 
 
+cdef inline void axpy_run(floating* yrow, const floating* xrow, index_t offset,
+                          floating tap, index_t lo, index_t hi, index_t step) noexcept nogil:
+    """yrow[ow] += tap * xrow[ow * step + offset] for ow in [lo, hi); strides 1 and 2
+    as constants, so the compiler vectorises them."""
+    cdef index_t ow
+    if step == 1:
+        for ow in range(lo, hi):
+            yrow[ow] += tap * xrow[ow + offset]
+    elif step == 2:
+        for ow in range(lo, hi):
+            yrow[ow] += tap * xrow[2 * ow + offset]
+    else:
+        for ow in range(lo, hi):
+            yrow[ow] += tap * xrow[ow * step + offset]
+
+
+cdef enum:
+    MAX_HOISTED_KW = 64  # kernel widths whose column ranges forward_plane computes once
+
+
+cdef void forward_plane(const floating* xp, const floating* wk, floating* yp, floating init,
+                        index_t cg, index_t height, index_t width, index_t oh_count,
+                        index_t ow_count, index_t kh, index_t kw, index_t sh, index_t sw,
+                        index_t pt, index_t pl, index_t dh, index_t dw) noexcept nogil:
+    """One output plane, one row at a time: every tap of a row's window added while the
+    row stays in cache, each output summing its taps in the order (c, i, j). xp: the
+    group's first input plane, wk: the filter (CG, KH, KW)."""
+    cdef index_t col_lo[MAX_HOISTED_KW]
+    cdef index_t col_hi[MAX_HOISTED_KW]
+    cdef index_t c, i, j, oh, ow, row0, i_lo, i_hi, lo, hi
+    cdef floating* yrow
+    cdef const floating* xrow
+    cdef bint hoisted = kw <= MAX_HOISTED_KW
+    if hoisted:  # the valid columns of each tap: integer divisions, once per plane
+        for j in range(kw):
+            col_lo[j] = first_valid(j * dw - pl, sw, ow_count)
+            col_hi[j] = stop_valid(j * dw - pl, sw, width, ow_count)
+    for oh in range(oh_count):
+        yrow = yp + oh * ow_count
+        for ow in range(ow_count):
+            yrow[ow] = init
+        row0 = oh * sh - pt
+        i_lo = first_valid(row0, dh, kh)
+        i_hi = stop_valid(row0, dh, height, kh)
+        for c in range(cg):
+            for i in range(i_lo, i_hi):
+                xrow = xp + (c * height + row0 + i * dh) * width
+                for j in range(kw):
+                    if hoisted:
+                        lo = col_lo[j]
+                        hi = col_hi[j]
+                    else:
+                        lo = first_valid(j * dw - pl, sw, ow_count)
+                        hi = stop_valid(j * dw - pl, sw, width, ow_count)
+                    axpy_run(yrow, xrow, j * dw - pl, wk[(c * kh + i) * kw + j], lo, hi, sw)
+
+
 def conv2d_forward(
     const floating[:, :, :, ::1] x,  # IN (N, C, H, W)
     const floating[:, :, :, ::1] w,  # IN (K, CG, KH, KW)
@@ -64,42 +121,39 @@ def conv2d_forward(
     index_t sh, index_t sw, index_t pt, index_t pl, index_t dh, index_t dw,
     index_t groups, int n_threads,
 ):
-    """y = conv(x, w) + b, computed directly. Sizes are validated by the caller."""
+    """y = conv(x, w) + b, computed directly, one (n, k) plane per task (forward_plane).
+    Sizes are validated by the caller."""
     cdef index_t n_images = y.shape[0], n_out = y.shape[1]
     cdef index_t oh_count = y.shape[2], ow_count = y.shape[3]
     cdef index_t height = x.shape[2], width = x.shape[3]
     cdef index_t cg = w.shape[1], kh = w.shape[2], kw = w.shape[3]
     cdef index_t kg = n_out // groups
     cdef bint has_bias = b is not None
-    cdef index_t task, n, k, c, i, j, oh, ow, ih, cin, ih_off, iw_off
+    cdef index_t task, n, k, c, i, j, oh, ow, ih_off, iw_off
     cdef index_t oh_lo, oh_hi, ow_lo, ow_hi
-    cdef floating tap, init
+    cdef floating tap
+    if y.size == 0:
+        return
     with nogil:
         for task in prange(n_images * n_out, num_threads=n_threads, schedule="static"):
             n = task // n_out
             k = task % n_out
-            init = b[k] if has_bias else 0
-            for oh in range(oh_count):
-                for ow in range(ow_count):
-                    y[n, k, oh, ow] = init
+            forward_plane(&x[n, (k // kg) * cg, 0, 0], &w[k, 0, 0, 0], &y[n, k, 0, 0],
+                          b[k] if has_bias else 0, cg, height, width, oh_count, ow_count,
+                          kh, kw, sh, sw, pt, pl, dh, dw)
             for c in range(cg):
-                cin = (k // kg) * cg + c
                 for i in range(kh):
                     ih_off = i * dh - pt
                     oh_lo = first_valid(ih_off, sh, oh_count)
                     oh_hi = stop_valid(ih_off, sh, height, oh_count)
                     for j in range(kw):
-                        iw_off = j * dw - pl
-                        ow_lo = first_valid(iw_off, sw, ow_count)
-                        ow_hi = stop_valid(iw_off, sw, width, ow_count)
                         tap = w[k, c, i, j]
-                        for oh in range(oh_lo, oh_hi):
-                            ih = oh * sh + ih_off
-                            for ow in range(ow_lo, ow_hi):
-                                y[n, k, oh, ow] += tap * x[n, cin, ih, ow * sw + iw_off]
                         if tap - tap != 0:
                             # An inf or NaN tap over zero padding: inf * 0 is NaN, as when
                             # the padded zeros are multiplied (the im2col path, PyTorch).
+                            iw_off = j * dw - pl
+                            ow_lo = first_valid(iw_off, sw, ow_count)
+                            ow_hi = stop_valid(iw_off, sw, width, ow_count)
                             for oh in range(oh_count):
                                 for ow in range(ow_count):
                                     if oh < oh_lo or oh >= oh_hi or ow < ow_lo or ow >= ow_hi:
