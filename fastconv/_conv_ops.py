@@ -239,7 +239,8 @@ def conv2d_backward(gy: ArrayLike, x: ArrayLike, w: ArrayLike, stride: IntPair =
     _check_gy(gy, geom.y_shape, "conv2d")
     algorithm = _plan.check_algorithm(algorithm, geom)
     w_eff = _prepare_weights(w, flip)
-    n_threads = _config.effective_n_threads()
+    # a small call's bias gradient wakes no more threads than its passes' plans take
+    n_threads = _plan.threads_for(geom, _config.effective_n_threads())
     gb = _bias_grad(gy, geom.k, n_threads)
     if geom.empty:
         gx_empty = np.zeros(x.shape, dtype=dtype) if needs_input_grad else None
@@ -382,7 +383,8 @@ def conv_transpose2d_backward(gy: ArrayLike, x: ArrayLike, w: ArrayLike, stride:
     algorithm = _plan.check_algorithm(algorithm, transpose=True)
     algorithm = _plan.check_algorithm(algorithm, geom.conv)
     conv = geom.conv
-    n_threads = _config.effective_n_threads()
+    # the bias gradient and the packed columns take the threads the plans take
+    n_threads = _plan.threads_for(conv, _config.effective_n_threads())
     gb = _bias_grad(gy, geom.y_shape[1], n_threads)
     if conv.empty:
         gx_empty = np.zeros(x.shape, dtype=dtype) if needs_input_grad else None
