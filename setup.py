@@ -42,14 +42,14 @@ KERNEL_MODULES = [
     "_conv_gemm", "_conv_winograd", "_pool", "_probe", "_linear", "_activation",
 ]
 #: those built once per instruction set (the hot loops); fastconv._dispatch loads them
-DISPATCHED = ["_conv_direct", "_conv_wide", "_conv_cvec", "_conv_gemm", "_conv_winograd", "_pool",
-              "_probe", "_activation"]
+DISPATCHED = ["_gemm", "_conv_direct", "_conv_wide", "_conv_cvec", "_conv_gemm", "_conv_winograd", "_pool",
+              "_probe", "_linear", "_activation"]
 
 #: where the per-ISA wrapper sources are generated
 ISA_SOURCE_DIR = os.path.join("build", "isa-sources")
 
 #: C headers the kernels include (a change rebuilds every kernel module)
-KERNEL_HEADERS = ["fastconv/_kernels/_cvec.h"]
+KERNEL_HEADERS = ["fastconv/_kernels/_cvec.h", "fastconv/_kernels/_sgemm.h"]
 
 #: gcc/clang flags of each instruction-set variant; its modules are NAME_<isa>
 ISA_FLAGS = {"avx2": ["-mavx2", "-mfma"]}

@@ -1,13 +1,15 @@
 """The kernels' building blocks tested directly through their test hooks.
 
-GEMM (row-major wrapper over BLAS) against NumPy matmul; im2col bands against a
-column matrix built plainly from a padded image; col2im as im2col's adjoint.
+GEMM (row-major: BLAS, or fastconv's own float32 GEMM for few columns in an AVX2 build)
+against NumPy matmul, and the own GEMM on every shape; im2col bands against a column
+matrix built plainly from a padded image; col2im as im2col's adjoint.
 """
 
 import numpy as np
 import pytest
 
-from fastconv._kernels._gemm import _gemm_py
+from fastconv import _dispatch
+from fastconv._dispatch import _gemm
 from fastconv._kernels._im2col import _col2im_py, _im2col_py
 
 DTYPES = [np.float32, np.float64]
@@ -17,7 +19,8 @@ TOL = {np.float32: 1e-5, np.float64: 1e-12}
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("trans_a", [False, True])
 @pytest.mark.parametrize("trans_b", [False, True])
-@pytest.mark.parametrize("m, n, k", [(1, 1, 1), (3, 5, 7), (17, 2, 33), (4, 6, 0)])
+# (512, 20, 256): few columns and a large A, which the own kernel takes in an AVX2 build
+@pytest.mark.parametrize("m, n, k", [(1, 1, 1), (3, 5, 7), (17, 2, 33), (4, 6, 0), (512, 20, 256)])
 def test_gemm_matches_matmul(dtype, trans_a, trans_b, m, n, k, rng):
     a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(dtype)
     b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
@@ -25,8 +28,66 @@ def test_gemm_matches_matmul(dtype, trans_a, trans_b, m, n, k, rng):
     expected = 0.5 * (a.T if trans_a else a).astype(np.float64) @ (
         b.T if trans_b else b
     ).astype(np.float64) + 2.0 * c
-    _gemm_py(trans_a, trans_b, dtype(0.5), a, b, dtype(2.0), c)
+    _gemm._gemm_py(trans_a, trans_b, dtype(0.5), a, b, dtype(2.0), c)
     np.testing.assert_allclose(c, expected, rtol=TOL[dtype], atol=TOL[dtype] * max(1, k))
+
+
+OWN_GEMM = pytest.mark.skipif(_dispatch.ISA != "avx2",
+                              reason="fastconv's own float32 GEMM is in the AVX2 build only")
+
+
+@OWN_GEMM
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("trans_b", [False, True])
+@pytest.mark.parametrize("alpha, beta", [(1.0, 0.0), (1.0, 1.0), (0.5, 2.0)])
+# one micro-tile (6 x 16) and beyond, half-width edge tiles (<= 8 columns), more than one
+# depth block (256) and more than one column block (64), edge tiles on every side
+@pytest.mark.parametrize("m, n, k", [(1, 1, 1), (6, 16, 256), (7, 17, 257), (13, 8, 600),
+                                     (130, 9, 40), (11, 70, 300), (5, 129, 3)])
+def test_own_gemm_matches_matmul(trans_a, trans_b, alpha, beta, m, n, k, rng):
+    a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(np.float32)
+    b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(np.float32)
+    c = rng.standard_normal((m, n)).astype(np.float32)
+    expected = alpha * (a.T if trans_a else a).astype(np.float64) @ (
+        b.T if trans_b else b).astype(np.float64) + beta * c
+    _gemm._own_gemm_py(trans_a, trans_b, alpha, a, b, beta, c)
+    np.testing.assert_allclose(c, expected, rtol=1e-5, atol=1e-5 * k)
+
+
+@OWN_GEMM
+def test_own_gemm_with_beta_zero_never_reads_c(rng):
+    a, b = rng.standard_normal((9, 300)).astype(np.float32), rng.standard_normal((300, 21))
+    c = np.full((9, 21), np.nan, np.float32)
+    _gemm._own_gemm_py(False, False, 1.0, a, b.astype(np.float32), 0.0, c)
+    np.testing.assert_allclose(c, a.astype(np.float64) @ b, rtol=1e-5, atol=3e-3)
+
+
+@OWN_GEMM
+def test_own_gemm_element_does_not_depend_on_the_tile_it_falls_in(rng):
+    # only its row of A, its column of B and K decide an element's bits, never where its
+    # tile starts or the product's other sizes: the kernels cut products by shape
+    a = rng.standard_normal((23, 700)).astype(np.float32)
+    b = rng.standard_normal((700, 45)).astype(np.float32)
+    whole = np.zeros((23, 45), np.float32)
+    _gemm._own_gemm_py(False, False, 1.0, a, b, 0.0, whole)
+    part = np.zeros((9, 19), np.float32)
+    _gemm._own_gemm_py(False, False, 1.0, np.ascontiguousarray(a[7:16]),
+                       np.ascontiguousarray(b[:, 13:32]), 0.0, part)
+    assert np.array_equal(part, whole[7:16, 13:32])
+
+
+def test_gemm_takes_the_own_kernel_for_few_columns_and_a_large_a(rng):
+    # the wrapper's rule (_gemm.pxd): float32, at most 32 columns, A of 2^17 elements or
+    # more; its result is then the own kernel's, bit for bit
+    a = rng.standard_normal((512, 256)).astype(np.float32)
+    b = rng.standard_normal((256, 20)).astype(np.float32)
+    through_wrapper = np.zeros((512, 20), np.float32)
+    _gemm._gemm_py(False, False, 1.0, a, b, 0.0, through_wrapper)
+    np.testing.assert_allclose(through_wrapper, a.astype(np.float64) @ b, rtol=1e-4, atol=1e-3)
+    if _dispatch.ISA == "avx2":
+        own = np.zeros_like(through_wrapper)
+        _gemm._own_gemm_py(False, False, 1.0, a, b, 0.0, own)
+        assert np.array_equal(through_wrapper, own)
 
 
 def columns_plain(x, n, c0, channels, kh, kw, sh, sw, pt, pl, dh, dw, oh0, oh1, ow_count):

@@ -1,4 +1,7 @@
-# Row-major GEMM over a real BLAS (scipy.linalg.cython_blas), callable without the GIL.
+# Row-major GEMM, callable without the GIL: a real BLAS (scipy.linalg.cython_blas), except
+# float32 products with few columns and a large A in an AVX2 + FMA build, which run
+# fastconv's own GEMM (_sgemm.h: BLAS copies all of A on every call, and with few
+# columns that copy costs as much as the arithmetic).
 #
 # All row-major/column-major translation lives here so the backend can be swapped.
 # Callers inside a prange region must keep BLAS single-threaded (fastconv._blas).
@@ -6,6 +9,14 @@
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 from fastconv._kernels._types cimport floating
+
+cdef extern from "_sgemm.h" nogil:
+    int FC_OWN_SGEMM
+    int FC_SG_MAX_COLUMNS
+    int FC_SG_MIN_AREA
+    int fc_sgemm(int trans_a, int trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                 float alpha, const float* a, Py_ssize_t lda, const float* b, Py_ssize_t ldb,
+                 float beta, float* c, Py_ssize_t ldc)
 
 
 cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
@@ -29,6 +40,11 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
                 c[i * ldc + j] = 0 if beta == 0 else beta * c[i * ldc + j]
         return
     if floating is float:
+        if (FC_OWN_SGEMM and n <= FC_SG_MAX_COLUMNS
+                and <Py_ssize_t> m * k >= FC_SG_MIN_AREA
+                and fc_sgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c,
+                             ldc) == 0):
+            return
         sgemm(&tb, &ta, &n, &m, &k, &alpha, <float*> b, &ldb, <float*> a, &lda,
               &beta, c, &ldc)
     else:

@@ -1,7 +1,8 @@
-"""Test hook for the row-major GEMM wrapper declared in ``_gemm.pxd``."""
+"""Test hooks for the row-major GEMM wrapper declared in ``_gemm.pxd`` and for
+fastconv's own float32 GEMM under it (``_sgemm.h``)."""
 
 from fastconv._kernels._types cimport floating
-from fastconv._kernels._gemm cimport gemm
+from fastconv._kernels._gemm cimport FC_OWN_SGEMM, fc_sgemm, gemm
 
 
 def _gemm_py(bint trans_a, bint trans_b, double alpha, const floating[:, ::1] a,
@@ -17,3 +18,22 @@ def _gemm_py(bint trans_a, bint trans_b, double alpha, const floating[:, ::1] a,
              &a[0, 0] if a.shape[0] * a.shape[1] > 0 else NULL, a.shape[1],
              &b[0, 0] if b.shape[0] * b.shape[1] > 0 else NULL, b.shape[1],
              <floating> beta, &c[0, 0], n)
+
+
+
+def _own_gemm_py(bint trans_a, bint trans_b, float alpha, const float[:, ::1] a,
+                 const float[:, ::1] b, float beta, float[:, ::1] c):
+    """As _gemm_py, float32, always on fastconv's own GEMM whatever the shapes (the
+    wrapper takes it for few columns only); RuntimeError where this build has none."""
+    cdef Py_ssize_t m = c.shape[0], n = c.shape[1]
+    cdef Py_ssize_t k = a.shape[0] if trans_a else a.shape[1]
+    cdef int status
+    if not FC_OWN_SGEMM:
+        raise RuntimeError("this build has no own float32 GEMM (it needs AVX2 and FMA)")
+    if m == 0 or n == 0 or k == 0:
+        return
+    with nogil:
+        status = fc_sgemm(trans_a, trans_b, m, n, k, alpha, &a[0, 0], a.shape[1],
+                          &b[0, 0], b.shape[1], beta, &c[0, 0], n)
+    if status != 0:
+        raise MemoryError("no scratch for the GEMM's packed columns")
