@@ -1351,6 +1351,8 @@ def test_max_pool_2x2_bit_identical_for_1_2_3_threads(dtype, rng, restore_thread
 
 @pytest.mark.parametrize("pool", [
     dict(kernel_size=7),                                    # a 7x7 mean over 7x7 maps
+    dict(kernel_size=7, divisor_override=5),                # ... its one-sum-per-plane path
+    dict(kernel_size=7, stride=3, ceil_mode=True),          # ... reached with other options
     dict(kernel_size=5, stride=1, padding=2),               # few windows, padded edges
     dict(kernel_size=(7, 3), stride=(1, 2), padding=(3, 1), count_include_pad=False),
 ])

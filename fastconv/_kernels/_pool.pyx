@@ -610,6 +610,15 @@ def avg_pool2d_forward(
         return
     cdef const floating* xp = &x[0, 0, 0, 0]
     cdef floating* yp = &y[0, 0, 0, 0]
+    cdef index_t divisor = divisor_override if divisor_override != 0 else in_plane
+    if out_plane == 1 and kh == height and kw == width and ph == 0 and pw == 0:
+        # a global mean (a network's head): one contiguous sum per plane, none of the
+        # window bookkeeping a plane would otherwise pay for its single window
+        with nogil:
+            for plane in prange(planes, num_threads=n_threads, schedule="static"):
+                yp[plane] = <floating> (sum_block(xp + plane * in_plane, 1, in_plane,
+                                                  in_plane) / divisor)
+        return
     slot = 0
     with nogil, parallel(num_threads=n_threads):
         slot = threadid()
