@@ -171,12 +171,20 @@ def conv2d(x: ArrayLike, w: ArrayLike, b: ArrayLike | None = None, stride: IntPa
     if b is not None:
         b = _as_bias(b, geom.k, dtype)
     algorithm = _plan.check_algorithm(algorithm, geom)
-    w = _prepare_weights(w, flip)
+    return conv2d_validated(geom, x, _prepare_weights(w, flip), b, algorithm)
+
+
+def conv2d_validated(geom: ConvGeometry, x: FloatArray, w: FloatArray, b: FloatArray | None,
+                     algorithm: str) -> FloatArray:
+    """conv2d's work once its arguments are checked: ``x``, ``w`` (and ``b``) C-contiguous
+    arrays of one float dtype whose shapes ``geom`` was made from, ``algorithm`` checked
+    for it. A layer that has validated the same shapes and dtypes before calls this
+    directly: the checks cost a third of a small layer's call."""
     if geom.empty:
-        return _bias_only(geom.y_shape, b, dtype)
-    y = np.empty(geom.y_shape, dtype=dtype)
+        return _bias_only(geom.y_shape, b, x.dtype.type)
+    y = np.empty(geom.y_shape, dtype=x.dtype)
     n_threads = _config.effective_n_threads()
-    plan = _plan_pass(geom, "forward", algorithm, dtype, n_threads, (x, w, b, y))
+    plan = _plan_pass(geom, "forward", algorithm, x.dtype.type, n_threads, (x, w, b, y))
     _execute.forward(plan, geom, x, w, b, y)
     return y
 

@@ -731,3 +731,31 @@ def test_flatten_and_lenet_take_an_empty_batch():
     assert flat.backward(np.zeros((0, 24))).shape == (0, 2, 3, 4)
     assert LeNet5(rng=0)(np.zeros((0, 1, 28, 28), np.float32)).shape == (0, 10)
 
+
+
+def test_conv2d_layer_checks_again_whatever_changed_since_the_last_call(rng):
+    """A Conv2d layer skips conv2d's checks for a call like the last one that passed
+    them; any change of shape, dtype, layout or options runs them again, so results
+    stay conv2d's and bad input still fails."""
+    from fastconv.functional import conv2d
+
+    layer = nn.Conv2d(3, 4, 3, rng=rng)
+    w, b = layer.weight.data, layer.bias.data
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    for _ in range(2):  # the second call takes the remembered checks
+        np.testing.assert_array_equal(layer(x), conv2d(x, w, b))
+    x64 = x.astype(np.float64)  # another dtype: promoted as conv2d promotes
+    np.testing.assert_array_equal(layer(x64), conv2d(x64, w, b))
+    strided = np.asfortranarray(x)  # another layout
+    np.testing.assert_array_equal(layer(strided), conv2d(strided, w, b))
+    bigger = rng.standard_normal((1, 3, 11, 9)).astype(np.float32)
+    assert layer(bigger).shape == (1, 4, 9, 7)
+    layer.options["padding"] = 1  # options changed after a call
+    assert layer(x).shape == (2, 4, 8, 8)
+    np.testing.assert_array_equal(layer(x), conv2d(x, w, b, padding=1))
+    with pytest.raises(ValueError, match="channels"):
+        layer(rng.standard_normal((2, 5, 8, 8)).astype(np.float32))
+    layer(x)
+    with pytest.raises(ValueError, match="padding"):  # too small for the kernel and padding 0
+        layer.options["padding"] = 0
+        layer(rng.standard_normal((1, 3, 2, 2)).astype(np.float32))
