@@ -77,7 +77,7 @@ def test_own_gemm_element_does_not_depend_on_the_tile_it_falls_in(rng):
 
 
 def test_gemm_takes_the_own_kernel_for_few_columns_and_a_large_a(rng):
-    # the wrapper's rule (_gemm.pxd): float32, at most 32 columns, A of 2^17 elements or
+    # the wrapper's rule (_gemm.pxd): float32, at most 32 columns, A of 2^16 elements or
     # more; its result is then the own kernel's, bit for bit
     a = rng.standard_normal((512, 256)).astype(np.float32)
     b = rng.standard_normal((256, 20)).astype(np.float32)

@@ -8,12 +8,11 @@
  * with few columns that copy costs as much as the arithmetic. This kernel reads A in
  * place, six rows at a time, each row tile against every column of B while the rows
  * stay in L1. Measured on the 2-core AVX2 development machine (Zen 4), one thread,
- * interleaved with OpenBLAS in one process: 2048 x 16 x 512 with A transposed 0.64 of
- * its time, 512 x 32 x 512 0.83, 256 x 64 x 256 0.88; a transposed convolution of 8
- * images of 512 channels on 4x4 maps 0.50. With more columns OpenBLAS's packed kernels
- * are as fast or faster (within 5% either way from 98 columns on, up to 1.26x slower
- * with a transposed A), and small products pay this kernel's packing of B: BLAS runs
- * them.
+ * interleaved with OpenBLAS in one process: 2048 x 16 x 512 with A transposed 0.62 of
+ * its time, 512 x 32 x 512 0.82, 256 x (16-32) x 256 0.74-0.81; a transposed convolution
+ * of 8 images of 512 channels on 4x4 maps 0.62. With more columns OpenBLAS is as fast or
+ * faster (512 x 49 x 512: this kernel 1.18x its time; from 98 columns on within 5%), and
+ * with a smaller A this kernel's packing of B does not pay (128 x 28 x 256: 1.17x).
  *
  * The scheme: for each block of at most KC depth and NC columns, op(B) is copied into
  * panels of NR columns (depth-major, NR contiguous, zero past the last column); for each
@@ -48,7 +47,7 @@ enum {
     FC_SG_KC = 256,   /* most depth per block: a B panel (16 KB) stays in L1 */
     FC_SG_NC = 64,    /* columns per B block (64 KB at KC): stays in L2 */
     FC_SG_MAX_COLUMNS = 32,     /* the callers' rule, above: at most this many columns */
-    FC_SG_MIN_AREA = 1 << 17,   /* ... and at least this many elements of A */
+    FC_SG_MIN_AREA = 1 << 16,   /* ... and at least this many elements of A */
 };
 
 static __thread float *fc_sg_buffer = NULL;
