@@ -5,6 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 
+#: attributes of a layer that only carry one call's work to the next (the inputs kept for
+#: backward, a Conv2d's remembered checks): not part of the model, never shipped
+TRANSIENT_STATE = ("_saved", "_checked")
+
+
 class NeedsForward:
     """Mixin: ``self._saved`` holds forward's tensors; backward without it is an error."""
 
