@@ -42,8 +42,8 @@ KERNEL_MODULES = [
     "_conv_gemm", "_conv_winograd", "_pool", "_probe", "_linear", "_activation",
 ]
 #: those built once per instruction set (the hot loops); fastconv._dispatch loads them
-DISPATCHED = ["_gemm", "_conv_direct", "_conv_wide", "_conv_cvec", "_conv_gemm", "_conv_winograd", "_pool",
-              "_probe", "_linear", "_activation"]
+DISPATCHED = ["_gemm", "_conv_direct", "_conv_wide", "_conv_cvec", "_conv_gemm",
+              "_conv_winograd", "_pool", "_probe", "_linear", "_activation"]
 
 #: where the per-ISA wrapper sources are generated
 ISA_SOURCE_DIR = os.path.join("build", "isa-sources")

@@ -20,17 +20,22 @@ def _gemm_py(bint trans_a, bint trans_b, double alpha, const floating[:, ::1] a,
              <floating> beta, &c[0, 0], n)
 
 
-
 def _own_gemm_py(bint trans_a, bint trans_b, float alpha, const float[:, ::1] a,
                  const float[:, ::1] b, float beta, float[:, ::1] c):
     """As _gemm_py, float32, always on fastconv's own GEMM whatever the shapes (the
     wrapper takes it for few columns only); RuntimeError where this build has none."""
     cdef Py_ssize_t m = c.shape[0], n = c.shape[1]
     cdef Py_ssize_t k = a.shape[0] if trans_a else a.shape[1]
+    cdef Py_ssize_t i, j
     cdef int status
     if not FC_OWN_SGEMM:
         raise RuntimeError("this build has no own float32 GEMM (it needs AVX2 and FMA)")
-    if m == 0 or n == 0 or k == 0:
+    if m == 0 or n == 0:
+        return
+    if k == 0:  # an empty product, which fc_sgemm leaves to its caller: c = beta * c
+        for i in range(m):
+            for j in range(n):
+                c[i, j] = 0 if beta == 0 else beta * c[i, j]
         return
     with nogil:
         status = fc_sgemm(trans_a, trans_b, m, n, k, alpha, &a[0, 0], a.shape[1],
