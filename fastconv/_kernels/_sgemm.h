@@ -25,8 +25,9 @@
  * block summed in order of depth; the blocks depend on K alone, so a result depends on
  * the operands and K, never on where its tile lies or on M and N.
  *
- * Scratch: one grow-only buffer per thread (thread-local), never returned to the system
- * while the thread lives, as BLAS libraries keep theirs.
+ * Scratch: one grow-only buffer per thread and kernel module (thread-local), KC x NC
+ * floats (64 KB) at most, kept as BLAS libraries keep theirs: it is not freed when a
+ * thread ends (OpenMP's threads live as long as the process).
  *
  * Other builds (no AVX2 and FMA) define FC_OWN_SGEMM 0 and the caller uses BLAS.
  */
