@@ -95,13 +95,23 @@ def _read_build_info() -> dict[str, Any]:
     return BUILD_INFO
 
 
+def _own_gemm_note() -> str:
+    """Which products the kernels in use hand to fastconv's own GEMM (_kernels/_sgemm.h)."""
+    from fastconv._dispatch import _gemm
+
+    if not _gemm.HAS_OWN_GEMM:
+        return "none in these kernels (BLAS runs every product)"
+    return "float32 products of at most 32 columns and an A of 2^16 elements or more"
+
+
 def show_config(file: IO[str] | None = None) -> None:
     """Print how fastconv was built and how it will run.
 
     Lists the version, compiler and flags, whether OpenMP is on (a serial build
     says so), the instruction-set variants of the kernels built and the one in use,
     the thread count and the CPUs available, whether denormals are flushed, the
-    BLAS libraries loaded (the one the kernels' GEMM calls is marked), and this
+    products fastconv's own GEMM takes instead of BLAS, the BLAS libraries loaded (the
+    one the kernels' GEMM calls is marked), and this
     machine's float32 FMA peak and copy bandwidth at that thread count
     (``machine_limits``: measured on the first call, about half a second).
 
@@ -158,6 +168,7 @@ def show_config(file: IO[str] | None = None) -> None:
         f"  machine:       float32 FMA peak {limits.fma_gflops:.0f} GFLOP/s, copy bandwidth "
         f"{limits.copy_gbs:.1f} GB/s ({limits.threads} threads, {limits.isa} kernels; measured)"
     )
+    lines.append(f"  own GEMM:      {_own_gemm_note()}")
     blas = blas_info()
     if not blas:
         lines.append("  BLAS:          none found by threadpoolctl")

@@ -70,8 +70,11 @@ def test_threads_rejects_bad_values(bad, exc, restore_threads):
 def test_show_config(capsys):
     fc.show_config()
     out = capsys.readouterr().out.lower()
-    for word in ("fastconv", "openmp", "threads", "blas"):
+    for word in ("fastconv", "openmp", "threads", "blas", "own gemm:"):
         assert word in out, f"{word!r} missing from show_config() output:\n{out}"
+    from fastconv._dispatch import _gemm
+
+    assert ("32 columns" in out) == _gemm.HAS_OWN_GEMM  # which products it takes, or none
 
 
 # --------------------------------------------------------------------------- #

@@ -8,6 +8,8 @@ from numpy.typing import NDArray
 
 _F = TypeVar("_F", np.float32, np.float64)
 
+HAS_OWN_GEMM: bool
+
 def _gemm_py(
     trans_a: bool,
     trans_b: bool,

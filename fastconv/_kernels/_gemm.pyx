@@ -4,6 +4,9 @@ fastconv's own float32 GEMM under it (``_sgemm.h``)."""
 from fastconv._kernels._types cimport floating
 from fastconv._kernels._gemm cimport FC_OWN_SGEMM, fc_sgemm, gemm
 
+#: whether this build of the module has fastconv's own float32 GEMM (AVX2 + FMA code)
+HAS_OWN_GEMM = bool(FC_OWN_SGEMM)
+
 
 def _gemm_py(bint trans_a, bint trans_b, double alpha, const floating[:, ::1] a,
              const floating[:, ::1] b, double beta, floating[:, ::1] c):
