@@ -19,6 +19,15 @@ cdef extern from "_sgemm.h" nogil:
                  float beta, float* c, Py_ssize_t ldc)
 
 
+cdef inline void scale(int m, int n, floating beta, floating* c, int ldc) noexcept nogil:
+    """C (m x n) = beta * C, C not read when beta is 0: an empty product's result (BLAS
+    would reject its leading dimensions; fastconv's own GEMM leaves it to its caller)."""
+    cdef Py_ssize_t i, j
+    for i in range(m):
+        for j in range(n):
+            c[i * ldc + j] = 0 if beta == 0 else beta * c[i * ldc + j]
+
+
 cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
                       floating alpha, const floating* a, int lda,
                       const floating* b, int ldb,
@@ -31,13 +40,10 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
     """
     cdef char ta = b'T' if trans_a else b'N'
     cdef char tb = b'T' if trans_b else b'N'
-    cdef Py_ssize_t i, j
     if m <= 0 or n <= 0:
         return
-    if k <= 0:  # empty product: BLAS would reject the leading dimensions
-        for i in range(m):
-            for j in range(n):
-                c[i * ldc + j] = 0 if beta == 0 else beta * c[i * ldc + j]
+    if k <= 0:
+        scale(m, n, beta, c, ldc)
         return
     if floating is float:
         if (FC_OWN_SGEMM and n <= FC_SG_MAX_COLUMNS

@@ -2,7 +2,7 @@
 fastconv's own float32 GEMM under it (``_sgemm.h``)."""
 
 from fastconv._kernels._types cimport floating
-from fastconv._kernels._gemm cimport FC_OWN_SGEMM, fc_sgemm, gemm
+from fastconv._kernels._gemm cimport FC_OWN_SGEMM, fc_sgemm, gemm, scale
 
 #: whether this build of the module has fastconv's own float32 GEMM (AVX2 + FMA code)
 HAS_OWN_GEMM = bool(FC_OWN_SGEMM)
@@ -29,16 +29,13 @@ def _own_gemm_py(bint trans_a, bint trans_b, float alpha, const float[:, ::1] a,
     wrapper takes it for few columns only); RuntimeError where this build has none."""
     cdef Py_ssize_t m = c.shape[0], n = c.shape[1]
     cdef Py_ssize_t k = a.shape[0] if trans_a else a.shape[1]
-    cdef Py_ssize_t i, j
     cdef int status
     if not FC_OWN_SGEMM:
         raise RuntimeError("this build has no own float32 GEMM (it needs AVX2 and FMA)")
     if m == 0 or n == 0:
         return
-    if k == 0:  # an empty product, which fc_sgemm leaves to its caller: c = beta * c
-        for i in range(m):
-            for j in range(n):
-                c[i, j] = 0 if beta == 0 else beta * c[i, j]
+    if k == 0:  # an empty product, which fc_sgemm leaves to its caller
+        scale(<int> m, <int> n, beta, &c[0, 0], <int> n)
         return
     with nogil:
         status = fc_sgemm(trans_a, trans_b, m, n, k, alpha, &a[0, 0], a.shape[1],

@@ -142,7 +142,7 @@ def _checked_key(x: Any, w: Any, b: Any, options: dict[str, Any],
     (anything but C-contiguous NumPy arrays of one float dtype) or options that could
     change in place (a list): such a call is always checked in full."""
     if not (type(x) is np.ndarray and type(w) is np.ndarray and x.dtype == w.dtype
-            and x.dtype in _FLOAT_DTYPES and x.flags.c_contiguous and w.flags.c_contiguous):
+            and x.dtype in (np.float32, np.float64) and x.flags.c_contiguous and w.flags.c_contiguous):
         return None
     if b is not None and not (type(b) is np.ndarray and b.dtype == x.dtype
                               and b.flags.c_contiguous):
@@ -151,9 +151,6 @@ def _checked_key(x: Any, w: Any, b: Any, options: dict[str, Any],
     if not _is_plain(values):
         return None
     return (x.shape, w.shape, x.dtype, None if b is None else b.shape, values, algorithm)
-
-
-_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 class ConvTranspose2d(NeedsForward, Module):
