@@ -9,6 +9,7 @@ outputs and hands both to the executor (:mod:`fastconv._execute`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Sequence
 
 import numpy as np
@@ -187,6 +188,19 @@ def conv2d_validated(geom: ConvGeometry, x: FloatArray, w: FloatArray, b: FloatA
     plan = _plan_pass(geom, "forward", algorithm, x.dtype.type, n_threads, (x, w, b, y))
     _execute.forward(plan, geom, x, w, b, y)
     return y
+
+
+def conv2d_runner(geom: ConvGeometry, w: FloatArray, b: FloatArray | None,
+                  algorithm: str) -> tuple[Callable[[FloatArray, FloatArray], None], bool]:
+    """conv2d's forward for inputs of ``geom`` as ``(run(x, y), uses_blas)``: planned
+    once (as :func:`conv2d_validated` plans each call), with what its kernel needs made
+    once (:func:`fastconv._execute.forward_runner`). ``w`` and ``b`` as for
+    conv2d_validated, ``geom`` not empty; ``uses_blas``: the kernel calls BLAS."""
+    n_threads = _config.effective_n_threads()
+    stand_ins = (np.zeros(geom.x_shape, w.dtype), w, b, np.empty(geom.y_shape, w.dtype))
+    plan = _plan_pass(geom, "forward", algorithm, w.dtype.type, n_threads, stand_ins)
+    uses_blas = plan.kernel in ("gemm", "winograd") or plan.fallback is not None
+    return _execute.forward_runner(plan, geom, w, b), uses_blas
 
 
 def conv2d_backward(gy: ArrayLike, x: ArrayLike, w: ArrayLike, stride: IntPair = 1,

@@ -30,6 +30,9 @@ import importlib.util
 import os
 import warnings
 from types import ModuleType
+from typing import Any
+
+import numpy as np
 
 from fastconv._kernels import _cpu
 
@@ -76,6 +79,13 @@ def load(isa: str) -> dict[str, ModuleType]:
         raise RuntimeError(f"this CPU cannot run the {isa} kernels")
     return {name: importlib.import_module(f"fastconv._kernels.{name}{SUFFIX[isa]}")
             for name in DISPATCHED}
+
+
+def specialised(kernel: Any, dtype: Any) -> Any:
+    """``kernel``'s float32 or float64 version (by ``dtype``): a kernel over both float
+    types picks its version from its arguments on every call, which costs about half a
+    microsecond; a caller that binds a kernel once (nn._program) binds the version."""
+    return kernel["float" if np.dtype(dtype) == np.float32 else "double"]
 
 
 def _requested() -> str:

@@ -21,7 +21,14 @@ from numpy.typing import NDArray
 
 from fastconv import _plan, _winograd
 from fastconv._blas import single_threaded_blas
-from fastconv._dispatch import _conv_cvec, _conv_direct, _conv_gemm, _conv_wide, _conv_winograd
+from fastconv._dispatch import (
+    _conv_cvec,
+    _conv_direct,
+    _conv_gemm,
+    _conv_wide,
+    _conv_winograd,
+    specialised,
+)
 from fastconv._geometry import ConvGeometry, conv_geometry, per_thread
 from fastconv._plan import Plan
 from fastconv._typing import FloatArray
@@ -43,6 +50,33 @@ def forward(plan: Plan, geom: ConvGeometry, x: FloatArray, w: FloatArray,
                                   geom.groups, plan.n_threads)
     else:
         _conv_direct.conv2d_forward(x, w, b, y, *geom.kernel_args, plan.n_threads)
+
+
+def forward_runner(plan: Plan, geom: ConvGeometry, w: FloatArray,
+                   b: FloatArray | None) -> Callable[[FloatArray, FloatArray], None]:
+    """``forward(plan, geom, x, w, b, y)`` as ``run(x, y)`` for x of this geometry, what
+    the kernel needs besides x made once: its workspace and, for the channel-vectorised
+    kernel, the packed weights' array (refilled from w on every call, as w may have
+    changed in place). A compiled layer stack runs this (fastconv.nn._program)."""
+    if plan.fallback is None and plan.kernel == "wide_rows":
+        (pt, _), (pl, _) = geom.padding
+        args = (_workspace(plan, w), pt, pl, *geom.dilation, geom.groups, plan.n_threads)
+        wide = specialised(_conv_wide.conv2d_forward, w.dtype)
+        return lambda x, y: wide(x, w, b, y, *args)
+    if plan.fallback is None and plan.kernel == "channel_vector":
+        packed = _channel_vector_packed(w, geom.groups)
+        packed_w = packed[:, :, :geom.kg]
+        w_taps_major = w.reshape(geom.groups, geom.kg, geom.ckk).transpose(0, 2, 1)  # a view
+        (pt, _), (pl, _) = geom.padding
+        args = (_workspace(plan, w), _tap_offsets(plan, geom), geom.kh, geom.kw, *geom.stride,
+                pt, pl, *geom.dilation, plan.rows, plan.n_threads)
+        channel_vector = specialised(_conv_cvec.conv2d_forward, w.dtype)
+
+        def run(x: FloatArray, y: FloatArray) -> None:
+            np.copyto(packed_w, w_taps_major)
+            channel_vector(x, packed, b, y, *args)
+        return run
+    return lambda x, y: forward(plan, geom, x, w, b, y)
 
 
 def input_grad_output(plan: Plan, shape: tuple[int, ...], dtype: Any,

@@ -9,13 +9,15 @@ kernel of its op in ``_kernels/_pool.pyx``; every kernel overwrites its output.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import Any, Literal, Sequence, overload
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from fastconv import _config
-from fastconv._dispatch import _pool
+from fastconv._dispatch import _pool, specialised
 from fastconv._geometry import PoolGeometry, per_thread, pool_geometry
 from fastconv._typing import FloatArray, IntPair
 from fastconv._validation import (
@@ -65,9 +67,9 @@ def _as_input(x: ArrayLike, name: str = "x", ndim: int = 4,
     return as_contiguous(x, result_dtype(x))
 
 
-def _pool_output(x: FloatArray, geom: PoolGeometry) -> tuple[int, int, int, int]:
-    n, c = x.shape[:2]
-    shape = (n, c, *geom.out_hw)
+def _pool_output(x_shape: tuple[int, ...], geom: PoolGeometry) -> tuple[int, int, int, int]:
+    oh, ow = geom.out_hw
+    shape = (x_shape[0], x_shape[1], oh, ow)
     check_size(shape, "the output")
     return shape
 
@@ -129,7 +131,7 @@ def max_pool2d(x: ArrayLike, kernel_size: IntPair, stride: IntPair | None = None
     x = _as_input(x)
     geom = pool_geometry(x.shape[2:], kernel_size, stride, padding, dilation, ceil_mode,
                          x.shape[1])
-    shape = _pool_output(x, geom)
+    shape = _pool_output(x.shape, geom)
     y = np.empty(shape, dtype=x.dtype)
     idx = np.empty(shape, dtype=np.int64) if return_indices else None  # None: values only
     if y.size:
@@ -315,15 +317,46 @@ def avg_pool2d(x: ArrayLike, kernel_size: IntPair, stride: IntPair | None = None
            [1., 1., 1.]])
     """
     x = _as_input(x)
-    geom = pool_geometry(x.shape[2:], kernel_size, stride, padding, 1, ceil_mode, x.shape[1])
-    args = _avg_args(geom, count_include_pad, divisor_override)
-    y = np.empty(_pool_output(x, geom), dtype=x.dtype)
+    shape, run = avg_pool2d_runner(x.shape, x.dtype, kernel_size, stride, padding, ceil_mode,
+                                   count_include_pad, divisor_override)
+    y = np.empty(shape, dtype=x.dtype)
     if y.size:
-        n_threads = _threads(x.size)
-        # per-thread row of double sums
-        workspace = per_thread(n_threads, y.shape[3], np.float64, "the pooling workspace")
-        _pool.avg_pool2d_forward(x, y, workspace, *args, n_threads)
+        run(x, y)
     return y
+
+
+def avg_pool2d_runner(x_shape: tuple[int, ...], dtype: Any, kernel_size: IntPair,
+                      stride: IntPair | None = None, padding: IntPair = 0,
+                      ceil_mode: bool = False, count_include_pad: bool = True,
+                      divisor_override: int | None = None,
+                      ) -> tuple[tuple[int, int, int, int], Callable[[FloatArray, FloatArray], None]]:
+    """avg_pool2d for inputs of shape ``x_shape`` (N, C, H, W) and ``dtype`` as ``(output
+    shape, run(x, y))``, the window checked and the workspace made once; run only for a
+    non-empty output."""
+    geom = pool_geometry(x_shape[2:], kernel_size, stride, padding, 1, ceil_mode, x_shape[1])
+    args = _avg_args(geom, count_include_pad, divisor_override)
+    shape = _pool_output(x_shape, geom)
+    n_threads = _threads(math.prod(x_shape))
+    # per-thread row of double sums
+    workspace = per_thread(n_threads, shape[3], np.float64, "the pooling workspace")
+    average = specialised(_pool.avg_pool2d_forward, dtype)
+    return shape, lambda x, y: average(x, y, workspace, *args, n_threads)
+
+
+def max_pool2d_runner(x_shape: tuple[int, ...], dtype: Any, kernel_size: IntPair,
+                      stride: IntPair | None = None, padding: IntPair = 0, dilation: IntPair = 1,
+                      ceil_mode: bool = False,
+                      ) -> tuple[tuple[int, int, int, int], Callable[[FloatArray, FloatArray], None]]:
+    """max_pool2d's values for inputs of shape ``x_shape`` (N, C, H, W) and ``dtype`` as
+    ``(output shape, run(x, y))``, the window checked once; run only for a non-empty
+    output."""
+    geom = pool_geometry(x_shape[2:], kernel_size, stride, padding, dilation, ceil_mode,
+                         x_shape[1])
+    shape = _pool_output(x_shape, geom)
+    args = (*geom.kernel, *geom.stride, *geom.padding, *geom.dilation,
+            _threads(math.prod(x_shape)))
+    maximum = specialised(_pool.max_pool2d_forward, dtype)
+    return shape, lambda x, y: maximum(x, y, None, None, *args)
 
 
 def avg_pool2d_backward(gy: ArrayLike, input_shape: Sequence[int], kernel_size: IntPair,
@@ -415,7 +448,7 @@ def lp_pool2d(x: ArrayLike, p: float, kernel_size: IntPair, stride: IntPair | No
     x = _as_input(x)
     p = _lp_norm(p)
     geom = pool_geometry(x.shape[2:], kernel_size, stride, 0, 1, ceil_mode, x.shape[1])
-    y = np.empty(_pool_output(x, geom), dtype=x.dtype)
+    y = np.empty(_pool_output(x.shape, geom), dtype=x.dtype)
     if y.size:
         _pool.lp_pool2d_forward(x, y, p, *geom.kernel, *geom.stride,
                                 _threads(x.size))

@@ -53,6 +53,31 @@ def test_linear_blocks_match_reference_on_any_thread_count(dtype, n, n_in, n_out
                 np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_in", [1, 7, 8, 9, 17, 400])
+@pytest.mark.parametrize("n_out", [1, 3, 4, 5, 9])
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_single_rows_match_reference(dtype, n_in, n_out, bias):
+    """A block of one row (a batch of one, the last row of a batch of 33) takes the dot
+    product path, every tail of 8 inputs and 4 outputs: against float64 NumPy, and an
+    output's bits do not depend on the outputs grouped with it."""
+    rng = np.random.default_rng(n_in * 10 + n_out)
+    layer = nn.Linear(n_in, n_out, bias=bias, dtype=dtype, rng=0)
+    x = _normal(rng, (33, n_in), dtype)
+    w = layer.weight.data.astype(np.float64)
+    y_ref = x.astype(np.float64) @ w.T + (layer.bias.data if bias else 0)
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+    single = np.concatenate([layer(x[i:i + 1]) for i in range(len(x))])
+    np.testing.assert_allclose(single, y_ref, **tol)
+    np.testing.assert_array_equal(layer(x)[32], single[32])  # the batch's 1-row block
+    if n_out > 4:  # output 4 alone (the tail) or in a group of four: the same sums
+        alone = nn.Linear(n_in, 1, bias=bias, dtype=dtype, rng=0)
+        alone.weight.data[...] = layer.weight.data[4:5]
+        if bias:
+            alone.bias.data[...] = layer.bias.data[4:5]
+        np.testing.assert_array_equal(alone(x[:1])[:, 0], single[:1, 4])
+
+
 def test_linear_falls_back_for_mixed_and_odd_operands():
     """float64 input to float32 weights, a non-contiguous replaced weight, an empty
     batch: NumPy's products, the same values."""

@@ -8,14 +8,69 @@ The batch is cut into blocks of ``rows`` rows of x (and the weight gradient into
 blocks of ``features`` rows of gw), one task each: a GEMM over its block alone, so a
 thread's share is a whole product and results do not depend on the thread count
 (block sizes come from the shape). BLAS is called from inside the parallel region:
-the caller keeps it single-threaded meanwhile (fastconv._blas). Every operand is
-non-empty (the caller handles empty shapes).
+the caller keeps it single-threaded meanwhile (fastconv._blas). A block of one row
+(a batch of one) is a dot product per output instead (:func:`row_forward`): BLAS is
+not called, and a forward at batch 1 need not hold it single-threaded. Every operand
+is non-empty (the caller handles empty shapes).
 """
 
 from cython.parallel cimport prange
 
 from fastconv._kernels._types cimport floating, index_t
 from fastconv._kernels._gemm cimport gemm
+
+
+cdef inline floating lanes_total(const floating* s) noexcept nogil:
+    return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]))
+
+
+cdef inline void row_forward(const floating* x, const floating* w, const floating* b,
+                             floating* y, index_t n_in, index_t n_out) noexcept nogil:
+    """y[j] = sum_i w[j, i] x[i] + b[j] for one row x (b may be NULL): a dot product per
+    output, each in eight running sums (one SIMD register); four outputs at a time, so
+    that four chains of FMAs overlap. An output's sums do not depend on its group."""
+    cdef floating s0[8]
+    cdef floating s1[8]
+    cdef floating s2[8]
+    cdef floating s3[8]
+    cdef floating xi, total
+    cdef index_t i, j, lane, body = n_in - n_in % 8, quads = n_out - n_out % 4
+    cdef const floating* w0
+    for j in range(0, quads, 4):  # outputs j .. j + 3
+        w0 = w + j * n_in
+        for lane in range(8):
+            s0[lane] = 0
+            s1[lane] = 0
+            s2[lane] = 0
+            s3[lane] = 0
+        for i in range(0, body, 8):
+            for lane in range(8):
+                xi = x[i + lane]
+                s0[lane] += w0[i + lane] * xi
+                s1[lane] += w0[n_in + i + lane] * xi
+                s2[lane] += w0[2 * n_in + i + lane] * xi
+                s3[lane] += w0[3 * n_in + i + lane] * xi
+        y[j] = lanes_total(s0)
+        y[j + 1] = lanes_total(s1)
+        y[j + 2] = lanes_total(s2)
+        y[j + 3] = lanes_total(s3)
+        for i in range(body, n_in):
+            for lane in range(4):
+                y[j + lane] += w0[lane * n_in + i] * x[i]
+        if b != NULL:
+            for lane in range(4):
+                y[j + lane] += b[j + lane]
+    for j in range(quads, n_out):  # the last n_out % 4, summed in the same order
+        w0 = w + j * n_in
+        for lane in range(8):
+            s0[lane] = 0
+        for i in range(0, body, 8):
+            for lane in range(8):
+                s0[lane] += w0[i + lane] * x[i + lane]
+        total = lanes_total(s0)
+        for i in range(body, n_in):
+            total += w0[i] * x[i]
+        y[j] = total + b[j] if b != NULL else total
 
 
 def linear_forward(
@@ -35,6 +90,10 @@ def linear_forward(
         for blk in prange(blocks, num_threads=n_threads, schedule="static"):
             r0 = blk * rows
             r1 = min(r0 + rows, n)
+            if r1 - r0 == 1:
+                row_forward(&x[r0, 0], &w[0, 0], &b[0] if has_bias else NULL, &y[r0, 0],
+                            n_in, n_out)
+                continue
             beta = 0
             if has_bias:
                 beta = 1

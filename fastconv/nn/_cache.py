@@ -6,8 +6,9 @@ from typing import Any
 
 
 #: attributes of a layer that only carry one call's work to the next (the inputs kept for
-#: backward, a Conv2d's remembered checks): not part of the model, never shipped
-TRANSIENT_STATE = ("_saved", "_checked")
+#: backward, a Conv2d's remembered checks, a Sequential's compiled forwards): not part
+#: of the model, never copied, pickled or shipped
+TRANSIENT_STATE = ("_saved", "_checked", "_inference")
 
 
 class NeedsForward:

@@ -6,14 +6,16 @@ an array of any shape (N, ...) to one of the same shape and dtype.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from fastconv import _config
-from fastconv._dispatch import _activation
+from fastconv._dispatch import _activation, specialised
 from fastconv.nn._cache import NeedsForward
+from fastconv.nn._program import Step
 from fastconv.nn._init import RNGLike, generator
 from fastconv.nn.module import Module
 
@@ -63,6 +65,17 @@ class ReLU(NeedsForward, Module):
                                  positive.reshape(-1).view(np.uint8), _threads(x.size))
         self._save(positive)
         return y
+
+    def _compiled(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> Step | None:
+        size = math.prod(shape)
+        positive = np.empty(size, dtype=np.uint8)  # not kept: eval mode has no backward
+        n_threads = _threads(size)
+        relu = specialised(_activation.relu_forward, dtype)
+
+        def run(x: NDArray[Any], y: NDArray[Any]) -> None:
+            flat = x.reshape(-1)
+            relu(flat, flat if y is x else y.reshape(-1), positive, n_threads)
+        return Step(shape, run, in_place=True)
 
     def backward(self, grad_out: NDArray[Any]) -> NDArray[Any]:
         (positive,) = self._take()
@@ -237,6 +250,9 @@ class Dropout(NeedsForward, Module):
         scale = scale.astype(x.dtype)
         self._save(scale)
         return x * scale
+
+    def _compiled(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> Step | None:
+        return Step(shape, lambda x: x, view=True)  # eval mode: the identity
 
     def backward(self, grad_out: NDArray[Any]) -> NDArray[Any]:
         (scale,) = self._take()

@@ -9,10 +9,11 @@ from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from fastconv import _plan
 from fastconv import functional as F
-from fastconv._conv_ops import conv2d_validated
+from fastconv._conv_ops import conv2d_runner, conv2d_validated
 from fastconv._geometry import ConvGeometry, _is_plain, conv_geometry
 from fastconv.functional import FloatArray, IntPair, Padding
 from fastconv.nn._cache import NeedsForward
+from fastconv.nn._program import Stale, Step
 from fastconv.nn._init import RNGLike, default_bound, generator, uniform
 from fastconv.nn.module import Module, Parameter
 from fastconv._validation import as_pair, conv_channels
@@ -116,6 +117,23 @@ class Conv2d(NeedsForward, Module):
         self._save(x)
         return y
 
+    def _compiled(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> Step | None:
+        w = self._effective_weight()
+        b = None if self.bias is None else self.bias.data
+        if not _plain_call(dtype, w, b, self.options):
+            return None
+        geom = conv_geometry(shape, w.shape, **self.options)
+        if geom.empty:
+            return None
+        run, uses_blas = conv2d_runner(geom, w, b, _plan.check_algorithm(self.algorithm, geom))
+        options, as_built = self.options, dict(self.options)
+
+        def step(x: FloatArray, y: FloatArray) -> None:
+            if options != as_built:  # edited in place
+                raise Stale
+            run(x, y)
+        return Step(geom.y_shape, step, uses_blas=uses_blas)
+
     def backward(self, grad_out: ArrayLike) -> FloatArray | None:
         (x,) = self._take()
         gx, gw, gb = F.conv2d_backward(grad_out, x, self._effective_weight(), **self.options,
@@ -141,16 +159,23 @@ def _checked_key(x: Any, w: Any, b: Any, options: dict[str, Any],
     """What decides a Conv2d call's checks, or None for operands conv2d would convert
     (anything but C-contiguous NumPy arrays of one float dtype) or options that could
     change in place (a list): such a call is always checked in full."""
-    if not (type(x) is np.ndarray and type(w) is np.ndarray and x.dtype == w.dtype
-            and x.dtype in (np.float32, np.float64) and x.flags.c_contiguous and w.flags.c_contiguous):
+    if not (type(x) is np.ndarray and x.flags.c_contiguous
+            and _plain_call(x.dtype, w, b, options)):
         return None
-    if b is not None and not (type(b) is np.ndarray and b.dtype == x.dtype
+    return (x.shape, w.shape, x.dtype, None if b is None else b.shape,
+            tuple(options.values()), algorithm)
+
+
+def _plain_call(dtype: Any, w: Any, b: Any, options: dict[str, Any]) -> bool:
+    """Whether conv2d takes inputs of ``dtype`` with ``w`` and ``b`` as they are
+    (C-contiguous NumPy arrays of that float dtype) and no option can change in place."""
+    if not (type(w) is np.ndarray and w.dtype == dtype and dtype in (np.float32, np.float64)
+            and w.flags.c_contiguous):
+        return False
+    if b is not None and not (type(b) is np.ndarray and b.dtype == dtype
                               and b.flags.c_contiguous):
-        return None
-    values = tuple(options.values())
-    if not _is_plain(values):
-        return None
-    return (x.shape, w.shape, x.dtype, None if b is None else b.shape, values, algorithm)
+        return False
+    return _is_plain(tuple(options.values()))
 
 
 class ConvTranspose2d(NeedsForward, Module):

@@ -11,8 +11,9 @@ from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from fastconv import _config
 from fastconv._blas import single_threaded_blas
-from fastconv._dispatch import _linear
+from fastconv._dispatch import _linear, specialised
 from fastconv.nn._cache import NeedsForward
+from fastconv.nn._program import Step
 from fastconv.nn._init import RNGLike, default_bound, generator, uniform
 from fastconv.nn.module import Module, Parameter
 from fastconv._validation import as_index
@@ -130,6 +131,18 @@ class Linear(NeedsForward, Module):
             self.bias.grad += gy.sum(axis=0)
         return grad_in
 
+    def _compiled(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> Step | None:
+        w = self.weight.data
+        b = None if self.bias is None else self.bias.data
+        if (len(shape) != 2 or shape[1] != w.shape[1] or w.dtype != dtype
+                or not self._kernel_takes(np.empty((1, 1), dtype), w, b)):
+            return None
+        n = shape[0]
+        args = (_block(n, FORWARD_ROWS), _threads(n * w.shape[1] * w.shape[0]))
+        linear = specialised(_linear.linear_forward, dtype)
+        # a batch of one is a dot product per output: no BLAS (see _linear.pyx)
+        return Step((n, w.shape[0]), lambda x, y: linear(x, w, b, y, *args), uses_blas=n > 1)
+
     @staticmethod
     def _kernel_takes(x: NDArray[Any], w: NDArray[Any], b: NDArray[Any] | None) -> bool:
         """Whether the blocked kernel applies: one float dtype throughout, C-contiguous
@@ -175,3 +188,7 @@ class Flatten(NeedsForward, Module):
     def backward(self, grad_out: NDArray[Any]) -> NDArray[Any]:
         (shape,) = self._take()
         return grad_out.reshape(shape)
+
+    def _compiled(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> Step | None:
+        out = (*shape[: self.start_dim], math.prod(shape[self.start_dim:]))
+        return Step(out, lambda x: x.reshape(out), view=True)

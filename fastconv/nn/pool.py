@@ -6,6 +6,7 @@ Each maps x (N, C, H, W) to (N, C, OH, OW) in ``forward`` and takes a gradient
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -13,11 +14,29 @@ from numpy.typing import ArrayLike, DTypeLike
 
 from fastconv import functional as F
 from fastconv.functional import FloatArray, IntPair
+from fastconv._pool_ops import avg_pool2d_runner, max_pool2d_runner
 from fastconv.nn._cache import NeedsForward
+from fastconv.nn._program import Stale, Step, immutable
 from fastconv.nn._init import RNGLike, generator
 from fastconv.nn.module import Module, Parameter
 
 __all__ = ["MaxPool2d", "AvgPool2d", "LPPool2d", "Subsampling"]
+
+
+def _pool_step(options: dict[str, Any], shape: tuple[int, ...], dtype: np.dtype[Any],
+               runner: Callable[..., tuple[tuple[int, ...], Callable[..., None]]]) -> Step | None:
+    """A pooling layer's step: ``runner(shape, dtype, **options)`` bound, options checked
+    on each call (a dict can change in place)."""
+    if len(shape) != 4 or not immutable(tuple(options.values())):
+        return None
+    out_shape, run = runner(shape, dtype, **options)
+    as_built = dict(options)
+
+    def step(x: FloatArray, y: FloatArray) -> None:
+        if options != as_built:
+            raise Stale
+        run(x, y)
+    return Step(out_shape, step)
 
 
 class MaxPool2d(NeedsForward, Module):
@@ -61,6 +80,9 @@ class MaxPool2d(NeedsForward, Module):
         y, idx = F.max_pool2d(x, **self.options, return_indices=True)
         self._save(idx, np.shape(x))
         return y
+
+    def _compiled(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> Step | None:
+        return _pool_step(self.options, shape, dtype, max_pool2d_runner)
 
     def backward(self, grad_out: ArrayLike) -> FloatArray:
         idx, input_shape = self._take()
@@ -109,6 +131,9 @@ class AvgPool2d(NeedsForward, Module):
     def forward(self, x: ArrayLike) -> FloatArray:
         self._save(np.shape(x))
         return F.avg_pool2d(x, **self.options)
+
+    def _compiled(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> Step | None:
+        return _pool_step(self.options, shape, dtype, avg_pool2d_runner)
 
     def backward(self, grad_out: ArrayLike) -> FloatArray:
         (input_shape,) = self._take()
