@@ -140,6 +140,33 @@ def _output_size_1d(output_size: Options) -> tuple[int, int] | None:
 # --- autograd functions ----------------------------------------------------------------
 
 
+class _NoGraph:
+    """The ``ctx`` of a forward run outside autograd: what it keeps for backward is
+    dropped (no graph will ask for it)."""
+
+    def save_for_backward(self, *tensors: Tensor) -> None:
+        pass
+
+    def mark_non_differentiable(self, *tensors: Tensor) -> None:
+        pass
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        pass
+
+
+_NO_GRAPH = _NoGraph()
+
+
+def _run(function: Any, *args: Any) -> Any:
+    """``function.apply(*args)``, or its forward alone when no gradient can flow
+    (autograd disabled, as under ``torch.no_grad()``, or no tensor argument requiring
+    one): autograd's bookkeeping costs more than a small layer's kernel at batch 1."""
+    if torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad
+                                       for a in args):
+        return function.apply(*args)
+    return function.forward(_NO_GRAPH, *args)
+
+
 class _Conv2dFunction(torch.autograd.Function):
     """y = fastconv.conv2d(x, w, b); gradients from fastconv.conv2d_backward."""
 
@@ -361,7 +388,7 @@ def conv2d(x: Tensor, w: Tensor, b: Tensor | None = None, stride: Options = 1,
     """
     _check_tensors(x=x, w=w, b=b)
     x, added = _batched(x)
-    y = _Conv2dFunction.apply(x, w, b, stride, padding, dilation, groups)
+    y = _run(_Conv2dFunction, x, w, b, stride, padding, dilation, groups)
     return _unbatched(y, added)
 
 
@@ -397,7 +424,7 @@ def conv1d(x: Tensor, w: Tensor, b: Tensor | None = None, stride: Options = 1,
     _check_dim(x, "x", "(N, C, L)")
     _check_dim(w, "w", "(K, C / groups, KL)", unbatched=False)
     x, added = _batched(x, 3)
-    y = _Conv2dFunction.apply(x.unsqueeze(2), w.unsqueeze(2), b, _pair_1d(stride, "stride"),
+    y = _run(_Conv2dFunction, x.unsqueeze(2), w.unsqueeze(2), b, _pair_1d(stride, "stride"),
                               _padding_1d(padding), _pair_1d(dilation, "dilation"), groups)
     return _unbatched(y.squeeze(2), added)
 
@@ -436,7 +463,7 @@ def conv_transpose2d(x: Tensor, w: Tensor, b: Tensor | None = None, stride: Opti
     """
     _check_tensors(x=x, w=w, b=b)
     x, added = _batched(x)
-    y = _ConvTranspose2dFunction.apply(x, w, b, stride, padding, output_padding, dilation,
+    y = _run(_ConvTranspose2dFunction, x, w, b, stride, padding, output_padding, dilation,
                                        groups, output_size)
     return _unbatched(y, added)
 
@@ -480,7 +507,7 @@ def conv_transpose1d(x: Tensor, w: Tensor, b: Tensor | None = None, stride: Opti
         raise ValueError(f"padding of a transposed convolution must be an int, (p,) or "
                          f"(left, right), got {padding!r}")
     x, added = _batched(x, 3)
-    y = _ConvTranspose2dFunction.apply(
+    y = _run(_ConvTranspose2dFunction, 
         x.unsqueeze(2), w.unsqueeze(2), b, _pair_1d(stride, "stride"), _padding_1d(padding),
         _pair_1d(output_padding, "output_padding", 0, fill=0), _pair_1d(dilation, "dilation"),
         groups, _output_size_1d(output_size),
@@ -522,7 +549,7 @@ def max_pool2d(x: Tensor, kernel_size: Options, stride: Options = None, padding:
     """
     _check_tensors(x=x)
     x, added = _batched(x)
-    y, idx = _MaxPool2dFunction.apply(x, kernel_size, stride, padding, dilation, ceil_mode)
+    y, idx = _run(_MaxPool2dFunction, x, kernel_size, stride, padding, dilation, ceil_mode)
     y, idx = _unbatched(y, added), _unbatched(idx, added)
     return (y, idx) if return_indices else y
 
@@ -560,7 +587,7 @@ def max_pool1d(x: Tensor, kernel_size: Options, stride: Options = None, padding:
     _check_tensors(x=x)
     _check_dim(x, "x", "(N, C, L)")
     x, added = _batched(x, 3)
-    y, idx = _MaxPool2dFunction.apply(x.unsqueeze(2), *_window_1d(kernel_size, stride, padding),
+    y, idx = _run(_MaxPool2dFunction, x.unsqueeze(2), *_window_1d(kernel_size, stride, padding),
                                       _pair_1d(dilation, "dilation"), ceil_mode)
     y, idx = _unbatched(y.squeeze(2), added), _unbatched(idx.squeeze(2), added)
     return (y, idx) if return_indices else y
@@ -599,7 +626,7 @@ def avg_pool2d(x: Tensor, kernel_size: Options, stride: Options = None, padding:
     """
     _check_tensors(x=x)
     x, added = _batched(x)
-    y = _AvgPool2dFunction.apply(x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+    y = _run(_AvgPool2dFunction, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
                                  divisor_override)
     return _unbatched(y, added)
 
@@ -634,7 +661,7 @@ def avg_pool1d(x: Tensor, kernel_size: Options, stride: Options = None, padding:
     _check_tensors(x=x)
     _check_dim(x, "x", "(N, C, L)")
     x, added = _batched(x, 3)
-    y = _AvgPool2dFunction.apply(x.unsqueeze(2), *_window_1d(kernel_size, stride, padding),
+    y = _run(_AvgPool2dFunction, x.unsqueeze(2), *_window_1d(kernel_size, stride, padding),
                                  ceil_mode, count_include_pad, None)
     return _unbatched(y.squeeze(2), added)
 
@@ -670,7 +697,7 @@ def lp_pool2d(x: Tensor, norm_type: float, kernel_size: Options, stride: Options
     """
     _check_tensors(x=x)
     x, added = _batched(x)
-    y = _LPPool2dFunction.apply(x, norm_type, kernel_size, stride, ceil_mode)
+    y = _run(_LPPool2dFunction, x, norm_type, kernel_size, stride, ceil_mode)
     return _unbatched(y, added)
 
 
@@ -699,7 +726,7 @@ def adaptive_avg_pool2d(x: Tensor, output_size: Options) -> Tensor:
     """
     _check_tensors(x=x)
     x, added = _batched(x)
-    y = _AdaptiveAvgPool2dFunction.apply(x, output_size)
+    y = _run(_AdaptiveAvgPool2dFunction, x, output_size)
     return _unbatched(y, added)
 
 
@@ -757,5 +784,5 @@ def max_unpool2d(x: Tensor, indices: Tensor, kernel_size: Options, stride: Optio
     output_size = _unpool_size(output_size, x.dim())
     x, added = _batched(x)
     indices, _ = _batched(indices)
-    y = _MaxUnpool2dFunction.apply(x, indices, kernel_size, stride, padding, output_size)
+    y = _run(_MaxUnpool2dFunction, x, indices, kernel_size, stride, padding, output_size)
     return _unbatched(y, added)

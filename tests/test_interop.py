@@ -297,6 +297,29 @@ def test_layer_matches_torch(cls_name, args, kwargs, shape, forward_kwargs, dtyp
         assert_close(grads[name].numpy(), grads_t[name].double().numpy(), err_msg=name)
 
 
+@pytest.mark.parametrize("cls_name, args, kwargs, shape, forward_kwargs",
+                         [case[1:] for case in LAYER_CASES], ids=[case[0] for case in LAYER_CASES])
+def test_layer_outside_autograd_matches_its_graph_forward(cls_name, args, kwargs, shape,
+                                                          forward_kwargs, rng):
+    """Under no_grad, and with nothing requiring a gradient, a layer runs its forward
+    without autograd's bookkeeping: the same values, no graph."""
+    ours, _ = _layer_pair(cls_name, args, kwargs, np.dtype(np.float32))
+    x = _tensor(rng, shape, np.float32)
+    with_graph = ours(x.clone().requires_grad_(True), **forward_kwargs)
+    assert with_graph.grad_fn is not None
+    with torch.no_grad():
+        y = ours(x, **forward_kwargs)
+    assert y.grad_fn is None and not y.requires_grad
+    np.testing.assert_array_equal(y.numpy(), with_graph.detach().numpy())
+    for p in ours.parameters():
+        p.requires_grad_(False)
+    frozen = ours(x, **forward_kwargs)  # grad mode on, nothing to differentiate
+    assert frozen.grad_fn is None
+    np.testing.assert_array_equal(frozen.numpy(), y.numpy())
+    with torch.inference_mode():
+        np.testing.assert_array_equal(ours(x, **forward_kwargs).numpy(), y.numpy())
+
+
 def test_max_pool_indices_match_torch(rng):
     x = _tensor(rng, (2, 3, 9, 8), np.float64)
     y, idx = fct.MaxPool2d(3, 2, 1, return_indices=True, ceil_mode=True)(x)
