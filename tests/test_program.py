@@ -128,10 +128,15 @@ def test_edits_rebuild_the_program(rng, restore_threads):
     first = program_of(net)
     net(x)
     assert program_of(net) is first  # nothing changed: the same program
+    nn.Linear(3, 3, rng=0).weight.data = np.zeros((3, 3), np.float32)  # other models
+    nn.CrossEntropyLoss()
+    net(x)
+    assert program_of(net) is first
     # a new weight array (load_state_dict writes in place; this replaces)
     net[3].weight.data = net[3].weight.data * 2
     np.testing.assert_array_equal(net(x), layered(net, x))
     assert program_of(net) is not first
+    net(x)  # built again
     # options edited in place: the step notices on its call
     second = program_of(net)
     net[0].options["padding"] = 1

@@ -13,6 +13,10 @@ def relu_forward(
     mask: NDArray[np.uint8],  # OUT (E,): x > 0
     n_threads: int,
 ) -> None: ...
+def relu_in_place(
+    x: NDArray[_F],  # IN/OUT (E,): relu(x)
+    n_threads: int,
+) -> None: ...
 def relu_backward(
     gy: NDArray[_F],  # IN (E,)
     mask: NDArray[np.uint8],  # IN (E,)

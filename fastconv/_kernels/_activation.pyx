@@ -1,4 +1,5 @@
-"""Element-wise activations: ReLU forward (with its mask) and backward.
+"""Element-wise activations: ReLU forward (with its mask, or in place without one) and
+backward.
 
 Dimension legend: E elements (any shape, flattened by the caller).
 
@@ -16,6 +17,14 @@ from fastconv._kernels._types cimport floating, index_t
 
 cdef enum:
     BLOCK = 8192
+
+
+cdef inline void relu_run(const floating* x, floating* y, index_t start,
+                          index_t stop) noexcept nogil:
+    """y[i] = relu(x[i]) for start <= i < stop (y may be x)."""
+    cdef index_t i
+    for i in range(start, stop):
+        y[i] = x[i] if (x[i] > 0) | (x[i] != x[i]) else 0
 
 
 def relu_forward(
@@ -38,10 +47,25 @@ def relu_forward(
         for blk in prange(blocks, num_threads=n_threads, schedule="static"):
             start = blk * BLOCK
             stop = min(start + BLOCK, count)
-            for i in range(start, stop):
-                yp[i] = xp[i] if (xp[i] > 0) | (xp[i] != xp[i]) else 0
+            relu_run(xp, yp, start, stop)
             for i in range(start, stop):
                 mp[i] = xp[i] > 0
+
+
+def relu_in_place(floating[::1] x, int n_threads):
+    """x = relu(x), as relu_forward's y, no mask (an eval-mode forward keeps none)."""
+    cdef index_t count = x.shape[0]
+    cdef index_t blocks = (count + BLOCK - 1) // BLOCK
+    cdef index_t blk
+    if count == 0:
+        return
+    cdef floating* xp = &x[0]
+    with nogil:
+        if n_threads == 1:  # no parallel region: a batch-1 call is a few microseconds
+            relu_run(xp, xp, 0, count)
+        else:
+            for blk in prange(blocks, num_threads=n_threads, schedule="static"):
+                relu_run(xp, xp, blk * BLOCK, min((blk + 1) * BLOCK, count))
 
 
 def relu_backward(

@@ -149,11 +149,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] w_p
     cdef index_t wp = input_extent(ow, sw, kw, dw)
     cdef index_t band_h = input_extent(rows, sh, kh, dh)
     cdef index_t plane = band_h * wp
-    cdef index_t bands, units
-    cdef bint has_bias = b is not None
-    cdef index_t u, n, g, oh0, n_rows, tid
-    cdef floating* band
-    cdef floating* out
+    cdef index_t bands, units, u
     if (groups < 1 or n_threads < 1 or workspace.shape[0] < n_threads
             or x.shape[1] != groups * cg or w_packed.shape[1] != cg * kh * kw or kp < kg
             or kp % lanes_ or y.shape[0] != n_batch or y.shape[1] != groups * kg
@@ -163,20 +159,37 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] w_p
         raise ValueError("tap offsets or workspace too small")
     bands = (oh + rows - 1) // rows
     units = n_batch * groups * bands
+    if n_threads == 1:  # no parallel region: at batch 1 it costs a good part of the work
+        with nogil:
+            for u in range(units):
+                forward_unit(x, w_packed, b, y, &workspace[0, 0], tap_off, u, bands, rows,
+                             kh, sh, sw, pt, pl, dh, lanes_, wp, plane)
+        return
     for u in prange(units, nogil=True, schedule="static", num_threads=n_threads):
-        tid = threadid()
-        band = &workspace[tid, 0]
-        out = band + cg * plane
-        n = u // (groups * bands)
-        g = (u // bands) % groups
-        oh0 = (u % bands) * rows
-        n_rows = min(rows, oh - oh0)
-        copy_band(x, n, g * cg, cg, oh0 * sh - pt, input_extent(n_rows, sh, kh, dh),
-                  -pl, wp, plane, band)
-        forward_band(band, &w_packed[g, 0, 0], &tap_off[0], ckk, kp, lanes_, n_rows, ow,
-                     sh * wp, sw, out)
-        store_band(out, kp, kg, n_rows * ow, &b[g * kg] if has_bias else NULL,
-                   &y[n, g * kg, oh0, 0], oh * ow)
+        forward_unit(x, w_packed, b, y, &workspace[threadid(), 0], tap_off, u, bands, rows,
+                     kh, sh, sw, pt, pl, dh, lanes_, wp, plane)
+
+
+cdef void forward_unit(const floating[:, :, :, ::1] x, const floating[:, :, ::1] w_packed,
+                       const floating[::1] b, floating[:, :, :, ::1] y, floating* band,
+                       const index_t[::1] tap_off, index_t u, index_t bands, index_t rows,
+                       index_t kh, index_t sh, index_t sw, index_t pt, index_t pl,
+                       index_t dh, index_t lanes_, index_t wp, index_t plane) noexcept nogil:
+    """The forward's unit ``u``: one band of ``rows`` output rows of one (image, group),
+    ``band`` the thread's workspace row."""
+    cdef index_t groups = w_packed.shape[0], ckk = w_packed.shape[1], kp = w_packed.shape[2]
+    cdef index_t cg = x.shape[1] // groups, kg = y.shape[1] // groups
+    cdef index_t oh = y.shape[2], ow = y.shape[3]
+    cdef index_t n = u // (groups * bands), g = (u // bands) % groups
+    cdef index_t oh0 = (u % bands) * rows
+    cdef index_t n_rows = min(rows, oh - oh0)
+    cdef floating* out = band + cg * plane
+    copy_band(x, n, g * cg, cg, oh0 * sh - pt, input_extent(n_rows, sh, kh, dh),
+              -pl, wp, plane, band)
+    forward_band(band, &w_packed[g, 0, 0], &tap_off[0], ckk, kp, lanes_, n_rows, ow,
+                 sh * wp, sw, out)
+    store_band(out, kp, kg, n_rows * ow, &b[g * kg] if b is not None else NULL,
+               &y[n, g * kg, oh0, 0], oh * ow)
 
 
 cdef void store_band(const floating* out, index_t kp, index_t kg, index_t n_px,

@@ -24,7 +24,7 @@ in chunk order. Each output is summed in one fixed order: results are
 bit-identical for any thread count.
 """
 
-from cython.parallel cimport parallel, prange, threadid
+from cython.parallel cimport prange, threadid
 
 from fastconv._kernels._band cimport copy_band
 from fastconv._kernels._types cimport floating, index_t
@@ -115,46 +115,54 @@ def conv2d_forward(
     index_t pt, index_t pl, index_t dh, index_t dw, index_t groups, int n_threads,
 ):
     """y = conv(x, w) + b with stride 1 (padding pt, pl; bottom/right implied by y)."""
-    cdef index_t n_images = y.shape[0], n_out = y.shape[1]
-    cdef index_t oh_count = y.shape[2], ow_count = y.shape[3]
+    cdef index_t groups_ = groups
+    cdef index_t blocks = (y.shape[1] // groups_ + KBLOCK - 1) // KBLOCK
+    cdef index_t tasks = y.shape[0] * groups_ * blocks
+    cdef index_t task
+    if n_threads == 1:  # no parallel region: at batch 1 it costs a good part of the work
+        with nogil:
+            for task in range(tasks):
+                forward_task(x, w, b, y, &workspace[0, 0], task, pt, pl, dh, dw, groups_)
+        return
+    for task in prange(tasks, nogil=True, schedule="static", num_threads=n_threads):
+        forward_task(x, w, b, y, &workspace[threadid(), 0], task, pt, pl, dh, dw, groups_)
+
+
+cdef void forward_task(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
+                       const floating[::1] b, floating[:, :, :, ::1] y, floating* xpad,
+                       index_t task, index_t pt, index_t pl, index_t dh, index_t dw,
+                       index_t groups) noexcept nogil:
+    """The forward's task: KBLOCK output channels of one (image, group), ``xpad`` the
+    thread's workspace row (the padded image group, then the wide outputs)."""
+    cdef index_t n_out = y.shape[1], oh_count = y.shape[2], ow_count = y.shape[3]
     cdef index_t cg = w.shape[1], kh = w.shape[2], kw = w.shape[3]
     cdef index_t kg = n_out // groups
     cdef index_t hp = oh_count + (kh - 1) * dh, wp = ow_count + (kw - 1) * dw
     cdef index_t length = (oh_count - 1) * wp + ow_count
     cdef index_t blocks = (kg + KBLOCK - 1) // KBLOCK
-    cdef bint has_bias = b is not None
-    cdef index_t task, n, g, kb, k0, k1, k, c, p, oh, ow, slot
-    cdef floating* xpad
-    cdef floating* acc
+    cdef index_t n = task // (groups * blocks), g = (task // blocks) % groups
+    cdef index_t k0 = g * kg + (task % blocks) * KBLOCK
+    cdef index_t k1 = min(k0 + KBLOCK, (g + 1) * kg)
+    cdef floating* acc = xpad + cg * hp * wp
+    cdef index_t k, c, p, oh, ow
     cdef floating init
-    slot = 0
-    with nogil, parallel(num_threads=n_threads):
-        slot = threadid()
-        for task in prange(n_images * groups * blocks, schedule="static"):
-            n = task // (groups * blocks)
-            g = (task // blocks) % groups
-            kb = task % blocks
-            k0 = g * kg + kb * KBLOCK
-            k1 = min(k0 + KBLOCK, (g + 1) * kg)
-            xpad = &workspace[slot, 0]
-            acc = xpad + cg * hp * wp
-            copy_band(x, n, g * cg, cg, -pt, hp, -pl, wp, hp * wp, xpad)
-            for k in range(k0, k1):
-                init = b[k] if has_bias else 0
-                for p in range(oh_count * wp):
-                    acc[(k - k0) * oh_count * wp + p] = init
-            k = k0
-            while k + 2 <= k1:
-                for c in range(cg):
-                    taps_two(acc + (k - k0) * oh_count * wp, acc + (k + 1 - k0) * oh_count * wp,
-                             xpad + c * hp * wp, &w[k, c, 0, 0], &w[k + 1, c, 0, 0],
-                             kh, kw, dh, dw, wp, length)
-                k = k + 2
-            if k < k1:
-                for c in range(cg):
-                    taps_one(acc + (k - k0) * oh_count * wp, xpad + c * hp * wp,
-                             &w[k, c, 0, 0], kh, kw, dh, dw, wp, length)
-            for k in range(k0, k1):
-                for oh in range(oh_count):
-                    for ow in range(ow_count):
-                        y[n, k, oh, ow] = acc[((k - k0) * oh_count + oh) * wp + ow]
+    copy_band(x, n, g * cg, cg, -pt, hp, -pl, wp, hp * wp, xpad)
+    for k in range(k0, k1):
+        init = b[k] if b is not None else 0
+        for p in range(oh_count * wp):
+            acc[(k - k0) * oh_count * wp + p] = init
+    k = k0
+    while k + 2 <= k1:
+        for c in range(cg):
+            taps_two(acc + (k - k0) * oh_count * wp, acc + (k + 1 - k0) * oh_count * wp,
+                     xpad + c * hp * wp, &w[k, c, 0, 0], &w[k + 1, c, 0, 0],
+                     kh, kw, dh, dw, wp, length)
+        k = k + 2
+    if k < k1:
+        for c in range(cg):
+            taps_one(acc + (k - k0) * oh_count * wp, xpad + c * hp * wp,
+                     &w[k, c, 0, 0], kh, kw, dh, dw, wp, length)
+    for k in range(k0, k1):
+        for oh in range(oh_count):
+            for ow in range(ow_count):
+                y[n, k, oh, ow] = acc[((k - k0) * oh_count + oh) * wp + ow]

@@ -81,27 +81,34 @@ def linear_forward(
     index_t rows, int n_threads,
 ):
     """y = x @ w^T + b, one task per block of ``rows`` rows of x."""
-    cdef index_t n = x.shape[0], n_in = x.shape[1], n_out = w.shape[0]
-    cdef index_t blocks = (n + rows - 1) // rows
-    cdef bint has_bias = b is not None
-    cdef index_t blk, r0, r1, i, j
-    cdef floating beta
+    cdef index_t blocks = (x.shape[0] + rows - 1) // rows
+    cdef index_t blk
     with nogil:
-        for blk in prange(blocks, num_threads=n_threads, schedule="static"):
-            r0 = blk * rows
-            r1 = min(r0 + rows, n)
-            if r1 - r0 == 1:
-                row_forward(&x[r0, 0], &w[0, 0], &b[0] if has_bias else NULL, &y[r0, 0],
-                            n_in, n_out)
-                continue
-            beta = 0
-            if has_bias:
-                beta = 1
-                for i in range(r0, r1):
-                    for j in range(n_out):
-                        y[i, j] = b[j]
-            gemm(False, True, <int> (r1 - r0), <int> n_out, <int> n_in, 1,
-                 &x[r0, 0], <int> n_in, &w[0, 0], <int> n_in, beta, &y[r0, 0], <int> n_out)
+        if n_threads == 1:  # no parallel region: at batch 1 it costs as much as the work
+            for blk in range(blocks):
+                forward_block(x, w, b, y, blk * rows, min((blk + 1) * rows, x.shape[0]))
+        else:
+            for blk in prange(blocks, num_threads=n_threads, schedule="static"):
+                forward_block(x, w, b, y, blk * rows, min((blk + 1) * rows, x.shape[0]))
+
+
+cdef void forward_block(const floating[:, ::1] x, const floating[:, ::1] w,
+                        const floating[::1] b, floating[:, ::1] y,
+                        index_t r0, index_t r1) noexcept nogil:
+    """Rows r0 .. r1 - 1 of y = x @ w^T + b: one GEMM, or one row's dot products."""
+    cdef index_t n_in = x.shape[1], n_out = w.shape[0], i, j
+    cdef bint has_bias = b is not None
+    cdef floating beta = 0
+    if r1 - r0 == 1:
+        row_forward(&x[r0, 0], &w[0, 0], &b[0] if has_bias else NULL, &y[r0, 0], n_in, n_out)
+        return
+    if has_bias:
+        beta = 1
+        for i in range(r0, r1):
+            for j in range(n_out):
+                y[i, j] = b[j]
+    gemm(False, True, <int> (r1 - r0), <int> n_out, <int> n_in, 1,
+         &x[r0, 0], <int> n_in, &w[0, 0], <int> n_in, beta, &y[r0, 0], <int> n_out)
 
 
 def linear_backward(

@@ -323,10 +323,16 @@ def max_pool2d_forward(
                        and 2 * ow_count <= width and width < 2147483647)
     if pairs:
         with nogil:
-            for plane in prange(planes, num_threads=n_threads, schedule="static"):
-                max_plane_2x2(xp + plane * in_plane, yp + plane * out_plane,
-                              ip + plane * out_plane if with_idx else NULL,
-                              oh_count, ow_count, width)
+            if n_threads == 1:  # no parallel region: at batch 1 it costs as much as the work
+                for plane in range(planes):
+                    max_plane_2x2(xp + plane * in_plane, yp + plane * out_plane,
+                                  ip + plane * out_plane if with_idx else NULL,
+                                  oh_count, ow_count, width)
+            else:
+                for plane in prange(planes, num_threads=n_threads, schedule="static"):
+                    max_plane_2x2(xp + plane * in_plane, yp + plane * out_plane,
+                                  ip + plane * out_plane if with_idx else NULL,
+                                  oh_count, ow_count, width)
         return
     slot = 0
     with nogil, parallel(num_threads=n_threads):

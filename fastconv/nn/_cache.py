@@ -8,7 +8,7 @@ from typing import Any
 #: attributes of a layer that only carry one call's work to the next (the inputs kept for
 #: backward, a Conv2d's remembered checks, a Sequential's compiled forwards): not part
 #: of the model, never copied, pickled or shipped
-TRANSIENT_STATE = ("_saved", "_checked", "_inference")
+TRANSIENT_STATE = ("_saved", "_checked", "_inference", "_in_program")
 
 
 class NeedsForward:

@@ -8,12 +8,13 @@ thread switch) than in its kernel: LeNet-5's forward is 12 such calls. In eval m
 the same threads as the layers' own calls, so the same bits, with the checks, plans,
 workspaces and intermediate arrays done once per input shape.
 
-A program stays bound to the model as it was built. It is rebuilt when any model is
-edited (an attribute set on a Module or a Parameter, train/eval switched:
-``nn.module.edits()``), the input's shape or dtype changes or the thread count does;
-a layer whose options dict can change in place checks it on each call and gives up
-(:class:`Stale`) if it changed. Weights changed in place are read as they are: nothing
-is computed from their values ahead of a call.
+A program stays bound to the model as it was built. It is rebuilt when a module it
+runs has an attribute set or any model switches between train and eval
+(:data:`EDITS`), when the input's shape or dtype changes or the thread count
+does. A step whose layer can change under it without an attribute set on the layer
+(a Parameter given a new array, an options dict edited in place) checks that on each
+call and gives up (:class:`Stale`): the call then runs the layers. Weights changed in
+place are read as they are: nothing is computed from their values ahead of a call.
 
 A compiled forward keeps nothing in the layers for backward; the Sequential keeps its
 input and, if backward is called, runs the layers on it first (the same outputs).
@@ -37,6 +38,11 @@ from fastconv.nn._cache import NeedsForward
 
 if TYPE_CHECKING:
     from fastconv.nn.module import Module, Sequential
+
+#: [count]: how many times a module that some program runs had an attribute set, or any
+#: model switched between train and eval (nn.Module counts them); programs built before
+#: an edit are rebuilt
+EDITS = [0]
 
 #: intermediate outputs a program keeps from call to call, in bytes at most; a program
 #: whose intermediates are larger allocates them per call (as the layers would)
@@ -162,7 +168,21 @@ def build(seq: Sequential, shape: tuple[int, ...], dtype: np.dtype[Any]) -> Prog
             return None
         steps.append(step)
         shape = step.shape
-    return Program(steps, dtype) if steps else None
+    if not steps:
+        return None
+    for module in seq.modules():  # from now on, an attribute set on them is an edit
+        object.__setattr__(module, "_in_program", True)
+    return Program(steps, dtype)
+
+
+def parameter_check(*params: Any) -> Callable[[], bool]:
+    """A test that each Parameter (None skipped) still holds the array it holds now:
+    a step bound to the arrays calls it first (a Parameter can be given a new array)."""
+    pairs = tuple((p, p.data) for p in params if p is not None)
+    if len(pairs) == 1:
+        (param, array), = pairs
+        return lambda: param.data is array
+    return lambda: all(param.data is array for param, array in pairs)
 
 
 class State:
@@ -188,11 +208,9 @@ def run(seq: Sequential, x: Any) -> NDArray[Any] | None:
     if not (type(x) is np.ndarray and (x.dtype == np.float32 or x.dtype == np.float64)
             and x.flags.c_contiguous):
         return None
-    from fastconv.nn.module import edits
-
     state = _state(seq)
     local = state.local
-    key = (x.shape, x.dtype, _config.effective_n_threads(), edits())
+    key = (x.shape, x.dtype, _config.effective_n_threads(), EDITS[0])
     if getattr(local, "key", None) != key:
         local.program = build(seq, x.shape, x.dtype)
         local.key = key

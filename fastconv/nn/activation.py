@@ -71,10 +71,13 @@ class ReLU(NeedsForward, Module):
         positive = np.empty(size, dtype=np.uint8)  # not kept: eval mode has no backward
         n_threads = _threads(size)
         relu = specialised(_activation.relu_forward, dtype)
+        relu_in_place = specialised(_activation.relu_in_place, dtype)
 
         def run(x: NDArray[Any], y: NDArray[Any]) -> None:
-            flat = x.reshape(-1)
-            relu(flat, flat if y is x else y.reshape(-1), positive, n_threads)
+            if y is x:
+                relu_in_place(x.reshape(-1), n_threads)
+            else:
+                relu(x.reshape(-1), y.reshape(-1), positive, n_threads)
         return Step(shape, run, in_place=True)
 
     def backward(self, grad_out: NDArray[Any]) -> NDArray[Any]:

@@ -13,7 +13,7 @@ from fastconv._conv_ops import conv2d_runner, conv2d_validated
 from fastconv._geometry import ConvGeometry, _is_plain, conv_geometry
 from fastconv.functional import FloatArray, IntPair, Padding
 from fastconv.nn._cache import NeedsForward
-from fastconv.nn._program import Stale, Step
+from fastconv.nn._program import Stale, Step, parameter_check
 from fastconv.nn._init import RNGLike, default_bound, generator, uniform
 from fastconv.nn.module import Module, Parameter
 from fastconv._validation import as_pair, conv_channels
@@ -127,9 +127,10 @@ class Conv2d(NeedsForward, Module):
             return None
         run, uses_blas = conv2d_runner(geom, w, b, _plan.check_algorithm(self.algorithm, geom))
         options, as_built = self.options, dict(self.options)
+        same_arrays = parameter_check(self.weight, self.bias)
 
         def step(x: FloatArray, y: FloatArray) -> None:
-            if options != as_built:  # edited in place
+            if options != as_built or not same_arrays():  # changed without an edit
                 raise Stale
             run(x, y)
         return Step(geom.y_shape, step, uses_blas=uses_blas)

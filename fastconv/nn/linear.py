@@ -13,7 +13,7 @@ from fastconv import _config
 from fastconv._blas import single_threaded_blas
 from fastconv._dispatch import _linear, specialised
 from fastconv.nn._cache import NeedsForward
-from fastconv.nn._program import Step
+from fastconv.nn._program import Stale, Step, parameter_check
 from fastconv.nn._init import RNGLike, default_bound, generator, uniform
 from fastconv.nn.module import Module, Parameter
 from fastconv._validation import as_index
@@ -140,8 +140,14 @@ class Linear(NeedsForward, Module):
         n = shape[0]
         args = (_block(n, FORWARD_ROWS), _threads(n * w.shape[1] * w.shape[0]))
         linear = specialised(_linear.linear_forward, dtype)
+        same_arrays = parameter_check(self.weight, self.bias)
+
+        def step(x: NDArray[Any], y: NDArray[Any]) -> None:
+            if not same_arrays():
+                raise Stale
+            linear(x, w, b, y, *args)
         # a batch of one is a dot product per output: no BLAS (see _linear.pyx)
-        return Step((n, w.shape[0]), lambda x, y: linear(x, w, b, y, *args), uses_blas=n > 1)
+        return Step((n, w.shape[0]), step, uses_blas=n > 1)
 
     @staticmethod
     def _kernel_takes(x: NDArray[Any], w: NDArray[Any], b: NDArray[Any] | None) -> bool:
