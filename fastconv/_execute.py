@@ -126,6 +126,7 @@ def weight_grad(plan: Plan, geom: ConvGeometry, gy: FloatArray, x: FloatArray,
                 gw: FloatArray, columns: FloatArray | None = None) -> None:
     """gw = the gradient of conv with respect to its weights, summed over the batch;
     ``columns``: x's columns from :func:`pack_columns`."""
+    plan = _fallback_if_nonfinite(plan, x)
     if plan.kernel == "gemm":
         partials = np.empty((plan.chunks, gw.size) if plan.chunks > 1 else (1, 1), gw.dtype)
         workspace = _workspace(plan, gw) if columns is None else columns
@@ -135,10 +136,23 @@ def weight_grad(plan: Plan, geom: ConvGeometry, gy: FloatArray, x: FloatArray,
                                           plan.n_threads, plan.pointwise, columns is not None)
     elif plan.kernel == "channel_vector":
         _channel_vector_weight_grad(plan, geom, gy, x, gw)
+    elif plan.kernel == "wide_rows":
+        _wide_weight_grad(plan, geom, gy, x, gw)
     else:
         gy_nonfinite = not _finite(gy)  # then the products with the padding count too
         _conv_direct.conv2d_weight_grad(gy, x, gw, *geom.kernel_args, plan.n_threads,
                                         gy_nonfinite)
+
+
+def _wide_weight_grad(plan: Plan, geom: ConvGeometry, gy: FloatArray, x: FloatArray,
+                      gw: FloatArray) -> None:
+    """gw from double partial sums over fixed chunks of images, added in chunk order."""
+    partials = np.empty((plan.chunks, gw.size), dtype=np.float64)
+    (pt, _), (pl, _) = geom.padding
+    _conv_wide.conv2d_weight_grad(gy, x, partials, _workspace(plan, gw), geom.kh, geom.kw,
+                                  pt, pl, *geom.dilation, geom.groups, plan.n_threads)
+    with np.errstate(invalid="ignore", over="ignore"):  # inf and NaN are results here
+        gw.reshape(-1)[...] = np.add.reduce(partials, axis=0)
 
 
 def pack_columns(geom: ConvGeometry, x: FloatArray, n_threads: int) -> FloatArray:

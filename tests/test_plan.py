@@ -40,7 +40,7 @@ EXPECTED = {
                      "weight_grad": "channel_vector"}),
     "depthwise-3x3": ((8, 32, 56, 56), (32, 1, 3, 3), dict(padding=1, groups=32),
                       {"forward": "wide_rows", "input_grad": "wide_rows",
-                       "weight_grad": "row_loops"}),
+                       "weight_grad": "wide_rows"}),
     "depthwise-3x3-s2": ((8, 32, 56, 56), (32, 1, 3, 3), dict(stride=2, padding=1, groups=32),
                          {"forward": "row_loops", "input_grad": "row_loops",
                           "weight_grad": "row_loops"}),

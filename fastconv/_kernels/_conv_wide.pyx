@@ -16,6 +16,13 @@ outputs) would leave the loop overhead to dominate. Taps go four at a time, so
 the accumulator is loaded and stored once per four taps, for two output
 channels at once, which share the input loads.
 
+The weight gradient turns the same layout around: gy's rows laid on the padded
+width (zeros in the gaps past each row's OW), every tap's gradient is one dot
+product, sum over p of gy_wide[k, p] * xpad[c, p + i * DH * WP + j * DW], summed
+in SIMD vectors for up to 5 taps of a kernel row and 2 output channels at once.
+The gaps multiply real x values by zero: inf or NaN there would spoil the sums,
+so the planner sends such x to the loops.
+
 Each task pads one image's channels of one group into its thread's workspace
 (zero outside the image, so padding costs no tests in the loops), then owns whole
 outputs: forward, a block of output channels of one image; weight gradient, a
@@ -166,3 +173,192 @@ cdef void forward_task(const floating[:, :, :, ::1] x, const floating[:, :, :, :
         for oh in range(oh_count):
             for ow in range(ow_count):
                 y[n, k, oh, ow] = acc[((k - k0) * oh_count + oh) * wp + ow]
+
+
+cdef extern from *:
+    """
+    #include <stddef.h>
+    /* Weight-gradient block of the wide-row kernel: for NK (1 or 2) output channels
+       and NJ (1..FC_WG_TAPS) taps j of one kernel row,
+           out_k[j] += sum_{p < len} g_k[p] * x[p + j * dj]     (len a multiple of 8)
+       in 8-lane float vectors (4-lane doubles), one accumulator per (k, j) in registers,
+       each x vector loaded once for both channels; the lanes are then added in double
+       in lane order. GCC/clang vector extensions: SSE2 or AVX2 + FMA per build. */
+    #define FC_WG_TAPS 5
+    #if defined(__GNUC__) || defined(__clang__)
+    typedef float fc_wg_vf __attribute__((vector_size(32)));
+    typedef float fc_wg_vf_u __attribute__((vector_size(32), aligned(4)));
+    typedef double fc_wg_vd __attribute__((vector_size(32)));
+    typedef double fc_wg_vd_u __attribute__((vector_size(32), aligned(8)));
+    #define FC_WG_DEFINE(NAME, T, V, U, LANES)                                              \\
+    static inline __attribute__((always_inline)) void NAME(const T *g0, const T *g1, const T *x, ptrdiff_t len,           \\
+                            ptrdiff_t dj, double *out0, double *out1, const int NK,        \\
+                            const int NJ) {                                                 \\
+        V a0[FC_WG_TAPS] = {0}, a1[FC_WG_TAPS] = {0};                                       \\
+        ptrdiff_t p;                                                                        \\
+        int j, lane;                                                                        \\
+        for (p = 0; p < len; p += LANES) {                                                  \\
+            V u = *(const U *)(g0 + p), v = {0};                                            \\
+            if (NK == 2) v = *(const U *)(g1 + p);                                          \\
+            _Pragma("GCC unroll 8")                                                         \\
+            for (j = 0; j < NJ; j++) {                                                      \\
+                V xv = *(const U *)(x + p + j * dj);                                        \\
+                a0[j] += u * xv;                                                            \\
+                if (NK == 2) a1[j] += v * xv;                                               \\
+            }                                                                               \\
+        }                                                                                   \\
+        for (j = 0; j < NJ; j++)                                                            \\
+            for (lane = 0; lane < LANES; lane++) {                                          \\
+                out0[j] += (double)a0[j][lane];                                             \\
+                if (NK == 2) out1[j] += (double)a1[j][lane];                                \\
+            }                                                                               \\
+    }
+    FC_WG_DEFINE(fc_wg_block_f, float, fc_wg_vf, fc_wg_vf_u, 8)
+    FC_WG_DEFINE(fc_wg_block_d, double, fc_wg_vd, fc_wg_vd_u, 4)
+    #else
+    #define FC_WG_DEFINE(NAME, T)                                                           \\
+    static inline void NAME(const T *g0, const T *g1, const T *x, ptrdiff_t len,           \\
+                            ptrdiff_t dj, double *out0, double *out1, const int NK,        \\
+                            const int NJ) {                                                 \\
+        ptrdiff_t p;                                                                        \\
+        int j;                                                                              \\
+        for (j = 0; j < NJ; j++)                                                            \\
+            for (p = 0; p < len; p++) {                                                     \\
+                out0[j] += (double)g0[p] * (double)x[p + j * dj];                           \\
+                if (NK == 2) out1[j] += (double)g1[p] * (double)x[p + j * dj];              \\
+            }                                                                               \\
+    }
+    FC_WG_DEFINE(fc_wg_block_f, float)
+    FC_WG_DEFINE(fc_wg_block_d, double)
+    #endif
+    /* NK and NJ as constants in each call, so the accumulators stay in registers */
+    #define FC_WG_SWITCH(FN, g0, g1, x, len, dj, o0, o1, nk, nj)                              \\
+        switch ((nk) * 8 + (nj)) {                                                          \\
+        case 9: FN(g0, g1, x, len, dj, o0, o1, 1, 1); break;                                \\
+        case 10: FN(g0, g1, x, len, dj, o0, o1, 1, 2); break;                               \\
+        case 11: FN(g0, g1, x, len, dj, o0, o1, 1, 3); break;                               \\
+        case 12: FN(g0, g1, x, len, dj, o0, o1, 1, 4); break;                               \\
+        case 13: FN(g0, g1, x, len, dj, o0, o1, 1, 5); break;                               \\
+        case 17: FN(g0, g1, x, len, dj, o0, o1, 2, 1); break;                               \\
+        case 18: FN(g0, g1, x, len, dj, o0, o1, 2, 2); break;                               \\
+        case 19: FN(g0, g1, x, len, dj, o0, o1, 2, 3); break;                               \\
+        case 20: FN(g0, g1, x, len, dj, o0, o1, 2, 4); break;                               \\
+        default: FN(g0, g1, x, len, dj, o0, o1, 2, 5); break;                               \\
+        }
+    static void fc_wg_float(const float *g0, const float *g1, const float *x, ptrdiff_t len,
+                            ptrdiff_t dj, double *o0, double *o1, int nk, int nj) {
+        FC_WG_SWITCH(fc_wg_block_f, g0, g1, x, len, dj, o0, o1, nk, nj)
+    }
+    static void fc_wg_double(const double *g0, const double *g1, const double *x,
+                             ptrdiff_t len, ptrdiff_t dj, double *o0, double *o1, int nk,
+                             int nj) {
+        FC_WG_SWITCH(fc_wg_block_d, g0, g1, x, len, dj, o0, o1, nk, nj)
+    }
+    """
+    int FC_WG_TAPS
+    void fc_wg_float(const float* g0, const float* g1, const float* x, Py_ssize_t length,
+                     Py_ssize_t dj, double* o0, double* o1, int nk, int nj) noexcept nogil
+    void fc_wg_double(const double* g0, const double* g1, const double* x, Py_ssize_t length,
+                      Py_ssize_t dj, double* o0, double* o1, int nk, int nj) noexcept nogil
+
+
+cdef enum:
+    WG_PAD = 8  # lanes the wide gradient rows are padded to (and zero margin after x)
+
+
+cdef inline index_t wide_length(index_t oh, index_t wp) noexcept nogil:
+    """Elements of a wide gradient row: OH * WP up to a whole number of vectors."""
+    return (oh * wp + WG_PAD - 1) // WG_PAD * WG_PAD
+
+
+def weight_grad_workspace_size(index_t cg, index_t kg, index_t oh, index_t ow, index_t kh,
+                               index_t kw, index_t dh, index_t dw):
+    """Elements of one thread's weight-gradient workspace: the padded image group (with
+    a zero margin the last vectors read into) and the group's wide gradient rows."""
+    cdef index_t hp = oh + (kh - 1) * dh, wp = ow + (kw - 1) * dw
+    cdef index_t length = wide_length(oh, wp)
+    return cg * hp * wp + length + (kh - 1) * dh * wp + (kw - 1) * dw + kg * length
+
+
+def conv2d_weight_grad(
+    const floating[:, :, :, ::1] gy,  # IN (N, K, OH, OW)
+    const floating[:, :, :, ::1] x,   # IN (N, C, H, W)
+    double[:, ::1] partials,          # OUT (chunks, G * KG * CG * KH * KW), every element
+    floating[:, ::1] workspace,       # SCRATCH (threads, weight_grad_workspace_size(...))
+    index_t kh, index_t kw, index_t pt, index_t pl, index_t dh, index_t dw,
+    index_t groups, int n_threads,
+):
+    """partials[chunk] = the weight gradient of stride 1 summed over the chunk's images
+    (chunks: partials.shape[0], fixed runs of images), as gw[k, c, i, j] = sum over the
+    wide rows p of gy_wide[k, p] * xpad[c, p + i * DH * WP + j * DW]; the caller adds
+    the chunks in order."""
+    cdef index_t chunks = partials.shape[0], tasks = chunks * groups, task
+    if n_threads == 1:
+        with nogil:
+            for task in range(tasks):
+                weight_grad_task(gy, x, partials, &workspace[0, 0], task, kh, kw, pt, pl,
+                                 dh, dw, groups)
+        return
+    for task in prange(tasks, nogil=True, schedule="static", num_threads=n_threads):
+        weight_grad_task(gy, x, partials, &workspace[threadid(), 0], task, kh, kw, pt, pl,
+                         dh, dw, groups)
+
+
+cdef void weight_grad_task(const floating[:, :, :, ::1] gy, const floating[:, :, :, ::1] x,
+                           double[:, ::1] partials, floating* xpad, index_t task, index_t kh,
+                           index_t kw, index_t pt, index_t pl, index_t dh, index_t dw,
+                           index_t groups) noexcept nogil:
+    """One chunk of images of one group: its (KG, CG, KH, KW) sums into its partials."""
+    cdef index_t n_batch = gy.shape[0], chunks = partials.shape[0]
+    cdef index_t kg = gy.shape[1] // groups, cg = x.shape[1] // groups
+    cdef index_t oh_count = gy.shape[2], ow_count = gy.shape[3]
+    cdef index_t hp = oh_count + (kh - 1) * dh, wp = ow_count + (kw - 1) * dw
+    cdef index_t length = wide_length(oh_count, wp)
+    cdef index_t margin = length + (kh - 1) * dh * wp + (kw - 1) * dw - hp * wp
+    cdef index_t chunk = task // groups, g = task % groups
+    cdef index_t n0 = chunk * n_batch // chunks, n1 = (chunk + 1) * n_batch // chunks
+    cdef index_t filters = kg * cg * kh * kw
+    cdef double* out = &partials[chunk, g * filters]
+    cdef floating* wide = xpad + cg * hp * wp + margin
+    cdef index_t n, k, c, i, j, p, oh, ow, nk, nj
+    cdef const floating* grow
+    cdef floating* wrow
+    for p in range(filters):
+        out[p] = 0
+    for n in range(n0, n1):
+        copy_band(x, n, g * cg, cg, -pt, hp, -pl, wp, hp * wp, xpad)
+        for p in range(cg * hp * wp, cg * hp * wp + margin):
+            xpad[p] = 0  # read by the last vectors, times zeros of the wide rows
+        for k in range(kg):  # gy's rows on the padded width, zero past each row's OW
+            grow = &gy[n, g * kg + k, 0, 0]
+            wrow = wide + k * length
+            for oh in range(oh_count):
+                for ow in range(ow_count):
+                    wrow[ow] = grow[ow]
+                for ow in range(ow_count, wp):
+                    wrow[ow] = 0
+                grow += ow_count
+                wrow += wp
+            for p in range(oh_count * wp, length):
+                wide[k * length + p] = 0
+        for k in range(0, kg, 2):
+            nk = min(2, kg - k)
+            for c in range(cg):
+                for i in range(kh):
+                    j = 0
+                    while j < kw:
+                        nj = min(FC_WG_TAPS, kw - j)
+                        block(wide + k * length, wide + (k + nk - 1) * length,
+                              xpad + c * hp * wp + i * dh * wp + j * dw, length, dw,
+                              out + ((k * cg + c) * kh + i) * kw + j,
+                              out + (((k + nk - 1) * cg + c) * kh + i) * kw + j, nk, nj)
+                        j += nj
+
+
+cdef inline void block(const floating* g0, const floating* g1, const floating* x,
+                       index_t length, index_t dj, double* o0, double* o1, index_t nk,
+                       index_t nj) noexcept nogil:
+    if floating is float:
+        fc_wg_float(g0, g1, x, length, dj, o0, o1, <int> nk, <int> nj)
+    else:
+        fc_wg_double(g0, g1, x, length, dj, o0, o1, <int> nk, <int> nj)
