@@ -47,7 +47,7 @@ def forward(plan: Plan, geom: ConvGeometry, x: FloatArray, w: FloatArray,
     elif plan.kernel == "wide_rows":
         (pt, _), (pl, _) = geom.padding
         _conv_wide.conv2d_forward(x, w, b, y, _workspace(plan, y), pt, pl, *geom.dilation,
-                                  geom.groups, plan.n_threads)
+                                  geom.groups, plan.n_threads, *geom.stride)
     else:
         _conv_direct.conv2d_forward(x, w, b, y, *geom.kernel_args, plan.n_threads)
 
@@ -60,7 +60,8 @@ def forward_runner(plan: Plan, geom: ConvGeometry, w: FloatArray,
     changed in place). A compiled layer stack runs this (fastconv.nn._program)."""
     if plan.fallback is None and plan.kernel == "wide_rows":
         (pt, _), (pl, _) = geom.padding
-        args = (_workspace(plan, w), pt, pl, *geom.dilation, geom.groups, plan.n_threads)
+        args = (_workspace(plan, w), pt, pl, *geom.dilation, geom.groups, plan.n_threads,
+                *geom.stride)
         wide = specialised(_conv_wide.conv2d_forward, w.dtype)
         return lambda x, y: wide(x, w, b, y, *args)
     if plan.fallback is None and plan.kernel == "channel_vector":

@@ -23,8 +23,9 @@ The kernels (one ``fastconv/_kernels`` module each):
                             input value is broadcast into a vector (``_conv_cvec``)
 ``channel_vector_scatter``  the input gradient of the same kernels: each gy pixel times
                             each tap added into a padded image of x's channels
-``wide_rows``               stride 1: each image padded once per task, every kernel tap
-                            one long vectorised loop over whole rows (``_conv_wide``)
+``wide_rows``               stride 1 (or undilated, any stride: over phase planes): each
+                            image padded once per task, every kernel tap one long
+                            vectorised loop over whole rows (``_conv_wide``)
 ``row_loops``               typed loops over the output (``_conv_direct``): any stride,
                             the fallback of the direct family
 ==========================  ===========================================================
@@ -316,7 +317,9 @@ def _channel_vector_suits(geom: ConvGeometry) -> bool:
 def _direct_forward_kernel(geom: ConvGeometry) -> str:
     if _channel_vector_suits(geom):
         return "channel_vector"
-    return "wide_rows" if geom.stride_one else "row_loops"
+    # strided: wide rows over phase planes, for undilated kernels (depthwise 3x3 s2 over
+    # 1x144x56x56: loops 0.21 ms, wide rows 0.18; 5x5 s2 over 8x960x14x14: 3.7 -> 2.0 ms)
+    return "wide_rows" if geom.stride_one or geom.dilation == (1, 1) else "row_loops"
 
 
 def _direct_input_grad_kernel(geom: ConvGeometry) -> str:
@@ -545,7 +548,7 @@ def _blocked(geom: ConvGeometry, pass_: str, algorithm: str, kernel: str, reason
                         nonfinite_operand="x", fallback=fallback)
         if pass_ == "forward":
             size = _conv_wide.workspace_size(geom.cg, geom.oh, geom.ow, geom.kh, geom.kw,
-                                             *geom.dilation)
+                                             *geom.dilation, *geom.stride)
             return make(workspace=size)
         size = _conv_wide.workspace_size(geom.kg, geom.h, geom.w, geom.kh, geom.kw,
                                          *geom.dilation)

@@ -1013,12 +1013,12 @@ def test_im2col_input_gradient_in_channel_blocks(kernel, padding):
 
 @pytest.mark.parametrize("kw, dilation", [(70, 1), (5, 3), (3, 1)])
 def test_row_loops_forward_rows_of_any_kernel_width(kw, dilation):
-    """The row-by-row direct forward (strided, few channels): kernels wider than the 64
-    taps whose column ranges it hoists, dilated taps, bias, against the reference and
-    bit-identical on any thread count."""
+    """The row-by-row direct forward (strided and dilated, few channels): kernels wider
+    than the 64 taps whose column ranges it hoists, dilated taps, bias, against the
+    reference and bit-identical on any thread count."""
     rng = np.random.default_rng(kw)
     x, w, b = make_problem(rng, 2, 2, 5, 160, 3, 2, kw, 1, np.float64, True)
-    conv = dict(stride=(1, 2), padding=(1, 7), dilation=(1, dilation))
+    conv = dict(stride=(1, 2), padding=(1, 7), dilation=(2, dilation))
     assert fc.explain(x, w, **conv, algorithm="direct")["forward"].kernel == "row_loops"
     ys = []
     for n in (1, 2, 3):

@@ -42,7 +42,7 @@ EXPECTED = {
                       {"forward": "wide_rows", "input_grad": "wide_rows",
                        "weight_grad": "wide_rows"}),
     "depthwise-3x3-s2": ((8, 32, 56, 56), (32, 1, 3, 3), dict(stride=2, padding=1, groups=32),
-                         {"forward": "row_loops", "input_grad": "row_loops",
+                         {"forward": "wide_rows", "input_grad": "row_loops",
                           "weight_grad": "row_loops"}),
 }
 

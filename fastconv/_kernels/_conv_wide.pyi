@@ -13,7 +13,8 @@ from numpy.typing import NDArray
 
 _F = TypeVar("_F", np.float32, np.float64)
 
-def workspace_size(cg: int, oh: int, ow: int, kh: int, kw: int, dh: int, dw: int) -> int: ...
+def workspace_size(cg: int, oh: int, ow: int, kh: int, kw: int, dh: int, dw: int,
+                   sh: int = 1, sw: int = 1) -> int: ...
 def conv2d_forward(
     x: NDArray[_F],  # IN (N, C, H, W)
     w: NDArray[_F],  # IN (K, CG, KH, KW)
@@ -21,6 +22,7 @@ def conv2d_forward(
     y: NDArray[_F],  # OUT (N, K, OH, OW), every element written
     workspace: NDArray[_F],  # SCRATCH (threads, workspace_size(...))
     pt: int, pl: int, dh: int, dw: int, groups: int, n_threads: int,
+    sh: int = 1, sw: int = 1,  # a stride other than 1 only with dh = dw = 1
 ) -> None: ...
 def weight_grad_workspace_size(cg: int, kg: int, oh: int, ow: int, kh: int, kw: int,
                                dh: int, dw: int) -> int: ...

@@ -1,4 +1,5 @@
-"""Direct stride-1 convolution over "wide" rows, forward and weight gradient.
+"""Direct convolution over "wide" rows: the forward (stride 1, or any stride for an
+undilated kernel) and the stride-1 weight gradient.
 
 Dimension legend: N batch, C input channels, H, W input size, K output channels,
 G groups, CG = C / G, KG = K / G, KH, KW kernel size, DH, DW dilation, OH, OW
@@ -15,6 +16,11 @@ for p < L. Those long loops vectorise, where rows of a small image (28 or 10
 outputs) would leave the loop overhead to dominate. Taps go four at a time, so
 the accumulator is loaded and stored once per four taps, for two output
 channels at once, which share the input loads.
+
+At stride (SH, SW) the padded input is first split into phase planes: plane (a, b)
+holds xpad[r * SH + a, q * SW + b], so tap (i, j) reads plane (i % SH, j % SW) at
+(oh + i // SH, ow + j // SW), a stride-1 access: the same long loops run over the
+phase planes' wide rows (only the planes some tap reads are made).
 
 The weight gradient turns the same layout around: gy's rows laid on the padded
 width (zeros in the gaps past each row's OW), every tap's gradient is one dot
@@ -40,15 +46,27 @@ cdef enum:
     KBLOCK = 8  # output channels per forward task
 
 
-cdef inline index_t tap_offset(index_t t, index_t kw, index_t dh, index_t dw,
-                              index_t wp) noexcept nogil:
-    """Offset of kernel tap t = i * KW + j in a padded plane of row length wp."""
-    return (t // kw) * dh * wp + (t % kw) * dw
+cdef inline index_t tap_offset(index_t t, index_t kw, index_t dh, index_t dw, index_t wp,
+                              index_t sh, index_t sw, index_t plane) noexcept nogil:
+    """Offset of kernel tap t = i * KW + j in a channel's padded input: at stride 1 the
+    one plane of row length wp (dilation dh, dw); at stride (sh, sw) (undilated) its
+    phase plane (i % sh, j % sw) (see phases), each ``plane`` long, at row i // sh,
+    column j // sw."""
+    cdef index_t i = t // kw, j = t % kw
+    if sh == 1 and sw == 1:
+        return i * dh * wp + j * dw
+    return ((i % sh) * min(sw, kw) + j % sw) * plane + (i // sh) * wp + j // sw
+
+
+cdef inline index_t phases(index_t s, index_t k) noexcept nogil:
+    """Phase planes along one axis at stride s: those a kernel of k taps reads."""
+    return min(s, k)
 
 
 cdef inline void taps_two(floating* a0, floating* a1, const floating* xc,
                           const floating* wa, const floating* wb, index_t kh, index_t kw,
-                          index_t dh, index_t dw, index_t wp, index_t length) noexcept nogil:
+                          index_t dh, index_t dw, index_t wp, index_t length, index_t sh,
+                          index_t sw, index_t plane) noexcept nogil:
     """a0[p] += sum_t wa[t] * xc[p + off_t] and a1 likewise with wb, taps t in order."""
     cdef index_t taps = kh * kw, t = 0, p
     cdef floating a_0, a_1, a_2, a_3, b_0, b_1, b_2, b_3, v0, v1, v2, v3
@@ -57,10 +75,10 @@ cdef inline void taps_two(floating* a0, floating* a1, const floating* xc,
     cdef const floating* x2
     cdef const floating* x3
     while t + 4 <= taps:
-        x0 = xc + tap_offset(t, kw, dh, dw, wp)
-        x1 = xc + tap_offset(t + 1, kw, dh, dw, wp)
-        x2 = xc + tap_offset(t + 2, kw, dh, dw, wp)
-        x3 = xc + tap_offset(t + 3, kw, dh, dw, wp)
+        x0 = xc + tap_offset(t, kw, dh, dw, wp, sh, sw, plane)
+        x1 = xc + tap_offset(t + 1, kw, dh, dw, wp, sh, sw, plane)
+        x2 = xc + tap_offset(t + 2, kw, dh, dw, wp, sh, sw, plane)
+        x3 = xc + tap_offset(t + 3, kw, dh, dw, wp, sh, sw, plane)
         a_0 = wa[t]; a_1 = wa[t + 1]; a_2 = wa[t + 2]; a_3 = wa[t + 3]
         b_0 = wb[t]; b_1 = wb[t + 1]; b_2 = wb[t + 2]; b_3 = wb[t + 3]
         for p in range(length):
@@ -69,7 +87,7 @@ cdef inline void taps_two(floating* a0, floating* a1, const floating* xc,
             a1[p] = a1[p] + b_0 * v0 + b_1 * v1 + b_2 * v2 + b_3 * v3
         t += 4
     while t < taps:
-        x0 = xc + tap_offset(t, kw, dh, dw, wp)
+        x0 = xc + tap_offset(t, kw, dh, dw, wp, sh, sw, plane)
         a_0 = wa[t]
         b_0 = wb[t]
         for p in range(length):
@@ -81,7 +99,7 @@ cdef inline void taps_two(floating* a0, floating* a1, const floating* xc,
 
 cdef inline void taps_one(floating* a0, const floating* xc, const floating* wa,
                           index_t kh, index_t kw, index_t dh, index_t dw, index_t wp,
-                          index_t length) noexcept nogil:
+                          index_t length, index_t sh, index_t sw, index_t plane) noexcept nogil:
     """a0[p] += sum_t wa[t] * xc[p + off_t], taps t in order."""
     cdef index_t taps = kh * kw, t = 0, p
     cdef floating a_0, a_1, a_2, a_3
@@ -90,27 +108,34 @@ cdef inline void taps_one(floating* a0, const floating* xc, const floating* wa,
     cdef const floating* x2
     cdef const floating* x3
     while t + 4 <= taps:
-        x0 = xc + tap_offset(t, kw, dh, dw, wp)
-        x1 = xc + tap_offset(t + 1, kw, dh, dw, wp)
-        x2 = xc + tap_offset(t + 2, kw, dh, dw, wp)
-        x3 = xc + tap_offset(t + 3, kw, dh, dw, wp)
+        x0 = xc + tap_offset(t, kw, dh, dw, wp, sh, sw, plane)
+        x1 = xc + tap_offset(t + 1, kw, dh, dw, wp, sh, sw, plane)
+        x2 = xc + tap_offset(t + 2, kw, dh, dw, wp, sh, sw, plane)
+        x3 = xc + tap_offset(t + 3, kw, dh, dw, wp, sh, sw, plane)
         a_0 = wa[t]; a_1 = wa[t + 1]; a_2 = wa[t + 2]; a_3 = wa[t + 3]
         for p in range(length):
             a0[p] = a0[p] + a_0 * x0[p] + a_1 * x1[p] + a_2 * x2[p] + a_3 * x3[p]
         t += 4
     while t < taps:
-        x0 = xc + tap_offset(t, kw, dh, dw, wp)
+        x0 = xc + tap_offset(t, kw, dh, dw, wp, sh, sw, plane)
         a_0 = wa[t]
         for p in range(length):
             a0[p] = a0[p] + a_0 * x0[p]
         t += 1
 
 
+cdef inline index_t padded_extent(index_t out, index_t k, index_t d, index_t s) noexcept nogil:
+    """Rows (or columns) of a padded input plane the wide output reads: at stride 1,
+    out + (k - 1) * d; at stride s, those of one phase plane, out + (k - 1) // s."""
+    return out + (k - 1) * d if s == 1 else out + (k - 1) // s
+
+
 def workspace_size(index_t cg, index_t oh, index_t ow, index_t kh, index_t kw,
-                   index_t dh, index_t dw):
-    """Elements of one thread's workspace: a padded image group and KBLOCK wide outputs."""
-    cdef index_t hp = oh + (kh - 1) * dh, wp = ow + (kw - 1) * dw
-    return cg * hp * wp + KBLOCK * oh * wp
+                   index_t dh, index_t dw, index_t sh=1, index_t sw=1):
+    """Elements of one thread's workspace: a padded image group (its phase planes per
+    channel at a stride) and KBLOCK wide outputs."""
+    cdef index_t hp = padded_extent(oh, kh, dh, sh), wp = padded_extent(ow, kw, dw, sw)
+    return cg * phases(sh, kh) * phases(sw, kw) * hp * wp + KBLOCK * oh * wp
 
 
 def conv2d_forward(
@@ -120,40 +145,90 @@ def conv2d_forward(
     floating[:, :, :, ::1] y,        # OUT (N, K, OH, OW)
     floating[:, ::1] workspace,      # SCRATCH (threads, workspace_size(...))
     index_t pt, index_t pl, index_t dh, index_t dw, index_t groups, int n_threads,
+    index_t sh=1, index_t sw=1,
 ):
-    """y = conv(x, w) + b with stride 1 (padding pt, pl; bottom/right implied by y)."""
+    """y = conv(x, w) + b (padding pt, pl; bottom/right implied by y), stride 1 or, for
+    an undilated kernel, stride (sh, sw): then x is split into phase planes, (a, b)
+    holding x[r * sh + a, q * sw + b] for a < min(sh, KH), b < min(sw, KW) (the ones
+    taps read), and every tap reads one of them at stride 1, so its loop runs over
+    whole wide rows as at stride 1."""
     cdef index_t groups_ = groups
     cdef index_t blocks = (y.shape[1] // groups_ + KBLOCK - 1) // KBLOCK
     cdef index_t tasks = y.shape[0] * groups_ * blocks
     cdef index_t task
+    if (sh > 1 or sw > 1) and (dh > 1 or dw > 1):
+        raise ValueError("a strided wide-row convolution takes an undilated kernel")
     if n_threads == 1:  # no parallel region: at batch 1 it costs a good part of the work
         with nogil:
             for task in range(tasks):
-                forward_task(x, w, b, y, &workspace[0, 0], task, pt, pl, dh, dw, groups_)
+                forward_task(x, w, b, y, &workspace[0, 0], task, pt, pl, dh, dw, sh, sw,
+                             groups_)
         return
     for task in prange(tasks, nogil=True, schedule="static", num_threads=n_threads):
-        forward_task(x, w, b, y, &workspace[threadid(), 0], task, pt, pl, dh, dw, groups_)
+        forward_task(x, w, b, y, &workspace[threadid(), 0], task, pt, pl, dh, dw, sh, sw,
+                     groups_)
+
+
+cdef void copy_phases(const floating[:, :, :, ::1] x, index_t n, index_t c0, index_t channels,
+                      index_t pt, index_t pl, index_t sh, index_t sw, index_t ph, index_t pw,
+                      index_t hp, index_t wp, floating* out) noexcept nogil:
+    """out[((c * ph + a) * pw + b) * hp * wp + r * wp + q] = x[n, c0 + c, r * sh + a - pt,
+    q * sw + b - pl], zero outside x: each channel's ph * pw phase planes."""
+    cdef index_t height = x.shape[2], width = x.shape[3]
+    cdef index_t c, a, b_, r, q, h, q_lo, q_hi
+    cdef const floating* xrow
+    cdef floating* row
+    for c in range(channels):
+        for a in range(ph):
+            for b_ in range(pw):
+                # the columns q whose q * sw + b - pl falls in [0, width)
+                q_lo = min(max((pl - b_ + sw - 1) // sw, 0), wp)
+                q_hi = max(min((width - 1 + pl - b_) // sw + 1, wp), q_lo) if width + pl > b_ else q_lo
+                for r in range(hp):
+                    row = out + (((c * ph + a) * pw + b_) * hp + r) * wp
+                    h = r * sh + a - pt
+                    if h < 0 or h >= height:
+                        for q in range(wp):
+                            row[q] = 0
+                        continue
+                    xrow = &x[n, c0 + c, h, 0] + b_ - pl
+                    for q in range(q_lo):
+                        row[q] = 0
+                    if sw == 2:  # a constant stride: the compiler vectorises the gather
+                        for q in range(q_lo, q_hi):
+                            row[q] = xrow[2 * q]
+                    else:
+                        for q in range(q_lo, q_hi):
+                            row[q] = xrow[q * sw]
+                    for q in range(q_hi, wp):
+                        row[q] = 0
 
 
 cdef void forward_task(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
                        const floating[::1] b, floating[:, :, :, ::1] y, floating* xpad,
                        index_t task, index_t pt, index_t pl, index_t dh, index_t dw,
-                       index_t groups) noexcept nogil:
+                       index_t sh, index_t sw, index_t groups) noexcept nogil:
     """The forward's task: KBLOCK output channels of one (image, group), ``xpad`` the
     thread's workspace row (the padded image group, then the wide outputs)."""
     cdef index_t n_out = y.shape[1], oh_count = y.shape[2], ow_count = y.shape[3]
     cdef index_t cg = w.shape[1], kh = w.shape[2], kw = w.shape[3]
     cdef index_t kg = n_out // groups
-    cdef index_t hp = oh_count + (kh - 1) * dh, wp = ow_count + (kw - 1) * dw
+    cdef index_t hp = padded_extent(oh_count, kh, dh, sh)
+    cdef index_t wp = padded_extent(ow_count, kw, dw, sw)
+    cdef index_t plane = hp * wp, channel = phases(sh, kh) * phases(sw, kw) * plane
     cdef index_t length = (oh_count - 1) * wp + ow_count
     cdef index_t blocks = (kg + KBLOCK - 1) // KBLOCK
     cdef index_t n = task // (groups * blocks), g = (task // blocks) % groups
     cdef index_t k0 = g * kg + (task % blocks) * KBLOCK
     cdef index_t k1 = min(k0 + KBLOCK, (g + 1) * kg)
-    cdef floating* acc = xpad + cg * hp * wp
+    cdef floating* acc = xpad + cg * channel
     cdef index_t k, c, p, oh, ow
     cdef floating init
-    copy_band(x, n, g * cg, cg, -pt, hp, -pl, wp, hp * wp, xpad)
+    if sh == 1 and sw == 1:
+        copy_band(x, n, g * cg, cg, -pt, hp, -pl, wp, plane, xpad)
+    else:
+        copy_phases(x, n, g * cg, cg, pt, pl, sh, sw, phases(sh, kh), phases(sw, kw), hp, wp,
+                    xpad)
     for k in range(k0, k1):
         init = b[k] if b is not None else 0
         for p in range(oh_count * wp):
@@ -162,13 +237,13 @@ cdef void forward_task(const floating[:, :, :, ::1] x, const floating[:, :, :, :
     while k + 2 <= k1:
         for c in range(cg):
             taps_two(acc + (k - k0) * oh_count * wp, acc + (k + 1 - k0) * oh_count * wp,
-                     xpad + c * hp * wp, &w[k, c, 0, 0], &w[k + 1, c, 0, 0],
-                     kh, kw, dh, dw, wp, length)
+                     xpad + c * channel, &w[k, c, 0, 0], &w[k + 1, c, 0, 0],
+                     kh, kw, dh, dw, wp, length, sh, sw, plane)
         k = k + 2
     if k < k1:
         for c in range(cg):
-            taps_one(acc + (k - k0) * oh_count * wp, xpad + c * hp * wp,
-                     &w[k, c, 0, 0], kh, kw, dh, dw, wp, length)
+            taps_one(acc + (k - k0) * oh_count * wp, xpad + c * channel,
+                     &w[k, c, 0, 0], kh, kw, dh, dw, wp, length, sh, sw, plane)
     for k in range(k0, k1):
         for oh in range(oh_count):
             for ow in range(ow_count):

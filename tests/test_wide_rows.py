@@ -1,13 +1,18 @@
-"""The wide-row weight gradient (``conv2d_weight_grad`` of _kernels/_conv_wide.pyx).
+"""The wide-row kernels' newer paths (_kernels/_conv_wide.pyx): the strided forward
+over phase planes and the weight gradient.
 
-``algorithm="direct"`` runs it for stride-1, undilated kernels larger than 1x1 with
-fewer than 4 output channels per group (depthwise convolutions above all). The shapes
-reach every path: one or two output channels per block (an odd count leaves one), a
-kernel row wider than a block of 5 taps, rows whose padded length is not a whole
-number of vectors, more images than partial-sum chunks, groups, padding on every side,
-both dtypes. Each result is checked against the plain NumPy float64 reference and for
-bit-identical results on 1, 2 and 3 threads; inf and NaN in x meet the zeros past
-each row's end only in the fallback's way (as PyTorch).
+``algorithm="direct"`` runs the forward over sh * sw phase planes for strided,
+undilated kernels with few channels (depthwise ones above all), and the weight gradient
+for stride-1, undilated kernels larger than 1x1 with fewer than 4 output channels per
+group. The shapes reach every path: strides 2 and 3 and unequal ones, padding that a
+phase begins or ends in, images whose width is not a multiple of the stride, strides
+larger than the kernel (only the phases its taps read are made); one or two
+output channels per gradient block (an odd count leaves one), a kernel row wider than
+a block of 5 taps, rows whose padded length is not a whole number of vectors, more
+images than partial-sum chunks; groups and both dtypes. Each result is checked against
+the plain NumPy float64 reference and for bit-identical results on 1, 2 and 3 threads;
+inf and NaN in x meet the zeros past each gradient row's end only in the fallback's
+way (as PyTorch).
 """
 
 import numpy as np
@@ -17,7 +22,16 @@ import fastconv as fc
 from fastconv._geometry import conv_geometry
 from fastconv import _plan
 
-from reference import conv2d_backward_ref
+from reference import conv2d_backward_ref, conv2d_ref
+
+# (x shape, w shape, stride, padding, groups) of the strided forward
+STRIDED = [
+    ((2, 6, 13, 11), (6, 1, 3, 3), 2, 1, 6),            # depthwise 3x3 s2, odd sizes
+    ((1, 4, 14, 15), (8, 2, 5, 4), (2, 3), (2, 1), 2),   # unequal strides, groups
+    ((3, 2, 9, 10), (5, 2, 3, 3), 3, 0, 1),             # stride 3, no padding
+    ((2, 3, 8, 8), (2, 3, 2, 2), 2, ((1, 0), (0, 1)), 1),  # a phase of padding only
+    ((1, 2, 17, 16), (2, 1, 3, 2), (5, 4), 1, 2),       # strides beyond the kernel
+]
 
 # (x shape, w shape, padding, groups)
 SHAPES = [
@@ -31,6 +45,40 @@ SHAPES = [
 
 def _ids(shape):
     return "x{}-w{}-p{}-g{}".format(*shape).replace(" ", "")
+
+
+def _strided_ids(shape):
+    return "x{}-w{}-s{}-p{}-g{}".format(*shape).replace(" ", "")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", STRIDED, ids=_strided_ids)
+def test_strided_forward_matches_reference(shape, dtype, assert_close):
+    x_shape, w_shape, stride, padding, groups = shape
+    rng = np.random.default_rng(sum(x_shape) + sum(w_shape))
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[0]).astype(dtype)
+    conv = dict(stride=stride, padding=padding, groups=groups)
+    assert fc.explain(x, w, **conv, algorithm="direct")["forward"].kernel == "wide_rows"
+    y = fc.conv2d(x, w, b, **conv, algorithm="direct")
+    assert y.dtype == dtype
+    assert_close(y, conv2d_ref(x, w, b, **conv), err_msg="y:")
+
+
+@pytest.mark.parametrize("shape", STRIDED, ids=_strided_ids)
+def test_strided_forward_bit_identical_for_1_2_and_3_threads(shape, restore_threads):
+    x_shape, w_shape, stride, padding, groups = shape
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    results = []
+    for n_threads in (1, 2, 3):
+        fc.set_num_threads(n_threads)
+        results.append(fc.conv2d(x, w, stride=stride, padding=padding, groups=groups,
+                                 algorithm="direct"))
+    for other in results[1:]:
+        np.testing.assert_array_equal(other, results[0])
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=_ids)
