@@ -112,7 +112,6 @@ from fastconv._blas import single_threaded_blas
 from fastconv._config import available_cpus, get_num_threads, set_num_threads
 from fastconv._validation import as_index
 from fastconv.nn import Module, Parameter
-from fastconv.nn._cache import TRANSIENT_STATE
 
 if TYPE_CHECKING:
     import distributed
@@ -133,19 +132,12 @@ Normalization = str | tuple[float, float] | None
 
 
 class _LeanPickler(cloudpickle.Pickler):
-    """Pickles a model without gradients, the inputs kept for backward or any other
-    state a layer carries from one call to the next (nn._cache.TRANSIENT_STATE)."""
+    """Pickles a model without gradients (a Module pickles without the state a layer
+    carries from one call to the next: nn._cache.TRANSIENT_STATE)."""
 
     def reducer_override(self, obj: Any) -> Any:
         if type(obj) is Parameter:
             return Parameter, (obj.data, obj.data.dtype)  # grad: zeros, made on arrival
-        if isinstance(obj, Module):
-            reduced = obj.__reduce_ex__(self.proto)
-            state = reduced[2] if isinstance(reduced, tuple) and len(reduced) > 2 else None
-            if isinstance(state, dict) and any(key in state for key in TRANSIENT_STATE):
-                state = {key: value for key, value in state.items()
-                         if key not in TRANSIENT_STATE}
-                return (*reduced[:2], state, *reduced[3:])
         return super().reducer_override(obj)
 
 
