@@ -38,6 +38,9 @@ EXPECTED = {
     "7x7s2-3-224": ((8, 3, 224, 224), (64, 3, 7, 7), dict(stride=2, padding=3),
                     {"forward": "channel_vector", "input_grad": "gemm",
                      "weight_grad": "channel_vector"}),
+    # a 1x1 head to 3 classes: nothing to pack, the GEMM beats the direct kernels
+    "1x1-64-to-3": ((8, 64, 56, 56), (3, 64, 1, 1), {},
+                    {"forward": "gemm", "input_grad": "gemm", "weight_grad": "gemm"}),
     "depthwise-3x3": ((8, 32, 56, 56), (32, 1, 3, 3), dict(padding=1, groups=32),
                       {"forward": "wide_rows", "input_grad": "wide_rows",
                        "weight_grad": "wide_rows"}),
