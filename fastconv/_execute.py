@@ -151,7 +151,8 @@ def _wide_weight_grad(plan: Plan, geom: ConvGeometry, gy: FloatArray, x: FloatAr
     partials = np.empty((plan.chunks, gw.size), dtype=np.float64)
     (pt, _), (pl, _) = geom.padding
     _conv_wide.conv2d_weight_grad(gy, x, partials, _workspace(plan, gw), geom.kh, geom.kw,
-                                  pt, pl, *geom.dilation, geom.groups, plan.n_threads)
+                                  pt, pl, *geom.dilation, geom.groups, plan.n_threads,
+                                  *geom.stride)
     with np.errstate(invalid="ignore", over="ignore"):  # inf and NaN are results here
         gw.reshape(-1)[...] = np.add.reduce(partials, axis=0)
 

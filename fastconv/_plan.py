@@ -103,6 +103,7 @@ CV_FORWARD_WIDE_MIN_DEPTH = 48
 # 64 output channels per group. Wide rows against the loops, 2 threads: depthwise 3x3
 # over 1x576x14x14 0.20 -> 0.10 ms, over 8x144x56x56 2.9 -> 2.0 ms.
 CV_WGRAD_MIN_OUT, CV_WGRAD_MAX_CHANNELS = 4, 64
+WIDE_WGRAD_STRIDED_MIN_TAPS = 25
 # Scatter input gradient: beats im2col for 4 to 32 input channels at stride 1 (16 at
 # other strides) and up to 64 output channels, while its per-thread padded image fits
 # SCATTER_MAX_ELEMENTS (beyond that, the wide-row kernel or the loops).
@@ -341,10 +342,17 @@ def _direct_input_grad_kernel(geom: ConvGeometry) -> str:
 def _direct_weight_grad_kernel(geom: ConvGeometry) -> str:
     if geom.kg >= CV_WGRAD_MIN_OUT:
         return "channel_vector"
-    # wide rows: undilated kernels larger than 1x1 (1x1 and dilated ones waste the
-    # row gaps: 64 -> 3 channels 1x1 over 8x56x56, 0.29 ms by the loops, 0.57 by wide rows)
-    undilated = geom.dilation == (1, 1) and geom.taps > 1
-    return "wide_rows" if geom.stride_one and undilated else "row_loops"
+    # wide rows: undilated kernels larger than 1x1 (1x1 and dilated ones waste the row
+    # gaps: 64 -> 3 channels 1x1 over 8x56x56, 0.29 ms by the loops, 0.57 by wide rows).
+    # At a stride the phase planes split each kernel row's taps: one input channel per
+    # group under WIDE_WGRAD_STRIDED_MIN_TAPS taps leaves blocks too short (depthwise
+    # 3x3 s2 over 1x144x56x56: 1.24x the loops); otherwise they win (5x5 s2 depthwise
+    # over 8x96x28x28 0.62x, 3 -> 3 channels 3x3 s2 over 8x64x64 0.33x).
+    if geom.dilation != (1, 1) or geom.taps == 1:
+        return "row_loops"
+    if geom.stride_one or geom.cg > 1 or geom.taps >= WIDE_WGRAD_STRIDED_MIN_TAPS:
+        return "wide_rows"
+    return "row_loops"
 
 
 def winograd_input_grad_applies(geom: ConvGeometry) -> bool:
@@ -545,7 +553,8 @@ def _blocked(geom: ConvGeometry, pass_: str, algorithm: str, kernel: str, reason
     if kernel == "wide_rows":
         if pass_ == "weight_grad":
             size = _conv_wide.weight_grad_workspace_size(geom.cg, geom.kg, geom.oh, geom.ow,
-                                                         geom.kh, geom.kw, *geom.dilation)
+                                                         geom.kh, geom.kw, *geom.dilation,
+                                                         *geom.stride)
             fallback = _blocked(geom, pass_, algorithm, "row_loops",
                                 "wide rows multiply x past each row's end", dtype, n_threads)
             return make(workspace=size, chunks=max(1, min(geom.n, MAX_CHUNKS)),

@@ -1,10 +1,10 @@
 """The wide-row kernels' newer paths (_kernels/_conv_wide.pyx): the strided forward
 over phase planes and the weight gradient.
 
-``algorithm="direct"`` runs the forward over sh * sw phase planes for strided,
-undilated kernels with few channels (depthwise ones above all), and the weight gradient
-for stride-1, undilated kernels larger than 1x1 with fewer than 4 output channels per
-group. The shapes reach every path: strides 2 and 3 and unequal ones, padding that a
+``algorithm="direct"`` runs the forward over phase planes for strided, undilated
+kernels with few channels (depthwise ones above all), and the weight gradient for
+undilated kernels larger than 1x1 with fewer than 4 output channels per group (at a
+stride over phase planes too, unless one input channel meets fewer than 25 taps). The shapes reach every path: strides 2 and 3 and unequal ones, padding that a
 phase begins or ends in, images whose width is not a multiple of the stride, strides
 larger than the kernel (only the phases its taps read are made); one or two
 output channels per gradient block (an odd count leaves one), a kernel row wider than
@@ -33,18 +33,22 @@ STRIDED = [
     ((1, 2, 17, 16), (2, 1, 3, 2), (5, 4), 1, 2),       # strides beyond the kernel
 ]
 
-# (x shape, w shape, padding, groups)
+# (x shape, w shape, stride, padding, groups) of the weight gradient
 SHAPES = [
-    ((3, 6, 11, 13), (6, 1, 3, 3), 1, 6),          # depthwise, odd row lengths
-    ((2, 4, 9, 10), (6, 2, 3, 7), (1, 3), 2),      # 3 channels per group, 7 taps a row
-    ((20, 1, 12, 12), (1, 1, 5, 5), 2, 1),         # more images than chunks
-    ((1, 3, 8, 6), (2, 3, 2, 4), ((0, 1), (2, 0)), 1),  # uneven padding, 2 channels
-    ((2, 8, 5, 17), (8, 1, 4, 1), (2, 0), 8),      # one tap a row
+    ((3, 6, 11, 13), (6, 1, 3, 3), 1, 1, 6),            # depthwise, odd row lengths
+    ((2, 4, 9, 10), (6, 2, 3, 7), 1, (1, 3), 2),        # 3 channels per group, 7 taps a row
+    ((20, 1, 12, 12), (1, 1, 5, 5), 1, 2, 1),           # more images than chunks
+    ((1, 3, 8, 6), (2, 3, 2, 4), 1, ((0, 1), (2, 0)), 1),  # uneven padding, 2 channels
+    ((2, 8, 5, 17), (8, 1, 4, 1), 1, (2, 0), 8),        # one tap a row
+    ((2, 6, 13, 11), (6, 1, 5, 5), 2, 2, 6),            # strided depthwise 5x5: phases
+    ((1, 4, 14, 15), (6, 2, 5, 4), (2, 3), (2, 1), 2),  # unequal strides, groups
+    ((2, 3, 11, 9), (3, 3, 7, 6), (2, 1), 3, 1),        # one row phase, blocks of 5 + 1 taps
+    ((1, 2, 17, 16), (2, 2, 3, 2), (5, 4), 1, 1),       # strides beyond the kernel
 ]
 
 
 def _ids(shape):
-    return "x{}-w{}-p{}-g{}".format(*shape).replace(" ", "")
+    return "x{}-w{}-s{}-p{}-g{}".format(*shape).replace(" ", "")
 
 
 def _strided_ids(shape):
@@ -83,19 +87,19 @@ def test_strided_forward_bit_identical_for_1_2_and_3_threads(shape, restore_thre
 
 @pytest.mark.parametrize("shape", SHAPES, ids=_ids)
 def test_shapes_take_the_wide_weight_gradient(shape):
-    x_shape, w_shape, padding, groups = shape
-    geom = conv_geometry(x_shape, w_shape, 1, padding, 1, groups)
+    x_shape, w_shape, stride, padding, groups = shape
+    geom = conv_geometry(x_shape, w_shape, stride, padding, 1, groups)
     assert _plan.plan(geom, "weight_grad", np.float32, 2, "direct").kernel == "wide_rows"
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", SHAPES, ids=_ids)
 def test_matches_reference(shape, dtype, assert_close):
-    x_shape, w_shape, padding, groups = shape
+    x_shape, w_shape, stride, padding, groups = shape
     rng = np.random.default_rng(sum(x_shape) + sum(w_shape))
     x = rng.standard_normal(x_shape).astype(dtype)
     w = rng.standard_normal(w_shape).astype(dtype)
-    conv = dict(padding=padding, groups=groups)
+    conv = dict(stride=stride, padding=padding, groups=groups)
     gy = rng.standard_normal(fc.conv2d(x, w, **conv).shape).astype(dtype)
     _, gw, _ = fc.conv2d_backward(gy, x, w, **conv, algorithm="direct")
     assert gw.dtype == dtype and gw.shape == w.shape
@@ -104,11 +108,11 @@ def test_matches_reference(shape, dtype, assert_close):
 
 @pytest.mark.parametrize("shape", SHAPES, ids=_ids)
 def test_bit_identical_for_1_2_and_3_threads(shape, restore_threads):
-    x_shape, w_shape, padding, groups = shape
+    x_shape, w_shape, stride, padding, groups = shape
     rng = np.random.default_rng(5)
     x = rng.standard_normal(x_shape).astype(np.float32)
     w = rng.standard_normal(w_shape).astype(np.float32)
-    conv = dict(padding=padding, groups=groups)
+    conv = dict(stride=stride, padding=padding, groups=groups)
     gy = np.cos(np.arange(fc.conv2d(x, w, **conv).size, dtype=np.float32))
     gy = gy.reshape(fc.conv2d(x, w, **conv).shape)
     results = []

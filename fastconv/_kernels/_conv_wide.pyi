@@ -25,11 +25,12 @@ def conv2d_forward(
     sh: int = 1, sw: int = 1,  # a stride other than 1 only with dh = dw = 1
 ) -> None: ...
 def weight_grad_workspace_size(cg: int, kg: int, oh: int, ow: int, kh: int, kw: int,
-                               dh: int, dw: int) -> int: ...
+                               dh: int, dw: int, sh: int = 1, sw: int = 1) -> int: ...
 def conv2d_weight_grad(
     gy: NDArray[_F],  # IN (N, K, OH, OW)
     x: NDArray[_F],  # IN (N, C, H, W)
     partials: NDArray[np.float64],  # OUT (chunks, G * KG * CG * KH * KW), every element
     workspace: NDArray[_F],  # SCRATCH (threads, weight_grad_workspace_size(...))
     kh: int, kw: int, pt: int, pl: int, dh: int, dw: int, groups: int, n_threads: int,
+    sh: int = 1, sw: int = 1,  # a stride other than 1 only with dh = dw = 1
 ) -> None: ...

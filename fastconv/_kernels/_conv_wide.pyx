@@ -1,5 +1,5 @@
-"""Direct convolution over "wide" rows: the forward (stride 1, or any stride for an
-undilated kernel) and the stride-1 weight gradient.
+"""Direct convolution over "wide" rows: the forward and the weight gradient, at stride 1
+or, for an undilated kernel, any stride.
 
 Dimension legend: N batch, C input channels, H, W input size, K output channels,
 G groups, CG = C / G, KG = K / G, KH, KW kernel size, DH, DW dilation, OH, OW
@@ -20,7 +20,9 @@ channels at once, which share the input loads.
 At stride (SH, SW) the padded input is first split into phase planes: plane (a, b)
 holds xpad[r * SH + a, q * SW + b], so tap (i, j) reads plane (i % SH, j % SW) at
 (oh + i // SH, ow + j // SW), a stride-1 access: the same long loops run over the
-phase planes' wide rows (only the planes some tap reads are made).
+phase planes' wide rows (only the planes some tap reads are made). The weight gradient
+does the same; the taps j, j + SW, ... of one kernel row read one plane at consecutive
+offsets, so they make one block.
 
 The weight gradient turns the same layout around: gy's rows laid on the padded
 width (zeros in the gaps past each row's OW), every tap's gradient is one dot
@@ -267,8 +269,8 @@ cdef extern from *:
     typedef double fc_wg_vd_u __attribute__((vector_size(32), aligned(8)));
     #define FC_WG_DEFINE(NAME, T, V, U, LANES)                                              \\
     static inline __attribute__((always_inline)) void NAME(const T *g0, const T *g1, const T *x, ptrdiff_t len,           \\
-                            ptrdiff_t dj, double *out0, double *out1, const int NK,        \\
-                            const int NJ) {                                                 \\
+                            ptrdiff_t dj, double *out0, double *out1, ptrdiff_t ostep,     \\
+                            const int NK, const int NJ) {                                   \\
         V a0[FC_WG_TAPS] = {0}, a1[FC_WG_TAPS] = {0};                                       \\
         ptrdiff_t p;                                                                        \\
         int j, lane;                                                                        \\
@@ -284,8 +286,8 @@ cdef extern from *:
         }                                                                                   \\
         for (j = 0; j < NJ; j++)                                                            \\
             for (lane = 0; lane < LANES; lane++) {                                          \\
-                out0[j] += (double)a0[j][lane];                                             \\
-                if (NK == 2) out1[j] += (double)a1[j][lane];                                \\
+                out0[j * ostep] += (double)a0[j][lane];                                     \\
+                if (NK == 2) out1[j * ostep] += (double)a1[j][lane];                        \\
             }                                                                               \\
     }
     FC_WG_DEFINE(fc_wg_block_f, float, fc_wg_vf, fc_wg_vf_u, 8)
@@ -293,48 +295,51 @@ cdef extern from *:
     #else
     #define FC_WG_DEFINE(NAME, T)                                                           \\
     static inline void NAME(const T *g0, const T *g1, const T *x, ptrdiff_t len,           \\
-                            ptrdiff_t dj, double *out0, double *out1, const int NK,        \\
-                            const int NJ) {                                                 \\
+                            ptrdiff_t dj, double *out0, double *out1, ptrdiff_t ostep,     \\
+                            const int NK, const int NJ) {                                   \\
         ptrdiff_t p;                                                                        \\
         int j;                                                                              \\
         for (j = 0; j < NJ; j++)                                                            \\
             for (p = 0; p < len; p++) {                                                     \\
-                out0[j] += (double)g0[p] * (double)x[p + j * dj];                           \\
-                if (NK == 2) out1[j] += (double)g1[p] * (double)x[p + j * dj];              \\
+                out0[j * ostep] += (double)g0[p] * (double)x[p + j * dj];                   \\
+                if (NK == 2) out1[j * ostep] += (double)g1[p] * (double)x[p + j * dj];      \\
             }                                                                               \\
     }
     FC_WG_DEFINE(fc_wg_block_f, float)
     FC_WG_DEFINE(fc_wg_block_d, double)
     #endif
     /* NK and NJ as constants in each call, so the accumulators stay in registers */
-    #define FC_WG_SWITCH(FN, g0, g1, x, len, dj, o0, o1, nk, nj)                              \\
+    #define FC_WG_SWITCH(FN, g0, g1, x, len, dj, o0, o1, os, nk, nj)                          \\
         switch ((nk) * 8 + (nj)) {                                                          \\
-        case 9: FN(g0, g1, x, len, dj, o0, o1, 1, 1); break;                                \\
-        case 10: FN(g0, g1, x, len, dj, o0, o1, 1, 2); break;                               \\
-        case 11: FN(g0, g1, x, len, dj, o0, o1, 1, 3); break;                               \\
-        case 12: FN(g0, g1, x, len, dj, o0, o1, 1, 4); break;                               \\
-        case 13: FN(g0, g1, x, len, dj, o0, o1, 1, 5); break;                               \\
-        case 17: FN(g0, g1, x, len, dj, o0, o1, 2, 1); break;                               \\
-        case 18: FN(g0, g1, x, len, dj, o0, o1, 2, 2); break;                               \\
-        case 19: FN(g0, g1, x, len, dj, o0, o1, 2, 3); break;                               \\
-        case 20: FN(g0, g1, x, len, dj, o0, o1, 2, 4); break;                               \\
-        default: FN(g0, g1, x, len, dj, o0, o1, 2, 5); break;                               \\
+        case 9: FN(g0, g1, x, len, dj, o0, o1, os, 1, 1); break;                                \\
+        case 10: FN(g0, g1, x, len, dj, o0, o1, os, 1, 2); break;                               \\
+        case 11: FN(g0, g1, x, len, dj, o0, o1, os, 1, 3); break;                               \\
+        case 12: FN(g0, g1, x, len, dj, o0, o1, os, 1, 4); break;                               \\
+        case 13: FN(g0, g1, x, len, dj, o0, o1, os, 1, 5); break;                               \\
+        case 17: FN(g0, g1, x, len, dj, o0, o1, os, 2, 1); break;                               \\
+        case 18: FN(g0, g1, x, len, dj, o0, o1, os, 2, 2); break;                               \\
+        case 19: FN(g0, g1, x, len, dj, o0, o1, os, 2, 3); break;                               \\
+        case 20: FN(g0, g1, x, len, dj, o0, o1, os, 2, 4); break;                               \\
+        default: FN(g0, g1, x, len, dj, o0, o1, os, 2, 5); break;                               \\
         }
     static void fc_wg_float(const float *g0, const float *g1, const float *x, ptrdiff_t len,
-                            ptrdiff_t dj, double *o0, double *o1, int nk, int nj) {
-        FC_WG_SWITCH(fc_wg_block_f, g0, g1, x, len, dj, o0, o1, nk, nj)
+                            ptrdiff_t dj, double *o0, double *o1, ptrdiff_t os, int nk,
+                            int nj) {
+        FC_WG_SWITCH(fc_wg_block_f, g0, g1, x, len, dj, o0, o1, os, nk, nj)
     }
     static void fc_wg_double(const double *g0, const double *g1, const double *x,
-                             ptrdiff_t len, ptrdiff_t dj, double *o0, double *o1, int nk,
-                             int nj) {
-        FC_WG_SWITCH(fc_wg_block_d, g0, g1, x, len, dj, o0, o1, nk, nj)
+                             ptrdiff_t len, ptrdiff_t dj, double *o0, double *o1,
+                             ptrdiff_t os, int nk, int nj) {
+        FC_WG_SWITCH(fc_wg_block_d, g0, g1, x, len, dj, o0, o1, os, nk, nj)
     }
     """
     int FC_WG_TAPS
     void fc_wg_float(const float* g0, const float* g1, const float* x, Py_ssize_t length,
-                     Py_ssize_t dj, double* o0, double* o1, int nk, int nj) noexcept nogil
+                     Py_ssize_t dj, double* o0, double* o1, Py_ssize_t ostep, int nk,
+                     int nj) noexcept nogil
     void fc_wg_double(const double* g0, const double* g1, const double* x, Py_ssize_t length,
-                      Py_ssize_t dj, double* o0, double* o1, int nk, int nj) noexcept nogil
+                      Py_ssize_t dj, double* o0, double* o1, Py_ssize_t ostep, int nk,
+                      int nj) noexcept nogil
 
 
 cdef enum:
@@ -346,13 +351,30 @@ cdef inline index_t wide_length(index_t oh, index_t wp) noexcept nogil:
     return (oh * wp + WG_PAD - 1) // WG_PAD * WG_PAD
 
 
+cdef inline index_t weight_grad_margin(index_t channel, index_t hp, index_t wp,
+                                      index_t length, index_t kh, index_t kw, index_t dh,
+                                      index_t dw, index_t sh, index_t sw) noexcept nogil:
+    """Zeros after the last channel's planes that the last vectors of its farthest tap
+    read (an upper bound of the taps' offsets: every phase plane, the farthest row and
+    column)."""
+    cdef index_t reach
+    if sh == 1 and sw == 1:
+        reach = (kh - 1) * dh * wp + (kw - 1) * dw
+    else:
+        reach = (phases(sh, kh) * phases(sw, kw) - 1) * hp * wp + (kh - 1) // sh * wp + (kw - 1) // sw
+    return max(0, reach + length - channel)
+
+
 def weight_grad_workspace_size(index_t cg, index_t kg, index_t oh, index_t ow, index_t kh,
-                               index_t kw, index_t dh, index_t dw):
-    """Elements of one thread's weight-gradient workspace: the padded image group (with
-    a zero margin the last vectors read into) and the group's wide gradient rows."""
-    cdef index_t hp = oh + (kh - 1) * dh, wp = ow + (kw - 1) * dw
+                               index_t kw, index_t dh, index_t dw, index_t sh=1, index_t sw=1):
+    """Elements of one thread's weight-gradient workspace: the padded image group (its
+    phase planes at a stride, and a zero margin the last vectors read into) and the
+    group's wide gradient rows."""
+    cdef index_t hp = padded_extent(oh, kh, dh, sh), wp = padded_extent(ow, kw, dw, sw)
+    cdef index_t channel = phases(sh, kh) * phases(sw, kw) * hp * wp
     cdef index_t length = wide_length(oh, wp)
-    return cg * hp * wp + length + (kh - 1) * dh * wp + (kw - 1) * dw + kg * length
+    return (cg * channel + weight_grad_margin(channel, hp, wp, length, kh, kw, dh, dw, sh, sw)
+            + kg * length)
 
 
 def conv2d_weight_grad(
@@ -361,48 +383,57 @@ def conv2d_weight_grad(
     double[:, ::1] partials,          # OUT (chunks, G * KG * CG * KH * KW), every element
     floating[:, ::1] workspace,       # SCRATCH (threads, weight_grad_workspace_size(...))
     index_t kh, index_t kw, index_t pt, index_t pl, index_t dh, index_t dw,
-    index_t groups, int n_threads,
+    index_t groups, int n_threads, index_t sh=1, index_t sw=1,
 ):
-    """partials[chunk] = the weight gradient of stride 1 summed over the chunk's images
-    (chunks: partials.shape[0], fixed runs of images), as gw[k, c, i, j] = sum over the
-    wide rows p of gy_wide[k, p] * xpad[c, p + i * DH * WP + j * DW]; the caller adds
-    the chunks in order."""
+    """partials[chunk] = the weight gradient summed over the chunk's images (chunks:
+    partials.shape[0], fixed runs of images), as gw[k, c, i, j] = sum over the wide rows
+    p of gy_wide[k, p] * xpad[c, p + tap_offset(i, j)] (at a stride, over x's phase
+    planes, undilated); the caller adds the chunks in order."""
     cdef index_t chunks = partials.shape[0], tasks = chunks * groups, task
+    if (sh > 1 or sw > 1) and (dh > 1 or dw > 1):
+        raise ValueError("a strided wide-row convolution takes an undilated kernel")
     if n_threads == 1:
         with nogil:
             for task in range(tasks):
                 weight_grad_task(gy, x, partials, &workspace[0, 0], task, kh, kw, pt, pl,
-                                 dh, dw, groups)
+                                 dh, dw, sh, sw, groups)
         return
     for task in prange(tasks, nogil=True, schedule="static", num_threads=n_threads):
         weight_grad_task(gy, x, partials, &workspace[threadid(), 0], task, kh, kw, pt, pl,
-                         dh, dw, groups)
+                         dh, dw, sh, sw, groups)
 
 
 cdef void weight_grad_task(const floating[:, :, :, ::1] gy, const floating[:, :, :, ::1] x,
                            double[:, ::1] partials, floating* xpad, index_t task, index_t kh,
                            index_t kw, index_t pt, index_t pl, index_t dh, index_t dw,
-                           index_t groups) noexcept nogil:
+                           index_t sh, index_t sw, index_t groups) noexcept nogil:
     """One chunk of images of one group: its (KG, CG, KH, KW) sums into its partials."""
     cdef index_t n_batch = gy.shape[0], chunks = partials.shape[0]
     cdef index_t kg = gy.shape[1] // groups, cg = x.shape[1] // groups
     cdef index_t oh_count = gy.shape[2], ow_count = gy.shape[3]
-    cdef index_t hp = oh_count + (kh - 1) * dh, wp = ow_count + (kw - 1) * dw
+    cdef index_t hp = padded_extent(oh_count, kh, dh, sh)
+    cdef index_t wp = padded_extent(ow_count, kw, dw, sw)
+    cdef index_t plane = hp * wp, pw = phases(sw, kw)
+    cdef index_t channel = phases(sh, kh) * pw * plane
     cdef index_t length = wide_length(oh_count, wp)
-    cdef index_t margin = length + (kh - 1) * dh * wp + (kw - 1) * dw - hp * wp
+    cdef index_t margin = weight_grad_margin(channel, hp, wp, length, kh, kw, dh, dw, sh, sw)
     cdef index_t chunk = task // groups, g = task % groups
     cdef index_t n0 = chunk * n_batch // chunks, n1 = (chunk + 1) * n_batch // chunks
     cdef index_t filters = kg * cg * kh * kw
+    cdef index_t dj = dw if sw == 1 else 1  # between taps j, j + sw of one column phase
     cdef double* out = &partials[chunk, g * filters]
-    cdef floating* wide = xpad + cg * hp * wp + margin
-    cdef index_t n, k, c, i, j, p, oh, ow, nk, nj
+    cdef floating* wide = xpad + cg * channel + margin
+    cdef index_t n, k, c, i, j, b_, m, count, p, oh, ow, nk, nj
     cdef const floating* grow
     cdef floating* wrow
     for p in range(filters):
         out[p] = 0
     for n in range(n0, n1):
-        copy_band(x, n, g * cg, cg, -pt, hp, -pl, wp, hp * wp, xpad)
-        for p in range(cg * hp * wp, cg * hp * wp + margin):
+        if sh == 1 and sw == 1:
+            copy_band(x, n, g * cg, cg, -pt, hp, -pl, wp, plane, xpad)
+        else:
+            copy_phases(x, n, g * cg, cg, pt, pl, sh, sw, phases(sh, kh), pw, hp, wp, xpad)
+        for p in range(cg * channel, cg * channel + margin):
             xpad[p] = 0  # read by the last vectors, times zeros of the wide rows
         for k in range(kg):  # gy's rows on the padded width, zero past each row's OW
             grow = &gy[n, g * kg + k, 0, 0]
@@ -420,20 +451,24 @@ cdef void weight_grad_task(const floating[:, :, :, ::1] gy, const floating[:, :,
             nk = min(2, kg - k)
             for c in range(cg):
                 for i in range(kh):
-                    j = 0
-                    while j < kw:
-                        nj = min(FC_WG_TAPS, kw - j)
-                        block(wide + k * length, wide + (k + nk - 1) * length,
-                              xpad + c * hp * wp + i * dh * wp + j * dw, length, dw,
-                              out + ((k * cg + c) * kh + i) * kw + j,
-                              out + (((k + nk - 1) * cg + c) * kh + i) * kw + j, nk, nj)
-                        j += nj
+                    for b_ in range(pw):  # taps j = b, b + sw, ... (every j at stride 1)
+                        count = (kw - b_ + sw - 1) // sw
+                        m = 0
+                        while m < count:
+                            nj = min(FC_WG_TAPS, count - m)
+                            j = b_ + m * sw
+                            block(wide + k * length, wide + (k + nk - 1) * length,
+                                  xpad + c * channel
+                                  + tap_offset(i * kw + j, kw, dh, dw, wp, sh, sw, plane),
+                                  length, dj, out + ((k * cg + c) * kh + i) * kw + j,
+                                  out + (((k + nk - 1) * cg + c) * kh + i) * kw + j, sw, nk, nj)
+                            m += nj
 
 
 cdef inline void block(const floating* g0, const floating* g1, const floating* x,
-                       index_t length, index_t dj, double* o0, double* o1, index_t nk,
-                       index_t nj) noexcept nogil:
+                       index_t length, index_t dj, double* o0, double* o1, index_t ostep,
+                       index_t nk, index_t nj) noexcept nogil:
     if floating is float:
-        fc_wg_float(g0, g1, x, length, dj, o0, o1, <int> nk, <int> nj)
+        fc_wg_float(g0, g1, x, length, dj, o0, o1, ostep, <int> nk, <int> nj)
     else:
-        fc_wg_double(g0, g1, x, length, dj, o0, o1, <int> nk, <int> nj)
+        fc_wg_double(g0, g1, x, length, dj, o0, o1, ostep, <int> nk, <int> nj)
