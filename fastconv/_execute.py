@@ -111,6 +111,8 @@ def input_grad(plan: Plan, geom: ConvGeometry, gy: FloatArray, w: FloatArray,
         _conv_cvec.conv2d_input_grad(gy, _scatter_packed(w, geom), bias, gx,
                                      _workspace(plan, gx), geom.kh, geom.kw, *geom.stride,
                                      pt, pl, *geom.dilation, plan.n_threads)
+    elif plan.kernel == "wide_rows" and not geom.stride_one:
+        _wide_phases_input_grad(plan, geom, gy, w, gx, bias)
     elif plan.kernel == "wide_rows":
         # a stride-1 conv's input gradient is a stride-1 conv of gy, padded by the
         # kernel's reach less the forward padding, with the rotated kernel
@@ -199,10 +201,42 @@ def _gemm_forward(plan: Plan, geom: ConvGeometry, x: FloatArray, w: FloatArray,
 def _input_grad_kernel(w: FloatArray, geom: ConvGeometry) -> FloatArray:
     """The kernel of a stride-1 conv's input gradient, itself a stride-1 conv of gy:
     w rotated 180 degrees with its channel axes swapped per group, (C, K/G, KH, KW)."""
-    g, kg, cg = geom.groups, geom.kg, geom.cg
-    w_t = (w.reshape(g, kg, cg, geom.kh, geom.kw)[:, :, :, ::-1, ::-1]
-           .transpose(0, 2, 1, 3, 4).reshape(g * cg, kg, geom.kh, geom.kw))
+    k, cg, kh, kw = w.shape
+    g = geom.groups
+    w_t = (w.reshape(g, k // g, cg, kh, kw)[:, :, :, ::-1, ::-1]
+           .transpose(0, 2, 1, 3, 4).reshape(g * cg, k // g, kh, kw))
     return np.ascontiguousarray(w_t)
+
+
+def _phase_taps(phase: int, pad: int, stride: int, taps: int) -> tuple[int, int]:
+    """(first tap, padding) along one axis for the input rows phase, phase + stride, ...
+    of an undilated strided conv: the taps first, first + stride, ... reach them, and
+    their stride-1 conv of gy (taps reversed) needs this padding (negative: a crop)."""
+    first = (phase + pad) % stride
+    reach = -(-(taps - first) // stride)  # how many taps: first, first + stride, ...
+    return first, reach - 1 - (phase + pad - first) // stride
+
+
+def _wide_phases_input_grad(plan: Plan, geom: ConvGeometry, gy: FloatArray, w: FloatArray,
+                            gx: FloatArray, bias: FloatArray | None) -> None:
+    """An undilated strided conv's input gradient, one stride-1 wide-row conv of gy per
+    phase (a, b) of gx (its rows a, a + SH, ... and columns b, b + SW, ...): with the
+    taps that reach them, rotated, their channel axes swapped (see _input_grad_kernel)."""
+    (sh, sw), ((pt, _), (pl, _)) = geom.stride, geom.padding
+    workspace = _workspace(plan, gx)
+    for a in range(min(sh, geom.h)):
+        i0, pad_top = _phase_taps(a, pt, sh, geom.kh)
+        for b in range(min(sw, geom.w)):
+            j0, pad_left = _phase_taps(b, pl, sw, geom.kw)
+            target = gx[:, :, a::sh, b::sw]
+            if i0 >= geom.kh or j0 >= geom.kw:  # no tap reaches these pixels
+                target[...] = 0 if bias is None else bias[:, None, None]
+                continue
+            phase = np.empty(target.shape, dtype=gx.dtype)
+            kernel = _input_grad_kernel(w[:, :, i0::sh, j0::sw], geom)
+            _conv_wide.conv2d_forward(gy, kernel, bias, phase, workspace, pad_top, pad_left,
+                                      1, 1, geom.groups, plan.n_threads)
+            target[...] = phase
 
 
 # --- channel-vectorised kernels ------------------------------------------------------------

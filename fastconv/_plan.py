@@ -103,7 +103,9 @@ CV_FORWARD_WIDE_MIN_DEPTH = 48
 # 64 output channels per group. Wide rows against the loops, 2 threads: depthwise 3x3
 # over 1x576x14x14 0.20 -> 0.10 ms, over 8x144x56x56 2.9 -> 2.0 ms.
 CV_WGRAD_MIN_OUT, CV_WGRAD_MAX_CHANNELS = 4, 64
-WIDE_WGRAD_STRIDED_MIN_TAPS = 25
+# Strided wide-row gradients (over phase planes) pay from this many taps when a group
+# has one channel on the side they read (see _direct_weight_grad_kernel, _wide_phases_pay)
+WIDE_STRIDED_MIN_TAPS = 25
 # Scatter input gradient: beats im2col for 4 to 32 input channels at stride 1 (16 at
 # other strides) and up to 64 output channels, while its per-thread padded image fits
 # SCATTER_MAX_ELEMENTS (beyond that, the wide-row kernel or the loops).
@@ -335,8 +337,17 @@ def _direct_input_grad_kernel(geom: ConvGeometry) -> str:
     # under SCATTER_MIN_IN channels the scatter kernel's SIMD vectors of x's channels are
     # mostly padding (depthwise 3x3 s2 over 8x144x56x56: scatter 8.3 ms, loops 2.8 ms)
     if geom.cg < SCATTER_MIN_IN or scatter_workspace(geom, np.float32) > SCATTER_MAX_ELEMENTS:
-        return "wide_rows" if geom.stride_one else "row_loops"
+        return "wide_rows" if geom.stride_one or _wide_phases_pay(geom) else "row_loops"
     return "channel_vector_scatter"
+
+
+def _wide_phases_pay(geom: ConvGeometry) -> bool:
+    """Whether a strided input gradient runs as wide-row convolutions, one per phase of
+    gx: undilated, and with more than one channel of gy per group or at least 25 taps
+    (a phase of a depthwise 3x3 s2 has 1-4 taps, too few to pay for its padded copy:
+    over 8x144x56x56 the loops win; 5x5 s2 depthwise over 8x96x28x28 0.78x the loops,
+    3 -> 3 channels 3x3 s2 over 8x64x64 0.29x)."""
+    return geom.dilation == (1, 1) and (geom.kg > 1 or geom.taps >= WIDE_STRIDED_MIN_TAPS)
 
 
 def _direct_weight_grad_kernel(geom: ConvGeometry) -> str:
@@ -345,12 +356,12 @@ def _direct_weight_grad_kernel(geom: ConvGeometry) -> str:
     # wide rows: undilated kernels larger than 1x1 (1x1 and dilated ones waste the row
     # gaps: 64 -> 3 channels 1x1 over 8x56x56, 0.29 ms by the loops, 0.57 by wide rows).
     # At a stride the phase planes split each kernel row's taps: one input channel per
-    # group under WIDE_WGRAD_STRIDED_MIN_TAPS taps leaves blocks too short (depthwise
+    # group under WIDE_STRIDED_MIN_TAPS taps leaves blocks too short (depthwise
     # 3x3 s2 over 1x144x56x56: 1.24x the loops); otherwise they win (5x5 s2 depthwise
     # over 8x96x28x28 0.62x, 3 -> 3 channels 3x3 s2 over 8x64x64 0.33x).
     if geom.dilation != (1, 1) or geom.taps == 1:
         return "row_loops"
-    if geom.stride_one or geom.cg > 1 or geom.taps >= WIDE_WGRAD_STRIDED_MIN_TAPS:
+    if geom.stride_one or geom.cg > 1 or geom.taps >= WIDE_STRIDED_MIN_TAPS:
         return "wide_rows"
     return "row_loops"
 
@@ -563,8 +574,13 @@ def _blocked(geom: ConvGeometry, pass_: str, algorithm: str, kernel: str, reason
             size = _conv_wide.workspace_size(geom.cg, geom.oh, geom.ow, geom.kh, geom.kw,
                                              *geom.dilation, *geom.stride)
             return make(workspace=size)
-        size = _conv_wide.workspace_size(geom.kg, geom.h, geom.w, geom.kh, geom.kw,
-                                         *geom.dilation)
+        if geom.stride_one:
+            size = _conv_wide.workspace_size(geom.kg, geom.h, geom.w, geom.kh, geom.kw,
+                                             *geom.dilation)
+        else:  # the largest phase of gx and of the kernel (see _execute.input_grad)
+            (sh, sw) = geom.stride
+            size = _conv_wide.workspace_size(geom.kg, -(-geom.h // sh), -(-geom.w // sw),
+                                             -(-geom.kh // sh), -(-geom.kw // sw), 1, 1)
         fallback = _blocked(geom, pass_, algorithm, "row_loops",
                             "wide rows multiply gy's padding", dtype, n_threads)
         return make(workspace=size, nonfinite_operand="w", fallback=fallback)

@@ -2,7 +2,9 @@
 over phase planes and the weight gradient.
 
 ``algorithm="direct"`` runs the forward over phase planes for strided, undilated
-kernels with few channels (depthwise ones above all), and the weight gradient for
+kernels with few channels (depthwise ones above all), the input gradient at a stride
+as one such convolution per phase of gx (more than one channel of gy per group, or 25
+taps), and the weight gradient for
 undilated kernels larger than 1x1 with fewer than 4 output channels per group (at a
 stride over phase planes too, unless one input channel meets fewer than 25 taps). The shapes reach every path: strides 2 and 3 and unequal ones, padding that a
 phase begins or ends in, images whose width is not a multiple of the stride, strides
@@ -23,6 +25,28 @@ from fastconv._geometry import conv_geometry
 from fastconv import _plan
 
 from reference import conv2d_backward_ref, conv2d_ref
+
+def _gradient_problem(shape, seed, dtype=np.float32):
+    """(x, w, conv options, gy) of a (x shape, w shape, stride, padding, groups) case."""
+    x_shape, w_shape, stride, padding, groups = shape
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    conv = dict(stride=stride, padding=padding, groups=groups)
+    gy = rng.standard_normal(fc.conv2d(x, w, **conv).shape).astype(dtype)
+    return x, w, conv, gy
+
+
+def assert_same_on_1_2_and_3_threads(compute):
+    """``compute()`` gives the same bits on 1, 2 and 3 threads (the caller restores the
+    thread count: the restore_threads fixture)."""
+    results = []
+    for n_threads in (1, 2, 3):
+        fc.set_num_threads(n_threads)
+        results.append(compute())
+    for other in results[1:]:
+        np.testing.assert_array_equal(other, results[0])
+
 
 # (x shape, w shape, stride, padding, groups) of the strided forward
 STRIDED = [
@@ -76,13 +100,8 @@ def test_strided_forward_bit_identical_for_1_2_and_3_threads(shape, restore_thre
     rng = np.random.default_rng(3)
     x = rng.standard_normal(x_shape).astype(np.float32)
     w = rng.standard_normal(w_shape).astype(np.float32)
-    results = []
-    for n_threads in (1, 2, 3):
-        fc.set_num_threads(n_threads)
-        results.append(fc.conv2d(x, w, stride=stride, padding=padding, groups=groups,
-                                 algorithm="direct"))
-    for other in results[1:]:
-        np.testing.assert_array_equal(other, results[0])
+    assert_same_on_1_2_and_3_threads(lambda: fc.conv2d(
+        x, w, stride=stride, padding=padding, groups=groups, algorithm="direct"))
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=_ids)
@@ -95,12 +114,7 @@ def test_shapes_take_the_wide_weight_gradient(shape):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", SHAPES, ids=_ids)
 def test_matches_reference(shape, dtype, assert_close):
-    x_shape, w_shape, stride, padding, groups = shape
-    rng = np.random.default_rng(sum(x_shape) + sum(w_shape))
-    x = rng.standard_normal(x_shape).astype(dtype)
-    w = rng.standard_normal(w_shape).astype(dtype)
-    conv = dict(stride=stride, padding=padding, groups=groups)
-    gy = rng.standard_normal(fc.conv2d(x, w, **conv).shape).astype(dtype)
+    x, w, conv, gy = _gradient_problem(shape, sum(shape[0]) + sum(shape[1]), dtype)
     _, gw, _ = fc.conv2d_backward(gy, x, w, **conv, algorithm="direct")
     assert gw.dtype == dtype and gw.shape == w.shape
     assert_close(gw, conv2d_backward_ref(gy, x, w, **conv)[1], err_msg="gw:")
@@ -108,19 +122,56 @@ def test_matches_reference(shape, dtype, assert_close):
 
 @pytest.mark.parametrize("shape", SHAPES, ids=_ids)
 def test_bit_identical_for_1_2_and_3_threads(shape, restore_threads):
-    x_shape, w_shape, stride, padding, groups = shape
-    rng = np.random.default_rng(5)
-    x = rng.standard_normal(x_shape).astype(np.float32)
-    w = rng.standard_normal(w_shape).astype(np.float32)
-    conv = dict(stride=stride, padding=padding, groups=groups)
-    gy = np.cos(np.arange(fc.conv2d(x, w, **conv).size, dtype=np.float32))
-    gy = gy.reshape(fc.conv2d(x, w, **conv).shape)
-    results = []
-    for n_threads in (1, 2, 3):
-        fc.set_num_threads(n_threads)
-        results.append(fc.conv2d_backward(gy, x, w, **conv, algorithm="direct")[1])
-    for other in results[1:]:
-        np.testing.assert_array_equal(other, results[0])
+    x, w, conv, gy = _gradient_problem(shape, 5)
+    assert_same_on_1_2_and_3_threads(
+        lambda: fc.conv2d_backward(gy, x, w, **conv, algorithm="direct")[1])
+
+
+# (x shape, w shape, stride, padding, groups) of the strided input gradient
+STRIDED_INPUT_GRAD = [
+    ((2, 3, 13, 11), (3, 3, 3, 3), 2, 1, 1),            # 3 -> 3 channels, odd sizes
+    ((1, 4, 14, 15), (6, 2, 5, 4), (2, 3), (2, 1), 2),  # unequal strides, groups
+    ((2, 6, 12, 13), (6, 1, 5, 5), 2, 2, 6),            # depthwise 5x5: 25 taps
+    ((1, 2, 17, 16), (4, 2, 3, 2), (5, 4), 1, 1),       # phases no tap reaches
+    ((1, 2, 9, 9), (4, 2, 2, 2), 2, ((1, 0), (0, 1)), 1),  # a crop in some phases
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", STRIDED_INPUT_GRAD, ids=_ids)
+def test_strided_input_gradient_matches_reference(shape, dtype, assert_close):
+    """One stride-1 wide-row convolution per phase of gx, against the reference, and the
+    same with a transposed convolution's bias (the input gradient plus b)."""
+    x, w, conv, gy = _gradient_problem(shape, sum(shape[0]) * 3 + sum(shape[1]), dtype)
+    assert fc.explain(x, w, **conv, algorithm="direct")["input_grad"].kernel == "wide_rows"
+    gx = fc.conv2d_backward(gy, x, w, **conv, algorithm="direct")[0]
+    assert gx.dtype == dtype and gx.shape == x.shape
+    assert_close(gx, conv2d_backward_ref(gy, x, w, **conv)[0], err_msg="gx:")
+    b = np.linspace(-1, 1, x.shape[1]).astype(dtype)
+    y = fc.conv_transpose2d(gy, w, b, **conv, output_size=x.shape[2:], algorithm="direct")
+    assert_close(y, conv2d_backward_ref(gy, x, w, **conv)[0] + b[:, None, None], err_msg="y:")
+
+
+@pytest.mark.parametrize("shape", STRIDED_INPUT_GRAD, ids=_ids)
+def test_strided_input_gradient_bit_identical_for_1_2_and_3_threads(shape, restore_threads):
+    x, w, conv, gy = _gradient_problem(shape, 9)
+    assert_same_on_1_2_and_3_threads(
+        lambda: fc.conv2d_backward(gy, x, w, **conv, algorithm="direct")[0])
+
+
+def test_infinite_weights_of_a_strided_input_gradient_fall_back():
+    """Each phase's convolution multiplies gy's padding by the weights: inf there would
+    make NaN where the gradient is finite, so such weights run the loops (as PyTorch)."""
+    x = np.ones((1, 1, 6, 6), np.float32)
+    w = np.ones((3, 1, 3, 3), np.float32)
+    w[0, 0, 0, 0] = np.inf
+    gy = np.ones((1, 3, 3, 3), np.float32)
+    gx = fc.conv2d_backward(gy, x, w, stride=2, padding=1, algorithm="direct")[0]
+    gx_ref = conv2d_backward_ref(gy, x, w, stride=2, padding=1)[0]
+    for test in (np.isnan, np.isposinf):
+        np.testing.assert_array_equal(test(gx), test(gx_ref))
+    finite = np.isfinite(gx_ref)
+    np.testing.assert_allclose(gx[finite], gx_ref[finite], rtol=1e-6)
 
 
 def test_infinite_x_past_the_rows_reach_falls_back():
