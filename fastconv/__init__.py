@@ -101,7 +101,8 @@ def _own_gemm_note() -> str:
 
     if not _gemm.HAS_OWN_GEMM:
         return "none in these kernels (BLAS runs every product)"
-    return "float32 products of at most 32 columns and an A of 2^16 elements or more"
+    return (f"float32 products of at most {_gemm.OWN_GEMM_MAX_COLUMNS} columns and an A of "
+            f"{_gemm.OWN_GEMM_MIN_AREA} elements or more")
 
 
 def show_config(file: IO[str] | None = None) -> None:

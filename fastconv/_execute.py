@@ -43,11 +43,10 @@ def forward(plan: Plan, geom: ConvGeometry, x: FloatArray, w: FloatArray,
     elif plan.kernel == "winograd":
         _winograd_forward(geom, x, _transformed(w, "forward"), b, y, plan.n_threads)
     elif plan.kernel == "channel_vector":
-        _channel_vector_forward(plan, geom, x, w, b, y)
+        _conv_cvec.conv2d_forward(x, _channel_vector_packed(w, geom.groups), b, y,
+                                  *_channel_vector_forward_args(plan, geom, y))
     elif plan.kernel == "wide_rows":
-        (pt, _), (pl, _) = geom.padding
-        _conv_wide.conv2d_forward(x, w, b, y, _workspace(plan, y), pt, pl, *geom.dilation,
-                                  geom.groups, plan.n_threads, *geom.stride)
+        _conv_wide.conv2d_forward(x, w, b, y, *_wide_forward_args(plan, geom, y))
     else:
         _conv_direct.conv2d_forward(x, w, b, y, *geom.kernel_args, plan.n_threads)
 
@@ -59,18 +58,14 @@ def forward_runner(plan: Plan, geom: ConvGeometry, w: FloatArray,
     kernel, the packed weights' array (refilled from w on every call, as w may have
     changed in place). A compiled layer stack runs this (fastconv.nn._program)."""
     if plan.fallback is None and plan.kernel == "wide_rows":
-        (pt, _), (pl, _) = geom.padding
-        args = (_workspace(plan, w), pt, pl, *geom.dilation, geom.groups, plan.n_threads,
-                *geom.stride)
+        args = _wide_forward_args(plan, geom, w)
         wide = specialised(_conv_wide.conv2d_forward, w.dtype)
         return lambda x, y: wide(x, w, b, y, *args)
     if plan.fallback is None and plan.kernel == "channel_vector":
         packed = _channel_vector_packed(w, geom.groups)
         packed_w = packed[:, :, :geom.kg]
         w_taps_major = w.reshape(geom.groups, geom.kg, geom.ckk).transpose(0, 2, 1)  # a view
-        (pt, _), (pl, _) = geom.padding
-        args = (_workspace(plan, w), _tap_offsets(plan, geom), geom.kh, geom.kw, *geom.stride,
-                pt, pl, *geom.dilation, plan.rows, plan.n_threads)
+        args = _channel_vector_forward_args(plan, geom, w)
         channel_vector = specialised(_conv_cvec.conv2d_forward, w.dtype)
 
         def run(x: FloatArray, y: FloatArray) -> None:
@@ -198,6 +193,14 @@ def _gemm_forward(plan: Plan, geom: ConvGeometry, x: FloatArray, w: FloatArray,
                                   columns is not None)
 
 
+def _wide_forward_args(plan: Plan, geom: ConvGeometry, like: FloatArray) -> tuple[Any, ...]:
+    """The wide-row forward's arguments after (x, w, b, y), its workspace of ``like``'s
+    dtype."""
+    (pt, _), (pl, _) = geom.padding
+    return (_workspace(plan, like), pt, pl, *geom.dilation, geom.groups, plan.n_threads,
+            *geom.stride)
+
+
 def _input_grad_kernel(w: FloatArray, geom: ConvGeometry) -> FloatArray:
     """The kernel of a stride-1 conv's input gradient, itself a stride-1 conv of gy:
     w rotated 180 degrees with its channel axes swapped per group, (C, K/G, KH, KW)."""
@@ -283,12 +286,13 @@ def _band_tap_offsets(c_in: int, kh: int, kw: int, row_step: int, col_step: int,
     return offsets
 
 
-def _channel_vector_forward(plan: Plan, geom: ConvGeometry, x: FloatArray, w: FloatArray,
-                            b: FloatArray | None, y: FloatArray) -> None:
+def _channel_vector_forward_args(plan: Plan, geom: ConvGeometry,
+                                 like: FloatArray) -> tuple[Any, ...]:
+    """The channel-vectorised forward's arguments after (x, packed w, b, y), its
+    workspace of ``like``'s dtype."""
     (pt, _), (pl, _) = geom.padding
-    _conv_cvec.conv2d_forward(x, _channel_vector_packed(w, geom.groups), b, y,
-                              _workspace(plan, y), _tap_offsets(plan, geom), geom.kh, geom.kw,
-                              *geom.stride, pt, pl, *geom.dilation, plan.rows, plan.n_threads)
+    return (_workspace(plan, like), _tap_offsets(plan, geom), geom.kh, geom.kw, *geom.stride,
+            pt, pl, *geom.dilation, plan.rows, plan.n_threads)
 
 
 def _channel_vector_weight_grad(plan: Plan, geom: ConvGeometry, gy: FloatArray, x: FloatArray,

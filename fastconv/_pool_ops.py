@@ -55,6 +55,10 @@ __all__ = [
 WORK_PER_THREAD = 1 << 13
 
 
+#: a pooling forward bound to one input shape: run(x, y)
+Runner = Callable[[FloatArray, FloatArray], None]
+
+
 def _threads(elements: int) -> int:
     return _config.threads_for(elements, WORK_PER_THREAD)
 
@@ -329,7 +333,7 @@ def avg_pool2d_runner(x_shape: tuple[int, ...], dtype: Any, kernel_size: IntPair
                       stride: IntPair | None = None, padding: IntPair = 0,
                       ceil_mode: bool = False, count_include_pad: bool = True,
                       divisor_override: int | None = None,
-                      ) -> tuple[tuple[int, int, int, int], Callable[[FloatArray, FloatArray], None]]:
+                      ) -> tuple[tuple[int, int, int, int], Runner]:
     """avg_pool2d for inputs of shape ``x_shape`` (N, C, H, W) and ``dtype`` as ``(output
     shape, run(x, y))``, the window checked and the workspace made once; run only for a
     non-empty output."""
@@ -346,7 +350,7 @@ def avg_pool2d_runner(x_shape: tuple[int, ...], dtype: Any, kernel_size: IntPair
 def max_pool2d_runner(x_shape: tuple[int, ...], dtype: Any, kernel_size: IntPair,
                       stride: IntPair | None = None, padding: IntPair = 0, dilation: IntPair = 1,
                       ceil_mode: bool = False,
-                      ) -> tuple[tuple[int, int, int, int], Callable[[FloatArray, FloatArray], None]]:
+                      ) -> tuple[tuple[int, int, int, int], Runner]:
     """max_pool2d's values for inputs of shape ``x_shape`` (N, C, H, W) and ``dtype`` as
     ``(output shape, run(x, y))``, the window checked once; run only for a non-empty
     output."""

@@ -183,9 +183,10 @@ cdef void copy_phases(const floating[:, :, :, ::1] x, index_t n, index_t c0, ind
     for c in range(channels):
         for a in range(ph):
             for b_ in range(pw):
-                # the columns q whose q * sw + b - pl falls in [0, width)
-                q_lo = min(max((pl - b_ + sw - 1) // sw, 0), wp)
-                q_hi = max(min((width - 1 + pl - b_) // sw + 1, wp), q_lo) if width + pl > b_ else q_lo
+                # the columns q whose q * sw + b - pl falls in [0, width) (b < sw: both
+                # numerators are positive)
+                q_lo = min((pl - b_ + sw - 1) // sw, wp)
+                q_hi = max(min((width - 1 + pl - b_ + sw) // sw, wp), q_lo)
                 for r in range(hp):
                     row = out + (((c * ph + a) * pw + b_) * hp + r) * wp
                     h = r * sh + a - pt
@@ -204,6 +205,18 @@ cdef void copy_phases(const floating[:, :, :, ::1] x, index_t n, index_t c0, ind
                             row[q] = xrow[q * sw]
                     for q in range(q_hi, wp):
                         row[q] = 0
+
+
+cdef void copy_input(const floating[:, :, :, ::1] x, index_t n, index_t c0, index_t channels,
+                     index_t pt, index_t pl, index_t sh, index_t sw, index_t kh, index_t kw,
+                     index_t hp, index_t wp, floating* out) noexcept nogil:
+    """A task's padded input: each channel's one plane at stride 1 (copy_band), its
+    phase planes at a stride (copy_phases)."""
+    if sh == 1 and sw == 1:
+        copy_band(x, n, c0, channels, -pt, hp, -pl, wp, hp * wp, out)
+    else:
+        copy_phases(x, n, c0, channels, pt, pl, sh, sw, phases(sh, kh), phases(sw, kw), hp,
+                    wp, out)
 
 
 cdef void forward_task(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
@@ -226,11 +239,7 @@ cdef void forward_task(const floating[:, :, :, ::1] x, const floating[:, :, :, :
     cdef floating* acc = xpad + cg * channel
     cdef index_t k, c, p, oh, ow
     cdef floating init
-    if sh == 1 and sw == 1:
-        copy_band(x, n, g * cg, cg, -pt, hp, -pl, wp, plane, xpad)
-    else:
-        copy_phases(x, n, g * cg, cg, pt, pl, sh, sw, phases(sh, kh), phases(sw, kw), hp, wp,
-                    xpad)
+    copy_input(x, n, g * cg, cg, pt, pl, sh, sw, kh, kw, hp, wp, xpad)
     for k in range(k0, k1):
         init = b[k] if b is not None else 0
         for p in range(oh_count * wp):
@@ -268,9 +277,9 @@ cdef extern from *:
     typedef double fc_wg_vd __attribute__((vector_size(32)));
     typedef double fc_wg_vd_u __attribute__((vector_size(32), aligned(8)));
     #define FC_WG_DEFINE(NAME, T, V, U, LANES)                                              \\
-    static inline __attribute__((always_inline)) void NAME(const T *g0, const T *g1, const T *x, ptrdiff_t len,           \\
-                            ptrdiff_t dj, double *out0, double *out1, ptrdiff_t ostep,     \\
-                            const int NK, const int NJ) {                                   \\
+    static inline __attribute__((always_inline)) void NAME(                         \\
+            const T *g0, const T *g1, const T *x, ptrdiff_t len, ptrdiff_t dj,             \\
+            double *out0, double *out1, ptrdiff_t ostep, const int NK, const int NJ) {     \\
         V a0[FC_WG_TAPS] = {0}, a1[FC_WG_TAPS] = {0};                                       \\
         ptrdiff_t p;                                                                        \\
         int j, lane;                                                                        \\
@@ -361,7 +370,8 @@ cdef inline index_t weight_grad_margin(index_t channel, index_t hp, index_t wp,
     if sh == 1 and sw == 1:
         reach = (kh - 1) * dh * wp + (kw - 1) * dw
     else:
-        reach = (phases(sh, kh) * phases(sw, kw) - 1) * hp * wp + (kh - 1) // sh * wp + (kw - 1) // sw
+        reach = ((phases(sh, kh) * phases(sw, kw) - 1) * hp * wp + (kh - 1) // sh * wp
+                 + (kw - 1) // sw)
     return max(0, reach + length - channel)
 
 
@@ -429,10 +439,7 @@ cdef void weight_grad_task(const floating[:, :, :, ::1] gy, const floating[:, :,
     for p in range(filters):
         out[p] = 0
     for n in range(n0, n1):
-        if sh == 1 and sw == 1:
-            copy_band(x, n, g * cg, cg, -pt, hp, -pl, wp, plane, xpad)
-        else:
-            copy_phases(x, n, g * cg, cg, pt, pl, sh, sw, phases(sh, kh), pw, hp, wp, xpad)
+        copy_input(x, n, g * cg, cg, pt, pl, sh, sw, kh, kw, hp, wp, xpad)
         for p in range(cg * channel, cg * channel + margin):
             xpad[p] = 0  # read by the last vectors, times zeros of the wide rows
         for k in range(kg):  # gy's rows on the padded width, zero past each row's OW
@@ -461,7 +468,8 @@ cdef void weight_grad_task(const floating[:, :, :, ::1] gy, const floating[:, :,
                                   xpad + c * channel
                                   + tap_offset(i * kw + j, kw, dh, dw, wp, sh, sw, plane),
                                   length, dj, out + ((k * cg + c) * kh + i) * kw + j,
-                                  out + (((k + nk - 1) * cg + c) * kh + i) * kw + j, sw, nk, nj)
+                                  out + (((k + nk - 1) * cg + c) * kh + i) * kw + j, sw, nk,
+                                  nj)
                             m += nj
 
 

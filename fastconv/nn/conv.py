@@ -167,10 +167,13 @@ def _checked_key(x: Any, w: Any, b: Any, options: dict[str, Any],
             tuple(options.values()), algorithm)
 
 
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
 def _plain_call(dtype: Any, w: Any, b: Any, options: dict[str, Any]) -> bool:
     """Whether conv2d takes inputs of ``dtype`` with ``w`` and ``b`` as they are
     (C-contiguous NumPy arrays of that float dtype) and no option can change in place."""
-    if not (type(w) is np.ndarray and w.dtype == dtype and dtype in (np.float32, np.float64)
+    if not (type(w) is np.ndarray and w.dtype == dtype and dtype in _FLOAT_DTYPES
             and w.flags.c_contiguous):
         return False
     if b is not None and not (type(b) is np.ndarray and b.dtype == dtype
