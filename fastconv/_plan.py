@@ -103,6 +103,14 @@ CV_FORWARD_WIDE_MIN_DEPTH = 48
 # 64 output channels per group. Wide rows against the loops, 2 threads: depthwise 3x3
 # over 1x576x14x14 0.20 -> 0.10 ms, over 8x144x56x56 2.9 -> 2.0 ms.
 CV_WGRAD_MIN_OUT, CV_WGRAD_MAX_CHANNELS = 4, 64
+# ... but from 4 to 7 output channels per group, stride 1, on rows of at least 24 outputs,
+# the wide-row kernel's 3 x 4 blocks beat channel vectors that are partly padding (float32,
+# 2 threads): LeNet C1 6@5x5 over 64x1x28x28 0.24 -> 0.15 ms, 4@3x3 over 8x1x28x28 0.53x,
+# 6@3x3 over 8x3x64x64 0.61x, 4@3x3 over 8x16x28x28 0.81x, 5@3x3 over 8x64x56x56 0.84x;
+# on 14x14 or 16x16 maps it loses (1.3-1.9x), and at a stride with several input
+# channels (1.0-1.4x). float64, whose vectors hold 4, gains less (0.78-0.93x) and loses
+# 4@3x3 over 8x16x28x28 (1.23x).
+WIDE_WGRAD_MAX_OUT, WIDE_WGRAD_MIN_WIDTH = 8, 24
 # Strided wide-row gradients (over phase planes) pay from this many taps when a group
 # has one channel on the side they read (see _direct_weight_grad_kernel, _wide_phases_pay)
 WIDE_STRIDED_MIN_TAPS = 25
@@ -351,7 +359,7 @@ def _wide_phases_pay(geom: ConvGeometry) -> bool:
 
 
 def _direct_weight_grad_kernel(geom: ConvGeometry) -> str:
-    if geom.kg >= CV_WGRAD_MIN_OUT:
+    if geom.kg >= CV_WGRAD_MIN_OUT and not _wide_weight_grad_fills_better(geom):
         return "channel_vector"
     # wide rows: undilated kernels larger than 1x1 (1x1 and dilated ones waste the row
     # gaps: 64 -> 3 channels 1x1 over 8x56x56, 0.29 ms by the loops, 0.57 by wide rows).
@@ -364,6 +372,15 @@ def _direct_weight_grad_kernel(geom: ConvGeometry) -> str:
     if geom.stride_one or geom.cg > 1 or geom.taps >= WIDE_STRIDED_MIN_TAPS:
         return "wide_rows"
     return "row_loops"
+
+
+def _wide_weight_grad_fills_better(geom: ConvGeometry) -> bool:
+    """Whether a weight gradient that the channel-vectorised kernel would take runs on wide
+    rows: under WIDE_WGRAD_MAX_OUT output channels per group the float32 channel vectors
+    are partly padding, and wide rows of at least WIDE_WGRAD_MIN_WIDTH outputs are long
+    enough for their blocks; stride 1, undilated."""
+    return (geom.kg < WIDE_WGRAD_MAX_OUT and geom.ow >= WIDE_WGRAD_MIN_WIDTH
+            and geom.stride_one and geom.taps > 1)
 
 
 def winograd_input_grad_applies(geom: ConvGeometry) -> bool:

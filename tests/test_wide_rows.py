@@ -6,12 +6,14 @@ kernels with few channels (depthwise ones above all), the input gradient at a st
 as one such convolution per phase of gx (more than one channel of gy per group, or 25
 taps), and the weight gradient for
 undilated kernels larger than 1x1 with fewer than 4 output channels per group (at a
-stride over phase planes too, unless one input channel meets fewer than 25 taps). The shapes reach every path: strides 2 and 3 and unequal ones, padding that a
-phase begins or ends in, images whose width is not a multiple of the stride, strides
-larger than the kernel (only the phases its taps read are made); one or two
-output channels per gradient block (an odd count leaves one), a kernel row wider than
-a block of 5 taps, rows whose padded length is not a whole number of vectors, more
-images than partial-sum chunks; groups and both dtypes. Each result is checked against
+stride over phase planes too, unless one input channel meets fewer than 25 taps), or
+4 to 7 at stride 1 on rows of at least 24 outputs. The shapes reach every path: strides
+2 and 3 and unequal ones, padding that a phase begins or ends in, images whose width is
+not a multiple of the stride, strides larger than the kernel (only the phases its taps
+read are made); gradient blocks of 1 to 4 output channels (7 = 4 + 3, 6 = 3 + 3,
+5 = 3 + 2) and of 1 to 12 taps, more taps than one block holds (runs of near-equal
+blocks, across kernel rows), rows whose padded length is not a whole number of vectors,
+more images than partial-sum chunks; groups and both dtypes. Each result is checked against
 the plain NumPy float64 reference and for bit-identical results on 1, 2 and 3 threads;
 inf and NaN in x meet the zeros past each gradient row's end only in the fallback's
 way (as PyTorch).
@@ -68,6 +70,10 @@ SHAPES = [
     ((1, 4, 14, 15), (6, 2, 5, 4), (2, 3), (2, 1), 2),  # unequal strides, groups
     ((2, 3, 11, 9), (3, 3, 7, 6), (2, 1), 3, 1),        # one row phase, blocks of 5 + 1 taps
     ((1, 2, 17, 16), (2, 2, 3, 2), (5, 4), 1, 1),       # strides beyond the kernel
+    ((2, 3, 9, 10), (3, 1, 5, 5), 1, 2, 3),             # depthwise 5x5: 8 + 8 + 9 taps
+    ((2, 1, 9, 26), (6, 1, 5, 5), 1, 2, 1),             # LeNet C1-like: 3 + 3 channels
+    ((1, 2, 6, 25), (5, 2, 3, 3), 1, 1, 1),             # 5 channels: 3 + 2
+    ((2, 4, 5, 30), (14, 2, 3, 2), 1, (1, 0), 2),       # 7 channels per group: 4 + 3
 ]
 
 

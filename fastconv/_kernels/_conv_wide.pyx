@@ -21,13 +21,13 @@ At stride (SH, SW) the padded input is first split into phase planes: plane (a, 
 holds xpad[r * SH + a, q * SW + b], so tap (i, j) reads plane (i % SH, j % SW) at
 (oh + i // SH, ow + j // SW), a stride-1 access: the same long loops run over the
 phase planes' wide rows (only the planes some tap reads are made). The weight gradient
-does the same; the taps j, j + SW, ... of one kernel row read one plane at consecutive
-offsets, so they make one block.
+reads the same planes.
 
 The weight gradient turns the same layout around: gy's rows laid on the padded
 width (zeros in the gaps past each row's OW), every tap's gradient is one dot
 product, sum over p of gy_wide[k, p] * xpad[c, p + i * DH * WP + j * DW], summed
-in SIMD vectors for up to 5 taps of a kernel row and 2 output channels at once.
+in SIMD vectors for a block of taps (any offsets) and output channels at once: 3
+channels x 4 taps or 4 x 3, 2 x 6, 1 x 12 (twelve accumulators in registers).
 The gaps multiply real x values by zero: inf or NaN there would spoil the sums,
 so the planner sends such x to the loops.
 
@@ -264,91 +264,96 @@ cdef void forward_task(const floating[:, :, :, ::1] x, const floating[:, :, :, :
 cdef extern from *:
     """
     #include <stddef.h>
-    /* Weight-gradient block of the wide-row kernel: for NK (1 or 2) output channels
-       and NJ (1..FC_WG_TAPS) taps j of one kernel row,
-           out_k[j] += sum_{p < len} g_k[p] * x[p + j * dj]     (len a multiple of 8)
-       in 8-lane float vectors (4-lane doubles), one accumulator per (k, j) in registers,
-       each x vector loaded once for both channels; the lanes are then added in double
-       in lane order. GCC/clang vector extensions: SSE2 or AVX2 + FMA per build. */
-    #define FC_WG_TAPS 5
+    /* Weight-gradient block of the wide-row kernel: for NK (1..4) output channels and NJ
+       taps (NK * NJ <= FC_WG_MAX_TAPS = 12) at any offsets off[j],
+           out[k * ldo + j] += sum_{p < len} g[k * ldg + p] * x[p + off[j]]
+       (len a multiple of 8) in 8-lane float vectors (4-lane doubles), one accumulator per
+       (k, j) in registers, each x vector loaded once for all NK channels; the lanes are
+       then added in double in lane order. Blocks of 3 x 4 or 4 x 3 run about 1.5x the
+       multiply-adds per second of 2 x 5 (the x loads, unaligned, are what limits: one
+       per NK multiply-adds). GCC/clang vector extensions: SSE2 or AVX2 + FMA per build. */
+    #define FC_WG_MAX_TAPS 12
     #if defined(__GNUC__) || defined(__clang__)
     typedef float fc_wg_vf __attribute__((vector_size(32)));
     typedef float fc_wg_vf_u __attribute__((vector_size(32), aligned(4)));
     typedef double fc_wg_vd __attribute__((vector_size(32)));
     typedef double fc_wg_vd_u __attribute__((vector_size(32), aligned(8)));
     #define FC_WG_DEFINE(NAME, T, V, U, LANES)                                              \\
-    static inline __attribute__((always_inline)) void NAME(                         \\
-            const T *g0, const T *g1, const T *x, ptrdiff_t len, ptrdiff_t dj,             \\
-            double *out0, double *out1, ptrdiff_t ostep, const int NK, const int NJ) {     \\
-        V a0[FC_WG_TAPS] = {0}, a1[FC_WG_TAPS] = {0};                                       \\
+    static inline __attribute__((always_inline)) void NAME(                                 \\
+            const T *g, ptrdiff_t ldg, const T *x, const ptrdiff_t *off, ptrdiff_t len,     \\
+            double *out, ptrdiff_t ldo, const int NK, const int NJ) {                       \\
+        V a[4][FC_WG_MAX_TAPS] = {{{0}}};                                                   \\
+        const T *xs[FC_WG_MAX_TAPS];                                                        \\
         ptrdiff_t p;                                                                        \\
-        int j, lane;                                                                        \\
+        int j, k, lane;                                                                     \\
+        for (j = 0; j < NJ; j++)                                                            \\
+            xs[j] = x + off[j];                                                             \\
         for (p = 0; p < len; p += LANES) {                                                  \\
-            V u = *(const U *)(g0 + p), v = {0};                                            \\
-            if (NK == 2) v = *(const U *)(g1 + p);                                          \\
-            _Pragma("GCC unroll 8")                                                         \\
+            V u[4];                                                                         \\
+            for (k = 0; k < NK; k++)                                                        \\
+                u[k] = *(const U *)(g + k * ldg + p);                                       \\
+            _Pragma("GCC unroll 12")                                                        \\
             for (j = 0; j < NJ; j++) {                                                      \\
-                V xv = *(const U *)(x + p + j * dj);                                        \\
-                a0[j] += u * xv;                                                            \\
-                if (NK == 2) a1[j] += v * xv;                                               \\
+                V xv = *(const U *)(xs[j] + p);                                             \\
+                for (k = 0; k < NK; k++)                                                    \\
+                    a[k][j] += u[k] * xv;                                                   \\
             }                                                                               \\
         }                                                                                   \\
-        for (j = 0; j < NJ; j++)                                                            \\
-            for (lane = 0; lane < LANES; lane++) {                                          \\
-                out0[j * ostep] += (double)a0[j][lane];                                     \\
-                if (NK == 2) out1[j * ostep] += (double)a1[j][lane];                        \\
-            }                                                                               \\
+        for (k = 0; k < NK; k++)                                                            \\
+            for (j = 0; j < NJ; j++)                                                        \\
+                for (lane = 0; lane < LANES; lane++)                                        \\
+                    out[k * ldo + j] += (double)a[k][j][lane];                              \\
     }
     FC_WG_DEFINE(fc_wg_block_f, float, fc_wg_vf, fc_wg_vf_u, 8)
     FC_WG_DEFINE(fc_wg_block_d, double, fc_wg_vd, fc_wg_vd_u, 4)
     #else
     #define FC_WG_DEFINE(NAME, T)                                                           \\
-    static inline void NAME(const T *g0, const T *g1, const T *x, ptrdiff_t len,           \\
-                            ptrdiff_t dj, double *out0, double *out1, ptrdiff_t ostep,     \\
-                            const int NK, const int NJ) {                                   \\
+    static inline void NAME(const T *g, ptrdiff_t ldg, const T *x, const ptrdiff_t *off,   \\
+                            ptrdiff_t len, double *out, ptrdiff_t ldo, const int NK,        \\
+                            const int NJ) {                                                 \\
         ptrdiff_t p;                                                                        \\
-        int j;                                                                              \\
-        for (j = 0; j < NJ; j++)                                                            \\
-            for (p = 0; p < len; p++) {                                                     \\
-                out0[j * ostep] += (double)g0[p] * (double)x[p + j * dj];                   \\
-                if (NK == 2) out1[j * ostep] += (double)g1[p] * (double)x[p + j * dj];      \\
-            }                                                                               \\
+        int j, k;                                                                           \\
+        for (k = 0; k < NK; k++)                                                            \\
+            for (j = 0; j < NJ; j++)                                                        \\
+                for (p = 0; p < len; p++)                                                   \\
+                    out[k * ldo + j] += (double)g[k * ldg + p] * (double)x[p + off[j]];     \\
     }
     FC_WG_DEFINE(fc_wg_block_f, float)
     FC_WG_DEFINE(fc_wg_block_d, double)
     #endif
     /* NK and NJ as constants in each call, so the accumulators stay in registers */
-    #define FC_WG_SWITCH(FN, g0, g1, x, len, dj, o0, o1, os, nk, nj)                          \\
-        switch ((nk) * 8 + (nj)) {                                                          \\
-        case 9: FN(g0, g1, x, len, dj, o0, o1, os, 1, 1); break;                                \\
-        case 10: FN(g0, g1, x, len, dj, o0, o1, os, 1, 2); break;                               \\
-        case 11: FN(g0, g1, x, len, dj, o0, o1, os, 1, 3); break;                               \\
-        case 12: FN(g0, g1, x, len, dj, o0, o1, os, 1, 4); break;                               \\
-        case 13: FN(g0, g1, x, len, dj, o0, o1, os, 1, 5); break;                               \\
-        case 17: FN(g0, g1, x, len, dj, o0, o1, os, 2, 1); break;                               \\
-        case 18: FN(g0, g1, x, len, dj, o0, o1, os, 2, 2); break;                               \\
-        case 19: FN(g0, g1, x, len, dj, o0, o1, os, 2, 3); break;                               \\
-        case 20: FN(g0, g1, x, len, dj, o0, o1, os, 2, 4); break;                               \\
-        default: FN(g0, g1, x, len, dj, o0, o1, os, 2, 5); break;                               \\
+    #define FC_WG_CASE(FN, K, J) \\
+        case K * 16 + J: FN(g, ldg, x, off, len, out, ldo, K, J); break;
+    #define FC_WG_SWITCH(FN)                                                                \\
+        switch (nk * 16 + nj) {                                                             \\
+        FC_WG_CASE(FN, 1, 1) FC_WG_CASE(FN, 1, 2) FC_WG_CASE(FN, 1, 3) FC_WG_CASE(FN, 1, 4) \\
+        FC_WG_CASE(FN, 1, 5) FC_WG_CASE(FN, 1, 6) FC_WG_CASE(FN, 1, 7) FC_WG_CASE(FN, 1, 8) \\
+        FC_WG_CASE(FN, 1, 9) FC_WG_CASE(FN, 1, 10) FC_WG_CASE(FN, 1, 11)                    \\
+        FC_WG_CASE(FN, 1, 12)                                                               \\
+        FC_WG_CASE(FN, 2, 1) FC_WG_CASE(FN, 2, 2) FC_WG_CASE(FN, 2, 3) FC_WG_CASE(FN, 2, 4) \\
+        FC_WG_CASE(FN, 2, 5) FC_WG_CASE(FN, 2, 6)                                           \\
+        FC_WG_CASE(FN, 3, 1) FC_WG_CASE(FN, 3, 2) FC_WG_CASE(FN, 3, 3) FC_WG_CASE(FN, 3, 4) \\
+        FC_WG_CASE(FN, 4, 1) FC_WG_CASE(FN, 4, 2) FC_WG_CASE(FN, 4, 3)                      \\
+        default: break;                                                                     \\
         }
-    static void fc_wg_float(const float *g0, const float *g1, const float *x, ptrdiff_t len,
-                            ptrdiff_t dj, double *o0, double *o1, ptrdiff_t os, int nk,
-                            int nj) {
-        FC_WG_SWITCH(fc_wg_block_f, g0, g1, x, len, dj, o0, o1, os, nk, nj)
+    static void fc_wg_float(const float *g, ptrdiff_t ldg, const float *x,
+                            const ptrdiff_t *off, ptrdiff_t len, double *out, ptrdiff_t ldo,
+                            int nk, int nj) {
+        FC_WG_SWITCH(fc_wg_block_f)
     }
-    static void fc_wg_double(const double *g0, const double *g1, const double *x,
-                             ptrdiff_t len, ptrdiff_t dj, double *o0, double *o1,
-                             ptrdiff_t os, int nk, int nj) {
-        FC_WG_SWITCH(fc_wg_block_d, g0, g1, x, len, dj, o0, o1, os, nk, nj)
+    static void fc_wg_double(const double *g, ptrdiff_t ldg, const double *x,
+                             const ptrdiff_t *off, ptrdiff_t len, double *out, ptrdiff_t ldo,
+                             int nk, int nj) {
+        FC_WG_SWITCH(fc_wg_block_d)
     }
     """
-    int FC_WG_TAPS
-    void fc_wg_float(const float* g0, const float* g1, const float* x, Py_ssize_t length,
-                     Py_ssize_t dj, double* o0, double* o1, Py_ssize_t ostep, int nk,
+    enum: FC_WG_MAX_TAPS
+    void fc_wg_float(const float* g, Py_ssize_t ldg, const float* x, const Py_ssize_t* off,
+                     Py_ssize_t length, double* out, Py_ssize_t ldo, int nk,
                      int nj) noexcept nogil
-    void fc_wg_double(const double* g0, const double* g1, const double* x, Py_ssize_t length,
-                      Py_ssize_t dj, double* o0, double* o1, Py_ssize_t ostep, int nk,
-                      int nj) noexcept nogil
+    void fc_wg_double(const double* g, Py_ssize_t ldg, const double* x,
+                      const Py_ssize_t* off, Py_ssize_t length, double* out, Py_ssize_t ldo,
+                      int nk, int nj) noexcept nogil
 
 
 cdef enum:
@@ -429,11 +434,11 @@ cdef void weight_grad_task(const floating[:, :, :, ::1] gy, const floating[:, :,
     cdef index_t margin = weight_grad_margin(channel, hp, wp, length, kh, kw, dh, dw, sh, sw)
     cdef index_t chunk = task // groups, g = task % groups
     cdef index_t n0 = chunk * n_batch // chunks, n1 = (chunk + 1) * n_batch // chunks
-    cdef index_t filters = kg * cg * kh * kw
-    cdef index_t dj = dw if sw == 1 else 1  # between taps j, j + sw of one column phase
+    cdef index_t taps = kh * kw, filters = kg * cg * taps
     cdef double* out = &partials[chunk, g * filters]
     cdef floating* wide = xpad + cg * channel + margin
-    cdef index_t n, k, c, i, j, b_, m, count, p, oh, ow, nk, nj
+    cdef index_t n, k, c, t, b_, p, oh, ow, nk, nj, blocks, q
+    cdef index_t offsets[FC_WG_MAX_TAPS]
     cdef const floating* grow
     cdef floating* wrow
     for p in range(filters):
@@ -454,29 +459,34 @@ cdef void weight_grad_task(const floating[:, :, :, ::1] gy, const floating[:, :,
                 wrow += wp
             for p in range(oh_count * wp, length):
                 wide[k * length + p] = 0
-        for k in range(0, kg, 2):
-            nk = min(2, kg - k)
+        k = 0
+        while k < kg:
+            nk = block_channels(kg - k)
+            blocks = (taps * nk + FC_WG_MAX_TAPS - 1) // FC_WG_MAX_TAPS
             for c in range(cg):
-                for i in range(kh):
-                    for b_ in range(pw):  # taps j = b, b + sw, ... (every j at stride 1)
-                        count = (kw - b_ + sw - 1) // sw
-                        m = 0
-                        while m < count:
-                            nj = min(FC_WG_TAPS, count - m)
-                            j = b_ + m * sw
-                            block(wide + k * length, wide + (k + nk - 1) * length,
-                                  xpad + c * channel
-                                  + tap_offset(i * kw + j, kw, dh, dw, wp, sh, sw, plane),
-                                  length, dj, out + ((k * cg + c) * kh + i) * kw + j,
-                                  out + (((k + nk - 1) * cg + c) * kh + i) * kw + j, sw, nk,
-                                  nj)
-                            m += nj
+                t = 0
+                for b_ in range(blocks):  # near-equal runs of taps, in order
+                    nj = (taps - t) // (blocks - b_)
+                    for q in range(nj):
+                        offsets[q] = tap_offset(t + q, kw, dh, dw, wp, sh, sw, plane)
+                    block(wide + k * length, length, xpad + c * channel, offsets, length,
+                          out + (k * cg + c) * taps + t, cg * taps, nk, nj)
+                    t += nj
+            k += nk
 
 
-cdef inline void block(const floating* g0, const floating* g1, const floating* x,
-                       index_t length, index_t dj, double* o0, double* o1, index_t ostep,
+cdef inline index_t block_channels(index_t rest) noexcept nogil:
+    """Output channels of the next weight-gradient block, of ``rest`` left: 4 (with 3
+    taps) or 3 (with 4), never leaving one alone (5 -> 3 + 2, 6 -> 3 + 3)."""
+    if rest == 5 or rest == 6:
+        return 3
+    return min(rest, 4)
+
+
+cdef inline void block(const floating* g, index_t ldg, const floating* x,
+                       const index_t* offsets, index_t length, double* out, index_t ldo,
                        index_t nk, index_t nj) noexcept nogil:
     if floating is float:
-        fc_wg_float(g0, g1, x, length, dj, o0, o1, ostep, <int> nk, <int> nj)
+        fc_wg_float(g, ldg, x, offsets, length, out, ldo, <int> nk, <int> nj)
     else:
-        fc_wg_double(g0, g1, x, length, dj, o0, o1, ostep, <int> nk, <int> nj)
+        fc_wg_double(g, ldg, x, offsets, length, out, ldo, <int> nk, <int> nj)
