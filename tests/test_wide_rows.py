@@ -1,5 +1,5 @@
-"""The wide-row kernels' newer paths (_kernels/_conv_wide.pyx): the strided forward
-over phase planes and the weight gradient.
+"""The wide-row kernels (_kernels/_conv_wide.pyx): the forward's register blocks, at
+stride 1 and over phase planes at a stride, and the weight gradient.
 
 ``algorithm="direct"`` runs the forward over phase planes for strided, undilated
 kernels with few channels (depthwise ones above all), the input gradient at a stride
@@ -59,6 +59,18 @@ STRIDED = [
     ((1, 2, 17, 16), (2, 1, 3, 2), (5, 4), 1, 2),       # strides beyond the kernel
 ]
 
+# ... and stride-1 forwards: blocks of every channel count (8 = 4 + 4, 7 = 4 + 3, 6, 5, 2
+# and 1 output channels per block), row tails of single vectors, an 80-tap kernel
+STRIDE_ONE = [
+    ((2, 2, 9, 23), (16, 2, 3, 3), 1, 1, 1),            # two tasks of 4 + 4 channels
+    ((1, 1, 3, 100), (7, 1, 1, 80), 1, (0, 4), 1),      # 4 + 3 channels, 80 taps
+    ((2, 4, 8, 9), (24, 1, 3, 3), 1, 1, 4),             # 6 channels per group
+    ((1, 3, 5, 6), (5, 3, 2, 2), 1, 0, 1),              # 5 channels, short rows
+    ((2, 10, 6, 11), (10, 2, 5, 3), 1, 2, 5),           # 2 channels per group
+    ((3, 4, 7, 13), (4, 1, 3, 3), 1, 1, 4),             # depthwise: 1 channel blocks
+]
+FORWARD = STRIDED + STRIDE_ONE
+
 # (x shape, w shape, stride, padding, groups) of the weight gradient
 SHAPES = [
     ((3, 6, 11, 13), (6, 1, 3, 3), 1, 1, 6),            # depthwise, odd row lengths
@@ -86,8 +98,8 @@ def _strided_ids(shape):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape", STRIDED, ids=_strided_ids)
-def test_strided_forward_matches_reference(shape, dtype, assert_close):
+@pytest.mark.parametrize("shape", FORWARD, ids=_strided_ids)
+def test_forward_matches_reference(shape, dtype, assert_close):
     x_shape, w_shape, stride, padding, groups = shape
     rng = np.random.default_rng(sum(x_shape) + sum(w_shape))
     x = rng.standard_normal(x_shape).astype(dtype)
@@ -100,8 +112,8 @@ def test_strided_forward_matches_reference(shape, dtype, assert_close):
     assert_close(y, conv2d_ref(x, w, b, **conv), err_msg="y:")
 
 
-@pytest.mark.parametrize("shape", STRIDED, ids=_strided_ids)
-def test_strided_forward_bit_identical_for_1_2_and_3_threads(shape, restore_threads):
+@pytest.mark.parametrize("shape", FORWARD, ids=_strided_ids)
+def test_forward_bit_identical_for_1_2_and_3_threads(shape, restore_threads):
     x_shape, w_shape, stride, padding, groups = shape
     rng = np.random.default_rng(3)
     x = rng.standard_normal(x_shape).astype(np.float32)
