@@ -128,6 +128,17 @@ WIDE_IGRAD_MAX_IN, WIDE_IGRAD_MAX_IN_WIDE, WIDE_IGRAD_MIN_WIDTH = 3, 7, 24
 # beats packing + GEMM up to 32 output channels; the direct input gradient up to 2
 # input channels, or 8 with at most 9 taps.
 AUTO_WIDE_FORWARD_MAX_OUT = 32
+# The wide-row forward's register blocks (6 channels x 2 vectors of outputs, 4 x 3) beat
+# channel vectors at stride 1 on rows of at least 24 outputs with at most 8 output
+# channels per group (3x3, 2 threads, against channel vectors: 3 -> 8 over 8x56x56 0.72x,
+# 8 -> 8 0.80x, 16 -> 8 0.82x, 32 -> 8 0.51x; 16 -> 8 5x5 over 8x28x28 0.76x) or at most
+# 4 input channels and 32 output channels (3 -> 16 over 8x64x64 0.77x, 3 -> 32 over
+# 2x112x112 0.87x); with more of both they are even or lose (16 -> 32 over 8x28x28
+# 1.11x), and on 14x14 maps the row gaps lose (LeNet C3 2.1x). A task is up to 8
+# output channels of one image: under 4 tasks the channel vectors' bands share the
+# threads better.
+WIDE_FORWARD_MAX_OUT, WIDE_FORWARD_FEW_IN, WIDE_FORWARD_MIN_WIDTH = 8, 4, 24
+WIDE_FORWARD_TASK_CHANNELS, WIDE_FORWARD_MIN_TASKS = 8, 4
 AUTO_DIRECT_IGRAD_MAX_IN, AUTO_DIRECT_IGRAD_SMALL_IN, AUTO_DIRECT_IGRAD_SMALL_TAPS = 2, 8, 9
 
 # Multiply-adds per thread below which a pass takes fewer threads. A team's second
@@ -330,11 +341,23 @@ def _channel_vector_suits(geom: ConvGeometry) -> bool:
 
 
 def _direct_forward_kernel(geom: ConvGeometry) -> str:
-    if _channel_vector_suits(geom):
+    if _channel_vector_suits(geom) and not _wide_forward_fills_better(geom):
         return "channel_vector"
     # strided: wide rows over phase planes, for undilated kernels (depthwise 3x3 s2 over
     # 1x144x56x56: loops 0.21 ms, wide rows 0.18; 5x5 s2 over 8x960x14x14: 3.7 -> 2.0 ms)
     return "wide_rows" if geom.stride_one or geom.dilation == (1, 1) else "row_loops"
+
+
+def _wide_forward_fills_better(geom: ConvGeometry) -> bool:
+    """Whether a stride-1 forward that the channel-vectorised kernel would take runs on
+    wide rows: rows of at least WIDE_FORWARD_MIN_WIDTH outputs, at least
+    WIDE_FORWARD_MIN_TASKS tasks of up to 8 output channels of an image, and either few
+    output channels or few input channels (see WIDE_FORWARD_MAX_OUT)."""
+    tasks = geom.n * geom.groups * -(-geom.kg // WIDE_FORWARD_TASK_CHANNELS)
+    return (geom.stride_one and geom.ow >= WIDE_FORWARD_MIN_WIDTH
+            and tasks >= WIDE_FORWARD_MIN_TASKS
+            and (geom.kg <= WIDE_FORWARD_MAX_OUT
+                 or (geom.cg <= WIDE_FORWARD_FEW_IN and geom.kg <= CV_FORWARD_MAX_OUT)))
 
 
 def _direct_input_grad_kernel(geom: ConvGeometry) -> str:
