@@ -114,6 +114,8 @@ WIDE_WGRAD_MAX_OUT, WIDE_WGRAD_MIN_WIDTH = 8, 24
 # Strided wide-row gradients (over phase planes) pay from this many taps when a group
 # has one channel on the side they read (see _direct_weight_grad_kernel, _wide_phases_pay)
 WIDE_STRIDED_MIN_TAPS = 25
+# ... or, in the weight gradient, from this many output pixels per channel in the batch
+WIDE_STRIDED_MIN_OUTPUTS = 2048
 # Scatter input gradient: beats im2col for 4 to 32 input channels at stride 1 (16 at
 # other strides) and up to 64 output channels, while its per-thread padded image fits
 # SCATTER_MAX_ELEMENTS (beyond that, the wide-row kernel or the loops).
@@ -386,13 +388,16 @@ def _direct_weight_grad_kernel(geom: ConvGeometry) -> str:
         return "channel_vector"
     # wide rows: undilated kernels larger than 1x1 (1x1 and dilated ones waste the row
     # gaps: 64 -> 3 channels 1x1 over 8x56x56, 0.29 ms by the loops, 0.57 by wide rows).
-    # At a stride the phase planes split each kernel row's taps: one input channel per
-    # group under WIDE_STRIDED_MIN_TAPS taps leaves blocks too short (depthwise
-    # 3x3 s2 over 1x144x56x56: 1.24x the loops); otherwise they win (5x5 s2 depthwise
-    # over 8x96x28x28 0.62x, 3 -> 3 channels 3x3 s2 over 8x64x64 0.33x).
+    # At a stride, over phase planes: one input channel per group under
+    # WIDE_STRIDED_MIN_TAPS taps pays only over WIDE_STRIDED_MIN_OUTPUTS output pixels
+    # per channel (the batch's): depthwise 3x3 s2 over 8x144x56x56 0.85x the loops'
+    # time, over 1x96x112x112 0.79x, but over 1x144x56x56 1.07x and 8x576x14x14 2.1x.
+    # Otherwise they win (5x5 s2 depthwise over 8x96x28x28 0.62x, 3 -> 3 channels 3x3 s2
+    # over 8x64x64 0.33x).
     if geom.dilation != (1, 1) or geom.taps == 1:
         return "row_loops"
-    if geom.stride_one or geom.cg > 1 or geom.taps >= WIDE_STRIDED_MIN_TAPS:
+    if (geom.stride_one or geom.cg > 1 or geom.taps >= WIDE_STRIDED_MIN_TAPS
+            or geom.n * geom.oh * geom.ow >= WIDE_STRIDED_MIN_OUTPUTS):
         return "wide_rows"
     return "row_loops"
 

@@ -49,7 +49,11 @@ EXPECTED = {
                        "weight_grad": "wide_rows"}),
     "depthwise-3x3-s2": ((8, 32, 56, 56), (32, 1, 3, 3), dict(stride=2, padding=1, groups=32),
                          {"forward": "wide_rows", "input_grad": "row_loops",
-                          "weight_grad": "row_loops"}),
+                          "weight_grad": "wide_rows"}),
+    "depthwise-3x3-s2-small": ((1, 144, 28, 28), (144, 1, 3, 3),
+                               dict(stride=2, padding=1, groups=144),
+                               {"forward": "wide_rows", "input_grad": "row_loops",
+                                "weight_grad": "row_loops"}),
 }
 
 

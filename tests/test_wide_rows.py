@@ -6,7 +6,8 @@ kernels with few channels (depthwise ones above all), the input gradient at a st
 as one such convolution per phase of gx (more than one channel of gy per group, or 25
 taps), and the weight gradient for
 undilated kernels larger than 1x1 with fewer than 4 output channels per group (at a
-stride over phase planes too, unless one input channel meets fewer than 25 taps), or
+stride over phase planes too, unless one input channel meets fewer than 25 taps over
+fewer than 2048 output pixels), or
 4 to 7 at stride 1 on rows of at least 24 outputs. The shapes reach every path: strides
 2 and 3 and unequal ones, padding that a phase begins or ends in, images whose width is
 not a multiple of the stride, strides larger than the kernel (only the phases its taps
@@ -86,6 +87,7 @@ SHAPES = [
     ((2, 1, 9, 26), (6, 1, 5, 5), 1, 2, 1),             # LeNet C1-like: 3 + 3 channels
     ((1, 2, 6, 25), (5, 2, 3, 3), 1, 1, 1),             # 5 channels: 3 + 2
     ((2, 4, 5, 30), (14, 2, 3, 2), 1, (1, 0), 2),       # 7 channels per group: 4 + 3
+    ((2, 2, 89, 91), (2, 1, 3, 3), 2, 1, 2),            # depthwise 3x3 s2, 2070 outputs
 ]
 
 
