@@ -39,8 +39,12 @@ from setuptools.command.build_ext import build_ext
 #: every kernel module (fastconv/_kernels/NAME.pyx)
 KERNEL_MODULES = [
     "_openmp", "_cpu", "_gemm", "_im2col", "_conv_direct", "_conv_wide", "_conv_cvec",
-    "_conv_gemm", "_conv_winograd", "_pool", "_probe", "_linear", "_activation",
+    "_conv_gemm", "_conv_winograd", "_pool", "_probe", "_linear", "_activation", "_loss",
+    "_optim",
 ]
+#: modules whose results must round as NumPy's separate operations do: no fused
+#: multiply-adds (GCC and clang contract a * b + c by default)
+NO_CONTRACTION = ["_optim"]
 #: those built once per instruction set (the hot loops); fastconv._dispatch loads them
 DISPATCHED = ["_gemm", "_conv_direct", "_conv_wide", "_conv_cvec", "_conv_gemm",
               "_conv_winograd", "_pool", "_probe", "_linear", "_activation"]
@@ -216,6 +220,9 @@ class BuildKernels(build_ext):
         isa_built, isa_note = self.select_isa_variants()
         for ext in self.extensions:
             isa_flags = ISA_FLAGS.get(isa_of(ext.name), [])
+            if (ext.name.rsplit(".", 1)[-1] in NO_CONTRACTION
+                    and self.compiler.compiler_type != "msvc"):
+                isa_flags = isa_flags + ["-ffp-contract=off"]
             ext.extra_compile_args = compile_flags + isa_flags + list(ext.extra_compile_args)
             ext.extra_link_args = omp_link + list(ext.extra_link_args)
         self.write_build_info(

