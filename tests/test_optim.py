@@ -5,7 +5,7 @@ import pytest
 
 from fastconv import nn, optim
 
-SHAPES = [(3, 4), (5,), (2, 1, 3, 3)]
+SHAPES = [(3, 4), (5,), (2, 1, 3, 3), (120, 400)]  # the last: SGD's update on threads
 N_STEPS = 5
 
 

@@ -13,4 +13,5 @@ def sgd_update(
     buf: NDArray[_F] | None,  # IN/OUT (E,), or None without momentum
     momentum: float,
     lr: float,
+    n_threads: int,
 ) -> None: ...
