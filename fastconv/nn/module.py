@@ -178,6 +178,15 @@ class Module:
         """Gradient with respect to the last forward's input; accumulates parameter grads."""
         raise NotImplementedError(f"{type(self).__name__} has no backward")
 
+    #: whether :meth:`_forward_with_next` may run this layer and the next as one
+    _fuses_with_next = False
+
+    def _forward_with_next(self, layer: Module, x: Any) -> Any:
+        """``layer(self(x))`` in one pass, each layer keeping what its backward needs, or
+        None where this pair does not fuse (nothing run). A Sequential asks a layer whose
+        ``_fuses_with_next`` is true."""
+        return None
+
     def _compiled(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> Step | None:
         """This layer's eval-mode forward for C-contiguous inputs of ``shape`` and
         ``dtype`` as a :class:`fastconv.nn._program.Step`, or None where it has none
@@ -370,9 +379,19 @@ class Sequential(Module):
             return x, activations
 
     def _forward_layers(self, x: Any) -> Any:
+        layers = tuple(self._modules.values())
         with single_threaded_blas():
-            for layer in self._modules.values():
+            i = 0
+            while i < len(layers):
+                layer = layers[i]
+                if layer._fuses_with_next and i + 1 < len(layers):
+                    y = layer._forward_with_next(layers[i + 1], x)
+                    if y is not None:  # both layers ran as one
+                        x = y
+                        i += 2
+                        continue
                 x = layer(x)
+                i += 1
             return x
 
     def backward(self, grad_out: Any) -> Any:

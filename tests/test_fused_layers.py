@@ -1,0 +1,137 @@
+"""A Conv2d followed by MaxPool2d(2) in a Sequential runs as one kernel pass.
+
+Where the convolution's plan is the wide-row kernel at stride 1 and the pooling is
+2x2 at stride 2 (no padding, dilation or ceil mode), ``Sequential`` asks the Conv2d
+to run both: the wide-row kernel pools each task's output rows itself and never
+writes the convolution's output. Each layer keeps what its own backward needs, so
+outputs, gradients and the parameters after training steps must be bit-identical to
+the layers run one by one (checked here with fusion switched off on a twin model),
+with inf and NaN inputs too; any other pair runs the layers unchanged.
+"""
+
+import numpy as np
+import pytest
+
+import fastconv as fc
+from fastconv import _execute, nn
+from fastconv.models import LeNet5
+from fastconv.optim import SGD
+from fastconv.train import train_step
+
+
+def _spy_fused(monkeypatch):
+    """Count the calls of the fused kernel."""
+    calls = []
+    kernel = _execute._conv_wide.conv2d_forward_max_pool
+    monkeypatch.setattr(_execute._conv_wide, "conv2d_forward_max_pool",
+                        lambda *args: calls.append(1) or kernel(*args))
+    return calls
+
+
+def _no_fusion(model):
+    for layer in model:
+        object.__setattr__(layer, "_fuses_with_next", False)
+    return model
+
+
+# (input shape, Conv2d arguments) of convolutions the wide-row kernel runs, then pooled
+CASES = [
+    ((3, 1, 28, 28), dict(in_channels=1, out_channels=6, kernel_size=5, padding=2)),
+    ((2, 2, 13, 11), dict(in_channels=2, out_channels=7, kernel_size=3)),  # odd: floor
+    ((1, 4, 16, 20), dict(in_channels=4, out_channels=4, kernel_size=3, padding=1,
+                          groups=4)),
+    ((2, 2, 19, 18), dict(in_channels=2, out_channels=3, kernel_size=(3, 2),
+                          dilation=2, padding=(2, 0), bias=False)),
+]
+
+
+def _ids(case):
+    return "x{}-{}".format(case[0], "-".join(f"{k}{v}" for k, v in case[1].items()
+                                              if k not in ("in_channels",))).replace(" ", "")
+
+
+def _net(conv_args, dtype, pool=None):
+    return nn.Sequential(nn.Conv2d(**conv_args, dtype=dtype, rng=1),
+                         pool if pool is not None else nn.MaxPool2d(2), nn.ReLU(),
+                         nn.Flatten())
+
+
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+def test_forward_and_backward_bit_identical_to_the_layers(case, dtype, monkeypatch):
+    x_shape, conv_args = case
+    rng = np.random.default_rng(sum(x_shape))
+    x = rng.standard_normal(x_shape).astype(dtype)
+    x[0, 0, 1, :3] = [np.inf, -np.inf, np.nan]  # inf and NaN reach the pooled windows
+    model, twin = _net(conv_args, dtype), _no_fusion(_net(conv_args, dtype))
+    calls = _spy_fused(monkeypatch)
+    for _ in range(2):  # the first call checks the input; the second fuses
+        y, y_twin = model(x), twin(x)
+        np.testing.assert_array_equal(y, y_twin)
+        gy = rng.standard_normal(y.shape).astype(dtype)
+        gx, gx_twin = model.backward(gy), twin.backward(gy)
+        np.testing.assert_array_equal(gx, gx_twin)
+        for p, q in zip(model.parameters(), twin.parameters()):
+            np.testing.assert_array_equal(p.grad, q.grad)
+    assert len(calls) == 1
+
+
+def test_pooled_values_and_indices_match_max_pool2d(dtype, rng):
+    x = rng.standard_normal((2, 3, 17, 30)).astype(dtype)
+    w = rng.standard_normal((5, 3, 3, 3)).astype(dtype)
+    b = rng.standard_normal(5).astype(dtype)
+    conv = nn.Conv2d(3, 5, 3, padding=1, dtype=dtype)
+    conv.weight.data[...], conv.bias.data[...] = w, b
+    pool = nn.MaxPool2d(2)
+    conv(x)  # checks the input once
+    pooled = conv._forward_with_next(pool, x)
+    assert pooled is not None
+    y, idx = fc.max_pool2d(fc.conv2d(x, w, b, padding=1), 2, return_indices=True)
+    np.testing.assert_array_equal(pooled, y)
+    np.testing.assert_array_equal(pool._saved[0], idx)
+    assert pool._saved[1] == (2, 5, 17, 30)
+
+
+def test_lenet5_training_steps_bit_identical(monkeypatch):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 16, 1, 28, 28)).astype(np.float32)
+    y = rng.integers(0, 10, (4, 16))
+    calls = _spy_fused(monkeypatch)
+    results = []
+    for fuse in (True, False):
+        model = LeNet5("modern", rng=0).train()
+        if not fuse:
+            _no_fusion(model)
+        loss_fn, opt = nn.CrossEntropyLoss(), SGD(model.parameters(), lr=0.05, momentum=0.9)
+        losses = [train_step(model, loss_fn, opt, x[i], y[i])[0] for i in range(4)]
+        results.append((losses, [p.data.copy() for p in model.parameters()]))
+    assert results[0][0] == results[1][0]
+    for p, q in zip(results[0][1], results[1][1]):
+        np.testing.assert_array_equal(p, q)
+    assert len(calls) == 3  # every step but the first
+
+
+@pytest.mark.parametrize("pool", [nn.MaxPool2d(3), nn.MaxPool2d(2, stride=1),
+                                  nn.MaxPool2d(2, padding=1), nn.MaxPool2d(2, ceil_mode=True),
+                                  nn.MaxPool2d(2, dilation=2), nn.AvgPool2d(2)],
+                         ids=["3x3", "stride-1", "padded", "ceil", "dilated", "average"])
+def test_other_poolings_run_the_layers(pool, monkeypatch):
+    calls = _spy_fused(monkeypatch)
+    model = _net(dict(in_channels=1, out_channels=4, kernel_size=3), np.float32, pool)
+    x = np.random.default_rng(2).standard_normal((2, 1, 12, 12)).astype(np.float32)
+    model(x), model(x)
+    assert not calls
+
+
+def test_other_convolutions_and_overrides_run_the_layers(monkeypatch):
+    calls = _spy_fused(monkeypatch)
+    x = np.random.default_rng(3).standard_normal((2, 32, 10, 10)).astype(np.float32)
+    deep = _net(dict(in_channels=32, out_channels=32, kernel_size=3), np.float32)
+    deep(x), deep(x)  # not the wide-row kernel
+    strided = _net(dict(in_channels=32, out_channels=4, kernel_size=3, stride=2), np.float32)
+    strided(x), strided(x)
+    wide = _net(dict(in_channels=32, out_channels=4, kernel_size=3), np.float32)
+    seen = []
+    conv_forward = wide[0].forward
+    wide[0].forward = lambda x: seen.append(1) or conv_forward(x)  # a hook by hand
+    wide(x), wide(x)
+    assert not calls and len(seen) == 2
