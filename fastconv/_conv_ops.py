@@ -190,6 +190,21 @@ def conv2d_validated(geom: ConvGeometry, x: FloatArray, w: FloatArray, b: FloatA
     return y
 
 
+def pools_own_rows(geom: ConvGeometry, dtype: Any, algorithm: str) -> bool:
+    """Whether conv2d's forward of ``geom`` can pool its own output rows
+    (:func:`conv2d_max_pool_validated`)."""
+    return _own_rows_plan(geom, dtype, algorithm) is not None
+
+
+def _own_rows_plan(geom: ConvGeometry, dtype: Any, algorithm: str) -> Plan | None:
+    """conv2d's forward plan of ``geom`` where it can pool its own output rows: the
+    wide-row kernel at stride 1 with no fallback, an output of at least 2x2."""
+    if geom.empty or geom.oh < 2 or geom.ow < 2 or not geom.stride_one:
+        return None
+    plan = _plan.plan(geom, "forward", dtype, _config.effective_n_threads(), algorithm)
+    return plan if plan.kernel == "wide_rows" and plan.fallback is None else None
+
+
 def conv2d_max_pool_validated(geom: ConvGeometry, x: FloatArray, w: FloatArray,
                               b: FloatArray | None, algorithm: str
                               ) -> tuple[FloatArray, NDArray[np.int64]] | None:
@@ -198,14 +213,13 @@ def conv2d_max_pool_validated(geom: ConvGeometry, x: FloatArray, w: FloatArray,
     wide-row kernel at stride 1: it pools each task's output rows as it makes them,
     and the convolution's output is never written. None for any other plan (or an
     output under 2x2)."""
-    if geom.empty or geom.oh < 2 or geom.ow < 2:
+    plan = _own_rows_plan(geom, x.dtype.type, algorithm)
+    if plan is None:
         return None
-    plan = _plan.plan(geom, "forward", x.dtype.type, _config.effective_n_threads(), algorithm)
     pooled_shape = (geom.n, geom.k, geom.oh // 2, geom.ow // 2)
     pooled = np.empty(pooled_shape, dtype=x.dtype)
     idx = np.empty(pooled_shape, dtype=np.int64)
-    if not _execute.forward_max_pool(plan, geom, x, w, b, pooled, idx):
-        return None
+    _execute.forward_max_pool(plan, geom, x, w, b, pooled, idx)
     return pooled, idx
 
 

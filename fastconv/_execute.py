@@ -53,18 +53,14 @@ def forward(plan: Plan, geom: ConvGeometry, x: FloatArray, w: FloatArray,
 
 def forward_max_pool(plan: Plan, geom: ConvGeometry, x: FloatArray, w: FloatArray,
                      b: FloatArray | None, pooled: FloatArray,
-                     idx: NDArray[np.int64] | None) -> bool:
-    """pooled (and idx) = max_pool2d(conv(x, w) + b, 2) in one pass, where the plan is
-    the wide-row kernel at stride 1 with no fallback: each task pools its own output
-    rows, and the convolution's output is never written. False (nothing done) for any
-    other plan."""
-    if plan.kernel != "wide_rows" or plan.fallback is not None or not geom.stride_one:
-        return False
+                     idx: NDArray[np.int64] | None) -> None:
+    """pooled (and idx) = max_pool2d(conv(x, w) + b, 2) in one pass of the wide-row
+    kernel at stride 1 (the plan's; no fallback): each task pools its own output rows,
+    and the convolution's output is never written."""
     (pt, _), (pl, _) = geom.padding
     _conv_wide.conv2d_forward_max_pool(x, w, b, pooled, idx, _workspace(plan, pooled),
                                        geom.oh, geom.ow, pt, pl, *geom.dilation,
                                        geom.groups, plan.n_threads)
-    return True
 
 
 def forward_runner(plan: Plan, geom: ConvGeometry, w: FloatArray,

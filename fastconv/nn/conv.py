@@ -9,7 +9,8 @@ from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from fastconv import _plan
 from fastconv import functional as F
-from fastconv._conv_ops import conv2d_max_pool_validated, conv2d_runner, conv2d_validated
+from fastconv._conv_ops import (conv2d_max_pool_validated, conv2d_runner, conv2d_validated,
+                                pools_own_rows)
 from fastconv._geometry import ConvGeometry, _is_plain, conv_geometry
 from fastconv.functional import FloatArray, IntPair, Padding
 from fastconv.nn._cache import NeedsForward
@@ -98,7 +99,9 @@ class Conv2d(NeedsForward, Module):
         return self.weight.data
 
     # what the last call's checks found (see forward): (operands' key, geometry, algorithm)
-    _checked: tuple[tuple[Any, ...], ConvGeometry, str] | None = None
+    #: (what decided the checks, their geometry, the algorithm checked, whether the
+    #: forward may pool its own rows: see _forward_with_next) of the last checked input
+    _checked: tuple[tuple[Any, ...], ConvGeometry, str, bool] | None = None
 
     def forward(self, x: ArrayLike) -> FloatArray:
         w = self._effective_weight()
@@ -113,7 +116,8 @@ class Conv2d(NeedsForward, Module):
             y = F.conv2d(x, w, b, **self.options, algorithm=self.algorithm)
             if key is not None:  # it passed: remember what the checks found
                 geom = conv_geometry(np.shape(x), w.shape, **self.options)
-                checked = (key, geom, _plan.check_algorithm(self.algorithm, geom))
+                algorithm = _plan.check_algorithm(self.algorithm, geom)
+                checked = (key, geom, algorithm, pools_own_rows(geom, w.dtype, algorithm))
                 object.__setattr__(self, "_checked", checked)  # not a parameter
         self._save(x)
         return y
@@ -132,11 +136,13 @@ class Conv2d(NeedsForward, Module):
                 or type(self).forward is not Conv2d.forward or "forward" in self.__dict__
                 or "forward" in layer.__dict__):
             return None
+        checked = self._checked
+        if checked is None or not checked[3]:
+            return None  # the plain forward checks an input first; or another kernel
         w = self._effective_weight()
         b = None if self.bias is None else self.bias.data
-        checked = self._checked
-        if checked is None or checked[0] != _checked_key(x, w, b, self.options, self.algorithm):
-            return None  # the plain forward checks this input first
+        if checked[0] != _checked_key(x, w, b, self.options, self.algorithm):
+            return None
         fused = conv2d_max_pool_validated(checked[1], cast(FloatArray, x), w, b, checked[2])
         if fused is None:
             return None
