@@ -223,6 +223,26 @@ def conv2d_max_pool_validated(geom: ConvGeometry, x: FloatArray, w: FloatArray,
     return pooled, idx
 
 
+def conv2d_weight_grad_max_pool_validated(
+        geom: ConvGeometry, pooled_gy: FloatArray, idx: NDArray[np.int64], x: FloatArray,
+        algorithm: str) -> tuple[FloatArray, FloatArray] | None:
+    """(gw, gb) of conv2d for the gradient ``max_pool2d_backward(pooled_gy, idx,
+    geom.y_shape)`` of its output, without making that gradient, where the weight
+    gradient's plan is the wide-row kernel at stride 1 (and x is finite): None for any
+    other. ``pooled_gy`` and ``idx`` of shape (N, K, OH // 2, OW // 2), C-contiguous, the
+    dtype of x; gb is pooled_gy summed (its order of sums is not that of the full gy)."""
+    if geom.empty or not geom.stride_one:
+        return None
+    n_threads = _config.effective_n_threads()
+    plan = _plan.plan(geom, "weight_grad", x.dtype.type, n_threads, algorithm)
+    if plan.kernel != "wide_rows":
+        return None
+    gw = np.empty(geom.w_shape, dtype=x.dtype)
+    if not _execute.weight_grad_max_pool(plan, geom, pooled_gy, idx, x, gw):
+        return None
+    return gw, _bias_grad(pooled_gy, geom.k, _plan.threads_for(geom, n_threads))
+
+
 def conv2d_runner(geom: ConvGeometry, w: FloatArray, b: FloatArray | None,
                   algorithm: str) -> tuple[Callable[[FloatArray, FloatArray], None], bool]:
     """conv2d's forward for inputs of ``geom`` as ``(run(x, y), uses_blas)``: planned

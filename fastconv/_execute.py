@@ -166,6 +166,26 @@ def _wide_weight_grad(plan: Plan, geom: ConvGeometry, gy: FloatArray, x: FloatAr
         gw.reshape(-1)[...] = np.add.reduce(partials, axis=0)
 
 
+def weight_grad_max_pool(plan: Plan, geom: ConvGeometry, pooled_gy: FloatArray,
+                         idx: NDArray[np.int64], x: FloatArray, gw: FloatArray) -> bool:
+    """gw = weight_grad of gy = max_pool2d_backward(pooled_gy, idx, geom.y_shape), by the
+    wide-row kernel at stride 1 (the plan's) without making gy: each task scatters the
+    pooled gradients into its own wide rows. False (nothing done) where x holds inf or
+    NaN and the plan falls back to the loops."""
+    if _fallback_if_nonfinite(plan, x) is not plan:
+        return False
+    partials = np.empty((plan.chunks, gw.size), dtype=np.float64)
+    (pt, _), (pl, _) = geom.padding
+    bad = _conv_wide.conv2d_weight_grad_max_pool(
+        pooled_gy, idx, x, partials, _workspace(plan, gw), geom.oh, geom.ow, geom.kh,
+        geom.kw, pt, pl, *geom.dilation, geom.groups, plan.n_threads)
+    if bad:
+        raise ValueError(f"{bad} max-pooling indices lie outside [0, {geom.oh * geom.ow})")
+    with np.errstate(invalid="ignore", over="ignore"):  # inf and NaN are results here
+        gw.reshape(-1)[...] = np.add.reduce(partials, axis=0)
+    return True
+
+
 def pack_columns(geom: ConvGeometry, x: FloatArray, n_threads: int) -> FloatArray:
     """x's columns for every image, (N * G, CKK * OH * OW), packed once for two passes
     whose plans say ``packed_columns``."""

@@ -1,12 +1,16 @@
-"""A Conv2d followed by MaxPool2d(2) in a Sequential runs as one kernel pass.
+"""A Conv2d followed by MaxPool2d(2) in a Sequential runs as one kernel pass, forward
+and (for a first layer) backward.
 
 Where the convolution's plan is the wide-row kernel at stride 1 and the pooling is
 2x2 at stride 2 (no padding, dilation or ceil mode), ``Sequential`` asks the Conv2d
 to run both: the wide-row kernel pools each task's output rows itself and never
 writes the convolution's output. Each layer keeps what its own backward needs, so
-outputs, gradients and the parameters after training steps must be bit-identical to
-the layers run one by one (checked here with fusion switched off on a twin model),
-with inf and NaN inputs too; any other pair runs the layers unchanged.
+outputs and gradients must be bit-identical to the layers run one by one (checked
+here with fusion switched off on a twin model), with inf and NaN inputs too. A Conv2d
+that needs no input gradient (a network's first) also takes its pooling's backward:
+the pooled gradient is scattered into the weight gradient's wide rows, never made
+full size; its weight gradient is bit-identical, its bias gradient sums the same
+values in another order. Any other pair runs the layers unchanged.
 """
 
 import numpy as np
@@ -19,11 +23,11 @@ from fastconv.optim import SGD
 from fastconv.train import train_step
 
 
-def _spy_fused(monkeypatch):
-    """Count the calls of the fused kernel."""
+def _spy_fused(monkeypatch, name="conv2d_forward_max_pool"):
+    """Count the calls of a fused kernel."""
     calls = []
-    kernel = _execute._conv_wide.conv2d_forward_max_pool
-    monkeypatch.setattr(_execute._conv_wide, "conv2d_forward_max_pool",
+    kernel = getattr(_execute._conv_wide, name)
+    monkeypatch.setattr(_execute._conv_wide, name,
                         lambda *args: calls.append(1) or kernel(*args))
     return calls
 
@@ -91,11 +95,12 @@ def test_pooled_values_and_indices_match_max_pool2d(dtype, rng):
     assert pool._saved[1] == (2, 5, 17, 30)
 
 
-def test_lenet5_training_steps_bit_identical(monkeypatch):
+def test_lenet5_training_steps_match_the_layers(monkeypatch):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((4, 16, 1, 28, 28)).astype(np.float32)
     y = rng.integers(0, 10, (4, 16))
-    calls = _spy_fused(monkeypatch)
+    forward_calls = _spy_fused(monkeypatch)
+    backward_calls = _spy_fused(monkeypatch, "conv2d_weight_grad_max_pool")
     results = []
     for fuse in (True, False):
         model = LeNet5("modern", rng=0).train()
@@ -104,10 +109,55 @@ def test_lenet5_training_steps_bit_identical(monkeypatch):
         loss_fn, opt = nn.CrossEntropyLoss(), SGD(model.parameters(), lr=0.05, momentum=0.9)
         losses = [train_step(model, loss_fn, opt, x[i], y[i])[0] for i in range(4)]
         results.append((losses, [p.data.copy() for p in model.parameters()]))
-    assert results[0][0] == results[1][0]
+    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-6)
     for p, q in zip(results[0][1], results[1][1]):
-        np.testing.assert_array_equal(p, q)
-    assert len(calls) == 3  # every step but the first
+        np.testing.assert_allclose(p, q, rtol=1e-5, atol=1e-7)
+    # the forward fuses from the second step (the first checks the input), the backward
+    # from the first
+    assert len(forward_calls) == 3 and len(backward_calls) == 4
+
+
+def _first_layer_net(dtype, needs_input_grad=False):
+    return nn.Sequential(nn.Conv2d(2, 5, 3, padding=1, needs_input_grad=needs_input_grad,
+                                   dtype=dtype, rng=4), nn.MaxPool2d(2), nn.Flatten())
+
+
+@pytest.mark.parametrize("nonfinite", [False, True], ids=["finite", "nan-in-x"])
+def test_first_layer_backward_matches_the_layers(nonfinite, dtype, monkeypatch):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 2, 14, 26)).astype(dtype)
+    if nonfinite:
+        x[1, 0, 3, 4] = np.nan  # the weight gradient falls back to the loops: no fusion
+    model, twin = _first_layer_net(dtype), _no_fusion(_first_layer_net(dtype))
+    calls = _spy_fused(monkeypatch, "conv2d_weight_grad_max_pool")
+    for _ in range(2):
+        y = model(x)
+        np.testing.assert_array_equal(y, twin(x))
+        gy = rng.standard_normal(y.shape).astype(dtype)
+        assert model.backward(gy) is None and twin.backward(gy) is None
+    (w, b), (w_twin, b_twin) = model[0].parameters(), twin[0].parameters()
+    np.testing.assert_array_equal(w.grad, w_twin.grad)
+    np.testing.assert_allclose(b.grad, b_twin.grad, rtol=1e-12 if dtype == np.float64 else 1e-6)
+    assert len(calls) == (0 if nonfinite else 2)
+
+
+def test_backward_needing_the_input_gradient_runs_the_layers(monkeypatch):
+    calls = _spy_fused(monkeypatch, "conv2d_weight_grad_max_pool")
+    model = _first_layer_net(np.float32, needs_input_grad=True)
+    x = np.ones((2, 2, 8, 8), np.float32)
+    y = model(x)
+    assert model.backward(np.ones_like(y)).shape == x.shape
+    assert not calls
+
+
+def test_backward_with_bad_pooling_indices_raises():
+    model = _first_layer_net(np.float32)
+    x = np.ones((2, 2, 8, 8), np.float32)
+    y = model(x)
+    idx, shape = model[1]._saved
+    idx[0, 0, 0, 0] = 8 * 8  # past the plane: never written there
+    with pytest.raises(ValueError, match="outside"):
+        model.backward(np.ones_like(y))
 
 
 @pytest.mark.parametrize("pool", [nn.MaxPool2d(3), nn.MaxPool2d(2, stride=1),

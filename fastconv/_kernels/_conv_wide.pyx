@@ -562,28 +562,80 @@ def conv2d_weight_grad(
     partials.shape[0], fixed runs of images), as gw[k, c, i, j] = sum over the wide rows
     p of gy_wide[k, p] * xpad[c, p + tap_offset(i, j)] (at a stride, over x's phase
     planes, undilated); the caller adds the chunks in order."""
-    cdef index_t chunks = partials.shape[0], tasks = chunks * groups, task
     if (sh > 1 or sw > 1) and (dh > 1 or dw > 1):
         raise ValueError("a strided wide-row convolution takes an undilated kernel")
+    run_weight_grad(&gy[0, 0, 0, 0] if gy.size else NULL, NULL, NULL, 1, gy.shape[1],
+                    gy.shape[2], gy.shape[3], x, partials, workspace, kh, kw, pt, pl, dh, dw,
+                    groups, n_threads, sh, sw)
+
+
+def conv2d_weight_grad_max_pool(
+    const floating[:, :, :, ::1] pooled_gy,       # IN (N, K, OH // 2, OW // 2)
+    const long long[:, :, :, ::1] pooled_idx,     # IN (N, K, OH // 2, OW // 2): h * OW + w
+    const floating[:, :, :, ::1] x,               # IN (N, C, H, W)
+    double[:, ::1] partials,                      # OUT as conv2d_weight_grad's
+    floating[:, ::1] workspace,                   # SCRATCH as conv2d_weight_grad's
+    index_t oh, index_t ow, index_t kh, index_t kw, index_t pt, index_t pl, index_t dh,
+    index_t dw, index_t groups, int n_threads,
+):
+    """conv2d_weight_grad (stride 1) of gy = max_pool2d_backward(pooled_gy, pooled_idx,
+    (N, K, OH, OW)), without making gy: each task scatters its images' pooled gradients
+    into its own wide rows (zeros elsewhere, repeats added: the rows max_pool2d_backward
+    would give). Returns the number of indices outside [0, OH * OW), which were skipped."""
+    if (pooled_idx.shape[0] != pooled_gy.shape[0] or pooled_idx.shape[1] != pooled_gy.shape[1]
+            or pooled_idx.shape[2] != pooled_gy.shape[2]
+            or pooled_idx.shape[3] != pooled_gy.shape[3]):
+        raise ValueError("pooled_idx must have pooled_gy's shape")
+    if (pooled_gy.shape[0] != x.shape[0] or pooled_gy.shape[2] != oh // 2
+            or pooled_gy.shape[3] != ow // 2 or groups < 1 or pooled_gy.shape[1] % groups
+            or partials.shape[1] != pooled_gy.shape[1] * (x.shape[1] // groups) * kh * kw):
+        raise ValueError("pooled_gy does not match x, the output size and the partial sums")
+    return run_weight_grad(NULL, &pooled_gy[0, 0, 0, 0] if pooled_gy.size else NULL,
+                           &pooled_idx[0, 0, 0, 0] if pooled_gy.size else NULL,
+                           pooled_gy.shape[3], pooled_gy.shape[1], oh, ow,
+                           x, partials, workspace, kh, kw, pt, pl, dh, dw, groups, n_threads,
+                           1, 1)
+
+
+cdef index_t run_weight_grad(const floating* gy, const floating* pooled_gy,
+                             const long long* pooled_idx, index_t pooled_w, index_t n_out,
+                             index_t oh, index_t ow, const floating[:, :, :, ::1] x,
+                             double[:, ::1] partials, floating[:, ::1] workspace, index_t kh,
+                             index_t kw, index_t pt, index_t pl, index_t dh, index_t dw,
+                             index_t groups, int n_threads, index_t sh, index_t sw):
+    """Every weight-gradient task; gy (N, K, OH, OW), or NULL and the pooled gradient
+    with its argmax (N, K, OH // 2, pooled_w). Returns the pooled indices skipped as out
+    of range."""
+    cdef index_t chunks = partials.shape[0], tasks = chunks * groups, task
+    cdef index_t bad = 0
+    if gy == NULL and pooled_gy == NULL:  # no gradient: every partial sum is zero
+        partials[...] = 0
+        return 0
     if n_threads == 1:
         with nogil:
             for task in range(tasks):
-                weight_grad_task(gy, x, partials, &workspace[0, 0], task, kh, kw, pt, pl,
-                                 dh, dw, sh, sw, groups)
-        return
+                bad += weight_grad_task(gy, pooled_gy, pooled_idx, pooled_w, n_out, oh,
+                                        ow, x, partials, &workspace[0, 0], task, kh, kw, pt,
+                                        pl, dh, dw, sh, sw, groups)
+        return bad
     for task in prange(tasks, nogil=True, schedule="static", num_threads=n_threads):
-        weight_grad_task(gy, x, partials, &workspace[threadid(), 0], task, kh, kw, pt, pl,
-                         dh, dw, sh, sw, groups)
+        bad += weight_grad_task(gy, pooled_gy, pooled_idx, pooled_w, n_out, oh, ow, x,
+                                partials, &workspace[threadid(), 0], task, kh, kw, pt, pl,
+                                dh, dw, sh, sw, groups)
+    return bad
 
 
-cdef void weight_grad_task(const floating[:, :, :, ::1] gy, const floating[:, :, :, ::1] x,
-                           double[:, ::1] partials, floating* xpad, index_t task, index_t kh,
-                           index_t kw, index_t pt, index_t pl, index_t dh, index_t dw,
-                           index_t sh, index_t sw, index_t groups) noexcept nogil:
-    """One chunk of images of one group: its (KG, CG, KH, KW) sums into its partials."""
-    cdef index_t n_batch = gy.shape[0], chunks = partials.shape[0]
-    cdef index_t kg = gy.shape[1] // groups, cg = x.shape[1] // groups
-    cdef index_t oh_count = gy.shape[2], ow_count = gy.shape[3]
+cdef index_t weight_grad_task(const floating* gy, const floating* pooled_gy,
+                              const long long* pooled_idx, index_t pooled_w,
+                              index_t n_out, index_t oh_count, index_t ow_count,
+                              const floating[:, :, :, ::1] x, double[:, ::1] partials,
+                              floating* xpad, index_t task, index_t kh, index_t kw,
+                              index_t pt, index_t pl, index_t dh, index_t dw, index_t sh,
+                              index_t sw, index_t groups) noexcept nogil:
+    """One chunk of images of one group: its (KG, CG, KH, KW) sums into its partials.
+    Returns the pooled indices it skipped (out of range)."""
+    cdef index_t n_batch = x.shape[0], chunks = partials.shape[0]
+    cdef index_t kg = n_out // groups, cg = x.shape[1] // groups
     cdef index_t hp = padded_extent(oh_count, kh, dh, sh)
     cdef index_t wp = padded_extent(ow_count, kw, dw, sw)
     cdef index_t plane = hp * wp, pw = phases(sw, kw)
@@ -595,10 +647,9 @@ cdef void weight_grad_task(const floating[:, :, :, ::1] gy, const floating[:, :,
     cdef index_t taps = kh * kw, filters = kg * cg * taps
     cdef double* out = &partials[chunk, g * filters]
     cdef floating* wide = xpad + cg * channel + margin
-    cdef index_t n, k, c, t, b_, p, oh, ow, nk, nj, blocks, q
+    cdef index_t n, k, c, t, b_, p, nk, nj, blocks, q, bad = 0
+    cdef index_t pooled_plane = (oh_count // 2) * pooled_w
     cdef index_t offsets[FC_WG_MAX_TAPS]
-    cdef const floating* grow
-    cdef floating* wrow
     for p in range(filters):
         out[p] = 0
     for n in range(n0, n1):
@@ -606,17 +657,14 @@ cdef void weight_grad_task(const floating[:, :, :, ::1] gy, const floating[:, :,
         for p in range(cg * channel, cg * channel + margin):
             xpad[p] = 0  # read by the last vectors, times zeros of the wide rows
         for k in range(kg):  # gy's rows on the padded width, zero past each row's OW
-            grow = &gy[n, g * kg + k, 0, 0]
-            wrow = wide + k * length
-            for oh in range(oh_count):
-                for ow in range(ow_count):
-                    wrow[ow] = grow[ow]
-                for ow in range(ow_count, wp):
-                    wrow[ow] = 0
-                grow += ow_count
-                wrow += wp
-            for p in range(oh_count * wp, length):
-                wide[k * length + p] = 0
+            if gy != NULL:
+                copy_wide_rows(gy + ((n * n_out + g * kg + k) * oh_count) * ow_count,
+                               oh_count, ow_count, wp, length, wide + k * length)
+            else:
+                bad += scatter_wide_rows(
+                    pooled_gy + (n * n_out + g * kg + k) * pooled_plane,
+                    pooled_idx + (n * n_out + g * kg + k) * pooled_plane, pooled_w,
+                    oh_count, ow_count, wp, length, wide + k * length)
         k = 0
         while k < kg:
             nk = block_channels(kg - k)
@@ -631,6 +679,47 @@ cdef void weight_grad_task(const floating[:, :, :, ::1] gy, const floating[:, :,
                           out + (k * cg + c) * taps + t, cg * taps, nk, nj)
                     t += nj
             k += nk
+    return bad
+
+
+cdef inline void copy_wide_rows(const floating* g, index_t oh_count, index_t ow_count,
+                                index_t wp, index_t length, floating* wide) noexcept nogil:
+    """One channel of gy on the padded width: zero past each row's OW and after the
+    last row (to ``length``)."""
+    cdef index_t oh, ow, p
+    for oh in range(oh_count):
+        for ow in range(ow_count):
+            wide[oh * wp + ow] = g[oh * ow_count + ow]
+        for ow in range(ow_count, wp):
+            wide[oh * wp + ow] = 0
+    for p in range(oh_count * wp, length):
+        wide[p] = 0
+
+
+cdef inline index_t scatter_wide_rows(const floating* g, const long long* at, index_t pw,
+                                      index_t oh_count, index_t ow_count, index_t wp,
+                                      index_t length, floating* wide) noexcept nogil:
+    """One channel of max_pool2d_backward's gy made on the padded width: zeros, then each
+    pooled gradient (OH // 2 rows of pw) added at its argmax h * OW + w (skipped, and
+    counted, outside the plane). An argmax in its own window's two rows, as 2x2 pooling
+    gives, is placed without a division or a branch on its row (which the data decide:
+    a branch there is mispredicted half the time)."""
+    cdef index_t p, r, q, second, bad = 0
+    cdef long long a, off
+    for p in range(length):
+        wide[p] = 0
+    for r in range(oh_count // 2):
+        for q in range(pw):
+            a = at[r * pw + q]
+            off = a - 2 * r * ow_count
+            if 0 <= off < 2 * ow_count:  # no branch on which row: it is the data's
+                second = off >= ow_count
+                wide[(2 * r + second) * wp + off - second * ow_count] += g[r * pw + q]
+            elif 0 <= a < oh_count * ow_count:
+                wide[(a // ow_count) * wp + a % ow_count] += g[r * pw + q]
+            else:
+                bad += 1
+    return bad
 
 
 cdef inline index_t block_channels(index_t rest) noexcept nogil:

@@ -10,7 +10,7 @@ from numpy.typing import ArrayLike, DTypeLike, NDArray
 from fastconv import _plan
 from fastconv import functional as F
 from fastconv._conv_ops import (conv2d_max_pool_validated, conv2d_runner, conv2d_validated,
-                                pools_own_rows)
+                                conv2d_weight_grad_max_pool_validated, pools_own_rows)
 from fastconv._geometry import ConvGeometry, _is_plain, conv_geometry
 from fastconv.functional import FloatArray, IntPair, Padding
 from fastconv.nn._cache import NeedsForward
@@ -150,6 +150,35 @@ class Conv2d(NeedsForward, Module):
         self._save(x)
         layer._save(idx, checked[1].y_shape)
         return pooled
+
+    def _backward_with_next(self, layer: Module, grad_out: Any) -> tuple[bool, Any]:
+        """(True, ``self.backward(layer.backward(grad_out))``) run as one pass, or (False,
+        None) with nothing run: where ``layer`` is a plain MaxPool2d(2), this layer needs
+        no input gradient (a network's first convolution) and its weight gradient runs
+        on wide rows at stride 1. The pooled gradient goes straight into the kernel's
+        wide rows (max_pool2d_backward's full-size gradient is never made) and the bias
+        gradient sums the pooled one. LeNet-5's C1 and its pooling at batch 64, 2
+        threads: 272 -> 225 us."""
+        if (self.needs_input_grad or type(layer) is not MaxPool2d or not _halves(layer.options)
+                or type(self).backward is not Conv2d.backward or "backward" in self.__dict__
+                or "backward" in layer.__dict__ or self._saved is None or layer._saved is None):
+            return False, None
+        (x,), (idx, y_shape) = self._saved, layer._saved
+        checked, gy = self._checked, np.asarray(grad_out)
+        w = self._effective_weight()
+        if (checked is None or checked[1].x_shape != np.shape(x) or checked[1].y_shape != y_shape
+                or checked[1].w_shape != w.shape or not isinstance(x, np.ndarray)
+                or x.dtype != w.dtype or not x.flags.c_contiguous or gy.dtype != w.dtype
+                or gy.shape != idx.shape or not gy.flags.c_contiguous):
+            return False, None
+        grads = conv2d_weight_grad_max_pool_validated(checked[1], gy, idx, x, checked[2])
+        if grads is None:
+            return False, None
+        gw, gb = grads
+        self.weight.grad += self._mask_grad(gw)
+        if self.bias is not None:
+            self.bias.grad += gb
+        return True, None
 
     def _compiled(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> Step | None:
         w = self._effective_weight()

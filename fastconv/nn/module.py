@@ -178,7 +178,8 @@ class Module:
         """Gradient with respect to the last forward's input; accumulates parameter grads."""
         raise NotImplementedError(f"{type(self).__name__} has no backward")
 
-    #: whether :meth:`_forward_with_next` may run this layer and the next as one
+    #: whether :meth:`_forward_with_next` and :meth:`_backward_with_next` may run this
+    #: layer and the next as one
     _fuses_with_next = False
 
     def _forward_with_next(self, layer: Module, x: Any) -> Any:
@@ -186,6 +187,11 @@ class Module:
         None where this pair does not fuse (nothing run). A Sequential asks a layer whose
         ``_fuses_with_next`` is true."""
         return None
+
+    def _backward_with_next(self, layer: Module, grad_out: Any) -> tuple[bool, Any]:
+        """``(True, self.backward(layer.backward(grad_out)))`` computed in one pass, or
+        ``(False, None)`` where this pair does not fuse (nothing run)."""
+        return False, None
 
     def _compiled(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> Step | None:
         """This layer's eval-mode forward for C-contiguous inputs of ``shape`` and
@@ -398,9 +404,18 @@ class Sequential(Module):
         replay = _program.take_replay(self)
         if replay is not None:  # the last forward was compiled and kept nothing
             self._forward_layers(replay)
+        layers = tuple(self._modules.values())
         with single_threaded_blas():
-            for layer in reversed(self._modules.values()):
-                grad_out = layer.backward(grad_out)
+            i = len(layers) - 1
+            while i >= 0:
+                if i > 0 and layers[i - 1]._fuses_with_next:
+                    fused, grad = layers[i - 1]._backward_with_next(layers[i], grad_out)
+                    if fused:  # both layers ran as one
+                        grad_out = grad
+                        i -= 2
+                        continue
+                grad_out = layers[i].backward(grad_out)
+                i -= 1
             return grad_out
 
 
