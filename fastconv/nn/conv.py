@@ -166,9 +166,10 @@ class Conv2d(NeedsForward, Module):
         (x,), (idx, y_shape) = self._saved, layer._saved
         checked, gy = self._checked, np.asarray(grad_out)
         w = self._effective_weight()
-        if (checked is None or checked[1].x_shape != np.shape(x) or checked[1].y_shape != y_shape
-                or checked[1].w_shape != w.shape or not isinstance(x, np.ndarray)
-                or x.dtype != w.dtype or not x.flags.c_contiguous or gy.dtype != w.dtype
+        b = None if self.bias is None else self.bias.data
+        # the geometry checked for this very input and these options, the operands plain
+        if (checked is None or checked[0] != _checked_key(x, w, b, self.options, self.algorithm)
+                or checked[1].y_shape != y_shape or gy.dtype != w.dtype
                 or gy.shape != idx.shape or not gy.flags.c_contiguous):
             return False, None
         grads = conv2d_weight_grad_max_pool_validated(checked[1], gy, idx, x, checked[2])
