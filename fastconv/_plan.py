@@ -351,12 +351,12 @@ def _direct_forward_kernel(geom: ConvGeometry) -> str:
 
 
 def _wide_forward_fills_better(geom: ConvGeometry) -> bool:
-    """Whether a stride-1 forward that the channel-vectorised kernel would take runs on
-    wide rows: rows of at least WIDE_FORWARD_MIN_WIDTH outputs, at least
+    """Whether a stride-1 undilated forward that the channel-vectorised kernel would take
+    runs on wide rows: rows of at least WIDE_FORWARD_MIN_WIDTH outputs, at least
     WIDE_FORWARD_MIN_TASKS tasks of up to 8 output channels of an image, and either few
     output channels or few input channels (see WIDE_FORWARD_MAX_OUT)."""
     tasks = geom.n * geom.groups * -(-geom.kg // WIDE_FORWARD_TASK_CHANNELS)
-    return (geom.stride_one and geom.ow >= WIDE_FORWARD_MIN_WIDTH
+    return (geom.stride_one and geom.dilation == (1, 1) and geom.ow >= WIDE_FORWARD_MIN_WIDTH
             and tasks >= WIDE_FORWARD_MIN_TASKS
             and (geom.kg <= WIDE_FORWARD_MAX_OUT
                  or (geom.cg <= WIDE_FORWARD_FEW_IN and geom.kg <= CV_FORWARD_MAX_OUT)))
@@ -408,7 +408,7 @@ def _wide_weight_grad_fills_better(geom: ConvGeometry) -> bool:
     are partly padding, and wide rows of at least WIDE_WGRAD_MIN_WIDTH outputs are long
     enough for their blocks; stride 1, undilated."""
     return (geom.kg < WIDE_WGRAD_MAX_OUT and geom.ow >= WIDE_WGRAD_MIN_WIDTH
-            and geom.stride_one and geom.taps > 1)
+            and geom.stride_one and geom.dilation == (1, 1) and geom.taps > 1)
 
 
 def winograd_input_grad_applies(geom: ConvGeometry) -> bool:
