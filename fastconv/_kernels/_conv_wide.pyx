@@ -352,9 +352,9 @@ cdef void copy_input(const floating[:, :, :, ::1] x, index_t n, index_t c0, inde
 cdef void forward_task(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
                        const floating[::1] b, floating* y, floating* pooled,
                        long long* pooled_idx, index_t n_out, index_t oh_count,
-                       index_t ow_count, floating* xpad, index_t task, index_t pt, index_t pl, index_t dh, index_t dw,
-                       index_t sh, index_t sw, index_t groups,
-                       const index_t* offsets) noexcept nogil:
+                       index_t ow_count, floating* xpad, index_t task, index_t pt,
+                       index_t pl, index_t dh, index_t dw, index_t sh, index_t sw,
+                       index_t groups, const index_t* offsets) noexcept nogil:
     """The forward's task: KBLOCK output channels of one (image, group), ``xpad`` the
     thread's workspace row (the padded image group, its margin, the wide outputs, the
     packed weights); ``offsets``: each tap's in a channel's padded input (tap_offset).

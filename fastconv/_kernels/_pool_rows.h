@@ -8,8 +8,8 @@
  * those of the scalar loop. Even and odd columns are split with a shuffle; the argmax
  * offsets are widened to int64. A row of at least one vector of windows is done whole
  * (its last vector may overlap the one before: the same results written again); the
- * functions return how many windows they did, and the caller does shorter rows. GCC 12+ or clang (vector
- * extensions with __builtin_shufflevector); otherwise they do nothing.
+ * functions return how many windows they did, and the caller does shorter rows. GCC 12+
+ * or clang (vector extensions with __builtin_shufflevector); otherwise they do nothing.
  *
  * On the 2-core development machine (Zen 4, AVX2), one thread, 64 x 6 planes of 28 x 28
  * (rows of 14 windows: one vector and an overlapping one): with the argmax 90 -> 76 us,
