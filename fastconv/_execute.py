@@ -162,8 +162,7 @@ def _wide_weight_grad(plan: Plan, geom: ConvGeometry, gy: FloatArray, x: FloatAr
     _conv_wide.conv2d_weight_grad(gy, x, partials, _workspace(plan, gw), geom.kh, geom.kw,
                                   pt, pl, *geom.dilation, geom.groups, plan.n_threads,
                                   *geom.stride)
-    with np.errstate(invalid="ignore", over="ignore"):  # inf and NaN are results here
-        gw.reshape(-1)[...] = np.add.reduce(partials, axis=0)
+    _add_chunks(partials, gw)
 
 
 def weight_grad_max_pool(plan: Plan, geom: ConvGeometry, pooled_gy: FloatArray,
@@ -181,9 +180,14 @@ def weight_grad_max_pool(plan: Plan, geom: ConvGeometry, pooled_gy: FloatArray,
         geom.kw, pt, pl, *geom.dilation, geom.groups, plan.n_threads)
     if bad:
         raise ValueError(f"{bad} max-pooling indices lie outside [0, {geom.oh * geom.ow})")
+    _add_chunks(partials, gw)
+    return True
+
+
+def _add_chunks(partials: NDArray[np.float64], gw: FloatArray) -> None:
+    """gw = the wide-row weight gradient's per-chunk double sums added in chunk order."""
     with np.errstate(invalid="ignore", over="ignore"):  # inf and NaN are results here
         gw.reshape(-1)[...] = np.add.reduce(partials, axis=0)
-    return True
 
 
 def pack_columns(geom: ConvGeometry, x: FloatArray, n_threads: int) -> FloatArray:

@@ -221,15 +221,16 @@ class Conv2d(NeedsForward, Module):
 
 def _halves(options: dict[str, Any]) -> bool:
     """Whether max-pooling options are 2x2 windows at stride 2, no padding or dilation,
-    floor mode (as given, before any check: anything else runs the layer itself)."""
-    def pair(value: Any) -> tuple[Any, ...] | None:
-        if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-            return (value, value)
-        return tuple(value) if isinstance(value, (tuple, list)) else None
+    floor mode (anything else, invalid options too, runs the layer itself)."""
     stride = options["stride"] if options["stride"] is not None else options["kernel_size"]
-    return (pair(options["kernel_size"]) == (2, 2) and pair(stride) == (2, 2)
-            and pair(options["padding"]) == (0, 0) and pair(options["dilation"]) == (1, 1)
-            and options["ceil_mode"] is False)
+    try:
+        return (as_pair(options["kernel_size"], "kernel_size") == (2, 2)
+                and as_pair(stride, "stride") == (2, 2)
+                and as_pair(options["padding"], "padding", 0) == (0, 0)
+                and as_pair(options["dilation"], "dilation") == (1, 1)
+                and options["ceil_mode"] is False)
+    except (TypeError, ValueError):
+        return False
 
 
 def _checked_key(x: Any, w: Any, b: Any, options: dict[str, Any],
