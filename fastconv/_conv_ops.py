@@ -9,6 +9,7 @@ outputs and hands both to the executor (:mod:`fastconv._execute`).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any, Sequence
 
@@ -197,12 +198,18 @@ def pools_own_rows(geom: ConvGeometry, dtype: Any, algorithm: str) -> bool:
 
 
 def _own_rows_plan(geom: ConvGeometry, dtype: Any, algorithm: str) -> Plan | None:
-    """conv2d's forward plan of ``geom`` where it can pool its own output rows: the
-    wide-row kernel at stride 1 with no fallback, an output of at least 2x2."""
+    """conv2d's forward plan of ``geom`` where it can pool its own output rows, an output
+    of at least 2x2 at stride 1 and no fallback: the wide-row kernel, or the
+    channel-vectorised one with bands of an even number of rows (an odd count above one
+    is taken one lower: the workspace only shrinks)."""
     if geom.empty or geom.oh < 2 or geom.ow < 2 or not geom.stride_one:
         return None
     plan = _plan.plan(geom, "forward", dtype, _config.effective_n_threads(), algorithm)
-    return plan if plan.kernel == "wide_rows" and plan.fallback is None else None
+    if plan.fallback is not None:
+        return None
+    if plan.kernel == "channel_vector" and plan.rows >= 2:
+        return dataclasses.replace(plan, rows=plan.rows - plan.rows % 2)
+    return plan if plan.kernel == "wide_rows" else None
 
 
 def conv2d_max_pool_validated(geom: ConvGeometry, x: FloatArray, w: FloatArray,
@@ -210,9 +217,9 @@ def conv2d_max_pool_validated(geom: ConvGeometry, x: FloatArray, w: FloatArray,
                               ) -> tuple[FloatArray, NDArray[np.int64]] | None:
     """``max_pool2d(conv2d_validated(geom, x, w, b, algorithm), 2, return_indices=True)``
     in one pass (the same values and indices), where conv2d's plan for ``geom`` is the
-    wide-row kernel at stride 1: it pools each task's output rows as it makes them,
-    and the convolution's output is never written. None for any other plan (or an
-    output under 2x2)."""
+    wide-row or the channel-vectorised kernel at stride 1: it pools each task's output
+    rows as it makes them, and the convolution's output is never written. None for any
+    other plan (or an output under 2x2)."""
     plan = _own_rows_plan(geom, x.dtype.type, algorithm)
     if plan is None:
         return None
@@ -313,24 +320,36 @@ def conv2d_backward(gy: ArrayLike, x: ArrayLike, w: ArrayLike, stride: IntPair =
     geom = conv_geometry(x.shape, w.shape, stride, padding, dilation, groups)
     _check_gy(gy, geom.y_shape, "conv2d")
     algorithm = _plan.check_algorithm(algorithm, geom)
-    w_eff = _prepare_weights(w, flip)
+    gx, gw, gb = conv2d_backward_validated(geom, gy, x, _prepare_weights(w, flip), algorithm,
+                                           needs_input_grad)
+    if flip:
+        gw = np.ascontiguousarray(gw[:, :, ::-1, ::-1])
+    return gx, gw, gb
+
+
+def conv2d_backward_validated(geom: ConvGeometry, gy: FloatArray, x: FloatArray,
+                              w_eff: FloatArray, algorithm: str, needs_input_grad: bool,
+                              ) -> tuple[FloatArray | None, FloatArray, FloatArray]:
+    """conv2d_backward's work (unflipped) once its arguments are checked: ``gy``, ``x``
+    and ``w_eff`` C-contiguous arrays of one float dtype whose shapes ``geom`` was made
+    from, ``algorithm`` checked for it. A layer whose forward checked the same input
+    calls this directly, as its forward calls :func:`conv2d_validated`."""
+    dtype = x.dtype.type
     # a small call's bias gradient wakes no more threads than its passes' plans take
     n_threads = _plan.threads_for(geom, _config.effective_n_threads())
     gb = _bias_grad(gy, geom.k, n_threads)
     if geom.empty:
         gx_empty = np.zeros(x.shape, dtype=dtype) if needs_input_grad else None
-        return gx_empty, np.zeros(w.shape, dtype=dtype), gb
+        return gx_empty, np.zeros(geom.w_shape, dtype=dtype), gb
     gx = None
     if needs_input_grad:
         plan = _plan_pass(geom, "input_grad", algorithm, dtype, n_threads,
                           (gy, w_eff, _shaped(x.shape, dtype)))
         gx, zeroed = _execute.input_grad_output(plan, x.shape, dtype)
         _execute.input_grad(plan, geom, gy, w_eff, gx, zeroed=zeroed)
-    gw = np.empty(w.shape, dtype=dtype)
+    gw = np.empty(geom.w_shape, dtype=dtype)
     plan = _plan_pass(geom, "weight_grad", algorithm, dtype, n_threads, (gy, x, gw))
     _execute.weight_grad(plan, geom, gy, x, gw)
-    if flip:
-        gw = np.ascontiguousarray(gw[:, :, ::-1, ::-1])
     return gx, gw, gb
 
 

@@ -54,10 +54,17 @@ def forward(plan: Plan, geom: ConvGeometry, x: FloatArray, w: FloatArray,
 def forward_max_pool(plan: Plan, geom: ConvGeometry, x: FloatArray, w: FloatArray,
                      b: FloatArray | None, pooled: FloatArray,
                      idx: NDArray[np.int64] | None) -> None:
-    """pooled (and idx) = max_pool2d(conv(x, w) + b, 2) in one pass of the wide-row
-    kernel at stride 1 (the plan's; no fallback): each task pools its own output rows,
-    and the convolution's output is never written."""
+    """pooled (and idx) = max_pool2d(conv(x, w) + b, 2) in one pass of the wide-row or
+    channel-vectorised kernel at stride 1 (the plan's, bands of an even number of rows;
+    no fallback): each task pools its own output rows, and the convolution's output is
+    never written."""
     (pt, _), (pl, _) = geom.padding
+    if plan.kernel == "channel_vector":
+        _conv_cvec.conv2d_forward_max_pool(
+            x, _channel_vector_packed(w, geom.groups), b, pooled, idx,
+            _workspace(plan, pooled), _tap_offsets(plan, geom), geom.oh, geom.ow, geom.kh,
+            geom.kw, pt, pl, *geom.dilation, plan.rows, plan.n_threads)
+        return
     _conv_wide.conv2d_forward_max_pool(x, w, b, pooled, idx, _workspace(plan, pooled),
                                        geom.oh, geom.ow, pt, pl, *geom.dilation,
                                        geom.groups, plan.n_threads)
@@ -75,13 +82,13 @@ def forward_runner(plan: Plan, geom: ConvGeometry, w: FloatArray,
         return lambda x, y: wide(x, w, b, y, *args)
     if plan.fallback is None and plan.kernel == "channel_vector":
         packed = _channel_vector_packed(w, geom.groups)
-        packed_w = packed[:, :, :geom.kg]
-        w_taps_major = w.reshape(geom.groups, geom.kg, geom.ckk).transpose(0, 2, 1)  # a view
+        w_taps = w.reshape(geom.k, geom.cg, geom.taps)  # a view
         args = _channel_vector_forward_args(plan, geom, w)
+        pack = specialised(_conv_cvec.pack_weights, w.dtype)
         channel_vector = specialised(_conv_cvec.conv2d_forward, w.dtype)
 
         def run(x: FloatArray, y: FloatArray) -> None:
-            np.copyto(packed_w, w_taps_major)
+            pack(w_taps, packed, False)
             channel_vector(x, packed, b, y, *args)
         return run
     return lambda x, y: forward(plan, geom, x, w, b, y)
@@ -285,20 +292,18 @@ def _channel_vector_packed(w: FloatArray, groups: int) -> FloatArray:
     """Weights (K, CG, KH, KW) packed for the channel-vectorised kernels: (G, CKK, KP),
     taps major, output channels contiguous and zero-padded to whole SIMD vectors."""
     k, cg, kh, kw = w.shape
-    kg = k // groups
-    packed = np.zeros((groups, cg * kh * kw, _plan.channel_vector_padded(kg, w.dtype)),
-                      dtype=w.dtype)
-    packed[:, :, :kg] = w.reshape(groups, kg, cg * kh * kw).transpose(0, 2, 1)
+    packed = np.empty((groups, cg * kh * kw,
+                       _plan.channel_vector_padded(k // groups, w.dtype)), dtype=w.dtype)
+    _conv_cvec.pack_weights(w.reshape(k, cg, kh * kw), packed, False)
     return packed
 
 
 def _scatter_packed(w: FloatArray, geom: ConvGeometry) -> FloatArray:
     """Weights packed for the scatter input gradient: (G, KG * KH * KW, CP), x's
     channels contiguous and zero-padded to whole SIMD vectors."""
-    g, kg, cg, taps = geom.groups, geom.kg, geom.cg, geom.taps
-    packed = np.zeros((g, kg * taps, _plan.channel_vector_padded(cg, w.dtype)), dtype=w.dtype)
-    packed[:, :, :cg] = (w.reshape(g, kg, cg, taps).transpose(0, 1, 3, 2)
-                         .reshape(g, kg * taps, cg))
+    packed = np.empty((geom.groups, geom.kg * geom.taps,
+                       _plan.channel_vector_padded(geom.cg, w.dtype)), dtype=w.dtype)
+    _conv_cvec.pack_weights(w.reshape(geom.k, geom.cg, geom.taps), packed, True)
     return packed
 
 

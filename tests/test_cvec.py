@@ -204,3 +204,15 @@ def test_kernels_refuse_mismatched_arrays():
         cvec.conv2d_forward(x, packed[:0], None, y, work, tap_off, *args, 4, 1)
     with pytest.raises(ValueError):  # more threads than workspace rows
         cvec.conv2d_forward(x, packed, None, y, work, tap_off, *args, 4, 5)
+    pooled, idx = np.zeros((2, lanes, 2, 2), np.float32), np.zeros((2, lanes, 2, 2), np.int64)
+    pool_args = (4, 4, 3, 3, 0, 0, 1, 1)  # the convolution's 4 x 4 output, its kernel
+    cvec.conv2d_forward_max_pool(x, packed, None, pooled, idx, work, tap_off, *pool_args, 4, 1)
+    with pytest.raises(ValueError):  # an odd number of rows per band
+        cvec.conv2d_forward_max_pool(x, packed, None, pooled, idx, work, tap_off, *pool_args,
+                                     3, 1)
+    with pytest.raises(ValueError):  # indices of another shape
+        cvec.conv2d_forward_max_pool(x, packed, None, pooled, idx[:1], work, tap_off,
+                                     *pool_args, 4, 1)
+    with pytest.raises(ValueError):  # pooled rows of another output size
+        cvec.conv2d_forward_max_pool(x, packed, None, pooled[:, :, :1], idx[:, :, :1], work,
+                                     tap_off, *pool_args, 4, 1)

@@ -1,9 +1,10 @@
 """A Conv2d followed by MaxPool2d(2) in a Sequential runs as one kernel pass, forward
 and (for a first layer) backward.
 
-Where the convolution's plan is the wide-row kernel at stride 1 and the pooling is
-2x2 at stride 2 (no padding, dilation or ceil mode), ``Sequential`` asks the Conv2d
-to run both: the wide-row kernel pools each task's output rows itself and never
+Where the convolution's plan is the wide-row or the channel-vectorised kernel at
+stride 1 and the pooling is 2x2 at stride 2 (no padding, dilation or ceil mode),
+``Sequential`` asks the Conv2d to run both: the kernel pools each task's output rows
+itself (the channel-vectorised one from bands of an even number of rows) and never
 writes the convolution's output. Each layer keeps what its own backward needs, so
 outputs and gradients must be bit-identical to the layers run one by one (checked
 here with fusion switched off on a twin model), with inf and NaN inputs too. A Conv2d
@@ -23,12 +24,15 @@ from fastconv.optim import SGD
 from fastconv.train import train_step
 
 
-def _spy_fused(monkeypatch, name="conv2d_forward_max_pool"):
-    """Count the calls of a fused kernel."""
+def _spy_fused(monkeypatch, name="conv2d_forward_max_pool",
+               modules=("_conv_wide", "_conv_cvec")):
+    """Count the calls of a fused kernel (of the wide-row or channel-vectorised module)."""
     calls = []
-    kernel = getattr(_execute._conv_wide, name)
-    monkeypatch.setattr(_execute._conv_wide, name,
-                        lambda *args: calls.append(1) or kernel(*args))
+    for module in (getattr(_execute, m) for m in modules):
+        if hasattr(module, name):
+            kernel = getattr(module, name)
+            monkeypatch.setattr(module, name,
+                                lambda *args, kernel=kernel: calls.append(1) or kernel(*args))
     return calls
 
 
@@ -39,7 +43,7 @@ def _no_fusion(model):
 
 
 # (input shape, Conv2d arguments) of convolutions the wide-row kernel runs, then pooled
-CASES = [
+WIDE_CASES = [
     ((3, 1, 28, 28), dict(in_channels=1, out_channels=6, kernel_size=5, padding=2)),
     ((2, 2, 13, 11), dict(in_channels=2, out_channels=7, kernel_size=3)),  # odd: floor
     ((1, 4, 16, 20), dict(in_channels=4, out_channels=4, kernel_size=3, padding=1,
@@ -47,6 +51,17 @@ CASES = [
     ((2, 2, 19, 18), dict(in_channels=2, out_channels=3, kernel_size=(3, 2),
                           dilation=2, padding=(2, 0), bias=False)),
 ]
+# ... and the channel-vectorised kernel (LeNet's C3; bands of 3 rows taken as 2 where
+# grouped and dilated; odd sizes drop a last row and column)
+CHANNEL_VECTOR_CASES = [
+    ((3, 6, 14, 14), dict(in_channels=6, out_channels=16, kernel_size=5)),
+    ((2, 8, 13, 11), dict(in_channels=8, out_channels=24, kernel_size=3)),
+    ((2, 8, 12, 12), dict(in_channels=8, out_channels=16, kernel_size=3, padding=1,
+                          groups=2)),
+    ((2, 6, 17, 16), dict(in_channels=6, out_channels=12, kernel_size=3, dilation=2,
+                          padding=(2, 1), bias=False)),
+]
+CASES = WIDE_CASES + CHANNEL_VECTOR_CASES
 
 
 def _ids(case):
@@ -95,11 +110,35 @@ def test_pooled_values_and_indices_match_max_pool2d(dtype, rng):
     assert pool._saved[1] == (2, 5, 17, 30)
 
 
+@pytest.mark.parametrize("case", CHANNEL_VECTOR_CASES, ids=_ids)
+def test_channel_vector_pooling_matches_max_pool2d_bit_for_bit(case, dtype, monkeypatch):
+    x_shape, conv_args = case
+    rng = np.random.default_rng(len(x_shape) + x_shape[-1])
+    conv = nn.Conv2d(**conv_args, dtype=dtype, rng=2)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    x[-1, 0, 2:4, 1:3] = [[np.nan, 0.0], [-np.inf, 1e30]]
+    options = {k: v for k, v in conv_args.items() if k in ("padding", "dilation", "groups")}
+    plans = fc.explain(x, conv.weight.data, **options).plans
+    assert plans["forward"].kernel == "channel_vector"
+    calls = _spy_fused(monkeypatch, modules=("_conv_cvec",))
+    pool = nn.MaxPool2d(2)
+    conv(x)  # checks the input once
+    pooled = conv._forward_with_next(pool, x)
+    assert pooled is not None and len(calls) == 1
+    b = None if conv.bias is None else conv.bias.data
+    y, idx = fc.max_pool2d(fc.conv2d(x, conv.weight.data, b, **options), 2,
+                           return_indices=True)
+    bits = np.int64 if dtype == np.float64 else np.int32
+    np.testing.assert_array_equal(pooled.view(bits), y.view(bits))  # -0.0, NaN payloads
+    np.testing.assert_array_equal(pool._saved[0], idx)
+
+
 def test_lenet5_training_steps_match_the_layers(monkeypatch):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((4, 16, 1, 28, 28)).astype(np.float32)
     y = rng.integers(0, 10, (4, 16))
-    forward_calls = _spy_fused(monkeypatch)
+    c1_calls = _spy_fused(monkeypatch, modules=("_conv_wide",))
+    c3_calls = _spy_fused(monkeypatch, modules=("_conv_cvec",))
     backward_calls = _spy_fused(monkeypatch, "conv2d_weight_grad_max_pool")
     results = []
     for fuse in (True, False):
@@ -112,9 +151,9 @@ def test_lenet5_training_steps_match_the_layers(monkeypatch):
     np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-6)
     for p, q in zip(results[0][1], results[1][1]):
         np.testing.assert_allclose(p, q, rtol=1e-5, atol=1e-7)
-    # the forward fuses from the second step (the first checks the input), the backward
-    # from the first
-    assert len(forward_calls) == 3 and len(backward_calls) == 4
+    # both forwards (C1 on wide rows, C3 on channel vectors) fuse from the second step
+    # (the first checks the input), C1's backward from the first
+    assert len(c1_calls) == 3 and len(c3_calls) == 3 and len(backward_calls) == 4
 
 
 def _first_layer_net(dtype, needs_input_grad=False):
@@ -175,8 +214,10 @@ def test_other_poolings_run_the_layers(pool, monkeypatch):
 def test_other_convolutions_and_overrides_run_the_layers(monkeypatch):
     calls = _spy_fused(monkeypatch)
     x = np.random.default_rng(3).standard_normal((2, 32, 10, 10)).astype(np.float32)
-    deep = _net(dict(in_channels=32, out_channels=32, kernel_size=3), np.float32)
-    deep(x), deep(x)  # not the wide-row kernel
+    deep = _net(dict(in_channels=32, out_channels=64, kernel_size=3), np.float32)
+    deep(x), deep(x)  # a GEMM
+    single_rows = _net(dict(in_channels=32, out_channels=32, kernel_size=3), np.float32)
+    single_rows(x), single_rows(x)  # channel vectors in bands of one row
     strided = _net(dict(in_channels=32, out_channels=4, kernel_size=3, stride=2), np.float32)
     strided(x), strided(x)
     wide = _net(dict(in_channels=32, out_channels=4, kernel_size=3), np.float32)

@@ -14,6 +14,11 @@ from numpy.typing import NDArray
 _F = TypeVar("_F", np.float32, np.float64)
 
 def lanes(double_precision: bool) -> int: ...
+def pack_weights(
+    w: NDArray[_F],  # IN (K, CG, KH * KW)
+    packed: NDArray[_F],  # OUT (G, CKK, KP), or (G, KG * KH * KW, CP) with scatter
+    scatter: bool,
+) -> None: ...
 def conv2d_forward(
     x: NDArray[_F],  # IN (N, C, H, W)
     w_packed: NDArray[_F],  # IN (G, CKK, KP)
@@ -23,6 +28,17 @@ def conv2d_forward(
     tap_off: NDArray[np.intp],  # IN (CKK,) offsets of the taps in a band
     kh: int, kw: int, sh: int, sw: int, pt: int, pl: int, dh: int, dw: int,
     rows: int, n_threads: int,
+) -> None: ...
+def conv2d_forward_max_pool(
+    x: NDArray[_F],  # IN (N, C, H, W)
+    w_packed: NDArray[_F],  # IN (G, CKK, KP)
+    b: NDArray[_F] | None,  # IN (K,) or None
+    pooled: NDArray[_F],  # OUT (N, K, OH // 2, OW // 2), every element written
+    pooled_idx: NDArray[np.int64] | None,  # OUT same shape: h * OW + w of each maximum
+    workspace: NDArray[_F],  # SCRATCH as conv2d_forward's
+    tap_off: NDArray[np.intp],  # IN (CKK,) as conv2d_forward's
+    oh: int, ow: int, kh: int, kw: int, pt: int, pl: int, dh: int, dw: int,
+    rows: int, n_threads: int,  # rows even; stride 1
 ) -> None: ...
 def conv2d_weight_grad(
     gy: NDArray[_F],  # IN (N, K, OH, OW)

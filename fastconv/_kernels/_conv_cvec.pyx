@@ -69,8 +69,33 @@ def band_extent(index_t rows, index_t ow, index_t kh, index_t kw, index_t sh, in
     return input_extent(rows, sh, kh, dh), input_extent(ow, sw, kw, dw)
 
 
+def pack_weights(const floating[:, :, ::1] w, floating[:, :, ::1] packed, bint scatter):
+    """Weights w (K, CG, KH * KW) into ``packed``, zero beyond the channels: for the
+    forward and weight gradient (scatter False) packed (G, CKK, KP) holds
+    w[g * KG + k, c, t] at [g, c * KH * KW + t, k]; for the scatter input gradient
+    packed (G, KG * KH * KW, CP) holds it at [g, k * KH * KW + t, c]."""
+    cdef index_t k_all = w.shape[0], cg = w.shape[1], taps = w.shape[2]
+    cdef index_t groups = packed.shape[0], lanes_ = packed.shape[2]
+    cdef index_t kg = k_all // max(groups, 1), g, k, c, t
+    if (groups < 1 or k_all != groups * kg
+            or packed.shape[1] != (kg * taps if scatter else cg * taps)
+            or lanes_ < (cg if scatter else kg)):
+        raise ValueError("packed weights do not match w")
+    with nogil:
+        packed[...] = 0
+        for g in range(groups):
+            for k in range(kg):
+                for c in range(cg):
+                    for t in range(taps):
+                        if scatter:
+                            packed[g, k * taps + t, c] = w[g * kg + k, c, t]
+                        else:
+                            packed[g, c * taps + t, k] = w[g * kg + k, c, t]
+
+
 cdef enum:
     PIXEL_BLOCK = 16  # pixels per block when a band changes between pixel- and channel-major
+    POOL_CHANNELS = 64  # channels per step of a pooled band's windows
 
 
 cdef inline index_t balanced_block(index_t length, index_t most) noexcept nogil:
@@ -140,56 +165,113 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] w_p
     c * band_plane(rows) + i * DH * WP + j * DW. ``rows`` output rows per band;
     workspace rows hold band_plane(rows) * CG + rows * OW * KP elements.
     """
+    if y.shape[0] != x.shape[0] or (b is not None and b.shape[0] != y.shape[1]):
+        raise ValueError("packed weights or bias do not match x and y")
+    run_forward(x, w_packed, b, &y[0, 0, 0, 0] if y.size else NULL, NULL, NULL, y.shape[1],
+                y.shape[2], y.shape[3], workspace, tap_off, kh, kw, sh, sw, pt, pl, dh, dw,
+                rows, n_threads)
+
+
+def conv2d_forward_max_pool(
+    const floating[:, :, :, ::1] x,      # IN (N, C, H, W)
+    const floating[:, :, ::1] w_packed,  # IN (G, CKK, KP)
+    const floating[::1] b,               # IN (K,) or None
+    floating[:, :, :, ::1] pooled,       # OUT (N, K, OH // 2, OW // 2)
+    long long[:, :, :, ::1] pooled_idx,  # OUT (N, K, OH // 2, OW // 2): h * OW + w, or None
+    floating[:, ::1] workspace,          # SCRATCH as conv2d_forward's
+    const index_t[::1] tap_off,          # IN (CKK,) as conv2d_forward's
+    index_t oh, index_t ow, index_t kh, index_t kw, index_t pt, index_t pl, index_t dh,
+    index_t dw, index_t rows, int n_threads,
+):
+    """max_pool2d(conv(x, w) + b, 2) at stride 1 (the convolution's output OH x OW, as
+    conv2d_forward's y would be) without writing the convolution's output: each band
+    of an even number of rows is pooled from its pixel-major outputs. Values and argmax
+    are those of max_pool2d over y."""
+    if rows < 2 or rows % 2:
+        raise ValueError("bands of pooled rows take an even number of rows")
+    if (pooled.shape[0] != x.shape[0] or pooled.shape[2] != oh // 2
+            or pooled.shape[3] != ow // 2 or (b is not None and b.shape[0] != pooled.shape[1])
+            or (pooled_idx is not None and tuple(pooled_idx.shape) != tuple(pooled.shape))):
+        raise ValueError("pooled outputs do not match the convolution's")
+    run_forward(x, w_packed, b, NULL, &pooled[0, 0, 0, 0] if pooled.size else NULL,
+                &pooled_idx[0, 0, 0, 0] if pooled_idx is not None and pooled.size else NULL,
+                pooled.shape[1], oh, ow, workspace, tap_off, kh, kw, 1, 1, pt, pl, dh, dw,
+                rows, n_threads)
+
+
+cdef run_forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] w_packed,
+                 const floating[::1] b, floating* y, floating* pooled, long long* pooled_idx,
+                 index_t n_out, index_t oh, index_t ow, floating[:, ::1] workspace,
+                 const index_t[::1] tap_off, index_t kh, index_t kw, index_t sh, index_t sw,
+                 index_t pt, index_t pl, index_t dh, index_t dw, index_t rows, int n_threads):
+    """Every forward unit into y (N, K, OH, OW), or pooled into ``pooled`` (and
+    ``pooled_idx`` unless NULL) where y is NULL."""
     cdef index_t n_batch = x.shape[0], groups = w_packed.shape[0]
     # max(groups, 1): no division by zero before the checks below refuse groups == 0
     cdef index_t cg = x.shape[1] // max(groups, 1), ckk = w_packed.shape[1]
-    cdef index_t kp = w_packed.shape[2], kg = y.shape[1] // max(groups, 1)
-    cdef index_t oh = y.shape[2], ow = y.shape[3]
+    cdef index_t kp = w_packed.shape[2], kg = n_out // max(groups, 1)
     cdef index_t lanes_ = FC_LANES_D if floating is double else FC_LANES_F
     cdef index_t wp = input_extent(ow, sw, kw, dw)
     cdef index_t band_h = input_extent(rows, sh, kh, dh)
     cdef index_t plane = band_h * wp
     cdef index_t bands, units, u
     if (groups < 1 or n_threads < 1 or workspace.shape[0] < n_threads
-            or x.shape[1] != groups * cg or w_packed.shape[1] != cg * kh * kw or kp < kg
-            or kp % lanes_ or y.shape[0] != n_batch or y.shape[1] != groups * kg
-            or (b is not None and b.shape[0] != y.shape[1])):
+            or x.shape[1] != groups * cg or ckk != cg * kh * kw or kp < kg
+            or kp % lanes_ or n_out != groups * kg):
         raise ValueError("packed weights or bias do not match x and y")
     if rows < 1 or tap_off.shape[0] != ckk or workspace.shape[1] < cg * plane + rows * ow * kp:
         raise ValueError("tap offsets or workspace too small")
+    if y == NULL and pooled == NULL:
+        return  # nothing to write
     bands = (oh + rows - 1) // rows
     units = n_batch * groups * bands
     if n_threads == 1:  # no parallel region: at batch 1 it costs a good part of the work
         with nogil:
             for u in range(units):
-                forward_unit(x, w_packed, b, y, &workspace[0, 0], tap_off, u, bands, rows,
-                             kh, sh, sw, pt, pl, dh, lanes_, wp, plane)
+                forward_unit(x, w_packed, b, y, pooled, pooled_idx, kg, oh, ow,
+                             &workspace[0, 0], tap_off, u, bands, rows, kh, sh, sw, pt, pl,
+                             dh, lanes_, wp, plane)
         return
     for u in prange(units, nogil=True, schedule="static", num_threads=n_threads):
-        forward_unit(x, w_packed, b, y, &workspace[threadid(), 0], tap_off, u, bands, rows,
-                     kh, sh, sw, pt, pl, dh, lanes_, wp, plane)
+        forward_unit(x, w_packed, b, y, pooled, pooled_idx, kg, oh, ow,
+                     &workspace[threadid(), 0], tap_off, u, bands, rows, kh, sh, sw, pt, pl,
+                     dh, lanes_, wp, plane)
 
 
 cdef void forward_unit(const floating[:, :, :, ::1] x, const floating[:, :, ::1] w_packed,
-                       const floating[::1] b, floating[:, :, :, ::1] y, floating* band,
-                       const index_t[::1] tap_off, index_t u, index_t bands, index_t rows,
-                       index_t kh, index_t sh, index_t sw, index_t pt, index_t pl,
-                       index_t dh, index_t lanes_, index_t wp, index_t plane) noexcept nogil:
+                       const floating[::1] b, floating* y, floating* pooled,
+                       long long* pooled_idx, index_t kg, index_t oh, index_t ow,
+                       floating* band, const index_t[::1] tap_off, index_t u, index_t bands,
+                       index_t rows, index_t kh, index_t sh, index_t sw, index_t pt,
+                       index_t pl, index_t dh, index_t lanes_, index_t wp,
+                       index_t plane) noexcept nogil:
     """The forward's unit ``u``: one band of ``rows`` output rows of one (image, group),
-    ``band`` the thread's workspace row."""
+    ``band`` the thread's workspace row; into y, or pooled where y is NULL (rows even:
+    a band's last odd row, the image's last, is never pooled nor computed)."""
     cdef index_t groups = w_packed.shape[0], ckk = w_packed.shape[1], kp = w_packed.shape[2]
-    cdef index_t cg = x.shape[1] // groups, kg = y.shape[1] // groups
-    cdef index_t oh = y.shape[2], ow = y.shape[3]
-    cdef index_t n = u // (groups * bands), g = (u // bands) % groups
+    cdef index_t cg = x.shape[1] // groups, k_all = groups * kg
+    cdef index_t n = u // (groups * bands), g = (u % (groups * bands)) // bands
     cdef index_t oh0 = (u % bands) * rows
     cdef index_t n_rows = min(rows, oh - oh0)
+    cdef index_t pw = ow // 2, pplane = (oh // 2) * (ow // 2)
+    cdef const floating* bias = &b[g * kg] if b is not None else NULL
     cdef floating* out = band + cg * plane
+    if y == NULL:
+        n_rows -= n_rows % 2
+        if n_rows == 0:
+            return
     copy_band(x, n, g * cg, cg, oh0 * sh - pt, input_extent(n_rows, sh, kh, dh),
               -pl, wp, plane, band)
     forward_band(band, &w_packed[g, 0, 0], &tap_off[0], ckk, kp, lanes_, n_rows, ow,
                  sh * wp, sw, out)
-    store_band(out, kp, kg, n_rows * ow, &b[g * kg] if b is not None else NULL,
-               &y[n, g * kg, oh0, 0], oh * ow)
+    if y != NULL:
+        store_band(out, kp, kg, n_rows * ow, bias, y + ((n * k_all + g * kg) * oh + oh0) * ow,
+                   oh * ow)
+    else:
+        pool_band(out, kp, kg, n_rows, ow, bias, oh0,
+                  pooled + (n * k_all + g * kg) * pplane + (oh0 // 2) * pw,
+                  pooled_idx + (n * k_all + g * kg) * pplane + (oh0 // 2) * pw
+                  if pooled_idx != NULL else NULL, pplane)
 
 
 cdef void store_band(const floating* out, index_t kp, index_t kg, index_t n_px,
@@ -206,6 +288,67 @@ cdef void store_band(const floating* out, index_t kp, index_t kg, index_t n_px,
             for p in range(p0, stop):
                 y[k * plane + p] = out[p * kp + k] + bias_k
         p0 = stop
+
+
+cdef void pool_band(const floating* out, index_t kp, index_t kg, index_t rows, index_t ow,
+                    const floating* bias, index_t oh0, floating* pooled,
+                    long long* pooled_idx, index_t pplane) noexcept nogil:
+    """pooled[k * pplane + q] = the maximum of the 2x2 window q of the band's pixel-major
+    outputs plus bias[k] (each value as store_band writes it), pooled_idx (unless NULL)
+    its offset in the output plane (OW wide, the band's first row oh0), for k < KG and
+    the band's rows // 2 rows of OW // 2 windows. Taps in scan order as max_pool2d's:
+    NaN wins, ties keep the earlier. Each window's channels go through branch-free
+    selects along the contiguous channels (vectorised), then out to the channel planes."""
+    cdef index_t pw = ow // 2, r2, j2, k, k0, nk, q
+    cdef floating best[POOL_CHANNELS]
+    cdef int rel[POOL_CHANNELS]
+    cdef const floating* p
+    cdef long long base
+    for r2 in range(rows // 2):
+        for j2 in range(pw):
+            q = r2 * pw + j2
+            base = (oh0 + 2 * r2) * ow + 2 * j2
+            k0 = 0
+            while k0 < kg:
+                nk = min(<index_t>POOL_CHANNELS, kg - k0)
+                p = out + (2 * r2 * ow + 2 * j2) * kp + k0
+                window_max(p, p + kp, p + ow * kp, p + (ow + 1) * kp,
+                           bias + k0 if bias != NULL else NULL, nk, <int>ow, best, rel)
+                for k in range(nk):
+                    pooled[(k0 + k) * pplane + q] = best[k]
+                if pooled_idx != NULL:
+                    for k in range(nk):
+                        pooled_idx[(k0 + k) * pplane + q] = base + rel[k]
+                k0 += nk
+
+
+cdef inline void window_max(const floating* v0, const floating* v1, const floating* v2,
+                            const floating* v3, const floating* bias, index_t nk, int ow,
+                            floating* best, int* rel) noexcept nogil:
+    """best[k], rel[k] = the maximum of v0[k] .. v3[k] (each plus bias[k]; NULL: plus 0)
+    and its tap's offset 0, 1, ow or ow + 1, for k < nk."""
+    cdef index_t k
+    cdef floating bias_k, b, value
+    cdef int r
+    cdef bint take
+    for k in range(nk):
+        bias_k = bias[k] if bias != NULL else 0
+        b = v0[k] + bias_k
+        r = 0
+        value = v1[k] + bias_k
+        take = (value > b) | (value != value)
+        b = value if take else b
+        r = 1 if take else r
+        value = v2[k] + bias_k
+        take = (value > b) | (value != value)
+        b = value if take else b
+        r = ow if take else r
+        value = v3[k] + bias_k
+        take = (value > b) | (value != value)
+        b = value if take else b
+        r = ow + 1 if take else r
+        best[k] = b
+        rel[k] = r
 
 
 cdef void transpose_band(const floating[:, :, :, ::1] gy, index_t n, index_t k0, index_t kg,
