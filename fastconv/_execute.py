@@ -143,6 +143,11 @@ def weight_grad(plan: Plan, geom: ConvGeometry, gy: FloatArray, x: FloatArray,
                 gw: FloatArray, columns: FloatArray | None = None) -> None:
     """gw = the gradient of conv with respect to its weights, summed over the batch;
     ``columns``: x's columns from :func:`pack_columns`."""
+    if plan.kernel == "wide_rows" and plan.fallback is not None:
+        _wide_weight_grad(plan, geom, gy, x, gw)
+        if _wide_sums_hold(plan, gw, x):
+            return
+        plan = plan.fallback
     plan = _fallback_if_nonfinite(plan, x)
     if plan.kernel == "gemm":
         partials = np.empty((plan.chunks, gw.size) if plan.chunks > 1 else (1, 1), gw.dtype)
@@ -178,8 +183,6 @@ def weight_grad_max_pool(plan: Plan, geom: ConvGeometry, pooled_gy: FloatArray,
     wide-row kernel at stride 1 (the plan's) without making gy: each task scatters the
     pooled gradients into its own wide rows. False (nothing done) where x holds inf or
     NaN and the plan falls back to the loops."""
-    if _fallback_if_nonfinite(plan, x) is not plan:
-        return False
     partials = np.empty((plan.chunks, gw.size), dtype=np.float64)
     (pt, _), (pl, _) = geom.padding
     bad = _conv_wide.conv2d_weight_grad_max_pool(
@@ -188,7 +191,17 @@ def weight_grad_max_pool(plan: Plan, geom: ConvGeometry, pooled_gy: FloatArray,
     if bad:
         raise ValueError(f"{bad} max-pooling indices lie outside [0, {geom.oh * geom.ow})")
     _add_chunks(partials, gw)
-    return True
+    return _wide_sums_hold(plan, gw, x)
+
+
+def _wide_sums_hold(plan: Plan, gw: FloatArray, x: FloatArray) -> bool:
+    """Whether a wide-row weight gradient gw stands, checked after the fact: the wide rows
+    multiply x past each row's end by zeros, so an inf or NaN of x makes NaN there where
+    the loops (the plan's fallback) make none. A finite gw holds (no inf or NaN of x was
+    multiplied: the loops' products are a subset of the wide rows'), and so does one made
+    from a finite x (an overflow); only then is x read, not on every call (a pass over x
+    cost a fifth of LeNet-5's first weight gradient)."""
+    return plan.fallback is None or _finite(gw) or _finite(x)
 
 
 def _add_chunks(partials: NDArray[np.float64], gw: FloatArray) -> None:

@@ -187,10 +187,14 @@ class SGD(Optimizer):
         lr, momentum, dampening = self.lr, self.momentum, self.dampening
         scratch = self.__dict__.setdefault("_scratch", {})  # lr * g per parameter, reused
         plain_rule = not (self.weight_decay or dampening or self.nesterov)
+        by_kernel: dict[Any, _KernelBatch] = {}  # the kernel's parameters, by dtype
         for i, (p, state) in enumerate(zip(self.params, self.state)):
             g = p.grad
             if plain_rule and _sgd_kernel_takes(p.data, g, state.get("momentum_buffer")):
-                _sgd_kernel_step(p.data, g, state, momentum, lr)
+                batch = by_kernel.get(p.data.dtype)
+                if batch is None:
+                    batch = by_kernel[p.data.dtype] = _KernelBatch()
+                batch.add(p.data, g, state, momentum)
                 continue
             if self.weight_decay:
                 g = g + self.weight_decay * p.data
@@ -214,6 +218,8 @@ class SGD(Optimizer):
                 step = scratch[i] = np.empty_like(g)
             np.multiply(g, lr, out=step)
             p.data -= step
+        for batch in by_kernel.values():
+            batch.run(momentum, lr)
 
 
 #: elements of a parameter per thread of SGD's update (its arrays are mostly out of cache
@@ -231,22 +237,31 @@ def _sgd_kernel_takes(data: NDArray[Any], g: NDArray[Any], buf: NDArray[Any] | N
                                  and buf.shape == data.shape)))
 
 
-def _sgd_kernel_step(data: NDArray[Any], g: NDArray[Any], state: dict[str, Any],
-                     momentum: float, lr: float) -> None:
-    """One SGD step of a parameter by the kernel: p -= lr * buf (buf = buf * momentum + g,
-    a copy of g on the first step) or p -= lr * g without momentum. One pass instead of
-    NumPy's four calls, a thread per UPDATE_PER_THREAD elements."""
-    n_threads = _config.threads_for(data.size, UPDATE_PER_THREAD)
-    if not momentum:
-        _optim.sgd_update(data.reshape(-1), g.reshape(-1), None, 0.0, lr, n_threads)
-        return
-    buf = state.get("momentum_buffer")
-    if buf is None:
-        buf = state["momentum_buffer"] = np.array(g, copy=True)
-        _optim.sgd_update(data.reshape(-1), buf.reshape(-1), None, 0.0, lr, n_threads)
-    else:
-        _optim.sgd_update(data.reshape(-1), g.reshape(-1), buf.reshape(-1), momentum, lr,
-                          n_threads)
+class _KernelBatch:
+    """The parameters of one dtype that SGD's kernel updates, in one call: one pass per
+    parameter (p -= lr * buf, buf = buf * momentum + g, a copy of g on the first step;
+    or p -= lr * g without momentum) instead of NumPy's four calls, every parameter's
+    blocks shared by the threads (a thread per UPDATE_PER_THREAD elements in all)."""
+
+    def __init__(self) -> None:
+        self.params: list[NDArray[Any]] = []
+        self.grads: list[NDArray[Any]] = []
+        self.buffers: list[NDArray[Any] | None] = []
+        self.elements = 0
+
+    def add(self, data: NDArray[Any], g: NDArray[Any], state: dict[str, Any],
+            momentum: float) -> None:
+        buf = state.get("momentum_buffer") if momentum else None
+        if momentum and buf is None:  # the first step: the buffer is g, p -= lr * g
+            g = state["momentum_buffer"] = np.array(g, copy=True)
+        self.params.append(data.reshape(-1))
+        self.grads.append(g.reshape(-1))
+        self.buffers.append(None if buf is None else buf.reshape(-1))
+        self.elements += data.size
+
+    def run(self, momentum: float, lr: float) -> None:
+        n_threads = _config.threads_for(self.elements, UPDATE_PER_THREAD)
+        _optim.sgd_update_many(self.params, self.grads, self.buffers, momentum, lr, n_threads)
 
 
 class Adam(Optimizer):

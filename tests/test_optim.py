@@ -300,17 +300,33 @@ def _sgd_numpy_ref(data, grads, lr, momentum=0.0, dampening=0.0, nesterov=False,
                                                   ("nesterov", 0), ("weight-decay", 0)])
 def test_sgd_kernel_runs_the_plain_rules(config, kernel_steps, dtype, rng, monkeypatch):
     """Plain SGD and momentum without dampening run the update kernel, one call per
-    parameter and step (so the bit-identity test below checks the kernel); the other
-    rules run NumPy."""
+    step over every parameter (so the bit-identity test below checks the kernel); the
+    other rules run NumPy."""
     calls = []
-    update = optim._optim.sgd_update
-    monkeypatch.setattr(optim._optim, "sgd_update",
-                        lambda *args: calls.append(1) or update(*args), raising=False)
+    update = optim._optim.sgd_update_many
+    monkeypatch.setattr(optim._optim, "sgd_update_many",
+                        lambda *args: calls.append(len(args[0])) or update(*args))
     params = _make_params(rng, dtype)
     opt = optim.SGD(params, **SGD_CONFIGS[config])
     for step_grads in _gradients(rng, dtype):
         _step(opt, params, step_grads)
-    assert len(calls) == kernel_steps * len(params)
+    assert calls == [len(params)] * kernel_steps
+
+
+def test_sgd_kernel_refuses_mismatched_lists():
+    update = optim._optim.sgd_update_many
+    p, g = np.zeros(5, np.float32), np.ones(5, np.float32)
+    update([p], [g], [None], 0.9, 0.5, 1)
+    np.testing.assert_array_equal(p, -0.5)
+    with pytest.raises(ValueError):  # a gradient per parameter
+        update([p], [], [None], 0.9, 0.5, 1)
+    with pytest.raises(ValueError):  # of the parameter's size
+        update([p], [g[:4]], [None], 0.9, 0.5, 1)
+    with pytest.raises(ValueError):  # a momentum buffer of its size
+        update([p], [g], [g[:4]], 0.9, 0.5, 1)
+    with pytest.raises(ValueError):  # one dtype
+        update([p], [g.astype(np.float64)], [None], 0.9, 0.5, 1)
+    np.testing.assert_array_equal(p, -0.5)  # nothing updated by a refused call
 
 
 @pytest.mark.parametrize("config", list(SGD_CONFIGS))

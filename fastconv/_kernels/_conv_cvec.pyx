@@ -445,16 +445,18 @@ cdef void input_grad_image(const floating* gy_g, index_t kg, index_t oh, index_t
     image and group times every tap: out[(oh*SH + i*DH, ow*SW + j*DW)] += sum_k
     gy[k, oh, ow] * w[k, (i, j)]; gy_g points at the group's first channel. Taps go in
     pairs along a kernel row (two taps per broadcast of gy), an odd last one alone."""
-    cdef index_t taps = kh * kw, kb = 0, r, i, j, q, block, n_px
+    cdef index_t taps = kh * kw, kb = 0, r, i, j, q, block, n_px, pair_block, one_block
     cdef int nv, tb
     while kb < cp:
         nv = 2 if cp - kb >= 2 * lanes_ else 1
+        pair_block = balanced_block(ow, fc_max_block(nv) // 2)  # pixels per block, 2 taps
+        one_block = balanced_block(ow, fc_max_block(nv))
         for r in range(oh):
             for i in range(kh):
                 j = 0
                 while j < kw:
                     tb = 2 if j + 1 < kw else 1
-                    block = balanced_block(ow, fc_max_block(nv) // tb)
+                    block = pair_block if tb == 2 else one_block
                     q = 0
                     while q < ow:
                         n_px = min(block, ow - q)  # no overlap: a scatter would add twice
@@ -487,9 +489,8 @@ def conv2d_input_grad(const floating[:, :, :, ::1] gy, const floating[:, :, ::1]
     cdef index_t lanes_ = FC_LANES_D if floating is double else FC_LANES_F
     cdef index_t hp = input_extent(oh, sh, kh, dh)
     cdef index_t wp = input_extent(ow, sw, kw, dw)
-    cdef index_t u, n, g, c, h, q, p, tid
+    cdef index_t u, n, g, p, tid
     cdef bint has_bias = b is not None
-    cdef floating init
     cdef floating* buf
     if (groups < 1 or n_threads < 1 or workspace.shape[0] < n_threads
             or gy.shape[1] != groups * kg or w_packed.shape[1] != kg * kh * kw or cp < cg
@@ -507,12 +508,38 @@ def conv2d_input_grad(const floating[:, :, :, ::1] gy, const floating[:, :, ::1]
             buf[p] = 0
         input_grad_image(&gy[n, g * kg, 0, 0], kg, oh, ow, &w_packed[g, 0, 0], cp, lanes_,
                          kh, kw, sh, sw, dh, dw, wp, buf)
-        for c in range(cg):
-            init = b[g * cg + c] if has_bias else 0
-            for h in range(height):
+        store_input_grad(buf, cp, cg, hp, wp, pt, pl, &b[g * cg] if has_bias else NULL,
+                         &gx[n, g * cg, 0, 0], height, width)
+
+
+cdef void store_input_grad(const floating* buf, index_t cp, index_t cg, index_t hp,
+                           index_t wp, index_t pt, index_t pl, const floating* bias,
+                           floating* gx, index_t height, index_t width) noexcept nogil:
+    """gx[c, h, q] = buf[((h + pt) * WP + q + pl) * CP + c] (+ bias[c]; NULL: nothing
+    added) where that pixel lies in the padded image (HP x WP), else bias[c] or 0, for
+    c < cg: one image and group's input gradient out of its pixel-major sums."""
+    cdef index_t c, h, q, row
+    cdef index_t q_lo = min(max(-pl, 0), width), q_hi = max(min(wp - pl, width), q_lo)
+    cdef floating init
+    cdef floating* out
+    cdef const floating* src
+    for c in range(cg):
+        init = bias[c] if bias != NULL else 0
+        for h in range(height):
+            out = gx + (c * height + h) * width
+            row = h + pt
+            if row < 0 or row >= hp:
                 for q in range(width):
-                    if 0 <= h + pt < hp and 0 <= q + pl < wp:
-                        gx[n, g * cg + c, h, q] = (buf[((h + pt) * wp + q + pl) * cp + c] + init
-                                                   if has_bias else buf[((h + pt) * wp + q + pl) * cp + c])
-                    else:
-                        gx[n, g * cg + c, h, q] = init
+                    out[q] = init
+                continue
+            src = buf + (row * wp + pl) * cp + c
+            for q in range(q_lo):
+                out[q] = init
+            if bias != NULL:
+                for q in range(q_lo, q_hi):
+                    out[q] = src[q * cp] + init
+            else:
+                for q in range(q_lo, q_hi):
+                    out[q] = src[q * cp]
+            for q in range(q_hi, width):
+                out[q] = init

@@ -376,14 +376,15 @@ cdef void forward_task(const floating[:, :, :, ::1] x, const floating[:, :, :, :
     cdef floating* acc = xpad + cg * channel + FORWARD_MARGIN
     cdef floating* packed = acc + KBLOCK * stride
     cdef const floating* bias
-    cdef index_t k, c, t, p, oh, nk, nv, span
+    cdef index_t k, c, i, j, p, oh, nk, nv, span
     copy_input(x, n, g * cg, cg, pt, pl, sh, sw, kh, kw, hp, wp, xpad)
     for p in range(cg * channel, cg * channel + FORWARD_MARGIN):
         xpad[p] = 0  # read by the last vector of a row, into outputs never kept
-    for k in range(kb):  # w[k0 + k, c, t] at [(c * taps + t) * kb + k]
+    for k in range(kb):  # w[k0 + k, c, i, j] at [(c * taps + i * kw + j) * kb + k]
         for c in range(cg):
-            for t in range(taps):
-                packed[(c * taps + t) * kb + k] = w[k0 + k, c, t // kw, t % kw]
+            for i in range(kh):
+                for j in range(kw):
+                    packed[(c * taps + i * kw + j) * kb + k] = w[k0 + k, c, i, j]
     k = 0
     while k < kb:
         nk = forward_block_channels(kb - k)
