@@ -34,3 +34,21 @@ def conv2d_weight_grad(
     kh: int, kw: int, pt: int, pl: int, dh: int, dw: int, groups: int, n_threads: int,
     sh: int = 1, sw: int = 1,  # a stride other than 1 only with dh = dw = 1
 ) -> None: ...
+def conv2d_forward_max_pool(
+    x: NDArray[_F],  # IN (N, C, H, W)
+    w: NDArray[_F],  # IN (K, CG, KH, KW)
+    b: NDArray[_F] | None,  # IN (K,) or None
+    pooled: NDArray[_F],  # OUT (N, K, OH // 2, OW // 2), every element written
+    pooled_idx: NDArray[np.int64] | None,  # OUT same shape: h * OW + w of each maximum
+    workspace: NDArray[_F],  # SCRATCH (threads, workspace_size(...))
+    oh: int, ow: int, pt: int, pl: int, dh: int, dw: int, groups: int, n_threads: int,
+) -> None: ...
+def conv2d_weight_grad_max_pool(
+    pooled_gy: NDArray[_F],  # IN (N, K, OH // 2, OW // 2)
+    pooled_idx: NDArray[np.int64],  # IN same shape: h * OW + w
+    x: NDArray[_F],  # IN (N, C, H, W)
+    partials: NDArray[np.float64],  # OUT as conv2d_weight_grad's
+    workspace: NDArray[_F],  # SCRATCH as conv2d_weight_grad's
+    oh: int, ow: int, kh: int, kw: int, pt: int, pl: int, dh: int, dw: int, groups: int,
+    n_threads: int,
+) -> int: ...  # indices outside [0, OH * OW), skipped
