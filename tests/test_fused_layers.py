@@ -156,8 +156,8 @@ def test_lenet5_training_steps_match_the_layers(monkeypatch):
     assert len(c1_calls) == 3 and len(c3_calls) == 3 and len(backward_calls) == 4
 
 
-def _first_layer_net(dtype, needs_input_grad=False):
-    return nn.Sequential(nn.Conv2d(2, 5, 3, padding=1, needs_input_grad=needs_input_grad,
+def _first_layer_net(dtype, needs_input_grad=False, k=5):
+    return nn.Sequential(nn.Conv2d(2, k, 3, padding=1, needs_input_grad=needs_input_grad,
                                    dtype=dtype, rng=4), nn.MaxPool2d(2), nn.Flatten())
 
 
@@ -182,6 +182,59 @@ def test_first_layer_backward_matches_the_layers(nonfinite, dtype, monkeypatch):
     assert len(calls) == 2
     if nonfinite:
         assert np.isnan(w.grad).any() and not np.isnan(w.grad).all()
+
+
+# (x shape, output channels) whose weight gradient runs on wide rows: under 4 output
+# channels at any width, 4 to 7 from rows of 24; pooled rows of 5 (under one vector),
+# 8 (one), 13 and 20 (a last vector overlapping the one before)
+FIRST_LAYER_CASES = [((2, 2, 13, 11), 3), ((1, 2, 30, 17), 2), ((3, 2, 14, 26), 5),
+                     ((2, 2, 9, 40), 4)]
+
+
+@pytest.mark.parametrize("case", FIRST_LAYER_CASES, ids=lambda c: f"x{c[0]}-k{c[1]}")
+def test_first_layer_weight_gradient_bit_identical_with_signed_zeros_and_nan(
+        case, dtype, monkeypatch):
+    """The pooled gradients go into the wide rows as assignments, window by window (no
+    zeroing pass): -0.0 must come out as the +0.0 the layers' zeros-plus-gradient give,
+    NaN and inf where their windows chose; short rows (under one vector) too."""
+    x_shape, k = case
+    rng = np.random.default_rng(sum(x_shape))
+    x = rng.standard_normal(x_shape).astype(dtype)
+    model, twin = _first_layer_net(dtype, k=k), _no_fusion(_first_layer_net(dtype, k=k))
+    calls = _spy_fused(monkeypatch, "conv2d_weight_grad_max_pool")
+    y = model(x)
+    twin(x)
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    flat = gy.reshape(-1)
+    flat[::7] = -0.0
+    flat[3], flat[11] = np.nan, np.inf
+    model.backward(gy), twin.backward(gy)
+    assert len(calls) == 1
+    bits = np.int64 if dtype == np.float64 else np.int32
+    np.testing.assert_array_equal(model[0].weight.grad.view(bits), twin[0].weight.grad.view(bits))
+
+
+@pytest.mark.parametrize("case", FIRST_LAYER_CASES, ids=lambda c: f"x{c[0]}-k{c[1]}")
+def test_first_layer_backward_with_an_argmax_outside_its_window(case, dtype, monkeypatch):
+    """An index in the plane but outside its own window (not what 2x2 pooling makes)
+    still gives max_pool2d_backward's gradient: zeros, then every gradient added at its
+    index (the fused pass makes that channel's rows again that way)."""
+    x_shape, k = case
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    model = _first_layer_net(dtype, k=k)
+    calls = _spy_fused(monkeypatch, "conv2d_weight_grad_max_pool")
+    y = model(x)
+    idx, y_shape = model[1]._saved
+    idx[-1, -1, -1, -1] = idx[-1, -1, 0, 0]  # two gradients at one place, one far away
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    model.backward(gy)
+    assert len(calls) == 1
+    full = fc.max_pool2d_backward(gy.reshape(idx.shape), idx, y_shape)
+    _, gw, _ = fc.conv2d_backward(full, x, model[0].weight.data, padding=1,
+                                  needs_input_grad=False)
+    np.testing.assert_allclose(model[0].weight.grad, gw, rtol=1e-12 if dtype == np.float64
+                               else 1e-5, atol=1e-6)
 
 
 def test_backward_needing_the_input_gradient_runs_the_layers(monkeypatch):

@@ -697,26 +697,149 @@ cdef inline void copy_wide_rows(const floating* g, index_t oh_count, index_t ow_
         wide[p] = 0
 
 
+cdef extern from *:
+    """
+    #include <stddef.h>
+    /* One pooled row of 2x2 windows (stride 2) unpooled into the wide gradient rows top
+       and bottom, their first 2 * count columns assigned (not added: the windows do not
+       overlap): each pooled gradient g[q] (plus 0.0, as the zeros it would be added to
+       make -0.0 into +0.0) at its argmax at[q] = base + 2q + (0, 1, width or width + 1),
+       zeros at the window's other three. Returns 0 where an argmax lies outside its own
+       window (the rows are then not to be trusted), else 1. In vectors of 8 float (4
+       double) windows, the last overlapping the one before (the same values written
+       again); a row under one vector one window at a time, without branches on the data. */
+    #if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
+    typedef float fc_up_vf __attribute__((vector_size(32)));
+    typedef float fc_up_vf_u __attribute__((vector_size(32), aligned(4)));
+    typedef double fc_up_vd __attribute__((vector_size(32)));
+    typedef double fc_up_vd_u __attribute__((vector_size(32), aligned(8)));
+    typedef int fc_up_vi __attribute__((vector_size(32)));
+    typedef long long fc_up_vl __attribute__((vector_size(32)));
+    typedef long long fc_up_vl_u __attribute__((vector_size(32), aligned(8)));
+    #define FC_UP_VECTORS 1
+    /* (rel == 0, == 1, == width, == width + 1) of 4 windows, each lane -1 or 0 */
+    #define FC_UP_MASKS(REL, M0, M1, M2, M3, WIDTH)                                         \\
+        fc_up_vl M0 = (REL) == 0, M1 = (REL) == 1, M2 = (REL) == (WIDTH),                  \\
+                 M3 = (REL) == (WIDTH) + 1
+    static inline int fc_up_all(fc_up_vl ok) {
+        return (ok[0] & ok[1] & ok[2] & ok[3]) != 0;
+    }
+    static inline int fc_unpool8_f(const float *g, const long long *at, long long base,
+                                   long long width, float *top, float *bottom) {
+        const fc_up_vl lo_steps = {0, 2, 4, 6}, hi_steps = {8, 10, 12, 14};
+        fc_up_vl lo = *(const fc_up_vl_u *)at - (lo_steps + base);
+        fc_up_vl hi = *(const fc_up_vl_u *)(at + 4) - (hi_steps + base);
+        FC_UP_MASKS(lo, l0, l1, l2, l3, width);
+        FC_UP_MASKS(hi, h0, h1, h2, h3, width);
+        /* the int64 masks' low halves, as 8 int32 lanes beside the floats */
+        #define FC_UP_LOW(L, H) \\
+            __builtin_shufflevector((fc_up_vi)(L), (fc_up_vi)(H), 0, 2, 4, 6, 8, 10, 12, 14)
+        fc_up_vi m0 = FC_UP_LOW(l0, h0), m1 = FC_UP_LOW(l1, h1);
+        fc_up_vi m2 = FC_UP_LOW(l2, h2), m3 = FC_UP_LOW(l3, h3);
+        fc_up_vi v = (fc_up_vi)(*(const fc_up_vf_u *)g + 0.0f);
+        fc_up_vf tl = (fc_up_vf)(v & m0), tr = (fc_up_vf)(v & m1);
+        fc_up_vf bl = (fc_up_vf)(v & m2), br = (fc_up_vf)(v & m3);
+        *(fc_up_vf_u *)top = __builtin_shufflevector(tl, tr, 0, 8, 1, 9, 2, 10, 3, 11);
+        *(fc_up_vf_u *)(top + 8) = __builtin_shufflevector(tl, tr, 4, 12, 5, 13, 6, 14, 7, 15);
+        *(fc_up_vf_u *)bottom = __builtin_shufflevector(bl, br, 0, 8, 1, 9, 2, 10, 3, 11);
+        *(fc_up_vf_u *)(bottom + 8) = __builtin_shufflevector(bl, br, 4, 12, 5, 13, 6, 14, 7, 15);
+        return fc_up_all((l0 | l1 | l2 | l3) & (h0 | h1 | h2 | h3));
+    }
+    static inline int fc_unpool4_d(const double *g, const long long *at, long long base,
+                                   long long width, double *top, double *bottom) {
+        const fc_up_vl steps = {0, 2, 4, 6};
+        fc_up_vl rel = *(const fc_up_vl_u *)at - (steps + base);
+        FC_UP_MASKS(rel, m0, m1, m2, m3, width);
+        fc_up_vl v = (fc_up_vl)(*(const fc_up_vd_u *)g + 0.0);
+        fc_up_vd tl = (fc_up_vd)(v & m0), tr = (fc_up_vd)(v & m1);
+        fc_up_vd bl = (fc_up_vd)(v & m2), br = (fc_up_vd)(v & m3);
+        *(fc_up_vd_u *)top = __builtin_shufflevector(tl, tr, 0, 4, 1, 5);
+        *(fc_up_vd_u *)(top + 4) = __builtin_shufflevector(tl, tr, 2, 6, 3, 7);
+        *(fc_up_vd_u *)bottom = __builtin_shufflevector(bl, br, 0, 4, 1, 5);
+        *(fc_up_vd_u *)(bottom + 4) = __builtin_shufflevector(bl, br, 2, 6, 3, 7);
+        return fc_up_all(m0 | m1 | m2 | m3);
+    }
+    #else
+    #define FC_UP_VECTORS 0
+    static inline int fc_unpool8_f(const float *g, const long long *at, long long base,
+                                   long long width, float *top, float *bottom) { return 0; }
+    static inline int fc_unpool4_d(const double *g, const long long *at, long long base,
+                                   long long width, double *top, double *bottom) { return 0; }
+    #endif
+    #define FC_UNPOOL_ROW(NAME, T, VECTOR, LANES)                                            \\
+    static int NAME(const T *g, const long long *at, ptrdiff_t count, long long base,       \\
+                    long long width, T *top, T *bottom) {                                   \\
+        ptrdiff_t q;                                                                        \\
+        int ok = 1;                                                                         \\
+        if (FC_UP_VECTORS && count >= LANES) {                                              \\
+            for (q = 0;; q += LANES) {                                                      \\
+                if (q + LANES > count)                                                      \\
+                    q = count - LANES;                                                      \\
+                ok &= VECTOR(g + q, at + q, base + 2 * q, width, top + 2 * q,               \\
+                             bottom + 2 * q);                                               \\
+                if (q + LANES >= count)                                                     \\
+                    return ok;                                                              \\
+            }                                                                               \\
+        }                                                                                   \\
+        for (q = 0; q < count; q++) {                                                       \\
+            long long rel = at[q] - base - 2 * q;                                           \\
+            T value = g[q];                                                                 \\
+            top[2 * q] = rel == 0 ? value : 0;                                              \\
+            top[2 * q + 1] = rel == 1 ? value : 0;                                          \\
+            bottom[2 * q] = rel == width ? value : 0;                                       \\
+            bottom[2 * q + 1] = rel == width + 1 ? value : 0;                               \\
+            ok &= rel == 0 || rel == 1 || rel == width || rel == width + 1;                 \\
+        }                                                                                   \\
+        return ok;                                                                          \\
+    }
+    FC_UNPOOL_ROW(fc_unpool_row_f, float, fc_unpool8_f, 8)
+    FC_UNPOOL_ROW(fc_unpool_row_d, double, fc_unpool4_d, 4)
+    """
+    int fc_unpool_row_f(const float* g, const long long* at, Py_ssize_t count,
+                        long long base, long long width, float* top,
+                        float* bottom) noexcept nogil
+    int fc_unpool_row_d(const double* g, const long long* at, Py_ssize_t count,
+                        long long base, long long width, double* top,
+                        double* bottom) noexcept nogil
+
+
+cdef inline bint unpool_row(const floating* g, const long long* at, index_t count,
+                            long long base, long long width, floating* top,
+                            floating* bottom) noexcept nogil:
+    if floating is float:
+        return fc_unpool_row_f(g, at, count, base, width, top, bottom)
+    else:
+        return fc_unpool_row_d(g, at, count, base, width, top, bottom)
+
+
 cdef inline index_t scatter_wide_rows(const floating* g, const long long* at, index_t pw,
                                       index_t oh_count, index_t ow_count, index_t wp,
                                       index_t length, floating* wide) noexcept nogil:
-    """One channel of max_pool2d_backward's gy made on the padded width: zeros, then each
-    pooled gradient (OH // 2 rows of pw) added at its argmax h * OW + w (skipped, and
-    counted, outside the plane). An argmax in its own window's two rows, as 2x2 pooling
-    gives, is placed without a division or a branch on its row (which the data decide:
-    a branch there is mispredicted half the time)."""
-    cdef index_t p, r, q, second, bad = 0
-    cdef long long a, off
+    """One channel of max_pool2d_backward's gy made on the padded width: each pooled
+    gradient (OH // 2 rows of pw) at its argmax h * OW + w, zeros elsewhere. Where every
+    argmax lies in its own window, as 2x2 pooling gives, the rows are assigned window by
+    window (unpool_row: no zeroing pass, no scatter, no branch on the data); else made
+    again by zeros and adds (repeats added; an argmax outside the plane skipped and
+    counted, the count returned)."""
+    cdef index_t p, r, q, bad = 0
+    cdef long long a
+    cdef bint in_windows = True
+    for r in range(oh_count // 2):
+        in_windows &= unpool_row(g + r * pw, at + r * pw, pw, 2 * r * ow_count, ow_count,
+                                 wide + 2 * r * wp, wide + (2 * r + 1) * wp)
+        for p in range(2 * pw, wp):  # an odd OW's last column, the padding
+            wide[2 * r * wp + p] = 0
+            wide[(2 * r + 1) * wp + p] = 0
+    if in_windows:
+        for p in range(2 * (oh_count // 2) * wp, length):  # an odd OH's last row, the tail
+            wide[p] = 0
+        return 0
     for p in range(length):
         wide[p] = 0
     for r in range(oh_count // 2):
         for q in range(pw):
             a = at[r * pw + q]
-            off = a - 2 * r * ow_count
-            if 0 <= off < 2 * ow_count:  # no branch on which row: it is the data's
-                second = off >= ow_count
-                wide[(2 * r + second) * wp + off - second * ow_count] += g[r * pw + q]
-            elif 0 <= a < oh_count * ow_count:
+            if 0 <= a < oh_count * ow_count:
                 wide[(a // ow_count) * wp + a % ow_count] += g[r * pw + q]
             else:
                 bad += 1
