@@ -181,8 +181,9 @@ def weight_grad_max_pool(plan: Plan, geom: ConvGeometry, pooled_gy: FloatArray,
                          idx: NDArray[np.int64], x: FloatArray, gw: FloatArray) -> bool:
     """gw = weight_grad of gy = max_pool2d_backward(pooled_gy, idx, geom.y_shape), by the
     wide-row kernel at stride 1 (the plan's) without making gy: each task scatters the
-    pooled gradients into its own wide rows. False (nothing done) where x holds inf or
-    NaN and the plan falls back to the loops."""
+    pooled gradients into its own wide rows. False where x holds inf or NaN that made
+    NaN in gw the loops would not make (gw then not to be used: the caller runs the
+    layers, whose plan falls back to the loops)."""
     partials = np.empty((plan.chunks, gw.size), dtype=np.float64)
     (pt, _), (pl, _) = geom.padding
     bad = _conv_wide.conv2d_weight_grad_max_pool(

@@ -222,9 +222,9 @@ class SGD(Optimizer):
             batch.run(momentum, lr)
 
 
-#: elements of a parameter per thread of SGD's update (its arrays are mostly out of cache
-#: after the backward pass: LeNet-5's step, in a training step, 84 us on one thread, 67 on
-#: two, where the same step with the arrays in cache takes 34)
+#: elements (of all the parameters of one call) per thread of SGD's update (its arrays are
+#: mostly out of cache after the backward pass: LeNet-5's step, in a training step, 84 us
+#: on one thread, 67 on two, where the same step with the arrays in cache takes 34)
 UPDATE_PER_THREAD = 1 << 14
 
 

@@ -55,6 +55,14 @@ cdef extern from "_cvec.h" nogil:
     void fc_igrad_d(const double* g, Py_ssize_t g_r, Py_ssize_t g_k, Py_ssize_t n_k,
                     const double* w, Py_ssize_t ldk, Py_ssize_t t_w, double* out,
                     Py_ssize_t r_step, Py_ssize_t t_step, int nv, int r, int tb)
+    void fc_igrad_rows_f(const float* g, Py_ssize_t g_r, Py_ssize_t g_k, Py_ssize_t n_k,
+                         const float* w, Py_ssize_t ldk, Py_ssize_t t_w, float* out,
+                         Py_ssize_t r_step, Py_ssize_t t_step, Py_ssize_t kh, Py_ssize_t kw,
+                         Py_ssize_t w_row, Py_ssize_t out_row, int r)
+    void fc_igrad_rows_d(const double* g, Py_ssize_t g_r, Py_ssize_t g_k, Py_ssize_t n_k,
+                         const double* w, Py_ssize_t ldk, Py_ssize_t t_w, double* out,
+                         Py_ssize_t r_step, Py_ssize_t t_step, Py_ssize_t kh, Py_ssize_t kw,
+                         Py_ssize_t w_row, Py_ssize_t out_row, int r)
 
 
 def lanes(bint double_precision):
@@ -131,6 +139,18 @@ cdef inline void igrad_block(const floating* g, index_t g_r, index_t g_k, index_
         fc_igrad_f(g, g_r, g_k, n_k, w, ldk, t_w, out, r_step, t_step, nv, r, tb)
     else:
         fc_igrad_d(g, g_r, g_k, n_k, w, ldk, t_w, out, r_step, t_step, nv, r, tb)
+
+
+cdef inline void igrad_rows(const floating* g, index_t g_r, index_t g_k, index_t n_k,
+                            const floating* w, index_t ldk, index_t t_w, floating* out,
+                            index_t r_step, index_t t_step, index_t kh, index_t kw,
+                            index_t w_row, index_t out_row, int r) noexcept nogil:
+    if floating is float:
+        fc_igrad_rows_f(g, g_r, g_k, n_k, w, ldk, t_w, out, r_step, t_step, kh, kw, w_row,
+                        out_row, r)
+    else:
+        fc_igrad_rows_d(g, g_r, g_k, n_k, w, ldk, t_w, out, r_step, t_step, kh, kw, w_row,
+                        out_row, r)
 
 
 cdef void forward_band(const floating* band, const floating* wg, const index_t* tap_off,
@@ -444,7 +464,8 @@ cdef void input_grad_image(const floating* gy_g, index_t kg, index_t oh, index_t
     """out (padded input gradient, pixel-major, CP channels) += every gy pixel of one
     image and group times every tap: out[(oh*SH + i*DH, ow*SW + j*DW)] += sum_k
     gy[k, oh, ow] * w[k, (i, j)]; gy_g points at the group's first channel. Taps go in
-    pairs along a kernel row (two taps per broadcast of gy), an odd last one alone."""
+    pairs along a kernel row (two taps per broadcast of gy), an odd last one alone; with
+    one vector of channels each block of pixels takes every tap in one call (igrad_rows)."""
     cdef index_t taps = kh * kw, kb = 0, r, i, j, q, block, n_px, pair_block, one_block
     cdef int nv, tb
     while kb < cp:
@@ -452,6 +473,15 @@ cdef void input_grad_image(const floating* gy_g, index_t kg, index_t oh, index_t
         pair_block = balanced_block(ow, fc_max_block(nv) // 2)  # pixels per block, 2 taps
         one_block = balanced_block(ow, fc_max_block(nv))
         for r in range(oh):
+            if nv == 1:
+                q = 0
+                while q < ow:
+                    n_px = min(pair_block, ow - q)  # no overlap: a scatter would add twice
+                    igrad_rows(gy_g + r * ow + q, 1, oh * ow, kg, wg + kb, taps * cp, cp,
+                               out + (r * sh * wp + q * sw) * cp + kb, sw * cp, dw * cp, kh,
+                               kw, kw * cp, dh * wp * cp, <int>n_px)
+                    q += n_px
+                continue
             for i in range(kh):
                 j = 0
                 while j < kw:
@@ -459,7 +489,7 @@ cdef void input_grad_image(const floating* gy_g, index_t kg, index_t oh, index_t
                     block = pair_block if tb == 2 else one_block
                     q = 0
                     while q < ow:
-                        n_px = min(block, ow - q)  # no overlap: a scatter would add twice
+                        n_px = min(block, ow - q)
                         igrad_block(gy_g + r * ow + q, 1, oh * ow, kg,
                                     wg + (i * kw + j) * cp + kb, taps * cp, cp,
                                     out + ((r * sh + i * dh) * wp + q * sw + j * dw) * cp + kb,

@@ -264,4 +264,50 @@ static inline void fc_igrad_##SUFFIX(const T *g, ptrdiff_t g_r, ptrdiff_t g_k,  
 FC_DEFINE_DISPATCH(float, f)
 FC_DEFINE_DISPATCH(double, d)
 
+/* Input-gradient rows (scatter form) for one vector of channels: the blocks of every
+ * kernel tap for one block of R output-gradient pixels, in one call (a call per block of
+ * two taps cost a tenth of the pass on LeNet-5's C3): for kernel rows i < kh, taps in
+ * pairs along the row (an odd last one alone), each an FC_DEFINE_IGRAD_BLOCK at
+ * w + i * w_row + j * t_w, out + i * out_row + j * t_step. R is a constant in each case
+ * of the switch, at most FC_MAX_ACC / 2. (With two vectors of channels the taps' blocks,
+ * whose outputs overlap, wait on each other's stores: they keep a call per block.) */
+#define FC_DEFINE_IGRAD_ROWS(NAME, BLOCK, T)                                                 \
+FC_INLINE void NAME(const T *g, ptrdiff_t g_r, ptrdiff_t g_k, ptrdiff_t n_k, const T *w,     \
+                    ptrdiff_t ldk, ptrdiff_t t_w, T *out, ptrdiff_t r_step, ptrdiff_t t_step, \
+                    ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t w_row, ptrdiff_t out_row,          \
+                    const int R)                                                             \
+{                                                                                            \
+    ptrdiff_t i, j;                                                                          \
+    for (i = 0; i < kh; i++) {                                                               \
+        const T *wi = w + i * w_row;                                                         \
+        T *oi = out + i * out_row;                                                           \
+        for (j = 0; j + 1 < kw; j += 2)                                                      \
+            BLOCK(g, g_r, g_k, n_k, wi + j * t_w, ldk, t_w, oi + j * t_step, r_step, t_step, \
+                  1, R, 2);                                                                  \
+        if (j < kw)                                                                          \
+            BLOCK(g, g_r, g_k, n_k, wi + j * t_w, ldk, t_w, oi + j * t_step, r_step, t_step, \
+                  1, R, 1);                                                                  \
+    }                                                                                        \
+}
+FC_DEFINE_IGRAD_ROWS(fc_igrad_rows_block_f, fc_igrad_block_f, float)
+FC_DEFINE_IGRAD_ROWS(fc_igrad_rows_block_d, fc_igrad_block_d, double)
+
+#define _FC_IGRAD_ROWS_f(R) fc_igrad_rows_block_f(g, g_r, g_k, n_k, w, ldk, t_w, out, r_step, \
+                                                  t_step, kh, kw, w_row, out_row, R)
+#define _FC_IGRAD_ROWS_d(R) fc_igrad_rows_block_d(g, g_r, g_k, n_k, w, ldk, t_w, out, r_step, \
+                                                  t_step, kh, kw, w_row, out_row, R)
+#define FC_DEFINE_IGRAD_ROWS_DISPATCH(T, SUFFIX)                                             \
+static inline void fc_igrad_rows_##SUFFIX(const T *g, ptrdiff_t g_r, ptrdiff_t g_k,          \
+                                          ptrdiff_t n_k, const T *w, ptrdiff_t ldk,          \
+                                          ptrdiff_t t_w, T *out, ptrdiff_t r_step,           \
+                                          ptrdiff_t t_step, ptrdiff_t kh, ptrdiff_t kw,      \
+                                          ptrdiff_t w_row, ptrdiff_t out_row, int r)         \
+{                                                                                            \
+    switch (r) {                                                                             \
+    FC_CASES_6(_FC_IGRAD_ROWS_##SUFFIX)                                                      \
+    }                                                                                        \
+}
+FC_DEFINE_IGRAD_ROWS_DISPATCH(float, f)
+FC_DEFINE_IGRAD_ROWS_DISPATCH(double, d)
+
 #endif /* FASTCONV_CVEC_H */
