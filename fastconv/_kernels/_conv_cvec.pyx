@@ -185,7 +185,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] w_p
     c * band_plane(rows) + i * DH * WP + j * DW. ``rows`` output rows per band;
     workspace rows hold band_plane(rows) * CG + rows * OW * KP elements.
     """
-    if y.shape[0] != x.shape[0] or (b is not None and b.shape[0] != y.shape[1]):
+    if y.shape[0] != x.shape[0]:
         raise ValueError("packed weights or bias do not match x and y")
     run_forward(x, w_packed, b, &y[0, 0, 0, 0] if y.size else NULL, NULL, NULL, y.shape[1],
                 y.shape[2], y.shape[3], workspace, tap_off, kh, kw, sh, sw, pt, pl, dh, dw,
@@ -210,7 +210,7 @@ def conv2d_forward_max_pool(
     if rows < 2 or rows % 2:
         raise ValueError("bands of pooled rows take an even number of rows")
     if (pooled.shape[0] != x.shape[0] or pooled.shape[2] != oh // 2
-            or pooled.shape[3] != ow // 2 or (b is not None and b.shape[0] != pooled.shape[1])
+            or pooled.shape[3] != ow // 2
             or (pooled_idx is not None and tuple(pooled_idx.shape) != tuple(pooled.shape))):
         raise ValueError("pooled outputs do not match the convolution's")
     run_forward(x, w_packed, b, NULL, &pooled[0, 0, 0, 0] if pooled.size else NULL,
@@ -237,7 +237,7 @@ cdef run_forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] w_pac
     cdef index_t bands, units, u
     if (groups < 1 or n_threads < 1 or workspace.shape[0] < n_threads
             or x.shape[1] != groups * cg or ckk != cg * kh * kw or kp < kg
-            or kp % lanes_ or n_out != groups * kg):
+            or kp % lanes_ or n_out != groups * kg or (b is not None and b.shape[0] != n_out)):
         raise ValueError("packed weights or bias do not match x and y")
     if rows < 1 or tap_off.shape[0] != ckk or workspace.shape[1] < cg * plane + rows * ow * kp:
         raise ValueError("tap offsets or workspace too small")

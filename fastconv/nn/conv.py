@@ -99,7 +99,6 @@ class Conv2d(NeedsForward, Module):
     def _effective_weight(self) -> NDArray[Any]:
         return self.weight.data
 
-    # what the last call's checks found (see forward): (operands' key, geometry, algorithm)
     #: (what decided the checks, their geometry, the algorithm checked, whether the
     #: forward may pool its own rows: see _forward_with_next) of the last checked input
     _checked: tuple[tuple[Any, ...], ConvGeometry, str, bool] | None = None
@@ -137,13 +136,11 @@ class Conv2d(NeedsForward, Module):
                 or type(self).forward is not Conv2d.forward or "forward" in self.__dict__
                 or "forward" in layer.__dict__):
             return None
-        checked = self._checked
+        w = self._effective_weight()
+        checked = self._checked_for(x, w)
         if checked is None or not checked[3]:
             return None  # the plain forward checks an input first; or another kernel
-        w = self._effective_weight()
         b = None if self.bias is None else self.bias.data
-        if checked[0] != _checked_key(x, w, b, self.options, self.algorithm):
-            return None
         fused = conv2d_max_pool_validated(checked[1], cast(FloatArray, x), w, b, checked[2])
         if fused is None:
             return None
@@ -165,12 +162,10 @@ class Conv2d(NeedsForward, Module):
                 or "backward" in layer.__dict__ or self._saved is None or layer._saved is None):
             return False, None
         (x,), (idx, y_shape) = self._saved, layer._saved
-        checked, gy = self._checked, np.asarray(grad_out)
-        w = self._effective_weight()
-        b = None if self.bias is None else self.bias.data
+        gy = np.asarray(grad_out)
+        checked = self._checked_for(x, self._effective_weight())
         # the geometry checked for this very input and these options, the operands plain
-        if (checked is None or checked[0] != _checked_key(x, w, b, self.options, self.algorithm)
-                or checked[1].y_shape != y_shape or gy.dtype != w.dtype
+        if (checked is None or checked[1].y_shape != y_shape or gy.dtype != x.dtype
                 or gy.shape != idx.shape or not gy.flags.c_contiguous):
             return False, None
         grads = conv2d_weight_grad_max_pool_validated(checked[1], gy, idx, x, checked[2])
@@ -203,11 +198,13 @@ class Conv2d(NeedsForward, Module):
     def backward(self, grad_out: ArrayLike) -> FloatArray | None:
         (x,) = self._take()
         w = self._effective_weight()
-        checked = self._checked
-        if checked is not None and self._checked_gy(checked, x, w, grad_out):
+        checked = self._checked_for(x, w)
+        if (checked is not None and type(grad_out) is np.ndarray
+                and grad_out.flags.c_contiguous and grad_out.dtype == x.dtype
+                and grad_out.shape == checked[1].y_shape):
             # the input the forward checked, a plain gy of its output's shape: skip the checks
-            gx, gw, gb = conv2d_backward_validated(checked[1], cast(FloatArray, grad_out), x, w,
-                                                   checked[2], self.needs_input_grad)
+            gx, gw, gb = conv2d_backward_validated(checked[1], grad_out, x, w, checked[2],
+                                                   self.needs_input_grad)
         else:
             gx, gw, gb = F.conv2d_backward(grad_out, x, w, **self.options,
                                            needs_input_grad=self.needs_input_grad,
@@ -217,14 +214,16 @@ class Conv2d(NeedsForward, Module):
             self.bias.grad += gb
         return gx
 
-    def _checked_gy(self, checked: tuple[Any, ...], x: Any, w: Any, gy: Any) -> bool:
-        """Whether ``checked`` (see forward) holds for the saved input ``x`` and these
-        weights and options, and ``gy`` is a C-contiguous array of x's dtype and the
-        output's shape."""
+    def _checked_for(self, x: Any, w: Any) -> tuple[tuple[Any, ...], ConvGeometry, str,
+                                                    bool] | None:
+        """What the forward's checks found (``_checked``) where they hold for input ``x``,
+        weights ``w`` and the layer's bias and options as they are now, else None."""
+        checked = self._checked
         b = None if self.bias is None else self.bias.data
-        return (type(gy) is np.ndarray and gy.flags.c_contiguous
-                and checked[0] == _checked_key(x, w, b, self.options, self.algorithm)
-                and gy.dtype == x.dtype and gy.shape == checked[1].y_shape)
+        if checked is None or checked[0] != _checked_key(x, w, b, self.options,
+                                                         self.algorithm):
+            return None
+        return checked
 
     def _mask_grad(self, gw: FloatArray) -> FloatArray:
         return gw
