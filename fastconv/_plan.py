@@ -58,7 +58,7 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from fastconv import _autotune, _config, _dispatch
-from fastconv._dispatch import _conv_cvec, _conv_wide, _conv_winograd
+from fastconv._dispatch import _conv_cvec, _conv_gemm, _conv_wide, _conv_winograd
 from fastconv._geometry import ConvGeometry, conv_geometry
 
 PASSES = ("forward", "input_grad", "weight_grad")
@@ -589,7 +589,8 @@ def _blocked(geom: ConvGeometry, pass_: str, algorithm: str, kernel: str, reason
             return make(rows=rows, channel_block=cblock, chunks=chunks, pointwise=pointwise,
                         workspace=1 if pointwise else columns)
         if pass_ == "forward":
-            (rows, block), depth = forward_blocking(geom), geom.ckk
+            (rows, block), depth = forward_blocking(geom), _conv_gemm.forward_depth(
+                geom.cg, geom.taps)
         else:  # the input gradient: a task per (image, group[, block of gx's channels])
             block = input_grad_channel_block(geom)
             depth = (block or geom.cg) * geom.taps  # rows of a task's columns

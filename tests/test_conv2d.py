@@ -967,6 +967,38 @@ def test_im2col_forward_in_output_channel_blocks(k, groups, bias):
         np.testing.assert_array_equal(y, ys[0])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("c, k, kernel, groups, bias", [
+    (60, 40, (3, 3), 1, True),    # 252 + 252 + 36 rows of columns: three products
+    (96, 32, (1, 7), 2, False),   # 16 output channels per group (BLAS): 252 + 84 rows
+    (3, 48, (17, 17), 1, True),   # one channel is 289 deep: a block of one channel
+])
+def test_im2col_forward_in_depth_blocks(dtype, c, k, kernel, groups, bias):
+    """The im2col forward packs and multiplies whole input channels at most 256 deep at a
+    time, adding each product to y (float32 products of 32 or more rows on fastconv's
+    own GEMM): equal to the float64 reference and bit-identical on any thread count."""
+    rng = np.random.default_rng(c * k)
+    kh, kw = kernel
+    x, w, b = make_problem(rng, 2, c, 19, 21, k, kh, kw, groups, dtype, bias)
+    padding = (kh // 2, kw // 2)
+    plan = fc.explain(x, w, padding=padding, groups=groups, algorithm="im2col")["forward"]
+    cg, taps = c // groups, kh * kw
+    block = max(1, min(cg, 256 // taps))
+    assert plan.workspace == block * taps * plan.rows * 21  # a block's columns, 21 wide
+    ys = []
+    for n in (1, 2, 3):
+        with fc.threads(n):
+            ys.append(fc.conv2d(x, w, b, padding=padding, groups=groups, algorithm="im2col"))
+    ref = conv2d_ref(x.astype(np.float64), w.astype(np.float64),
+                     None if b is None else b.astype(np.float64), padding=padding,
+                     groups=groups)
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    scale = np.abs(ref).max()
+    np.testing.assert_allclose(ys[0], ref, rtol=tol, atol=tol * scale)
+    for y in ys[1:]:
+        np.testing.assert_array_equal(y, ys[0])
+
+
 @pytest.mark.parametrize("c, kernel, stride", [(100, 3, 1), (512, 1, 2)])
 def test_im2col_weight_gradient_in_channel_blocks(c, kernel, stride):
     """The weight gradient in blocks of input channels over whole images (100 channels:

@@ -107,7 +107,9 @@ def test_blocking_and_workspace():
     geom = conv_geometry((8, 128, 28, 28), (256, 128, 3, 3), 2, 1, 1, 1)
     forward = _plan.plan(geom, "forward", np.float64, 3)
     assert forward.rows == _plan.band_rows(geom, 8) and forward.n_threads == 3
-    assert forward.workspace == geom.ckk * forward.rows * geom.ow
+    # the forward packs 28 of the 128 channels at a time (252 rows of columns, within one
+    # depth block of the GEMM), the last block 16
+    assert forward.workspace == 28 * 9 * forward.rows * geom.ow
     assert forward.rows * geom.ckk * geom.ow <= _plan.BAND_ELEMENTS
     wgrad = _plan.plan(geom, "weight_grad", np.float32, 1)
     assert (wgrad.channel_block, wgrad.rows, wgrad.chunks) == (

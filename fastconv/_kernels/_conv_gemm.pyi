@@ -2,7 +2,8 @@
 
 Every array is C-contiguous, of one float dtype per call (float32 or float64);
 sizes are validated by the caller (fastconv.functional). ``workspace`` holds one
-column buffer per thread, (threads, CKK * ROWS * OW); ``rows`` is the band height.
+column buffer per thread, (threads, depth * ROWS * OW), the depth CKK except in the
+forward (``forward_depth``); ``rows`` is the band height.
 """
 
 from typing import TypeVar
@@ -12,12 +13,13 @@ from numpy.typing import NDArray
 
 _F = TypeVar("_F", np.float32, np.float64)
 
+def forward_depth(cg: int, taps: int) -> int: ...
 def conv2d_forward(
     x: NDArray[_F],  # IN (N, C, H, W)
     w: NDArray[_F],  # IN (K, CG, KH, KW)
     b: NDArray[_F] | None,  # IN (K,) or None
     y: NDArray[_F],  # OUT (N, K, OH, OW)
-    workspace: NDArray[_F],  # SCRATCH (threads, CKK * P), or IN packed columns (N * G, CKK * OH * OW)
+    workspace: NDArray[_F],  # SCRATCH (threads, forward_depth * P), or IN packed columns (N * G, CKK * OH * OW)
     sh: int, sw: int, pt: int, pl: int, dh: int, dw: int,
     groups: int, rows: int, kblock: int, n_threads: int, pointwise: bool, packed: bool,
 ) -> None: ...

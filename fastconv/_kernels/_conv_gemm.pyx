@@ -12,6 +12,11 @@ rows) units and every thread packs the band it works on into its own slot of
 w[g] (KG x CKK) @ col (CKK x P). Band sizes are chosen by the caller from the shape
 alone, never from the thread count, so results do not depend on it.
 
+The forward packs and multiplies a band in blocks of whole input channels, at most
+GEMM_DEPTH_BLOCK deep, each block's product added to y in order: the columns a GEMM
+reads were written just before and still lie in L2 (a whole band's, thousands deep,
+would not). The blocks depend on the shape alone.
+
 A 1x1 kernel with stride 1, no padding and an output of the input's size needs no
 im2col: the image rows are already the column matrix. The caller decides that
 (``pointwise``, the same decision that sized ``workspace``).
@@ -31,8 +36,21 @@ single-threaded meanwhile (fastconv._blas).
 from cython.parallel cimport parallel, prange, threadid
 
 from fastconv._kernels._types cimport floating, index_t
-from fastconv._kernels._gemm cimport gemm
+from fastconv._kernels._gemm cimport GEMM_DEPTH_BLOCK, gemm, gemm_many_rows
 from fastconv._kernels._im2col cimport col2im_band, im2col_band
+
+
+cdef inline index_t forward_channel_block(index_t cg, index_t taps) noexcept nogil:
+    """Input channels per product of the forward: whole channels, at most
+    GEMM_DEPTH_BLOCK deep (one where a kernel alone is deeper)."""
+    return max(1, min(cg, GEMM_DEPTH_BLOCK // taps))
+
+
+def forward_depth(index_t cg, index_t taps):
+    """Rows of the columns the forward packs at a time (of a group of ``cg`` input
+    channels and a kernel of ``taps`` taps): its workspace per thread is this times
+    the band's pixels."""
+    return forward_channel_block(cg, taps) * taps
 
 
 def conv2d_forward(
@@ -40,7 +58,7 @@ def conv2d_forward(
     const floating[:, :, :, ::1] w,  # IN (K, CG, KH, KW)
     const floating[::1] b,           # IN (K,) or None
     floating[:, :, :, ::1] y,        # OUT (N, K, OH, OW)
-    floating[:, ::1] workspace,      # SCRATCH (threads, CKK * P), or IN packed columns
+    floating[:, ::1] workspace,      # SCRATCH (threads, forward_depth * P), or IN packed columns
     index_t sh, index_t sw, index_t pt, index_t pl, index_t dh, index_t dw,
     index_t groups, index_t rows, index_t kblock, int n_threads, bint pointwise, bint packed,
 ):
@@ -62,7 +80,8 @@ def conv2d_forward(
     cdef index_t kblocks = (kg + kb - 1) // kb if kg > 0 else 1
     cdef index_t units = n_images * groups * bands * kblocks
     cdef bint has_bias = b is not None
-    cdef index_t unit, n, g, band, oh0, oh1, span, k, oh, ow, slot, k0, k1
+    cdef index_t unit, n, g, band, oh0, oh1, span, k, oh, ow, slot, k0, k1, c0, cn
+    cdef index_t channel_block = forward_channel_block(cg, kh * kw)
     cdef const floating* col
     cdef int ldcol
     cdef floating beta
@@ -78,17 +97,6 @@ def conv2d_forward(
             oh0 = band * rows
             oh1 = min(oh0 + rows, oh_count)
             span = (oh1 - oh0) * ow_count
-            if pointwise:
-                col = &x[n, g * cg, oh0, 0]
-                ldcol = <int> (height * width)
-            elif packed:
-                col = &workspace[n * groups + g, oh0 * ow_count]
-                ldcol = <int> (oh_count * ow_count)
-            else:
-                im2col_band(x, n, g * cg, cg, kh, kw, sh, sw, pt, pl, dh, dw,
-                            oh0, oh1, ow_count, workspace, slot)
-                col = &workspace[slot, 0]
-                ldcol = <int> span
             beta = 0
             if has_bias:
                 beta = 1
@@ -96,9 +104,28 @@ def conv2d_forward(
                     for oh in range(oh0, oh1):
                         for ow in range(ow_count):
                             y[n, k, oh, ow] = b[k]
-            gemm(False, False, <int> (k1 - k0), <int> span, <int> ckk, 1,
-                 &w[k0, 0, 0, 0], <int> ckk, col, ldcol,
-                 beta, &y[n, k0, oh0, 0], <int> (oh_count * ow_count))
+            if pointwise or packed:
+                if pointwise:
+                    col = &x[n, g * cg, oh0, 0]
+                    ldcol = <int> (height * width)
+                else:
+                    col = &workspace[n * groups + g, oh0 * ow_count]
+                    ldcol = <int> (oh_count * ow_count)
+                gemm_many_rows(False, False, <int> (k1 - k0), <int> span, <int> ckk, 1,
+                               &w[k0, 0, 0, 0], <int> ckk, col, ldcol,
+                               beta, &y[n, k0, oh0, 0], <int> (oh_count * ow_count))
+                continue
+            c0 = 0
+            while c0 < cg:  # blocks of whole channels, each product added to y
+                cn = min(channel_block, cg - c0)
+                im2col_band(x, n, g * cg + c0, cn, kh, kw, sh, sw, pt, pl, dh, dw,
+                            oh0, oh1, ow_count, workspace, slot)
+                gemm_many_rows(False, False, <int> (k1 - k0), <int> span,
+                               <int> (cn * kh * kw), 1, &w[k0, c0, 0, 0], <int> ckk,
+                               &workspace[slot, 0], <int> span,
+                               beta, &y[n, k0, oh0, 0], <int> (oh_count * ow_count))
+                beta = 1
+                c0 = c0 + cn
 
 
 def conv2d_input_grad(

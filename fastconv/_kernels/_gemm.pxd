@@ -1,7 +1,8 @@
 # Row-major GEMM, callable without the GIL: a real BLAS (scipy.linalg.cython_blas), except
 # float32 products with few columns and a large A in an AVX2 + FMA build, which run
 # fastconv's own GEMM (_sgemm.h: BLAS copies all of A on every call, and with few
-# columns that copy costs as much as the arithmetic).
+# columns that copy costs as much as the arithmetic); gemm_many_rows also hands it
+# products with many rows, whatever their width (the im2col forward's).
 #
 # All row-major/column-major translation lives here so the backend can be swapped.
 # Callers inside a prange region must keep BLAS single-threaded (fastconv._blas).
@@ -14,6 +15,7 @@ cdef extern from "_sgemm.h" nogil:
     int FC_OWN_SGEMM
     int FC_SG_MAX_COLUMNS
     int FC_SG_MIN_AREA
+    int FC_SG_MIN_ROWS
     int fc_sgemm(int trans_a, int trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                  float alpha, const float* a, Py_ssize_t lda, const float* b, Py_ssize_t ldb,
                  float beta, float* c, Py_ssize_t ldc)
@@ -56,3 +58,26 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
     else:
         dgemm(&tb, &ta, &n, &m, &k, &alpha, <double*> b, &ldb, <double*> a, &lda,
               &beta, c, &ldc)
+
+
+#: the depth of one product of the im2col forward: one depth block of fastconv's own GEMM
+#: (FC_SG_KC), whose columns were just written and still lie in L2
+cdef enum:
+    GEMM_DEPTH_BLOCK = 256
+
+
+cdef inline void gemm_many_rows(bint trans_a, bint trans_b, int m, int n, int k,
+                                floating alpha, const floating* a, int lda,
+                                const floating* b, int ldb,
+                                floating beta, floating* c, int ldc) noexcept nogil:
+    """As gemm, but float32 products of at least FC_SG_MIN_ROWS rows run fastconv's own
+    GEMM whatever their width, where the build has it (BLAS where not, or where its
+    scratch could not be had)."""
+    if m <= 0 or n <= 0:
+        return
+    if floating is float:
+        if (FC_OWN_SGEMM and m >= FC_SG_MIN_ROWS and k > 0
+                and fc_sgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c,
+                             ldc) == 0):
+            return
+    gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)

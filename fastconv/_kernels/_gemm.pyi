@@ -11,6 +11,7 @@ _F = TypeVar("_F", np.float32, np.float64)
 HAS_OWN_GEMM: bool
 OWN_GEMM_MAX_COLUMNS: int
 OWN_GEMM_MIN_AREA: int
+OWN_GEMM_MIN_ROWS: int
 
 def _gemm_py(
     trans_a: bool,

@@ -3,13 +3,15 @@ fastconv's own float32 GEMM under it (``_sgemm.h``)."""
 
 from fastconv._kernels._types cimport floating
 from fastconv._kernels._gemm cimport (
-    FC_OWN_SGEMM, FC_SG_MAX_COLUMNS, FC_SG_MIN_AREA, fc_sgemm, gemm, scale,
+    FC_OWN_SGEMM, FC_SG_MAX_COLUMNS, FC_SG_MIN_AREA, FC_SG_MIN_ROWS, fc_sgemm, gemm, scale,
 )
 
 #: whether this build of the module has fastconv's own float32 GEMM (AVX2 + FMA code)
 HAS_OWN_GEMM = bool(FC_OWN_SGEMM)
 #: the products gemm() hands it: at most this many columns, at least this many elements of A
 OWN_GEMM_MAX_COLUMNS, OWN_GEMM_MIN_AREA = FC_SG_MAX_COLUMNS, FC_SG_MIN_AREA
+#: ... and the im2col forward's products of at least this many rows, any width
+OWN_GEMM_MIN_ROWS = FC_SG_MIN_ROWS
 
 
 def _gemm_py(bint trans_a, bint trans_b, double alpha, const floating[:, ::1] a,
