@@ -102,8 +102,8 @@ def _own_gemm_note() -> str:
     if not _gemm.HAS_OWN_GEMM:
         return "none in these kernels (BLAS runs every product)"
     return (f"float32 products of at most {_gemm.OWN_GEMM_MAX_COLUMNS} columns and an A of "
-            f"{_gemm.OWN_GEMM_MIN_AREA} elements or more, and the im2col forward's of "
-            f"{_gemm.OWN_GEMM_MIN_ROWS} rows or more")
+            f"{_gemm.OWN_GEMM_MIN_AREA} elements or more, and the im2col forward's and 1x1 "
+            f"backward's of {_gemm.OWN_GEMM_MIN_ROWS} rows or more")
 
 
 def show_config(file: IO[str] | None = None) -> None:

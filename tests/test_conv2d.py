@@ -999,6 +999,27 @@ def test_im2col_forward_in_depth_blocks(dtype, c, k, kernel, groups, bias):
         np.testing.assert_array_equal(y, ys[0])
 
 
+@pytest.mark.parametrize("c, k", [(40, 48), (300, 24), (24, 144)])
+def test_pointwise_backward_float32(c, k):
+    """A 1x1 convolution's float32 backward (products of 32 or more rows on fastconv's own
+    GEMM, x's and gy's rows their operands): equal to the float64 reference and
+    bit-identical on any thread count."""
+    rng = np.random.default_rng(c + k)
+    x, w, _ = make_problem(rng, 3, c, 9, 11, k, 1, 1, 1, np.float32, False)
+    gy = rng.standard_normal((3, k, 9, 11)).astype(np.float32)
+    grads = []
+    for n in (1, 2, 3):
+        with fc.threads(n):
+            grads.append(fc.conv2d_backward(gy, x, w, algorithm="im2col"))
+    refs = conv2d_backward_ref(gy.astype(np.float64), x.astype(np.float64),
+                               w.astype(np.float64))
+    for got, ref in zip(grads[0], refs):
+        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+    for other in grads[1:]:
+        for got, first in zip(other, grads[0]):
+            np.testing.assert_array_equal(got, first)
+
+
 @pytest.mark.parametrize("c, kernel, stride", [(100, 3, 1), (512, 1, 2)])
 def test_im2col_weight_gradient_in_channel_blocks(c, kernel, stride):
     """The weight gradient in blocks of input channels over whole images (100 channels:

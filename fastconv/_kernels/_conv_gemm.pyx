@@ -180,10 +180,10 @@ def conv2d_input_grad(
                 oh1 = min(oh0 + rows, oh_count)
                 span = (oh1 - oh0) * ow_count
                 if pointwise:
-                    gemm(True, False, <int> cn, <int> span, <int> kg, 1,
-                         &w[g * kg, c0, 0, 0], <int> ckk,
-                         &gy[n, g * kg, oh0, 0], <int> (oh_count * ow_count),
-                         beta, &gx[n, g * cg + c0, oh0, 0], <int> (height * width))
+                    gemm_many_rows(True, False, <int> cn, <int> span, <int> kg, 1,
+                                   &w[g * kg, c0, 0, 0], <int> ckk,
+                                   &gy[n, g * kg, oh0, 0], <int> (oh_count * ow_count),
+                                   beta, &gx[n, g * cg + c0, oh0, 0], <int> (height * width))
                 else:
                     gemm(True, False, <int> (cn * taps), <int> span, <int> kg, 1,
                          &w[g * kg, c0, 0, 0], <int> ckk,
@@ -255,9 +255,14 @@ def conv2d_weight_grad(
                                     oh0, oh1, ow_count, workspace, slot)
                         col = &workspace[slot, 0]
                         ldcol = <int> span
-                    gemm(False, True, <int> kg, <int> (cn * kh * kw), <int> span, 1,
-                         &gy[n, g * kg, oh0, 0], <int> (oh_count * ow_count),
-                         col, ldcol, beta, out, <int> ckk)
+                    if pointwise:  # x's rows themselves: on fastconv's own GEMM
+                        gemm_many_rows(False, True, <int> kg, <int> cn, <int> span, 1,
+                                       &gy[n, g * kg, oh0, 0], <int> (oh_count * ow_count),
+                                       col, ldcol, beta, out, <int> ckk)
+                    else:  # (the own GEMM's transposed packing of columns loses here)
+                        gemm(False, True, <int> kg, <int> (cn * kh * kw), <int> span, 1,
+                             &gy[n, g * kg, oh0, 0], <int> (oh_count * ow_count),
+                             col, ldcol, beta, out, <int> ckk)
                     beta = 1
         if k_chunks > 1:
             for e in prange(n_weights, num_threads=n_threads, schedule="static"):

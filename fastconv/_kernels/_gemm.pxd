@@ -2,7 +2,8 @@
 # float32 products with few columns and a large A in an AVX2 + FMA build, which run
 # fastconv's own GEMM (_sgemm.h: BLAS copies all of A on every call, and with few
 # columns that copy costs as much as the arithmetic); gemm_many_rows also hands it
-# products with many rows, whatever their width (the im2col forward's).
+# products with many rows, whatever their width (the im2col forward's, the 1x1
+# backward's).
 #
 # All row-major/column-major translation lives here so the backend can be swapped.
 # Callers inside a prange region must keep BLAS single-threaded (fastconv._blas).

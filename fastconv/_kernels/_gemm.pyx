@@ -10,7 +10,7 @@ from fastconv._kernels._gemm cimport (
 HAS_OWN_GEMM = bool(FC_OWN_SGEMM)
 #: the products gemm() hands it: at most this many columns, at least this many elements of A
 OWN_GEMM_MAX_COLUMNS, OWN_GEMM_MIN_AREA = FC_SG_MAX_COLUMNS, FC_SG_MIN_AREA
-#: ... and the im2col forward's products of at least this many rows, any width
+#: ... and the im2col forward's and 1x1 backward's products of at least this many rows
 OWN_GEMM_MIN_ROWS = FC_SG_MIN_ROWS
 
 
