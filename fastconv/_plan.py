@@ -175,7 +175,10 @@ FORWARD_CHANNEL_BLOCK = 256
 # WHOLE_IMAGE_ELEMENTS, it runs as one band in two blocks of output channels (1.42 ms;
 # 1x1024x14x14 1x1 x 256: 0.89 -> 0.58 ms; 1x512x28x28 1x1 s2 x 1024: 1.40 -> 1.12 ms);
 # else its bands come in pairs of near-equal rows, each pair within BAND_PAIR_SLACK of
-# an even split (1x128x17x17 1x7: 5+5+5+2 rows 0.60 ms, 9+8 rows 0.49 ms).
+# an even split (1x128x17x17 1x7: 5+5+5+2 rows 0.60 ms, 9+8 rows 0.49 ms). Measured
+# again with the float32 forward on fastconv's own GEMM, which copies no weights: two
+# bands of rows instead of the two blocks of channels took 1.16x the time on
+# 1x256x14x14 3x3 x 256 and 1.25x on 1x512x14x14 3x3 x 512 (in one process, alternating).
 PAIR_CHANNEL_BLOCK = 128
 WHOLE_IMAGE_ELEMENTS = 1 << 20
 BAND_PAIR_SLACK = 1.1

@@ -8,14 +8,15 @@ Notes
 -----
 No full-batch column buffer: the work is cut into (image, group, band of output
 rows) units and every thread packs the band it works on into its own slot of
-``workspace`` (CKK x P elements), then calls one GEMM: y[n, g] band =
-w[g] (KG x CKK) @ col (CKK x P). Band sizes are chosen by the caller from the shape
-alone, never from the thread count, so results do not depend on it.
+``workspace``, then multiplies: y[n, g] band = w[g] (KG x CKK) @ col (CKK x P). Band
+sizes are chosen by the caller from the shape alone, never from the thread count, so
+results do not depend on it.
 
 The forward packs and multiplies a band in blocks of whole input channels, at most
-GEMM_DEPTH_BLOCK deep, each block's product added to y in order: the columns a GEMM
-reads were written just before and still lie in L2 (a whole band's, thousands deep,
-would not). The blocks depend on the shape alone.
+GEMM_DEPTH_BLOCK deep (``forward_depth`` rows of columns, what its workspace holds),
+each block's product added to y in order: the columns a GEMM reads were written just
+before and still lie in L2 (a whole band's, thousands deep, would not). The blocks
+depend on the shape alone.
 
 A 1x1 kernel with stride 1, no padding and an output of the input's size needs no
 im2col: the image rows are already the column matrix. The caller decides that
@@ -30,7 +31,9 @@ chunks, each summing into its own partial buffer, reduced in chunk order. Either
 way the sum's association is the same for any thread count.
 
 BLAS is called from inside the parallel region: the caller keeps it
-single-threaded meanwhile (fastconv._blas).
+single-threaded meanwhile (fastconv._blas). Float32 products of the forward and of
+the 1x1 backward with at least 32 rows run fastconv's own GEMM instead
+(``gemm_many_rows``, _sgemm.h).
 """
 
 from cython.parallel cimport parallel, prange, threadid
