@@ -243,6 +243,13 @@ def _workspace(plan: Plan, out: FloatArray) -> FloatArray:
 
 def _gemm_forward(plan: Plan, geom: ConvGeometry, x: FloatArray, w: FloatArray,
                   b: FloatArray | None, y: FloatArray, columns: FloatArray | None) -> None:
+    if plan.shifted_rows:
+        (pt, _), (dh, _) = geom.padding[0], geom.dilation
+        taps = np.empty((geom.kh, geom.k, geom.cg), dtype=y.dtype)
+        with single_threaded_blas():
+            _conv_gemm.conv2d_forward_column_kernel(x, w, b, y, taps, pt, dh, geom.groups,
+                                                    plan.rows, plan.n_threads)
+        return
     workspace = _workspace(plan, y) if columns is None else columns
     with single_threaded_blas():
         _conv_gemm.conv2d_forward(x, w, b, y, workspace, *geom.kernel_args, plan.rows,

@@ -999,6 +999,49 @@ def test_im2col_forward_in_depth_blocks(dtype, c, k, kernel, groups, bias):
         np.testing.assert_array_equal(y, ys[0])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n, c, k, kernel, padding, dilation, groups, bias", [
+    (4, 24, 40, (7, 1), (3, 0), 1, 1, True),                 # Inception's 7x1, smaller
+    (3, 8, 36, (3, 1), ((0, 2), (0, 0)), (2, 3), 2, False),  # pads below only, dilated
+    (1, 64, 160, (5, 1), (1, 0), 1, 4, True),                # four groups of one image
+    (5, 6, 8, (4, 1), 0, 1, 1, True),                        # under 32 rows: BLAS
+])
+def test_im2col_forward_taps_on_shifted_rows(dtype, n, c, k, kernel, padding, dilation,
+                                              groups, bias):
+    """A kernel one column wide at stride 1, unpadded left and right: each tap multiplies
+    x's own rows, shifted, over the output rows where they exist (no columns packed):
+    equal to the float64 reference and bit-identical on any thread count."""
+    rng = np.random.default_rng(k + n)
+    x, w, b = make_problem(rng, n, c, 11, 9, k, *kernel, groups, dtype, bias)
+    options = dict(padding=padding, dilation=dilation, groups=groups, algorithm="im2col")
+    plan = fc.explain(x, w, **{key: v for key, v in options.items()})["forward"]
+    assert plan.shifted_rows and "shifted rows" in plan.describe()
+    ys = []
+    for threads in (1, 2, 3):
+        with fc.threads(threads):
+            ys.append(fc.conv2d(x, w, b, **options))
+    ref = conv2d_ref(x.astype(np.float64), w.astype(np.float64),
+                     None if b is None else b.astype(np.float64), padding=padding,
+                     dilation=dilation, groups=groups)
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(ys[0], ref, rtol=tol, atol=tol * np.abs(ref).max())
+    for y in ys[1:]:
+        np.testing.assert_array_equal(y, ys[0])
+
+
+@pytest.mark.parametrize("n, kernel, padding, stride", [
+    (4, (1, 7), (0, 3), 1),   # one row wide, not one column
+    (4, (7, 1), (3, 1), 1),   # padded left and right
+    (4, (3, 1), (1, 0), 2),   # strided
+    (2, (7, 1), (3, 0), 1),   # two images: packing columns is as fast
+])
+def test_taps_on_shifted_rows_only_where_they_apply(n, kernel, padding, stride):
+    x = np.zeros((n, 8, 12, 10), np.float32)
+    w = np.zeros((16, 8, *kernel), np.float32)
+    plan = fc.explain(x, w, stride=stride, padding=padding, algorithm="im2col")["forward"]
+    assert plan.kernel == "gemm" and not plan.shifted_rows
+
+
 @pytest.mark.parametrize("c, k", [(40, 48), (300, 24), (24, 144)])
 def test_pointwise_backward_float32(c, k):
     """A 1x1 convolution's float32 backward (products of 32 or more rows on fastconv's own

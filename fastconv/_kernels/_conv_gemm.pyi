@@ -23,6 +23,14 @@ def conv2d_forward(
     sh: int, sw: int, pt: int, pl: int, dh: int, dw: int,
     groups: int, rows: int, kblock: int, n_threads: int, pointwise: bool, packed: bool,
 ) -> None: ...
+def conv2d_forward_column_kernel(
+    x: NDArray[_F],  # IN (N, C, H, W)
+    w: NDArray[_F],  # IN (K, CG, KH, 1)
+    b: NDArray[_F] | None,  # IN (K,) or None
+    y: NDArray[_F],  # OUT (N, K, OH, W)
+    w_taps: NDArray[_F],  # SCRATCH (KH, K, CG)
+    pt: int, dh: int, groups: int, rows: int, n_threads: int,
+) -> None: ...
 def conv2d_input_grad(
     gy: NDArray[_F],  # IN (N, K, OH, OW)
     w: NDArray[_F],  # IN (K, CG, KH, KW)

@@ -131,6 +131,62 @@ def conv2d_forward(
                 c0 = c0 + cn
 
 
+def conv2d_forward_column_kernel(
+    const floating[:, :, :, ::1] x,  # IN (N, C, H, W)
+    const floating[:, :, :, ::1] w,  # IN (K, CG, KH, 1)
+    const floating[::1] b,           # IN (K,) or None
+    floating[:, :, :, ::1] y,        # OUT (N, K, OH, W)
+    floating[:, :, ::1] w_taps,      # SCRATCH (KH, K, CG): each tap's weights, made here
+    index_t pt, index_t dh, index_t groups, index_t rows, int n_threads,
+):
+    """y = conv(x, w) + b for a kernel one column wide at stride 1 with no padding left
+    or right, without im2col: tap i is one product w[:, :, i] (K x CG) @ x's rows
+    shifted by i * dh - pt (their own rows: no columns are packed), over the output rows
+    of the band where those input rows exist. y's band starts as b (or zero) and each
+    tap adds to it in tap order. One task per (image, group, band)."""
+    cdef index_t n_images = y.shape[0], n_out = y.shape[1]
+    cdef index_t oh_count = y.shape[2], width = y.shape[3]
+    cdef index_t height = x.shape[2], cg = w.shape[1], kh = w.shape[2]
+    cdef index_t kg = n_out // groups
+    cdef index_t bands = (oh_count + rows - 1) // rows
+    cdef index_t units = n_images * groups * bands
+    cdef bint has_bias = b is not None
+    cdef index_t unit, n, g, band, oh0, oh1, k0, k1, k, e, i, off, lo, hi, c
+    cdef const floating* wk
+    cdef floating* out
+    if (x.shape[3] != width or w.shape[3] != 1 or x.shape[1] != groups * cg
+            or w_taps.shape[0] != kh or w_taps.shape[1] != n_out or w_taps.shape[2] != cg):
+        raise ValueError("conv2d_forward_column_kernel: x and y of one width, w one column "
+                         "wide, w_taps (KH, K, CG)")
+    with nogil:
+        for k in prange(n_out, num_threads=n_threads, schedule="static"):
+            wk = &w[k, 0, 0, 0]  # read in order; kh streams written
+            for c in range(cg):
+                for i in range(kh):
+                    w_taps[i, k, c] = wk[c * kh + i]
+        for unit in prange(units, num_threads=n_threads, schedule="static"):
+            n = unit // (groups * bands)
+            g = (unit // bands) % groups
+            band = unit % bands
+            k0 = g * kg
+            k1 = k0 + kg
+            oh0 = band * rows
+            oh1 = min(oh0 + rows, oh_count)
+            for k in range(k0, k1):
+                out = &y[n, k, oh0, 0]
+                for e in range((oh1 - oh0) * width):
+                    out[e] = b[k] if has_bias else 0
+            for i in range(kh):
+                off = i * dh - pt  # output row oh reads input row oh + off
+                lo = max(oh0, -off)
+                hi = min(oh1, height - off)
+                if lo < hi:
+                    gemm_many_rows(False, False, <int> (k1 - k0), <int> ((hi - lo) * width),
+                                   <int> cg, 1, &w_taps[i, k0, 0], <int> cg,
+                                   &x[n, g * cg, lo + off, 0], <int> (height * width),
+                                   1, &y[n, k0, lo, 0], <int> (oh_count * width))
+
+
 def conv2d_input_grad(
     const floating[:, :, :, ::1] gy,  # IN (N, K, OH, OW)
     const floating[:, :, :, ::1] w,   # IN (K, CG, KH, KW)
