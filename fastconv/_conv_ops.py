@@ -236,8 +236,9 @@ def conv2d_weight_grad_max_pool_validated(
     """(gw, gb) of conv2d for the gradient ``max_pool2d_backward(pooled_gy, idx,
     geom.y_shape)`` of its output, without making that gradient, where the weight
     gradient's plan is the wide-row kernel at stride 1 and its result holds (an x with
-    inf or NaN may need the loops: _execute.weight_grad_max_pool): None otherwise. ``pooled_gy`` and ``idx`` of shape (N, K, OH // 2, OW // 2), C-contiguous, the
-    dtype of x; gb is pooled_gy summed (its order of sums is not that of the full gy)."""
+    inf or NaN may need the loops: _execute.weight_grad_max_pool): None otherwise.
+    ``pooled_gy`` and ``idx`` of shape (N, K, OH // 2, OW // 2), C-contiguous, the dtype
+    of x; gb is pooled_gy summed (its order of sums is not that of the full gy)."""
     if geom.empty or not geom.stride_one:
         return None
     n_threads = _config.effective_n_threads()

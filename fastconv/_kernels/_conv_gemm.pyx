@@ -43,7 +43,7 @@ from fastconv._kernels._gemm cimport GEMM_DEPTH_BLOCK, gemm, gemm_many_rows
 from fastconv._kernels._im2col cimport col2im_band, im2col_band
 
 
-cdef inline index_t forward_channel_block(index_t cg, index_t taps) noexcept nogil:
+cdef inline index_t depth_block_channels(index_t cg, index_t taps) noexcept nogil:
     """Input channels per product of the forward: whole channels, at most
     GEMM_DEPTH_BLOCK deep (one where a kernel alone is deeper)."""
     return max(1, min(cg, GEMM_DEPTH_BLOCK // taps))
@@ -53,7 +53,7 @@ def forward_depth(index_t cg, index_t taps):
     """Rows of the columns the forward packs at a time (of a group of ``cg`` input
     channels and a kernel of ``taps`` taps): its workspace per thread is this times
     the band's pixels."""
-    return forward_channel_block(cg, taps) * taps
+    return depth_block_channels(cg, taps) * taps
 
 
 def conv2d_forward(
@@ -84,7 +84,7 @@ def conv2d_forward(
     cdef index_t units = n_images * groups * bands * kblocks
     cdef bint has_bias = b is not None
     cdef index_t unit, n, g, band, oh0, oh1, span, k, oh, ow, slot, k0, k1, c0, cn
-    cdef index_t channel_block = forward_channel_block(cg, kh * kw)
+    cdef index_t channel_block = depth_block_channels(cg, kh * kw)
     cdef const floating* col
     cdef int ldcol
     cdef floating beta
@@ -154,6 +154,7 @@ def conv2d_forward_column_kernel(
     cdef index_t unit, n, g, band, oh0, oh1, k0, k1, k, e, i, off, lo, hi, c
     cdef const floating* wk
     cdef floating* out
+    cdef floating init
     if (x.shape[3] != width or w.shape[3] != 1 or x.shape[1] != groups * cg
             or w_taps.shape[0] != kh or w_taps.shape[1] != n_out or w_taps.shape[2] != cg):
         raise ValueError("conv2d_forward_column_kernel: x and y of one width, w one column "
@@ -174,8 +175,9 @@ def conv2d_forward_column_kernel(
             oh1 = min(oh0 + rows, oh_count)
             for k in range(k0, k1):
                 out = &y[n, k, oh0, 0]
+                init = b[k] if has_bias else 0
                 for e in range((oh1 - oh0) * width):
-                    out[e] = b[k] if has_bias else 0
+                    out[e] = init
             for i in range(kh):
                 off = i * dh - pt  # output row oh reads input row oh + off
                 lo = max(oh0, -off)
