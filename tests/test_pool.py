@@ -238,6 +238,28 @@ def test_max_pool_2x2_vectors_and_tails(width, mode, dtype, rng, assert_close):
     check_max(x, dict(kernel_size=2), rng, assert_close)
 
 
+# interior runs of 7 (under one vector), 8, 9, 16, 17 and 33 windows
+@pytest.mark.parametrize("width", [16, 17, 19, 20, 35, 36, 68])
+@pytest.mark.parametrize("kernel, padding, dilation", [
+    ((3, 3), (1, 1), 1), ((3, 3), (0, 0), 1), ((1, 3), (0, 1), 1), ((2, 3), (1, 0), 1),
+    ((5, 3), (2, 1), (2, 1)), ((3, 3), (1, 1), (1, 2))])
+@pytest.mark.parametrize("mode", ["ties", "special"])
+def test_max_pool_3_wide_stride_2_vectors(width, kernel, padding, dilation, mode, dtype, rng,
+                                          assert_close):
+    """Windows 3 columns wide at stride 2 run vectors of windows (8 float, 4 double) over
+    their interior runs, any number of rows, the last vector overlapping: ties, NaN and
+    -inf against the reference bit for bit, zeros' signs included, values only and with
+    indices (a dilated row, (1, 2), takes the scalar loop)."""
+    x = max_pool_input(rng, (2, 2, 9, width), dtype, mode)
+    x[0, 0, :3, 4:7] = -0.0
+    x[0, 0, 1, 5] = 0.0  # a tie of zeros of both signs: the first in scan order
+    pool = dict(kernel_size=kernel, stride=2, padding=padding, dilation=dilation)
+    y, _ = check_max(x, pool, rng, assert_close)
+    y_ref, _ = max_pool2d_ref(x, **pool)
+    np.testing.assert_array_equal(np.signbit(y), np.signbit(y_ref))
+    np.testing.assert_array_equal(np.signbit(fc.max_pool2d(x, **pool)), np.signbit(y_ref))
+
+
 def test_max_pool_ties_first_in_scan_order(dtype):
     y, idx = fc.max_pool2d(as4d([[1, 3], [3, 2]], dtype), 2, return_indices=True)
     assert y.item() == 3 and idx.item() == 1

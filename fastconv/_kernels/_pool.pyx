@@ -30,7 +30,7 @@ from libc.string cimport memset
 
 from fastconv._kernels._types cimport floating, index_t
 from fastconv._kernels._shape cimport ceil_div, first_valid, stop_valid
-from fastconv._kernels._pool_rows cimport max_row_2x2
+from fastconv._kernels._pool_rows cimport max_row_2x2, max_run_3s2
 
 
 cdef inline void interior_columns(index_t width, index_t ow_count, index_t kw, index_t sw,
@@ -200,6 +200,9 @@ cdef void max_plane(const floating* xp, floating* yp, long long* ip, int* rel,
     cdef index_t lo, hi, count, oh, ow, h0, i_lo, i_hi, k, w_first, first
     cdef floating* best
     cdef long long* at = NULL
+    # windows 3 wide at stride 2 in SIMD vectors (tap offsets within a window as int)
+    cdef bint vector_3s2 = (kw == 3 and sw == 2 and dw == 1 and (ip == NULL or rel != NULL)
+                            and (kh - 1) * dh * width + 2 <= 2147483647)
     interior_columns(width, ow_count, kw, sw, pw, dw, &lo, &hi)
     count = hi - lo
     w_first = lo * sw - pw
@@ -216,12 +219,16 @@ cdef void max_plane(const floating* xp, floating* yp, long long* ip, int* rel,
         if count == 0:
             continue
         best = yp + oh * ow_count + lo
-        for k in range(count):
-            best[k] = -INFINITY
         # an all -inf window reports its first tap
         first = (h0 + i_lo * dh) * width + w_first
         if ip != NULL:
             at = ip + oh * ow_count + lo
+        if vector_3s2 and max_run_3s2(xp + first, dh * width, i_hi - i_lo, best, at, count,
+                                      first):
+            continue
+        for k in range(count):
+            best[k] = -INFINITY
+        if ip != NULL:
             if rel != NULL:
                 for k in range(count):
                     rel[k] = 0
@@ -388,10 +395,12 @@ cdef enum:
 
 cdef inline double sum_block(const floating* src, index_t rows, index_t cols,
                              index_t row_step) noexcept nogil:
-    """Sum of a rows x cols block whose rows lie row_step apart, in double: four
-    interleaved partial sums (independent chains the compiler can vectorise) combined
-    in a fixed order, so the result depends on the block alone, never on threads."""
-    cdef double s0 = 0, s1 = 0, s2 = 0, s3 = 0
+    """Sum of a rows x cols block whose rows lie row_step apart, in double: eight
+    interleaved partial sums (two SIMD vectors of independent chains: a 7x7 window's
+    49 taps in 6 steps) and one for each row's last cols % 8, combined in a fixed order,
+    so the result depends on the block alone, never on threads. Plain locals, not an
+    array: the compiler keeps them in registers."""
+    cdef double s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0, rest = 0
     cdef index_t i, j
     cdef const floating* row
     if cols == row_step:  # whole rows: one contiguous run
@@ -400,16 +409,20 @@ cdef inline double sum_block(const floating* src, index_t rows, index_t cols,
     for i in range(rows):
         row = src + i * row_step
         j = 0
-        while j + 4 <= cols:
+        while j + 8 <= cols:
             s0 = s0 + row[j]
             s1 = s1 + row[j + 1]
             s2 = s2 + row[j + 2]
             s3 = s3 + row[j + 3]
-            j = j + 4
+            s4 = s4 + row[j + 4]
+            s5 = s5 + row[j + 5]
+            s6 = s6 + row[j + 6]
+            s7 = s7 + row[j + 7]
+            j = j + 8
         while j < cols:
-            s0 = s0 + row[j]
+            rest = rest + row[j]
             j = j + 1
-    return (s0 + s1) + (s2 + s3)
+    return (((s0 + s4) + (s1 + s5)) + ((s2 + s6) + (s3 + s7))) + rest
 
 
 cdef inline void add_block(floating* dst, floating value, index_t rows, index_t cols,
