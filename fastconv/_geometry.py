@@ -132,7 +132,7 @@ def conv_geometry(x_shape: Sequence[int], w_shape: Sequence[int], stride: IntPai
     :func:`pool_geometry` is: the checks cost a third of a small layer's call.
     """
     args = (tuple(x_shape), tuple(w_shape), stride, padding, dilation, groups, out_hw)
-    if not all(_is_plain(a) for a in args):
+    if not all(is_plain(a) for a in args):
         return _conv_geometry(*args)
     return _remembered(_CONV_GEOMETRIES, args, _conv_geometry)
 
@@ -318,11 +318,11 @@ _CONV_GEOMETRIES: dict[tuple[Any, ...], ConvGeometry] = {}
 GEOMETRIES_KEPT = 256
 
 
-def _is_plain(value: Any) -> bool:
+def is_plain(value: Any) -> bool:
     """An exact int or str, None, or a tuple of such (nested): safe as a cache key (a
     bool or a NumPy integer hashes like the int it equals but is validated differently)."""
     return (value is None or type(value) is int or type(value) is str
-            or (type(value) is tuple and all(_is_plain(v) for v in value)))
+            or (type(value) is tuple and all(is_plain(v) for v in value)))
 
 
 def _remembered(cache: dict[tuple[Any, ...], Any], args: tuple[Any, ...],
@@ -347,7 +347,7 @@ def pool_geometry(in_hw: Sequence[int], kernel_size: IntPair, stride: IntPair | 
     if channels == 0:
         return PoolGeometry(in_hw, kernel_size, stride, padding, dilation, ceil_mode, channels)
     args = (tuple(in_hw), kernel_size, stride, padding, dilation, ceil_mode)
-    if not (all(_is_plain(a) for a in args[:5]) and type(ceil_mode) is bool):
+    if not (all(is_plain(a) for a in args[:5]) and type(ceil_mode) is bool):
         return PoolGeometry(*args)
     return _remembered(_POOL_GEOMETRIES, args, PoolGeometry)
 
@@ -362,8 +362,12 @@ def per_thread(n_threads: int, elements: int, dtype: DTypeLike, what: str) -> ND
     adjacent short rows (a pooling row of 28 sums) would otherwise share a line and
     stall each other on every write.
     """
-    itemsize = np.dtype(dtype).itemsize
-    line = max(1, 64 // itemsize)
-    padded = -(-elements // line) * line + line
+    padded = per_thread_row(elements, dtype)
     check_size((n_threads, padded), what)
     return np.empty((n_threads, padded), dtype=dtype)
+
+
+def per_thread_row(elements: int, dtype: DTypeLike) -> int:
+    """The length of :func:`per_thread`'s rows: ``elements`` and at least a cache line."""
+    line = max(1, 64 // np.dtype(dtype).itemsize)
+    return -(-elements // line) * line + line

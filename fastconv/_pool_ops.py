@@ -18,7 +18,8 @@ from numpy.typing import ArrayLike, NDArray
 
 from fastconv import _config
 from fastconv._dispatch import _pool, specialised
-from fastconv._geometry import PoolGeometry, per_thread, pool_geometry
+from fastconv._geometry import (PoolGeometry, is_plain, per_thread, per_thread_row,
+                                pool_geometry)
 from fastconv._typing import FloatArray, IntPair
 from fastconv._validation import (
     MAX_INDEX,
@@ -57,15 +58,28 @@ WORK_PER_THREAD = 1 << 13
 
 #: a pooling forward bound to one input shape: run(x, y)
 Runner = Callable[[FloatArray, FloatArray], None]
+#: a pooling call checked: (output shape, kernel, window arguments, threads, workspace row)
+Checked = tuple[tuple[int, int, int, int], Any, tuple[Any, ...], int, int]
+
+#: checked calls kept (all dropped when full: a program uses a few shapes)
+CHECKED_KEPT = 256
+_CHECKED: dict[tuple[Any, ...], Checked] = {}
 
 
 def _threads(elements: int) -> int:
     return _config.threads_for(elements, WORK_PER_THREAD)
 
 
+#: dtypes the kernels take as they are (native byte order)
+_KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
 def _as_input(x: ArrayLike, name: str = "x", ndim: int = 4,
               layout: str = "(N, C, H, W)") -> FloatArray:
     """One float operand as a C-contiguous float32/float64 array of ``ndim`` dims."""
+    if (type(x) is np.ndarray and x.dtype in _KERNEL_DTYPES and x.ndim == ndim
+            and x.flags.c_contiguous and x.flags.aligned):
+        return x  # what the checks below would return, without their microsecond
     x = as_array(x, name)
     check_ndim(x, name, ndim, layout)
     return as_contiguous(x, result_dtype(x))
@@ -133,19 +147,69 @@ def max_pool2d(x: ArrayLike, kernel_size: IntPair, stride: IntPair | None = None
            [13, 15]]))
     """
     x = _as_input(x)
-    geom = pool_geometry(x.shape[2:], kernel_size, stride, padding, dilation, ceil_mode,
-                         x.shape[1])
-    shape = _pool_output(x.shape, geom)
+    window = (kernel_size, stride, padding, dilation, ceil_mode)
+    shape, maximum, args, n_threads, row = _checked("max", x.shape, x.dtype, window)
     y = np.empty(shape, dtype=x.dtype)
     idx = np.empty(shape, dtype=np.int64) if return_indices else None  # None: values only
     if y.size:
-        n_threads = _threads(x.size)
         # per-thread argmax offsets within the window (int32)
-        workspace = (None if idx is None
-                     else per_thread(n_threads, shape[3], np.intc, "the pooling workspace"))
-        _pool.max_pool2d_forward(x, y, idx, workspace, *geom.kernel, *geom.stride,
-                                 *geom.padding, *geom.dilation, n_threads)
+        workspace = None if idx is None else np.empty((n_threads, row), dtype=np.intc)
+        maximum(x, y, idx, workspace, *args, n_threads)
     return y if idx is None else (y, idx)
+
+
+def _checked(op: str, x_shape: tuple[int, ...], dtype: Any,
+             window: tuple[Any, ...]) -> Checked:
+    """The checks of pooling ``op`` ("max" or "avg") for this input shape, dtype and
+    window (the op's arguments after x, ceil_mode included), remembered for plain
+    arguments: they are most of a small call's time (a 7x7 mean over 1x512x7x7: 10 ->
+    7 us per call)."""
+    key = (op, x_shape, dtype, window, _config.effective_n_threads())
+    check = _max_checked if op == "max" else _avg_checked
+    if not _plain_window(op, window):  # True == 1 hashes alike: never looked up
+        return check(*key[1:])
+    checked = _CHECKED.get(key)
+    if checked is None:
+        checked = check(*key[1:])
+        if len(_CHECKED) >= CHECKED_KEPT:
+            _CHECKED.clear()
+        _CHECKED[key] = checked
+    return checked
+
+
+def _plain_window(op: str, window: tuple[Any, ...]) -> bool:
+    """Window arguments safe as a cache key: plain ints (not bools or NumPy integers,
+    which hash alike but are checked differently) and real bools for the flags."""
+    if op == "max":
+        sizes, flags = window[:4], window[4:]
+    else:  # kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
+        sizes, flags = window[:3] + window[5:], window[3:5]
+    return is_plain(sizes) and type(flags[0]) is bool and type(flags[-1]) is bool
+
+
+def _max_checked(x_shape: tuple[int, ...], dtype: Any, window: tuple[Any, ...],
+                 n_threads: int) -> Checked:
+    kernel_size, stride, padding, dilation, ceil_mode = window
+    geom = pool_geometry(x_shape[2:], kernel_size, stride, padding, dilation, ceil_mode,
+                         x_shape[1])
+    shape = _pool_output(x_shape, geom)
+    args = (*geom.kernel, *geom.stride, *geom.padding, *geom.dilation)
+    threads = _config.threads_for(math.prod(x_shape), WORK_PER_THREAD, n_threads)
+    row = per_thread_row(shape[3], np.intc)
+    check_size((threads, row), "the pooling workspace")
+    return shape, specialised(_pool.max_pool2d_forward, dtype), args, threads, row
+
+
+def _avg_checked(x_shape: tuple[int, ...], dtype: Any, window: tuple[Any, ...],
+                 n_threads: int) -> Checked:
+    kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override = window
+    geom = pool_geometry(x_shape[2:], kernel_size, stride, padding, 1, ceil_mode, x_shape[1])
+    args = _avg_args(geom, count_include_pad, divisor_override)
+    shape = _pool_output(x_shape, geom)
+    threads = _config.threads_for(math.prod(x_shape), WORK_PER_THREAD, n_threads)
+    row = per_thread_row(shape[3], np.float64)
+    check_size((threads, row), "the pooling workspace")
+    return shape, specialised(_pool.avg_pool2d_forward, dtype), args, threads, row
 
 
 def _as_indices(idx: ArrayLike, name: str, shape: tuple[int, ...],
@@ -321,11 +385,12 @@ def avg_pool2d(x: ArrayLike, kernel_size: IntPair, stride: IntPair | None = None
            [1., 1., 1.]])
     """
     x = _as_input(x)
-    shape, run = avg_pool2d_runner(x.shape, x.dtype, kernel_size, stride, padding, ceil_mode,
-                                   count_include_pad, divisor_override)
+    window = (kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+    shape, average, args, n_threads, row = _checked("avg", x.shape, x.dtype, window)
     y = np.empty(shape, dtype=x.dtype)
     if y.size:
-        run(x, y)
+        # per-thread row of double sums (per call: concurrent callers never share one)
+        average(x, y, np.empty((n_threads, row)), *args, n_threads)
     return y
 
 
@@ -337,13 +402,9 @@ def avg_pool2d_runner(x_shape: tuple[int, ...], dtype: Any, kernel_size: IntPair
     """avg_pool2d for inputs of shape ``x_shape`` (N, C, H, W) and ``dtype`` as ``(output
     shape, run(x, y))``, the window checked and the workspace made once; run only for a
     non-empty output."""
-    geom = pool_geometry(x_shape[2:], kernel_size, stride, padding, 1, ceil_mode, x_shape[1])
-    args = _avg_args(geom, count_include_pad, divisor_override)
-    shape = _pool_output(x_shape, geom)
-    n_threads = _threads(math.prod(x_shape))
-    # per-thread row of double sums
-    workspace = per_thread(n_threads, shape[3], np.float64, "the pooling workspace")
-    average = specialised(_pool.avg_pool2d_forward, dtype)
+    window = (kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+    shape, average, args, n_threads, row = _checked("avg", tuple(x_shape), dtype, window)
+    workspace = np.empty((n_threads, row))
     return shape, lambda x, y: average(x, y, workspace, *args, n_threads)
 
 
@@ -354,13 +415,9 @@ def max_pool2d_runner(x_shape: tuple[int, ...], dtype: Any, kernel_size: IntPair
     """max_pool2d's values for inputs of shape ``x_shape`` (N, C, H, W) and ``dtype`` as
     ``(output shape, run(x, y))``, the window checked once; run only for a non-empty
     output."""
-    geom = pool_geometry(x_shape[2:], kernel_size, stride, padding, dilation, ceil_mode,
-                         x_shape[1])
-    shape = _pool_output(x_shape, geom)
-    args = (*geom.kernel, *geom.stride, *geom.padding, *geom.dilation,
-            _threads(math.prod(x_shape)))
-    maximum = specialised(_pool.max_pool2d_forward, dtype)
-    return shape, lambda x, y: maximum(x, y, None, None, *args)
+    window = (kernel_size, stride, padding, dilation, ceil_mode)
+    shape, maximum, args, n_threads, _ = _checked("max", tuple(x_shape), dtype, window)
+    return shape, lambda x, y: maximum(x, y, None, None, *args, n_threads)
 
 
 def avg_pool2d_backward(gy: ArrayLike, input_shape: Sequence[int], kernel_size: IntPair,

@@ -8,6 +8,7 @@ selects values, so its outputs and indices are compared exactly.
 """
 
 import random
+import threading
 
 import numpy as np
 import pytest
@@ -1321,6 +1322,39 @@ def test_pool_geometry_cache_keeps_validation():
         with pytest.raises(ValueError, match="padding"):
             fc.max_pool2d(x, 2, padding=2)
     np.testing.assert_array_equal(fc.max_pool2d(x, [2, 2]), fc.max_pool2d(x, (2, 2)))
+
+
+def test_remembered_pooling_checks_keep_validation(rng, assert_close):
+    """avg_pool2d's and max_pool2d's remembered checks never let through what the checks
+    refuse (a bool equal to a remembered int), follow the thread count, and give each
+    call its own scratch: threads pooling the same shape at once get their own answers."""
+    x = np.ones((1, 1, 6, 6))
+    assert fc.avg_pool2d(x, 2, divisor_override=1)[0, 0, 0, 0] == 4.0  # remembered
+    with pytest.raises(TypeError, match="divisor_override"):
+        fc.avg_pool2d(x, 2, divisor_override=True)
+    assert fc.max_pool2d(x, 1, dilation=1).shape == (1, 1, 6, 6)
+    with pytest.raises(TypeError, match="dilation"):
+        fc.max_pool2d(x, 1, dilation=True)
+    # rows of many windows: the kernel sums them in its scratch row
+    inputs = [rng.standard_normal((4, 8, 16, 64)) for _ in range(4)]
+    pool = dict(kernel_size=3, stride=2, padding=1, count_include_pad=False)
+    expected = [avg_pool2d_ref(a, **pool) for a in inputs]
+    for n in (1, 2, 1):
+        with fc.threads(n):
+            assert_close(fc.avg_pool2d(inputs[0], **pool), expected[0])
+    wrong = [0] * len(inputs)  # calls of each thread off the reference
+
+    def work(i):
+        for _ in range(30):
+            got = fc.avg_pool2d(inputs[i], **pool)
+            wrong[i] += not np.allclose(got, expected[i], rtol=0, atol=1e-12)
+
+    workers = [threading.Thread(target=work, args=(i,)) for i in range(len(inputs))]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert wrong == [0] * len(inputs)
 
 
 @pytest.mark.parametrize("size", range(1, 10))

@@ -12,7 +12,7 @@ from fastconv import functional as F
 from fastconv._conv_ops import (conv2d_backward_validated, conv2d_max_pool_validated,
                                 conv2d_runner, conv2d_validated,
                                 conv2d_weight_grad_max_pool_validated, pools_own_rows)
-from fastconv._geometry import ConvGeometry, _is_plain, conv_geometry
+from fastconv._geometry import ConvGeometry, is_plain, conv_geometry
 from fastconv.functional import FloatArray, IntPair, Padding
 from fastconv.nn._cache import NeedsForward
 from fastconv.nn._program import Stale, Step, parameter_check
@@ -273,7 +273,7 @@ def _plain_call(dtype: Any, w: Any, b: Any, options: dict[str, Any]) -> bool:
     if b is not None and not (type(b) is np.ndarray and b.dtype == dtype
                               and b.flags.c_contiguous):
         return False
-    return _is_plain(tuple(options.values()))
+    return is_plain(tuple(options.values()))
 
 
 class ConvTranspose2d(NeedsForward, Module):
