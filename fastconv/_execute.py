@@ -29,7 +29,7 @@ from fastconv._dispatch import (
     _conv_winograd,
     specialised,
 )
-from fastconv._geometry import ConvGeometry, conv_geometry, per_thread
+from fastconv._geometry import ConvGeometry, conv_geometry, per_thread, per_thread_scratch
 from fastconv._plan import Plan
 from fastconv._typing import FloatArray
 
@@ -44,9 +44,9 @@ def forward(plan: Plan, geom: ConvGeometry, x: FloatArray, w: FloatArray,
         _winograd_forward(geom, x, _transformed(w, "forward"), b, y, plan.n_threads)
     elif plan.kernel == "channel_vector":
         _conv_cvec.conv2d_forward(x, _channel_vector_packed(w, geom.groups), b, y,
-                                  *_channel_vector_forward_args(plan, geom, y))
+                                  *_channel_vector_forward_args(plan, geom, _scratch(plan, y)))
     elif plan.kernel == "wide_rows":
-        _conv_wide.conv2d_forward(x, w, b, y, *_wide_forward_args(plan, geom, y))
+        _conv_wide.conv2d_forward(x, w, b, y, *_wide_forward_args(plan, geom, _scratch(plan, y)))
     else:
         _conv_direct.conv2d_forward(x, w, b, y, *geom.kernel_args, plan.n_threads)
 
@@ -62,10 +62,10 @@ def forward_max_pool(plan: Plan, geom: ConvGeometry, x: FloatArray, w: FloatArra
     if plan.kernel == "channel_vector":
         _conv_cvec.conv2d_forward_max_pool(
             x, _channel_vector_packed(w, geom.groups), b, pooled, idx,
-            _workspace(plan, pooled), _tap_offsets(plan, geom), geom.oh, geom.ow, geom.kh,
+            _scratch(plan, pooled), _tap_offsets(plan, geom), geom.oh, geom.ow, geom.kh,
             geom.kw, pt, pl, *geom.dilation, plan.rows, plan.n_threads)
         return
-    _conv_wide.conv2d_forward_max_pool(x, w, b, pooled, idx, _workspace(plan, pooled),
+    _conv_wide.conv2d_forward_max_pool(x, w, b, pooled, idx, _scratch(plan, pooled),
                                        geom.oh, geom.ow, pt, pl, *geom.dilation,
                                        geom.groups, plan.n_threads)
 
@@ -77,13 +77,13 @@ def forward_runner(plan: Plan, geom: ConvGeometry, w: FloatArray,
     kernel, the packed weights' array (refilled from w on every call, as w may have
     changed in place). A compiled layer stack runs this (fastconv.nn._program)."""
     if plan.fallback is None and plan.kernel == "wide_rows":
-        args = _wide_forward_args(plan, geom, w)
+        args = _wide_forward_args(plan, geom, _workspace(plan, w))
         wide = specialised(_conv_wide.conv2d_forward, w.dtype)
         return lambda x, y: wide(x, w, b, y, *args)
     if plan.fallback is None and plan.kernel == "channel_vector":
         packed = _channel_vector_packed(w, geom.groups)
         w_taps = w.reshape(geom.k, geom.cg, geom.taps)  # a view
-        args = _channel_vector_forward_args(plan, geom, w)
+        args = _channel_vector_forward_args(plan, geom, _workspace(plan, w))
         pack = specialised(_conv_cvec.pack_weights, w.dtype)
         channel_vector = specialised(_conv_cvec.conv2d_forward, w.dtype)
 
@@ -111,7 +111,7 @@ def input_grad(plan: Plan, geom: ConvGeometry, gy: FloatArray, w: FloatArray,
     plan = _fallback_if_nonfinite(plan, gy, w)
     if plan.kernel == "gemm":
         with single_threaded_blas():
-            _conv_gemm.conv2d_input_grad(gy, w, bias, gx, _workspace(plan, gx),
+            _conv_gemm.conv2d_input_grad(gy, w, bias, gx, _scratch(plan, gx),
                                          *geom.kernel_args, plan.rows, plan.channel_block,
                                          plan.n_threads, plan.pointwise, zeroed)
     elif plan.kernel == "winograd":
@@ -123,7 +123,7 @@ def input_grad(plan: Plan, geom: ConvGeometry, gy: FloatArray, w: FloatArray,
     elif plan.kernel == "channel_vector_scatter":
         (pt, _), (pl, _) = geom.padding
         _conv_cvec.conv2d_input_grad(gy, _scatter_packed(w, geom), bias, gx,
-                                     _workspace(plan, gx), geom.kh, geom.kw, *geom.stride,
+                                     _scratch(plan, gx), geom.kh, geom.kw, *geom.stride,
                                      pt, pl, *geom.dilation, plan.n_threads)
     elif plan.kernel == "wide_rows" and not geom.stride_one:
         _wide_phases_input_grad(plan, geom, gy, w, gx, bias)
@@ -133,7 +133,7 @@ def input_grad(plan: Plan, geom: ConvGeometry, gy: FloatArray, w: FloatArray,
         (pt, _), (pl, _) = geom.padding
         dh, dw = geom.dilation
         _conv_wide.conv2d_forward(gy, _input_grad_kernel(w, geom), bias, gx,
-                                  _workspace(plan, gx), (geom.kh - 1) * dh - pt,
+                                  _scratch(plan, gx), (geom.kh - 1) * dh - pt,
                                   (geom.kw - 1) * dw - pl, dh, dw, geom.groups, plan.n_threads)
     else:
         _conv_direct.conv2d_input_grad(gy, w, bias, gx, *geom.kernel_args, plan.n_threads)
@@ -151,7 +151,7 @@ def weight_grad(plan: Plan, geom: ConvGeometry, gy: FloatArray, x: FloatArray,
     plan = _fallback_if_nonfinite(plan, x)
     if plan.kernel == "gemm":
         partials = np.empty((plan.chunks, gw.size) if plan.chunks > 1 else (1, 1), gw.dtype)
-        workspace = _workspace(plan, gw) if columns is None else columns
+        workspace = _scratch(plan, gw) if columns is None else columns
         with single_threaded_blas():
             _conv_gemm.conv2d_weight_grad(gy, x, gw, partials, workspace, *geom.kernel_args,
                                           plan.rows, plan.channel_block, plan.chunks,
@@ -171,7 +171,7 @@ def _wide_weight_grad(plan: Plan, geom: ConvGeometry, gy: FloatArray, x: FloatAr
     """gw from double partial sums over fixed chunks of images, added in chunk order."""
     partials = np.empty((plan.chunks, gw.size), dtype=np.float64)
     (pt, _), (pl, _) = geom.padding
-    _conv_wide.conv2d_weight_grad(gy, x, partials, _workspace(plan, gw), geom.kh, geom.kw,
+    _conv_wide.conv2d_weight_grad(gy, x, partials, _scratch(plan, gw), geom.kh, geom.kw,
                                   pt, pl, *geom.dilation, geom.groups, plan.n_threads,
                                   *geom.stride)
     _add_chunks(partials, gw)
@@ -187,7 +187,7 @@ def weight_grad_max_pool(plan: Plan, geom: ConvGeometry, pooled_gy: FloatArray,
     partials = np.empty((plan.chunks, gw.size), dtype=np.float64)
     (pt, _), (pl, _) = geom.padding
     bad = _conv_wide.conv2d_weight_grad_max_pool(
-        pooled_gy, idx, x, partials, _workspace(plan, gw), geom.oh, geom.ow, geom.kh,
+        pooled_gy, idx, x, partials, _scratch(plan, gw), geom.oh, geom.ow, geom.kh,
         geom.kw, pt, pl, *geom.dilation, geom.groups, plan.n_threads)
     if bad:
         raise ValueError(f"{bad} max-pooling indices lie outside [0, {geom.oh * geom.ow})")
@@ -238,7 +238,14 @@ def _fallback_if_nonfinite(plan: Plan, *operands: FloatArray) -> Plan:
 
 
 def _workspace(plan: Plan, out: FloatArray) -> FloatArray:
+    """The plan's per-thread workspace of ``out``'s dtype, its own (a runner keeps it)."""
     return per_thread(plan.n_threads, plan.workspace, out.dtype, f"the {plan.kernel} workspace")
+
+
+def _scratch(plan: Plan, out: FloatArray) -> FloatArray:
+    """The plan's per-thread workspace for one call, from this thread's reused scratch."""
+    return per_thread_scratch(plan.n_threads, plan.workspace, out.dtype,
+                              f"the {plan.kernel} workspace")
 
 
 def _gemm_forward(plan: Plan, geom: ConvGeometry, x: FloatArray, w: FloatArray,
@@ -250,19 +257,18 @@ def _gemm_forward(plan: Plan, geom: ConvGeometry, x: FloatArray, w: FloatArray,
             _conv_gemm.conv2d_forward_column_kernel(x, w, b, y, taps, pt, dh, geom.groups,
                                                     plan.rows, plan.n_threads)
         return
-    workspace = _workspace(plan, y) if columns is None else columns
+    workspace = _scratch(plan, y) if columns is None else columns
     with single_threaded_blas():
         _conv_gemm.conv2d_forward(x, w, b, y, workspace, *geom.kernel_args, plan.rows,
                                   plan.channel_block, plan.n_threads, plan.pointwise,
                                   columns is not None)
 
 
-def _wide_forward_args(plan: Plan, geom: ConvGeometry, like: FloatArray) -> tuple[Any, ...]:
-    """The wide-row forward's arguments after (x, w, b, y), its workspace of ``like``'s
-    dtype."""
+def _wide_forward_args(plan: Plan, geom: ConvGeometry,
+                       workspace: FloatArray) -> tuple[Any, ...]:
+    """The wide-row forward's arguments after (x, w, b, y)."""
     (pt, _), (pl, _) = geom.padding
-    return (_workspace(plan, like), pt, pl, *geom.dilation, geom.groups, plan.n_threads,
-            *geom.stride)
+    return (workspace, pt, pl, *geom.dilation, geom.groups, plan.n_threads, *geom.stride)
 
 
 def _input_grad_kernel(w: FloatArray, geom: ConvGeometry) -> FloatArray:
@@ -290,7 +296,7 @@ def _wide_phases_input_grad(plan: Plan, geom: ConvGeometry, gy: FloatArray, w: F
     phase (a, b) of gx (its rows a, a + SH, ... and columns b, b + SW, ...): with the
     taps that reach them, rotated, their channel axes swapped (see _input_grad_kernel)."""
     (sh, sw), ((pt, _), (pl, _)) = geom.stride, geom.padding
-    workspace = _workspace(plan, gx)
+    workspace = _scratch(plan, gx)
     for a in range(min(sh, geom.h)):
         i0, pad_top = _phase_taps(a, pt, sh, geom.kh)
         for b in range(min(sw, geom.w)):
@@ -349,11 +355,10 @@ def _band_tap_offsets(c_in: int, kh: int, kw: int, row_step: int, col_step: int,
 
 
 def _channel_vector_forward_args(plan: Plan, geom: ConvGeometry,
-                                 like: FloatArray) -> tuple[Any, ...]:
-    """The channel-vectorised forward's arguments after (x, packed w, b, y), its
-    workspace of ``like``'s dtype."""
+                                 workspace: FloatArray) -> tuple[Any, ...]:
+    """The channel-vectorised forward's arguments after (x, packed w, b, y)."""
     (pt, _), (pl, _) = geom.padding
-    return (_workspace(plan, like), _tap_offsets(plan, geom), geom.kh, geom.kw, *geom.stride,
+    return (workspace, _tap_offsets(plan, geom), geom.kh, geom.kw, *geom.stride,
             pt, pl, *geom.dilation, plan.rows, plan.n_threads)
 
 
@@ -363,7 +368,7 @@ def _channel_vector_weight_grad(plan: Plan, geom: ConvGeometry, gy: FloatArray, 
     kp = _plan.channel_vector_padded(geom.kg, gw.dtype)
     partials = np.empty((plan.chunks, geom.groups, geom.ckk, kp), dtype=gw.dtype)
     (pt, _), (pl, _) = geom.padding
-    _conv_cvec.conv2d_weight_grad(gy, x, partials, _workspace(plan, gw), _tap_offsets(plan, geom),
+    _conv_cvec.conv2d_weight_grad(gy, x, partials, _scratch(plan, gw), _tap_offsets(plan, geom),
                                   geom.kh, geom.kw, *geom.stride, pt, pl, *geom.dilation,
                                   plan.rows, plan.n_threads)
     with np.errstate(invalid="ignore", over="ignore"):  # inf and NaN are results here
@@ -401,7 +406,7 @@ def _winograd_kernel(geom: ConvGeometry, x: FloatArray, u: Transformed, b: Float
     tile = _plan.WINOGRAD_TILE
     block = _plan.winograd_block(geom)
     size = _conv_winograd.workspace_elements(geom.cg, geom.kg, tile, block)
-    workspace = per_thread(n_threads, size, y.dtype, "the winograd workspace")
+    workspace = per_thread_scratch(n_threads, size, y.dtype, "the winograd workspace")
     with single_threaded_blas():
         _conv_winograd.conv2d_forward(x, u(), b, y, workspace, pt, pl, geom.groups, tile, block,
                                       n_threads)

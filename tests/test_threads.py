@@ -340,3 +340,31 @@ def test_per_thread_rows_never_share_a_cache_line(dtype, elements):
     assert rows.shape[0] == 3 and rows.shape[1] >= elements
     gap = rows.strides[0] - elements * itemsize
     assert gap >= 64
+
+
+def test_per_thread_scratch_is_reused_per_python_thread():
+    """Within one Python thread the scratch is one buffer, reused and grown; another
+    Python thread gets its own; a request over SCRATCH_KEPT_BYTES its own array; rows
+    are as per_thread's (a cache line apart)."""
+    from fastconv._geometry import SCRATCH_KEPT_BYTES, per_thread_scratch
+
+    def base(a):
+        return a.__array_interface__["data"][0]
+
+    first = per_thread_scratch(2, 1000, np.float32, "a test workspace")
+    again = per_thread_scratch(2, 500, np.float32, "a test workspace")
+    assert first.flags.c_contiguous and first.shape == (2, 1024) and base(again) == base(first)
+    assert first.strides[0] - 1000 * 4 >= 64
+    grown = per_thread_scratch(2, 5000, np.float32, "a test workspace")
+    assert grown.shape[0] == 2 and grown.shape[1] >= 5000
+    assert base(per_thread_scratch(2, 1000, np.float32, "a test workspace")) == base(grown)
+    doubles = per_thread_scratch(2, 1000, np.float64, "a test workspace")
+    assert not np.shares_memory(doubles, grown)
+    huge = per_thread_scratch(1, SCRATCH_KEPT_BYTES // 4 + 1, np.float32, "a test workspace")
+    assert not np.shares_memory(huge, grown)
+    other = []
+    worker = threading.Thread(
+        target=lambda: other.append(per_thread_scratch(2, 1000, np.float32, "a test workspace")))
+    worker.start()
+    worker.join()
+    assert not np.shares_memory(other[0], grown)
