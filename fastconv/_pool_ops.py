@@ -192,12 +192,10 @@ def _max_checked(x_shape: tuple[int, ...], dtype: Any, window: tuple[Any, ...],
     kernel_size, stride, padding, dilation, ceil_mode = window
     geom = pool_geometry(x_shape[2:], kernel_size, stride, padding, dilation, ceil_mode,
                          x_shape[1])
-    shape = _pool_output(x_shape, geom)
     args = (*geom.kernel, *geom.stride, *geom.padding, *geom.dilation)
-    threads = _config.threads_for(math.prod(x_shape), WORK_PER_THREAD, n_threads)
-    row = per_thread_row(shape[3], np.intc)
-    check_size((threads, row), "the pooling workspace")
-    return shape, specialised(_pool.max_pool2d_forward, dtype), args, threads, row
+    # scratch: per-thread argmax offsets within the window (int32)
+    return _call(x_shape, geom, specialised(_pool.max_pool2d_forward, dtype), args,
+                 n_threads, np.intc)
 
 
 def _avg_checked(x_shape: tuple[int, ...], dtype: Any, window: tuple[Any, ...],
@@ -205,11 +203,20 @@ def _avg_checked(x_shape: tuple[int, ...], dtype: Any, window: tuple[Any, ...],
     kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override = window
     geom = pool_geometry(x_shape[2:], kernel_size, stride, padding, 1, ceil_mode, x_shape[1])
     args = _avg_args(geom, count_include_pad, divisor_override)
+    # scratch: per-thread rows of double sums
+    return _call(x_shape, geom, specialised(_pool.avg_pool2d_forward, dtype), args,
+                 n_threads, np.float64)
+
+
+def _call(x_shape: tuple[int, ...], geom: PoolGeometry, kernel: Any, args: tuple[Any, ...],
+          n_threads: int, scratch: Any) -> Checked:
+    """The checked call of ``kernel``: its output shape and threads (at most
+    ``n_threads``), and its per-thread scratch rows of dtype ``scratch``."""
     shape = _pool_output(x_shape, geom)
     threads = _config.threads_for(math.prod(x_shape), WORK_PER_THREAD, n_threads)
-    row = per_thread_row(shape[3], np.float64)
+    row = per_thread_row(shape[3], scratch)
     check_size((threads, row), "the pooling workspace")
-    return shape, specialised(_pool.avg_pool2d_forward, dtype), args, threads, row
+    return shape, kernel, args, threads, row
 
 
 def _as_indices(idx: ArrayLike, name: str, shape: tuple[int, ...],

@@ -18,7 +18,10 @@ either side. The interior is computed tap by tap over the whole run of columns:
 for one window tap, output k reads input column k * SW + offset, a counted loop
 over contiguous memory that compilers vectorise (stride 1 and 2 get their own
 specialisation). Each output still sees its taps in the same scan order (window
-row, then column), so ties, NaN and -inf behave exactly as a per-window scan.
+row, then column), so ties, NaN and -inf behave exactly as a per-window scan. In the
+AVX2 build, max pooling's whole 2x2 windows at stride 2 and its interior runs of windows
+3 columns wide at stride 2 go through SIMD vectors of windows (_pool_rows.h), in that
+same order.
 Every kernel overwrites its whole output: backward kernels zero their own plane
 (np.empty in the caller), so the plane stays in cache for the scatter that follows
 and its pages are first touched by their thread.
