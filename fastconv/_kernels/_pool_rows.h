@@ -114,7 +114,7 @@ FC_PR_ROW(fc_max_row_2x2_d, fc_max_windows_d, double, 4)
  * rows row_step apart. Each lane starts from -inf and offset 0 and takes the taps in
  * scan order (row, then column), as max_plane's scalar run does. The three taps of a
  * row are the even columns of src[2k .. 2k + 15] and the even and odd columns of
- * src[2k + 1 .. 2k + 16]: no read past the last window's last tap. WITH_IDX is a
+ * src[2k + 1 .. 2k + 16]: no read past the last window's last tap. with_idx is a
  * constant at every call: without it the offsets are not tracked at all. */
 static inline __attribute__((always_inline)) void
 fc_max_windows_3s2_f(const float *src, ptrdiff_t row_step, int rows, float *yr,
