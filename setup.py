@@ -54,7 +54,7 @@ ISA_SOURCE_DIR = os.path.join("build", "isa-sources")
 
 #: C headers the kernels include (a change rebuilds every kernel module)
 KERNEL_HEADERS = ["fastconv/_kernels/_cvec.h", "fastconv/_kernels/_sgemm.h",
-                  "fastconv/_kernels/_pool_rows.h"]
+                  "fastconv/_kernels/_pool_rows.h", "fastconv/_kernels/_im2col_rows.h"]
 
 #: gcc/clang flags of each instruction-set variant; its modules are NAME_<isa>
 ISA_FLAGS = {"avx2": ["-mavx2", "-mfma"]}

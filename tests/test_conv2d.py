@@ -5,9 +5,12 @@ tests/reference.py, against PyTorch where it is installed, and by
 finite differences in float64.
 """
 
+import ctypes
 import hashlib
+import mmap
 import os
 import random
+import sys
 import threading
 import time
 
@@ -997,6 +1000,52 @@ def test_im2col_forward_in_depth_blocks(dtype, c, k, kernel, groups, bias):
     np.testing.assert_allclose(ys[0], ref, rtol=tol, atol=tol * scale)
     for y in ys[1:]:
         np.testing.assert_array_equal(y, ys[0])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("width", [7, 15, 16, 17, 18, 33, 35])
+@pytest.mark.parametrize("n, c, kernel, padding, dilation", [
+    (1, 1, (1, 1), 0, 1),       # the last tap of x's last row is x's last element
+    (2, 3, (3, 3), 1, 1),       # ResNet's 3x3 s2 p1
+    (1, 2, (1, 3), (0, 1), 1),
+    (2, 2, (3, 3), 0, (1, 2)),  # a dilated row: taps two apart
+])
+def test_im2col_stride_2_rows_in_vectors(dtype, width, n, c, kernel, padding, dilation, rng,
+                                         assert_close):
+    """im2col rows at stride 2 are gathered in SIMD vectors (8 float, 4 double; the last
+    overlapping the one before) where the element one past a row's last tap lies inside
+    x, and by the scalar loop where it does not (a 1x1 over an odd width reaches x's
+    last element): forward and gradients against the reference, output widths 4 to 18."""
+    x, w, b = make_problem(rng, n, c, 5, width, 4, *kernel, 1, dtype)
+    conv = dict(stride=2, padding=padding, dilation=dilation, groups=1, flip=False)
+    check_against_reference(x, w, b, conv, "im2col", rng, assert_close)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="mprotect through ctypes: Linux only")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_im2col_stride_2_rows_never_read_past_x(dtype, rng, assert_close):
+    """x's last element just before a page that cannot be read: the vector gather, whose
+    loads reach one element past a row's last tap, must leave that row to the scalar
+    loop (a read past x would crash here)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    page = mmap.PAGESIZE
+    memory = mmap.mmap(-1, 2 * page)
+    base = ctypes.addressof(ctypes.c_char.from_buffer(memory))
+    shape = (1, 1, 5, 17)
+    size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    x = np.frombuffer(memory, dtype=dtype, count=int(np.prod(shape)),
+                      offset=page - size).reshape(shape)
+    x[...] = rng.standard_normal(shape)
+    w = rng.standard_normal((4, 1, 1, 1)).astype(dtype)
+    assert libc.mprotect(base + page, page, 0) == 0, ctypes.get_errno()  # PROT_NONE
+    try:
+        y = fc.conv2d(x, w, stride=2, algorithm="im2col")
+        assert_close(y, conv2d_ref(x, w, None, stride=2))
+    finally:
+        libc.mprotect(base + page, page, mmap.PROT_READ | mmap.PROT_WRITE)
+        del x
+        memory.close()
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

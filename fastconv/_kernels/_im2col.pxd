@@ -4,9 +4,31 @@
 # matrix holds, for every output pixel q = (oh - oh0) * OW + ow of the band, the input
 # value under kernel tap (i, j) of channel c (zero where the tap falls in padding).
 # The band [oh0, oh1) keeps the buffer bounded: rows x OW x C x KH x KW elements.
+# Rows at stride 2 are gathered in SIMD vectors in the AVX2 build (_im2col_rows.h): a
+# 3x3 s2 forward spends much of its packing on rows of 14 to 28 outputs, whose scalar
+# loop's tail cost more than the copy (the forward of ResNet's 3x3 s2 over 1x64x56x56
+# 0.82 of the time, over 8x128x28x28 0.91-0.94, a 1x1 s2 over 1x512x28x28 0.95; one
+# process, alternating the two builds' kernel modules).
 
 from fastconv._kernels._types cimport floating, index_t
 from fastconv._kernels._shape cimport first_valid, stop_valid
+
+cdef extern from "_im2col_rows.h" nogil:
+    Py_ssize_t fc_gather2_f(const float* src, float* out, Py_ssize_t count,
+                            int past_end_readable)
+    Py_ssize_t fc_gather2_d(const double* src, double* out, Py_ssize_t count,
+                            int past_end_readable)
+
+
+cdef inline index_t gather_stride_2(const floating* src, floating* out, index_t count,
+                                    const floating* end) noexcept nogil:
+    """out[q] = src[2q] for q < count in SIMD vectors (_im2col_rows.h) where src's
+    element 2 * count - 1 lies before ``end``; returns count, or 0 (nothing done)."""
+    cdef int readable = src + 2 * count - 1 < end
+    if floating is float:
+        return fc_gather2_f(src, out, count, readable)
+    else:
+        return fc_gather2_d(src, out, count, readable)
 
 
 cdef inline void im2col_band(
@@ -26,6 +48,7 @@ cdef inline void im2col_band(
     # a memoryview makes the compiler reload the views' strides on every element
     cdef const floating* xrow
     cdef floating* out
+    cdef const floating* x_end = &x[0, 0, 0, 0] + x.shape[0] * x.shape[1] * height * width
     for c in range(channels):
         for i in range(kh):
             ih_off = i * dh - pt
@@ -48,6 +71,9 @@ cdef inline void im2col_band(
                         if sw == 1:
                             for ow in range(ow_lo, ow_hi):
                                 out[ow] = xrow[ow + iw_off]
+                        elif sw == 2 and gather_stride_2(xrow + 2 * ow_lo + iw_off, out + ow_lo,
+                                                         ow_hi - ow_lo, x_end):
+                            pass
                         else:
                             for ow in range(ow_lo, ow_hi):
                                 out[ow] = xrow[ow * sw + iw_off]
