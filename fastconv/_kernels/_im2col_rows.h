@@ -12,58 +12,42 @@
 
 #if defined(__AVX2__) && (defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12))
 
-typedef float fc_ir_vf __attribute__((vector_size(32)));
 typedef float fc_ir_vf_u __attribute__((vector_size(32), aligned(4)));
-typedef double fc_ir_vd __attribute__((vector_size(32)));
 typedef double fc_ir_vd_u __attribute__((vector_size(32), aligned(8)));
+#define FC_IR_EVENS_8 0, 2, 4, 6, 8, 10, 12, 14
+#define FC_IR_EVENS_4 0, 2, 4, 6
 
-static inline ptrdiff_t fc_gather2_f(const float *src, float *out, ptrdiff_t count,
-                                     int past_end_readable)
-{
-    ptrdiff_t q;
-    if (count < 8 || !past_end_readable)
-        return 0;
-    for (q = 0;; q += 8) {
-        if (q > count - 8)
-            q = count - 8;
-        fc_ir_vf a = *(const fc_ir_vf_u *)(src + 2 * q);
-        fc_ir_vf b = *(const fc_ir_vf_u *)(src + 2 * q + 8);
-        *(fc_ir_vf_u *)(out + q) = __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14);
-        if (q == count - 8)
-            return count;
+/* out[q] = src[2q] for a row of T in vectors of LANES (EVENS: the even lanes of two) */
+#define FC_IR_GATHER2(NAME, T, V_U, LANES, EVENS)                                          \
+    static inline ptrdiff_t NAME(const T *src, T *out, ptrdiff_t count,                    \
+                                 int past_end_readable)                                    \
+    {                                                                                     \
+        ptrdiff_t q;                                                                      \
+        if (count < LANES || !past_end_readable)                                          \
+            return 0;                                                                     \
+        for (q = 0;; q += LANES) {                                                        \
+            if (q > count - LANES)                                                        \
+                q = count - LANES;                                                        \
+            *(V_U *)(out + q) = __builtin_shufflevector(*(const V_U *)(src + 2 * q),      \
+                                                        *(const V_U *)(src + 2 * q + LANES), \
+                                                        EVENS);                           \
+            if (q == count - LANES)                                                       \
+                return count;                                                             \
+        }                                                                                 \
     }
-}
-
-static inline ptrdiff_t fc_gather2_d(const double *src, double *out, ptrdiff_t count,
-                                     int past_end_readable)
-{
-    ptrdiff_t q;
-    if (count < 4 || !past_end_readable)
-        return 0;
-    for (q = 0;; q += 4) {
-        if (q > count - 4)
-            q = count - 4;
-        fc_ir_vd a = *(const fc_ir_vd_u *)(src + 2 * q);
-        fc_ir_vd b = *(const fc_ir_vd_u *)(src + 2 * q + 4);
-        *(fc_ir_vd_u *)(out + q) = __builtin_shufflevector(a, b, 0, 2, 4, 6);
-        if (q == count - 4)
-            return count;
-    }
-}
+FC_IR_GATHER2(fc_gather2_f, float, fc_ir_vf_u, 8, FC_IR_EVENS_8)
+FC_IR_GATHER2(fc_gather2_d, double, fc_ir_vd_u, 4, FC_IR_EVENS_4)
 
 #else
 
-static inline ptrdiff_t fc_gather2_f(const float *src, float *out, ptrdiff_t count,
-                                     int past_end_readable)
-{
-    return 0;
-}
-
-static inline ptrdiff_t fc_gather2_d(const double *src, double *out, ptrdiff_t count,
-                                     int past_end_readable)
-{
-    return 0;
-}
+#define FC_IR_NONE(NAME, T)                                                                \
+    static inline ptrdiff_t NAME(const T *src, T *out, ptrdiff_t count,                    \
+                                 int past_end_readable)                                    \
+    {                                                                                     \
+        return 0;                                                                         \
+    }
+FC_IR_NONE(fc_gather2_f, float)
+FC_IR_NONE(fc_gather2_d, double)
 
 #endif
 #endif
