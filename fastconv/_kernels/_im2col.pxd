@@ -71,10 +71,8 @@ cdef inline void im2col_band(
                         if sw == 1:
                             for ow in range(ow_lo, ow_hi):
                                 out[ow] = xrow[ow + iw_off]
-                        elif sw == 2 and gather_stride_2(xrow + 2 * ow_lo + iw_off, out + ow_lo,
-                                                         ow_hi - ow_lo, x_end):
-                            pass
-                        else:
+                        elif sw != 2 or not gather_stride_2(xrow + 2 * ow_lo + iw_off,
+                                                            out + ow_lo, ow_hi - ow_lo, x_end):
                             for ow in range(ow_lo, ow_hi):
                                 out[ow] = xrow[ow * sw + iw_off]
                         for ow in range(ow_hi, ow_count):
