@@ -840,3 +840,27 @@ def test_input_gradient_gemm_in_channel_blocks(c, k, bias):
                                rtol=1e-10, atol=1e-10)
     for y in ys[1:]:
         np.testing.assert_array_equal(y, ys[0])
+
+
+@pytest.mark.parametrize("width", [3, 4, 5, 8, 9, 12, 16, 17, 18, 33])
+@pytest.mark.parametrize("kernel, padding, output_padding, dilation", [
+    ((4, 4), 1, 0, 1),            # DCGAN's 4x4 s2 p1: taps 0 and 3 reach one column less
+    ((3, 3), 1, 1, 1),            # a pair and a single tap
+    ((2, 2), 0, 0, 1),            # U-Net's 2x2 s2: one pair, every column
+    ((1, 5), (0, 2), 1, 1),       # two pairs and a single tap, output_padding's column
+    ((3, 3), (1, 2), 1, (1, 2)),  # dilated: single taps, each one column in two
+    ((1, 1), 0, 1, 1),            # one tap: its last column is the row's next to last
+])
+def test_col2im_stride_2_rows_in_vectors(dtype, width, kernel, padding, output_padding,
+                                         dilation, rng, assert_close):
+    """col2im adds its rows at stride 2 in SIMD vectors (rows over 8 float or 4 double
+    columns of x; two neighbouring undilated taps at once, the last step ending at the
+    row's last element, the columns done before adding -0.0): the transposed convolution
+    and its gradients against the reference for x widths 3 to 33, and an output column no
+    tap reaches keeps its bias bit for bit, -0.0 included (x + -0.0 is x)."""
+    x, w, b = make_problem(rng, 2, 3, 5, width, 4, *kernel, 1, dtype)
+    conv = dict(stride=2, padding=padding, output_padding=output_padding, dilation=dilation)
+    check_against_reference(x, w, b, conv, "im2col", rng, assert_close)
+    y = fc.conv_transpose2d(x, w, np.full(4, -0.0, dtype), **conv, algorithm="im2col")
+    reached = conv_transpose2d_ref(np.ones_like(x), np.ones_like(w), None, **conv) > 0
+    assert np.all(y[~reached] == 0) and np.all(np.signbit(y[~reached]))

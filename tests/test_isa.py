@@ -125,6 +125,32 @@ def test_max_pool_indices_identical_across_variants(monkeypatch, rng):
         assert np.array_equal(y, results[0][0]) and np.array_equal(idx, results[0][1])
 
 
+@pytest.mark.parametrize("width", [5, 9, 16, 17, 30])
+def test_col2im_stride_2_vectors_bit_identical_across_variants(monkeypatch, width):
+    """col2im's stride-2 rows, in SIMD vectors in the AVX2 variant and in the scalar loop
+    in the baseline, add every column's taps in the same order: in float64, where both
+    variants' products are BLAS's dgemm, transposed convolutions and strided input
+    gradients come out the same bit for bit."""
+    rng = np.random.default_rng(width)
+    x = rng.standard_normal((2, 5, 6, width))
+    cases = [
+        (rng.standard_normal((5, 3, 4, 4)), dict(stride=2, padding=1)),
+        (rng.standard_normal((5, 3, 3, 3)), dict(stride=2, padding=1, output_padding=1)),
+        (rng.standard_normal((5, 3, 3, 5)), dict(stride=2, padding=(0, 2), dilation=(1, 2))),
+    ]
+    results = []
+    for isa in RUNNABLE:
+        use_variant(monkeypatch, isa)
+        results.append([F.conv_transpose2d(x, w, **conv, algorithm="im2col")
+                        for w, conv in cases])
+        # the same col2im as conv2d's input gradient: of a 4x4 s2 p1 over y's shape
+        results[-1].append(F.conv2d_backward(x, results[-1][0], cases[0][0], stride=2,
+                                             padding=1, algorithm="im2col")[0])
+    for other in results[1:]:
+        for got, expected in zip(other, results[0]):
+            np.testing.assert_array_equal(got, expected)
+
+
 @pytest.mark.parametrize("op", ["conv2d", "conv2d_backward", "conv_transpose2d_backward",
                                 "max_pool2d", "avg_pool2d_backward", "lp_pool2d_backward"])
 def test_variant_bit_identical_for_1_2_and_3_threads(isa, op):

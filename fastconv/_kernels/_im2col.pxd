@@ -8,7 +8,8 @@
 # 3x3 s2 forward spends much of its packing on rows of 14 to 28 outputs, whose scalar
 # loop's tail cost more than the copy (the forward of ResNet's 3x3 s2 over 1x64x56x56
 # 0.82 of the time, over 8x128x28x28 0.91-0.94, a 1x1 s2 over 1x512x28x28 0.95; one
-# process, alternating the two builds' kernel modules).
+# process, alternating the two builds' kernel modules). col2im adds its rows at stride 2
+# in SIMD vectors too, two neighbouring taps' rows at once (undilated) or one.
 
 from fastconv._kernels._types cimport floating, index_t
 from fastconv._kernels._shape cimport first_valid, stop_valid
@@ -18,6 +19,9 @@ cdef extern from "_im2col_rows.h" nogil:
                             int past_end_readable)
     Py_ssize_t fc_gather2_d(const double* src, double* out, Py_ssize_t count,
                             int past_end_readable)
+    Py_ssize_t fc_scatter2_f(float* dst, const float* a, const float* b, Py_ssize_t count)
+    Py_ssize_t fc_scatter2_d(double* dst, const double* a, const double* b,
+                             Py_ssize_t count)
 
 
 cdef inline index_t gather_stride_2(const floating* src, floating* out, index_t count,
@@ -29,6 +33,17 @@ cdef inline index_t gather_stride_2(const floating* src, floating* out, index_t 
         return fc_gather2_f(src, out, count, readable)
     else:
         return fc_gather2_d(src, out, count, readable)
+
+
+cdef inline index_t add_stride_2(floating* dst, const floating* a, const floating* b,
+                                 index_t count) noexcept nogil:
+    """dst[2q] += a[q] and, unless b is NULL, dst[2q + 1] += b[q], for q < count in SIMD
+    vectors (_im2col_rows.h), reading and writing nothing past the last element a tap
+    reaches; returns count, or 0 (nothing done: the caller adds them)."""
+    if floating is float:
+        return fc_scatter2_f(dst, a, b, count)
+    else:
+        return fc_scatter2_d(dst, a, b, count)
 
 
 cdef inline void im2col_band(
@@ -80,6 +95,33 @@ cdef inline void im2col_band(
                     dst += ow_count
 
 
+cdef inline void add_row_stride_2(const floating* a, const floating* b, floating* grow,
+                                  index_t iw_off, index_t lo, index_t hi, index_t lo_b,
+                                  index_t hi_b) noexcept nogil:
+    """grow[ow * 2 + iw_off] += a[ow] for ow in [lo, hi); where b is not NULL (the next
+    tap's row), also grow[ow * 2 + iw_off + 1] += b[ow] for ow in [lo_b, hi_b). In SIMD
+    vectors where the build has them (add_stride_2), the scalar loops where not."""
+    cdef index_t ow, done, both_lo, both_hi
+    if b == NULL:
+        done = lo + add_stride_2(grow + 2 * lo + iw_off, a + lo, NULL, hi - lo)
+        for ow in range(done, hi):
+            grow[2 * ow + iw_off] += a[ow]
+        return
+    # vectors over the outputs both taps reach, the scalar loop for the rest of each
+    both_lo = max(lo, lo_b)
+    both_hi = max(both_lo, min(hi, hi_b))
+    done = both_lo + add_stride_2(grow + 2 * both_lo + iw_off, a + both_lo, b + both_lo,
+                                  both_hi - both_lo)
+    for ow in range(lo, min(both_lo, hi)):
+        grow[2 * ow + iw_off] += a[ow]
+    for ow in range(done, hi):
+        grow[2 * ow + iw_off] += a[ow]
+    for ow in range(lo_b, min(both_lo, hi_b)):
+        grow[2 * ow + iw_off + 1] += b[ow]
+    for ow in range(done, hi_b):
+        grow[2 * ow + iw_off + 1] += b[ow]
+
+
 cdef inline void col2im_band(
     const floating[:, ::1] col,  # IN row `slot`, layout as im2col_band
     index_t slot,
@@ -91,8 +133,12 @@ cdef inline void col2im_band(
 ) noexcept nogil:
     cdef index_t height = gx.shape[2], width = gx.shape[3]
     cdef index_t band = (oh1 - oh0) * ow_count
-    cdef index_t c, i, j, oh, ow, ih_off, iw_off, src
-    cdef index_t oh_lo, oh_hi, ow_lo, ow_hi
+    cdef index_t c, i, j, oh, ow, ih_off, iw_off, src, taps
+    cdef index_t oh_lo, oh_hi, ow_lo, ow_hi, lo_b, hi_b
+    # stride-2 rows longer than one SIMD vector of 32 bytes run in vectors; shorter ones
+    # keep the plain loop (over DCGAN's rows of 8 columns the vector path's per-row steps
+    # cost 5-10% where its vectors could not run)
+    cdef bint vectors = sw == 2 and ow_count * sizeof(floating) > 32
     cdef const floating* inp
     cdef floating* grow  # row pointers, as in im2col_band
     for c in range(channels):
@@ -102,11 +148,26 @@ cdef inline void col2im_band(
             oh_hi = stop_valid(ih_off, sh, height, oh1)
             if oh_lo < oh0:
                 oh_lo = oh0
-            for j in range(kw):
+            j = 0
+            while j < kw:
+                # in vectors, two neighbouring undilated taps fill the even and the odd
+                # columns of the same rows: one pass adds both
+                taps = 2 if vectors and dw == 1 and j + 1 < kw else 1
                 iw_off = j * dw - pl
                 ow_lo = first_valid(iw_off, sw, ow_count)
                 ow_hi = stop_valid(iw_off, sw, width, ow_count)
+                lo_b = first_valid(iw_off + 1, sw, ow_count)
+                hi_b = stop_valid(iw_off + 1, sw, width, ow_count)
                 src = ((c * kh + i) * kw + j) * band + (oh_lo - oh0) * ow_count
+                if vectors:
+                    for oh in range(oh_lo, oh_hi):
+                        inp = &col[slot, src]
+                        add_row_stride_2(inp, inp + band if taps == 2 else NULL,
+                                         &gx[n, c0 + c, oh * sh + ih_off, 0], iw_off, ow_lo,
+                                         ow_hi, lo_b, hi_b)
+                        src += ow_count
+                    j += taps
+                    continue
                 for oh in range(oh_lo, oh_hi):
                     grow = &gx[n, c0 + c, oh * sh + ih_off, 0]
                     inp = &col[slot, src]
@@ -117,3 +178,4 @@ cdef inline void col2im_band(
                         for ow in range(ow_lo, ow_hi):
                             grow[ow * sw + iw_off] += inp[ow]
                     src += ow_count
+                j += 1
