@@ -1048,6 +1048,29 @@ def test_im2col_stride_2_rows_never_read_past_x(dtype, rng, assert_close):
         memory.close()
 
 
+@pytest.mark.parametrize("size, stride", [((7, 7), 1), ((8, 8), 1), ((9, 9), 1), ((14, 14), 2),
+                                          ((16, 16), 2)])
+def test_im2col_input_gradient_over_small_maps(size, stride, restore_threads):
+    """The input gradient's product over bands of at most 64 pixels of gy (7x7 and 8x8)
+    runs fastconv's own GEMM with w transposed in place (float32, AVX2), over larger ones
+    BLAS: deep layers equal to the float64 reference and bit-identical on 1, 2 and 3
+    threads either way."""
+    rng = np.random.default_rng(size[0] + stride)
+    x = rng.standard_normal((2, 48, *size)).astype(np.float32)
+    w = rng.standard_normal((80, 48, 3, 3)).astype(np.float32)
+    conv = dict(stride=stride, padding=1)
+    gy = rng.standard_normal(conv2d_ref(x, w, None, **conv).shape).astype(np.float32)
+    gxs = []
+    for threads in (1, 2, 3):
+        with fc.threads(threads):
+            gxs.append(fc.conv2d_backward(gy, x, w, **conv, algorithm="im2col")[0])
+    gx_ref = conv2d_backward_ref(gy.astype(np.float64), x.astype(np.float64),
+                                 w.astype(np.float64), **conv)[0]
+    np.testing.assert_allclose(gxs[0], gx_ref, rtol=1e-4, atol=1e-4 * np.abs(gx_ref).max())
+    for gx in gxs[1:]:
+        np.testing.assert_array_equal(gx, gxs[0])
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n, c, k, kernel, padding, dilation, groups, bias", [
     (4, 24, 40, (7, 1), (3, 0), 1, 1, True),                 # Inception's 7x1, smaller

@@ -31,9 +31,10 @@ chunks, each summing into its own partial buffer, reduced in chunk order. Either
 way the sum's association is the same for any thread count.
 
 BLAS is called from inside the parallel region: the caller keeps it
-single-threaded meanwhile (fastconv._blas). Float32 products of the forward and of
-the 1x1 backward with at least 32 rows run fastconv's own GEMM instead
-(``gemm_many_rows``, _sgemm.h).
+single-threaded meanwhile (fastconv._blas). Float32 products of the forward, of the
+1x1 backward and of input gradients over bands of at most INPUT_GRAD_OWN_GEMM_COLUMNS
+pixels, with at least 32 rows, run fastconv's own GEMM instead (``gemm_many_rows``,
+_sgemm.h).
 """
 
 from cython.parallel cimport parallel, prange, threadid
@@ -189,6 +190,27 @@ def conv2d_forward_column_kernel(
                                    1, &y[n, k0, lo, 0], <int> (oh_count * width))
 
 
+#: the most pixels of gy per band whose input-gradient product runs fastconv's own GEMM
+#: (float32, AVX2): it reads w in place where BLAS copies all of w^T on every call, which
+#: over maps of 7x7 or 8x8 costs as much as the arithmetic (one process, alternating:
+#: ResNet-18's 3x3 512@7 input gradient at batch 1 0.86-0.89 of the time, 3x3 s2 256 ->
+#: 512 over 8x14x14 0.83-0.97, DCGAN's 4x4 s2 256 -> 128 from 8x8 0.90-1.0; over 12x12
+#: to 17x17 maps BLAS stays ahead, 1.07-1.17x)
+cdef enum:
+    INPUT_GRAD_OWN_GEMM_COLUMNS = 64
+
+
+cdef inline void columns_product(bint own_gemm, int m, int n, int k, const floating* w,
+                                 int ldw, const floating* g, int ldg,
+                                 floating* col) noexcept nogil:
+    """col (m x n) = w^T @ g, w (k x m) and g (k x n) row-major: fastconv's own GEMM where
+    ``own_gemm`` (it reads w in place), gemm's choice where not."""
+    if own_gemm:
+        gemm_many_rows(True, False, m, n, k, 1, w, ldw, g, ldg, 0, col, n)
+    else:
+        gemm(True, False, m, n, k, 1, w, ldw, g, ldg, 0, col, n)
+
+
 def conv2d_input_grad(
     const floating[:, :, :, ::1] gy,  # IN (N, K, OH, OW)
     const floating[:, :, :, ::1] w,   # IN (K, CG, KH, KW)
@@ -246,10 +268,10 @@ def conv2d_input_grad(
                                    &gy[n, g * kg, oh0, 0], <int> (oh_count * ow_count),
                                    beta, &gx[n, g * cg + c0, oh0, 0], <int> (height * width))
                 else:
-                    gemm(True, False, <int> (cn * taps), <int> span, <int> kg, 1,
-                         &w[g * kg, c0, 0, 0], <int> ckk,
-                         &gy[n, g * kg, oh0, 0], <int> (oh_count * ow_count),
-                         0, &workspace[slot, 0], <int> span)
+                    columns_product(span <= INPUT_GRAD_OWN_GEMM_COLUMNS, <int> (cn * taps),
+                                    <int> span, <int> kg, &w[g * kg, c0, 0, 0], <int> ckk,
+                                    &gy[n, g * kg, oh0, 0], <int> (oh_count * ow_count),
+                                    &workspace[slot, 0])
                     col2im_band(workspace, slot, n, g * cg + c0, cn, kh, kw, sh, sw,
                                 pt, pl, dh, dw, oh0, oh1, ow_count, gx)
 

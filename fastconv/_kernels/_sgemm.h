@@ -14,7 +14,9 @@
  * the 1x1 convolutions' backward products, B being x's or gy's own rows (forward and
  * backward of a 1x1 256 -> 256 over 8 images of 14x14 0.89 of the time, ResNet-50's
  * 256 -> 64 on 56x56 0.93, MobileNet-v2's 144 -> 24 projection at batch 1 0.59; the
- * 3x3 backward products stay on BLAS, 3-6% faster there). This kernel reads A in
+ * 3x3 backward products stay on BLAS, 3-6% faster there, but over maps of at most 64
+ * pixels, where BLAS's copy of all of w^T per call costs as much as the product: see
+ * _conv_gemm.pyx's INPUT_GRAD_OWN_GEMM_COLUMNS). This kernel reads A in
  * place, six rows at a time, each row tile against every column of B while the rows
  * stay in L1. Measured on the 2-core AVX2 development machine (Zen 4), one thread,
  * interleaved with OpenBLAS in one process: 2048 x 16 x 512 with A transposed 0.62 of
