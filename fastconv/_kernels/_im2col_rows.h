@@ -57,7 +57,7 @@ FC_IR_GATHER2(fc_gather2_d, double, fc_ir_vd_u, 4, FC_IR_EVENS_4)
 #define FC_IR_LOW_4 0, 4, 1, 5
 #define FC_IR_HIGH_4 2, 6, 3, 7
 
-/* masks of the first n lanes, 0 < n < the width */
+/* masks of the first n lanes, 0 <= n < the width */
 static inline __m256 fc_ir_lanes_below_8(ptrdiff_t n)
 {
     return _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32((int)n),
@@ -92,9 +92,9 @@ static inline __m256d fc_ir_lanes_below_4(ptrdiff_t n)
         if (q == count)                                                                   \
             return count;                                                                 \
         last = count - LANES; /* the last step's first q; its lanes below q are done */  \
-        va = (V_U)BLEND((V) * (const V_U *)(a + last), (V)nothing, BELOW(q - last));      \
+        va = (V_U)BLEND((V)(*(const V_U *)(a + last)), (V)nothing, BELOW(q - last));      \
         if (b) {                                                                          \
-            vb = (V_U)BLEND((V) * (const V_U *)(b + last), (V)nothing, BELOW(q - last));  \
+            vb = (V_U)BLEND((V)(*(const V_U *)(b + last)), (V)nothing, BELOW(q - last));  \
             *(V_U *)(dst + 2 * last) += __builtin_shufflevector(va, vb, LOW);             \
             *(V_U *)(dst + 2 * last + LANES) += __builtin_shufflevector(va, vb, HIGH);    \
         } else { /* one element earlier: dst[2 * count - 1] is not the row's */           \
