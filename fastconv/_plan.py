@@ -168,6 +168,14 @@ MIN_BAND_COLUMNS = 64
 # thinner blocks, or blocks where units already abound, lose 5-10%). 1x512x7x7 3x3 x 512,
 # one band on one thread: 4.0 ms; two blocks of 256: 2.0 ms (of 128: 2.4, of 64: 2.7).
 FORWARD_SPLIT_UNITS = 4
+# Float32 pointwise forwards with fewer than POINTWISE_FEW_OUT output channels per group
+# multiply by BLAS (fastconv's own GEMM takes products of 32 rows and up), whose product
+# over a band of more than POINTWISE_FEW_OUT_BAND elements of x runs at half the speed:
+# MobileNet-v2's 144 -> 24 projection over 8x56x56 2.85 -> 1.43 ms with bands of 4 rows
+# instead of 32, 96 -> 24 over 8x112x112 0.55 of the time, 32 -> 16 0.56; 32 output
+# channels or more, and float64, gain nothing (0.92-1.08; one process, alternating).
+POINTWISE_FEW_OUT = 32
+POINTWISE_FEW_OUT_BAND = 1 << 15
 FORWARD_CHANNEL_BLOCK = 256
 # A single (image, group) (batch-1 inference) has few units, and an odd count shares out
 # unevenly over an even number of threads: 1x256x14x14 3x3 x 256 in three bands 2.04 ms.
@@ -605,6 +613,8 @@ def _blocked(geom: ConvGeometry, pass_: str, algorithm: str, kernel: str, reason
         if pass_ == "forward":
             (rows, block), depth = forward_blocking(geom), _conv_gemm.forward_depth(
                 geom.cg, geom.taps)
+            if pointwise and geom.kg < POINTWISE_FEW_OUT and np.dtype(dtype) == np.float32:
+                rows = min(rows, max(1, POINTWISE_FEW_OUT_BAND // (geom.ckk * geom.ow)))
         else:  # the input gradient: a task per (image, group[, block of gx's channels])
             block = input_grad_channel_block(geom)
             depth = (block or geom.cg) * geom.taps  # rows of a task's columns

@@ -247,6 +247,31 @@ def test_few_bands_cut_the_forward_gemm_into_output_channel_blocks():
     assert eight["forward"].channel_block == eight["input_grad"].channel_block == 0
 
 
+def test_few_output_pointwise_forward_takes_narrow_bands(restore_threads):
+    """A float32 1x1 forward with fewer than 32 output channels per group multiplies by
+    BLAS over bands of at most POINTWISE_FEW_OUT_BAND elements of x (4096 per row here:
+    8 rows, not the image's 16); with 32 channels, or in float64, the bands stay. The
+    narrow bands' result equals the reference and is bit-identical on any thread count."""
+    x_shape = (16, 64, 16, 64)
+    narrow = fastconv.explain(x_shape, (24, 64, 1, 1))["forward"]
+    assert narrow.pointwise and narrow.rows == _plan.POINTWISE_FEW_OUT_BAND // 4096 == 8
+    assert fastconv.explain(x_shape, (32, 64, 1, 1))["forward"].rows == 16
+    assert fastconv.explain(x_shape, (24, 64, 1, 1), dtype=np.float64)["forward"].rows == 16
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal((24, 64, 1, 1)).astype(np.float32)
+    b = rng.standard_normal(24).astype(np.float32)
+    ys = []
+    for threads in (1, 2, 3):
+        with fastconv.threads(threads):
+            ys.append(fastconv.conv2d(x, w, b))
+    y_ref = np.einsum("nchw,kc->nkhw", x.astype(np.float64), w[:, :, 0, 0].astype(np.float64))
+    y_ref += b[None, :, None, None]
+    np.testing.assert_allclose(ys[0], y_ref, rtol=1e-4, atol=1e-4 * np.abs(y_ref).max())
+    for y in ys[1:]:
+        np.testing.assert_array_equal(y, ys[0])
+
+
 def test_weight_gradient_blocks_come_in_powers_of_two_of_whole_vectors():
     """Input-channel blocks of the im2col weight gradient: a power of two of them, each a
     multiple of WG_CHANNEL_MULTIPLE channels, from WG_MIN_TASKS tasks on; fewer split
