@@ -168,6 +168,7 @@ MIN_BAND_COLUMNS = 64
 # thinner blocks, or blocks where units already abound, lose 5-10%). 1x512x7x7 3x3 x 512,
 # one band on one thread: 4.0 ms; two blocks of 256: 2.0 ms (of 128: 2.4, of 64: 2.7).
 FORWARD_SPLIT_UNITS = 4
+FORWARD_CHANNEL_BLOCK = 256
 # Float32 pointwise forwards with fewer than POINTWISE_FEW_OUT output channels per group
 # multiply by BLAS (fastconv's own GEMM takes products of 32 rows and up), whose product
 # over a band of more than POINTWISE_FEW_OUT_BAND elements of x runs at half the speed:
@@ -176,7 +177,6 @@ FORWARD_SPLIT_UNITS = 4
 # channels or more, and float64, gain nothing (0.92-1.08; one process, alternating).
 POINTWISE_FEW_OUT = 32
 POINTWISE_FEW_OUT_BAND = 1 << 15
-FORWARD_CHANNEL_BLOCK = 256
 # A single (image, group) (batch-1 inference) has few units, and an odd count shares out
 # unevenly over an even number of threads: 1x256x14x14 3x3 x 256 in three bands 2.04 ms.
 # With at least 2 * PAIR_CHANNEL_BLOCK output channels and a whole-image band of at most
