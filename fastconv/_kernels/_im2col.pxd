@@ -15,6 +15,7 @@ from fastconv._kernels._types cimport floating, index_t
 from fastconv._kernels._shape cimport first_valid, stop_valid
 
 cdef extern from "_im2col_rows.h" nogil:
+    int FC_IR_VECTORS
     Py_ssize_t fc_gather2_f(const float* src, float* out, Py_ssize_t count,
                             int past_end_readable)
     Py_ssize_t fc_gather2_d(const double* src, double* out, Py_ssize_t count,
@@ -135,10 +136,10 @@ cdef inline void col2im_band(
     cdef index_t band = (oh1 - oh0) * ow_count
     cdef index_t c, i, j, oh, ow, ih_off, iw_off, src, taps
     cdef index_t oh_lo, oh_hi, ow_lo, ow_hi, lo_b, hi_b
-    # stride-2 rows longer than one SIMD vector of 32 bytes run in vectors; shorter ones
-    # keep the plain loop (over DCGAN's rows of 8 columns the vector path's per-row steps
-    # cost 5-10% where its vectors could not run)
-    cdef bint vectors = sw == 2 and ow_count * sizeof(floating) > 32
+    # stride-2 rows longer than one SIMD vector of 32 bytes run in vectors where the build
+    # has them; shorter ones keep the plain loop (over DCGAN's rows of 8 columns the vector
+    # path's per-row steps cost 5-10% where its vectors could not run)
+    cdef bint vectors = FC_IR_VECTORS and sw == 2 and ow_count * sizeof(floating) > 32
     cdef const floating* inp
     cdef floating* grow  # row pointers, as in im2col_band
     for c in range(channels):

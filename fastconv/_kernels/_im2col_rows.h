@@ -16,7 +16,8 @@
  * tap reaches (the next one may be another thread's); a and b from [0] to [count - 1].
  * Every element gets one addition, as in the scalar loop, so the sums are the same bit for
  * bit. Returns count, or 0 (nothing done) for a row under one vector of taps or a build
- * without AVX2: the caller then runs its scalar loop. */
+ * without AVX2: the caller then runs its scalar loop. FC_IR_VECTORS says whether the
+ * build has the vectors. */
 #ifndef FASTCONV_IM2COL_ROWS_H
 #define FASTCONV_IM2COL_ROWS_H
 
@@ -25,6 +26,8 @@
 #if defined(__AVX2__) && (defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12))
 
 #include <immintrin.h>
+
+#define FC_IR_VECTORS 1
 
 typedef float fc_ir_vf_u __attribute__((vector_size(32), aligned(4)));
 typedef double fc_ir_vd_u __attribute__((vector_size(32), aligned(8)));
@@ -110,6 +113,7 @@ FC_IR_SCATTER2(fc_scatter2_d, double, fc_ir_vd_u, 4, FC_IR_LOW_4, FC_IR_HIGH_4, 
 
 #else
 
+#define FC_IR_VECTORS 0
 #define FC_IR_NONE(NAME, T)                                                                \
     static inline ptrdiff_t NAME(const T *src, T *out, ptrdiff_t count,                    \
                                  int past_end_readable)                                    \
