@@ -258,6 +258,9 @@ def _gemm_forward(plan: Plan, geom: ConvGeometry, x: FloatArray, w: FloatArray,
                                                     plan.rows, plan.n_threads)
         return
     workspace = _scratch(plan, y) if columns is None else columns
+    if plan.row_pixels:  # views of x and y as rows of that many pixels
+        x = x.reshape(x.shape[0], x.shape[1], -1, plan.row_pixels)
+        y = y.reshape(y.shape[0], y.shape[1], -1, plan.row_pixels)
     with single_threaded_blas():
         _conv_gemm.conv2d_forward(x, w, b, y, workspace, *geom.kernel_args, plan.rows,
                                   plan.channel_block, plan.n_threads, plan.pointwise,

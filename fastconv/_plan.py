@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -177,6 +178,13 @@ FORWARD_CHANNEL_BLOCK = 256
 # channels or more, and float64, gain nothing (0.92-1.08; one process, alternating).
 POINTWISE_FEW_OUT = 32
 POINTWISE_FEW_OUT_BAND = 1 << 15
+# fastconv's own GEMM multiplies a band's pixels 16 columns at a time, and a last tile
+# of a few columns costs about half a full one: a pointwise band of 98 pixels (7 rows of
+# 14) is six full tiles and one of 2 columns. Where the output's pixels split into rows
+# of POINTWISE_ROW_PIXELS (or a smaller power of two, at least 4), the pointwise
+# forward sees them so and cuts its bands at multiples of 16 pixels, as many bands as
+# before (8x256x14x14 x 256: 112 + 84 pixels, not 98 + 98).
+POINTWISE_ROW_PIXELS = 16
 # A single (image, group) (batch-1 inference) has few units, and an odd count shares out
 # unevenly over an even number of threads: 1x256x14x14 3x3 x 256 in three bands 2.04 ms.
 # With at least 2 * PAIR_CHANNEL_BLOCK output channels and a whole-image band of at most
@@ -253,6 +261,9 @@ class Plan:
         Threads the kernel runs on.
     pointwise : bool
         ``gemm`` on a 1x1 / stride 1 / unpadded convolution: no packing.
+    row_pixels : int
+        A pointwise forward's row width as its kernel sees x and y (their pixels in
+        rows of this many; ``rows`` counts those rows); 0: the output's own rows.
     packed_columns : bool
         ``gemm`` reading columns packed once for two passes.
     shifted_rows : bool
@@ -275,6 +286,7 @@ class Plan:
     workspace: int = 0
     n_threads: int = 1
     pointwise: bool = False
+    row_pixels: int = 0
     packed_columns: bool = False
     shifted_rows: bool = False
     nonfinite_operand: str | None = None
@@ -283,8 +295,9 @@ class Plan:
     def describe(self) -> str:
         """One line: kernel, blocking, workspace and the rule."""
         parts = [f"{self.kernel:<22} ({self.algorithm})"]
+        rows = f"{self.rows} of {self.row_pixels} pixels" if self.row_pixels else self.rows
         blocking = [f"{name} {value}" for name, value in
-                    (("rows", self.rows), ("channel block", self.channel_block),
+                    (("rows", rows), ("channel block", self.channel_block),
                      ("tiles", self.tiles)) if value]
         if self.chunks > 1:
             blocking.append(f"{self.chunks} chunks")
@@ -517,6 +530,22 @@ def forward_channel_block(geom: ConvGeometry, rows: int) -> int:
     return -(-geom.kg // (blocks * 16)) * 16
 
 
+def pointwise_pixel_rows(geom: ConvGeometry, rows: int) -> tuple[int, int]:
+    """(row_pixels, rows) of a pointwise forward whose bands are ``rows`` output rows:
+    bands of a multiple of 16 pixels, as many as before, where the output's pixels
+    split into rows of a power of two of at least 4 (up to POINTWISE_ROW_PIXELS) and
+    the last band keeps at least half a band; else (0, rows)."""
+    pixels, span = geom.oh * geom.ow, rows * geom.ow
+    row_pixels = math.gcd(pixels, POINTWISE_ROW_PIXELS)
+    if span % 16 == 0 or span >= pixels or row_pixels < 4:
+        return 0, rows
+    bands = -(-pixels // span)
+    aligned = -(-pixels // (16 * bands)) * 16
+    if 2 * (pixels - (bands - 1) * aligned) < aligned:
+        return 0, rows
+    return row_pixels, aligned // row_pixels
+
+
 def input_grad_channel_block(geom: ConvGeometry) -> int:
     """Channels of gx per task of the im2col input gradient (one task per image and
     group otherwise: 0): with fewer than FORWARD_SPLIT_UNITS such tasks, blocks of at
@@ -615,6 +644,10 @@ def _blocked(geom: ConvGeometry, pass_: str, algorithm: str, kernel: str, reason
                 geom.cg, geom.taps)
             if pointwise and geom.kg < POINTWISE_FEW_OUT and np.dtype(dtype) == np.float32:
                 rows = min(rows, max(1, POINTWISE_FEW_OUT_BAND // (geom.ckk * geom.ow)))
+            if pointwise:
+                row_pixels, rows = pointwise_pixel_rows(geom, rows)
+                return make(rows=rows, channel_block=block, pointwise=True,
+                            row_pixels=row_pixels, workspace=1)
         else:  # the input gradient: a task per (image, group[, block of gx's channels])
             block = input_grad_channel_block(geom)
             depth = (block or geom.cg) * geom.taps  # rows of a task's columns

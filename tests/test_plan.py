@@ -272,6 +272,40 @@ def test_few_output_pointwise_forward_takes_narrow_bands(restore_threads):
         np.testing.assert_array_equal(y, ys[0])
 
 
+def test_pointwise_forward_bands_of_whole_column_tiles(restore_threads):
+    """A pointwise forward cut into bands of whole output rows whose pixels are no
+    multiple of 16 sees its pixels as rows of a power of two instead and cuts as many
+    bands at multiples of 16 pixels (12x12: 80 + 64, not 72 + 72); where the last band
+    would keep under half a band, or the pixels split into no rows of 4, it keeps its
+    rows. The result equals the reference, bit-identical on any thread count."""
+    x_shape, w_shape = (4, 24, 12, 12), (40, 24, 1, 1)
+    plan = fastconv.explain(x_shape, w_shape)["forward"]
+    assert (plan.row_pixels, plan.rows) == (16, 5)
+    assert "rows 5 of 16 pixels" in plan.describe()
+    # 28x7 in bands of 7 rows (49 pixels): 64-pixel bands would leave 4 for the last
+    geom = conv_geometry((1, 8, 28, 7), (8, 8, 1, 1), 1, 0, 1, 1)
+    assert _plan.pointwise_pixel_rows(geom, 7) == (0, 7)
+    geom = conv_geometry((1, 8, 14, 14), (8, 8, 1, 1), 1, 0, 1, 1)
+    assert _plan.pointwise_pixel_rows(geom, 7) == (4, 28)  # 112 + 84 pixels
+    geom = conv_geometry((1, 8, 7, 7), (8, 8, 1, 1), 1, 0, 1, 1)
+    assert _plan.pointwise_pixel_rows(geom, 3) == (0, 3)  # 49 pixels: no rows of 4
+    rng = np.random.default_rng(6)
+    for dtype in (np.float32, np.float64):
+        x = rng.standard_normal(x_shape).astype(dtype)
+        w = rng.standard_normal(w_shape).astype(dtype)
+        b = rng.standard_normal(w_shape[0]).astype(dtype)
+        ys = []
+        for threads in (1, 2, 3):
+            with fastconv.threads(threads):
+                ys.append(fastconv.conv2d(x, w, b))
+        y_ref = np.einsum("nchw,kc->nkhw", x.astype(np.float64),
+                          w[:, :, 0, 0].astype(np.float64)) + b[None, :, None, None]
+        tol = 1e-4 if dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(ys[0], y_ref, rtol=tol, atol=tol * np.abs(y_ref).max())
+        for y in ys[1:]:
+            np.testing.assert_array_equal(y, ys[0])
+
+
 def test_weight_gradient_blocks_come_in_powers_of_two_of_whole_vectors():
     """Input-channel blocks of the im2col weight gradient: a power of two of them, each a
     multiple of WG_CHANNEL_MULTIPLE channels, from WG_MIN_TASKS tasks on; fewer split
