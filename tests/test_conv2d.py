@@ -1072,6 +1072,39 @@ def test_im2col_input_gradient_over_small_maps(size, stride, restore_threads):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("c, k, kernel, padding", [
+    (40, 44, 1, 0),    # pointwise, own GEMM in float32: 7 tiles of rows, the last of 2
+    (16, 39, 3, 1),    # im2col, one depth block of 144
+    (200, 40, 1, 0),   # pointwise, 200 deep
+    (20, 20, 3, 1),    # under 32 rows: BLAS after a bias fill
+])
+def test_im2col_forward_bias_joins_the_first_product(dtype, c, k, kernel, padding,
+                                                     restore_threads):
+    """The im2col forward's bias is added as the first depth block's product is stored
+    (fastconv's own GEMM) or filled in before it (BLAS): with one depth block, y equals
+    the unbiased y plus the bias bit for bit, on every row (edge tiles of 1-5 rows) and
+    column (13x13: tiles of 16 and a last one of 9), on any thread count."""
+    rng = np.random.default_rng(c + k)
+    x = rng.standard_normal((3, c, 13, 13)).astype(dtype)
+    w = rng.standard_normal((k, c, kernel, kernel)).astype(dtype)
+    b = rng.standard_normal(k).astype(dtype)
+    plan = fc.explain(x, w, padding=padding, algorithm="im2col")["forward"]
+    assert plan.kernel == "gemm" and plan.pointwise == (kernel == 1)
+    ys = []
+    for threads in (1, 2, 3):
+        with fc.threads(threads):
+            ys.append(fc.conv2d(x, w, b, padding=padding, algorithm="im2col"))
+            unbiased = fc.conv2d(x, w, None, padding=padding, algorithm="im2col")
+            np.testing.assert_array_equal(ys[-1], unbiased + b[None, :, None, None])
+    y_ref = conv2d_ref(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
+                       padding=padding)
+    tol = 1e-4 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(ys[0], y_ref, rtol=tol, atol=tol * np.abs(y_ref).max())
+    for y in ys[1:]:
+        np.testing.assert_array_equal(y, ys[0])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n, c, k, kernel, padding, dilation, groups, bias", [
     (4, 24, 40, (7, 1), (3, 0), 1, 1, True),                 # Inception's 7x1, smaller
     (3, 8, 36, (3, 1), ((0, 2), (0, 0)), (2, 3), 2, False),  # pads below only, dilated

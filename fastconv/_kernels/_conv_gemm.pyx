@@ -40,7 +40,9 @@ _sgemm.h).
 from cython.parallel cimport parallel, prange, threadid
 
 from fastconv._kernels._types cimport floating, index_t
-from fastconv._kernels._gemm cimport GEMM_DEPTH_BLOCK, gemm, gemm_many_rows
+from fastconv._kernels._gemm cimport (
+    GEMM_DEPTH_BLOCK, gemm, gemm_many_rows, gemm_many_rows_plus_bias,
+)
 from fastconv._kernels._im2col cimport col2im_band, im2col_band
 
 
@@ -84,11 +86,11 @@ def conv2d_forward(
     cdef index_t kblocks = (kg + kb - 1) // kb if kg > 0 else 1
     cdef index_t units = n_images * groups * bands * kblocks
     cdef bint has_bias = b is not None
-    cdef index_t unit, n, g, band, oh0, oh1, span, k, oh, ow, slot, k0, k1, c0, cn
+    cdef index_t unit, n, g, band, oh0, oh1, span, slot, k0, k1, c0, cn
     cdef index_t channel_block = depth_block_channels(cg, kh * kw)
     cdef const floating* col
+    cdef const floating* bias
     cdef int ldcol
-    cdef floating beta
     slot = 0
     with nogil, parallel(num_threads=n_threads):
         slot = threadid()
@@ -101,13 +103,7 @@ def conv2d_forward(
             oh0 = band * rows
             oh1 = min(oh0 + rows, oh_count)
             span = (oh1 - oh0) * ow_count
-            beta = 0
-            if has_bias:
-                beta = 1
-                for k in range(k0, k1):
-                    for oh in range(oh0, oh1):
-                        for ow in range(ow_count):
-                            y[n, k, oh, ow] = b[k]
+            bias = &b[k0] if has_bias else NULL
             if pointwise or packed:
                 if pointwise:
                     col = &x[n, g * cg, oh0, 0]
@@ -115,20 +111,26 @@ def conv2d_forward(
                 else:
                     col = &workspace[n * groups + g, oh0 * ow_count]
                     ldcol = <int> (oh_count * ow_count)
-                gemm_many_rows(False, False, <int> (k1 - k0), <int> span, <int> ckk, 1,
-                               &w[k0, 0, 0, 0], <int> ckk, col, ldcol,
-                               beta, &y[n, k0, oh0, 0], <int> (oh_count * ow_count))
+                gemm_many_rows_plus_bias(<int> (k1 - k0), <int> span, <int> ckk,
+                                         &w[k0, 0, 0, 0], <int> ckk, col, ldcol, bias,
+                                         &y[n, k0, oh0, 0], <int> (oh_count * ow_count))
                 continue
             c0 = 0
             while c0 < cg:  # blocks of whole channels, each product added to y
                 cn = min(channel_block, cg - c0)
                 im2col_band(x, n, g * cg + c0, cn, kh, kw, sh, sw, pt, pl, dh, dw,
                             oh0, oh1, ow_count, workspace, slot)
-                gemm_many_rows(False, False, <int> (k1 - k0), <int> span,
-                               <int> (cn * kh * kw), 1, &w[k0, c0, 0, 0], <int> ckk,
-                               &workspace[slot, 0], <int> span,
-                               beta, &y[n, k0, oh0, 0], <int> (oh_count * ow_count))
-                beta = 1
+                if c0 == 0:  # the first block's product writes y, the bias with it
+                    gemm_many_rows_plus_bias(<int> (k1 - k0), <int> span,
+                                             <int> (cn * kh * kw), &w[k0, c0, 0, 0],
+                                             <int> ckk, &workspace[slot, 0], <int> span,
+                                             bias, &y[n, k0, oh0, 0],
+                                             <int> (oh_count * ow_count))
+                else:
+                    gemm_many_rows(False, False, <int> (k1 - k0), <int> span,
+                                   <int> (cn * kh * kw), 1, &w[k0, c0, 0, 0], <int> ckk,
+                                   &workspace[slot, 0], <int> span,
+                                   1, &y[n, k0, oh0, 0], <int> (oh_count * ow_count))
                 c0 = c0 + cn
 
 

@@ -19,7 +19,7 @@ cdef extern from "_sgemm.h" nogil:
     int FC_SG_MIN_ROWS
     int fc_sgemm(int trans_a, int trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                  float alpha, const float* a, Py_ssize_t lda, const float* b, Py_ssize_t ldb,
-                 float beta, float* c, Py_ssize_t ldc)
+                 float beta, float* c, Py_ssize_t ldc, const float* bias)
 
 
 cdef inline void scale(int m, int n, floating beta, floating* c, int ldc) noexcept nogil:
@@ -52,7 +52,7 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
         if (FC_OWN_SGEMM and n <= FC_SG_MAX_COLUMNS
                 and <Py_ssize_t> m * k >= FC_SG_MIN_AREA
                 and fc_sgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c,
-                             ldc) == 0):
+                             ldc, NULL) == 0):
             return
         sgemm(&tb, &ta, &n, &m, &k, &alpha, <float*> b, &ldb, <float*> a, &lda,
               &beta, c, &ldc)
@@ -79,6 +79,30 @@ cdef inline void gemm_many_rows(bint trans_a, bint trans_b, int m, int n, int k,
     if floating is float:
         if (FC_OWN_SGEMM and m >= FC_SG_MIN_ROWS and k > 0
                 and fc_sgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c,
-                             ldc) == 0):
+                             ldc, NULL) == 0):
             return
     gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+
+
+cdef inline void gemm_many_rows_plus_bias(int m, int n, int k, const floating* a, int lda,
+                                          const floating* b, int ldb, const floating* bias,
+                                          floating* c, int ldc) noexcept nogil:
+    """C = A @ B + bias[i] on row i (C not read; no bias where NULL), as gemm_many_rows:
+    fastconv's own GEMM adds the bias as it stores the first depth block (no pass of its
+    own over C); elsewhere C's rows are filled with the bias and the product added to
+    them, the same bits."""
+    cdef Py_ssize_t i, j
+    if bias == NULL:
+        gemm_many_rows(False, False, m, n, k, 1, a, lda, b, ldb, 0, c, ldc)
+        return
+    if m <= 0 or n <= 0:
+        return
+    if floating is float:
+        if (FC_OWN_SGEMM and m >= FC_SG_MIN_ROWS and k > 0
+                and fc_sgemm(False, False, m, n, k, 1, a, lda, b, ldb, 0, c, ldc,
+                             bias) == 0):
+            return
+    for i in range(m):
+        for j in range(n):
+            c[i * ldc + j] = bias[i]
+    gemm(False, False, m, n, k, 1, a, lda, b, ldb, 1, c, ldc)

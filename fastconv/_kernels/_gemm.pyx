@@ -45,6 +45,6 @@ def _own_gemm_py(bint trans_a, bint trans_b, float alpha, const float[:, ::1] a,
         return
     with nogil:
         status = fc_sgemm(trans_a, trans_b, m, n, k, alpha, &a[0, 0], a.shape[1],
-                          &b[0, 0], b.shape[1], beta, &c[0, 0], n)
+                          &b[0, 0], b.shape[1], beta, &c[0, 0], n, NULL)
     if status != 0:
         raise MemoryError("no scratch for the GEMM's packed columns")

@@ -117,12 +117,13 @@ static inline void fc_sg_pack_b(int trans, const float *b, ptrdiff_t ldb, ptrdif
 /* One block's product into C (rows x cols of a 6 x 8 * NV tile): row r of A is read at
  * a[r][p * a_step] (1 for a plain A, lda for a transposed one), B's panel at
  * pb[p * NR + lane]. Then
- * C = alpha * acc (beta 0), C + alpha * acc (beta 1), or beta * C + alpha * acc;
- * full tiles update C in place, edge tiles go through `edge`, the same arithmetic. */
+ * C = alpha * acc (beta 0), C + alpha * acc (beta 1), or beta * C + alpha * acc, plus
+ * bias[r] on row r where bias is not NULL; full tiles update C in place, edge tiles go
+ * through `edge`, the same arithmetic. */
 static inline __attribute__((always_inline)) void
 fc_sg_tile(ptrdiff_t kc, const float *const a[FC_SG_MR], ptrdiff_t a_step, const float *pb,
            float *c, ptrdiff_t ldc, ptrdiff_t rows, ptrdiff_t cols, float alpha, float beta,
-           const int nv)
+           const float *bias, const int nv)
 {
     const float *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3], *a4 = a[4], *a5 = a[5];
     __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
@@ -167,6 +168,8 @@ fc_sg_tile(ptrdiff_t kc, const float *const a[FC_SG_MR], ptrdiff_t a_step, const
                 v = _mm256_add_ps(_mm256_loadu_ps(dst), v);
             else if (beta != 0.0f)
                 v = _mm256_add_ps(_mm256_mul_ps(vb, _mm256_loadu_ps(dst)), v);
+            if (bias != NULL)  /* rows past the edge are never stored: bias[0] */
+                v = _mm256_add_ps(v, _mm256_set1_ps(bias[r < rows ? r : 0]));
             _mm256_storeu_ps(dst, v);
         }
     }
@@ -183,12 +186,13 @@ static inline ptrdiff_t fc_sg_depth_block(ptrdiff_t k)
     return (k + blocks - 1) / blocks;
 }
 
-/* C[:, :nc] (m rows) = alpha * op(A)[:, pc:pc + kc] B_block + beta * C, B_block being
- * kc x nc in panels (pack_b): each tile of six rows of A meets every panel in turn. */
+/* C[:, :nc] (m rows) = alpha * op(A)[:, pc:pc + kc] B_block + beta * C (+ bias[i] on
+ * row i where bias is not NULL), B_block being kc x nc in panels (pack_b): each tile of
+ * six rows of A meets every panel in turn. */
 static inline void fc_sg_block(int trans_a, ptrdiff_t m, ptrdiff_t nc, ptrdiff_t kc,
                                const float *a, ptrdiff_t lda, ptrdiff_t pc,
                                const float *pack_b, float *c, ptrdiff_t ldc, float alpha,
-                               float beta)
+                               float beta, const float *bias)
 {
     const ptrdiff_t a_step = trans_a ? lda : 1;
     for (ptrdiff_t i = 0; i < m; i += FC_SG_MR) {
@@ -198,26 +202,30 @@ static inline void fc_sg_block(int trans_a, ptrdiff_t m, ptrdiff_t nc, ptrdiff_t
             const ptrdiff_t row = i + (r < rows ? r : 0);
             rows_of_a[r] = trans_a ? a + pc * lda + row : a + row * lda + pc;
         }
+        const float *tile_bias = bias != NULL ? bias + i : NULL;
         for (ptrdiff_t j = 0; j < nc; j += FC_SG_NR) {
             const ptrdiff_t cols = nc - j < FC_SG_NR ? nc - j : FC_SG_NR;
             float *tile = c + i * ldc + j;
             if (cols > 8)
                 fc_sg_tile(kc, rows_of_a, a_step, pack_b + j * kc, tile, ldc, rows, cols,
-                           alpha, beta, 2);
+                           alpha, beta, tile_bias, 2);
             else
                 fc_sg_tile(kc, rows_of_a, a_step, pack_b + j * kc, tile, ldc, rows, cols,
-                           alpha, beta, 1);
+                           alpha, beta, tile_bias, 1);
         }
     }
 }
 
-/* C (m x n) = alpha * op(A) op(B) + beta * C, row-major: op(A) is m x k (A is k x m when
- * trans_a), op(B) is k x n (B is n x k when trans_b). Any sizes; fast for the shapes of
- * the rule above. Returns 0, or -1 when the scratch could not be allocated (C
- * untouched). With beta 0, C is not read. */
+/* C (m x n) = alpha * op(A) op(B) + beta * C, plus bias[i] on row i where bias is not
+ * NULL, row-major: op(A) is m x k (A is k x m when trans_a), op(B) is k x n (B is n x k
+ * when trans_b). Any sizes; fast for the shapes of the rule above. Returns 0, or -1
+ * when the scratch could not be allocated (C untouched). With beta 0, C is not read.
+ * The bias joins the first depth block's sum as the last addend: with beta 0,
+ * (alpha * acc) + bias, the same bits as C = bias then beta 1. */
 static inline int fc_sgemm(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
                            float alpha, const float *a, ptrdiff_t lda, const float *b,
-                           ptrdiff_t ldb, float beta, float *c, ptrdiff_t ldc)
+                           ptrdiff_t ldb, float beta, float *c, ptrdiff_t ldc,
+                           const float *bias)
 {
     const ptrdiff_t kb = fc_sg_depth_block(k);
     float *pack_b;
@@ -232,7 +240,7 @@ static inline int fc_sgemm(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n, p
             const ptrdiff_t kc = k - pc < kb ? k - pc : kb;
             fc_sg_pack_b(trans_b, b, ldb, pc, kc, jc, nc, pack_b);
             fc_sg_block(trans_a, m, nc, kc, a, lda, pc, pack_b, c + jc, ldc, alpha,
-                        pc == 0 ? beta : 1.0f);
+                        pc == 0 ? beta : 1.0f, pc == 0 ? bias : NULL);
         }
     }
     return 0;
@@ -246,10 +254,11 @@ static inline int fc_sgemm(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n, p
 /* never called: FC_OWN_SGEMM is 0 and the callers use BLAS */
 static inline int fc_sgemm(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
                            float alpha, const float *a, ptrdiff_t lda, const float *b,
-                           ptrdiff_t ldb, float beta, float *c, ptrdiff_t ldc)
+                           ptrdiff_t ldb, float beta, float *c, ptrdiff_t ldc,
+                           const float *bias)
 {
     (void)trans_a; (void)trans_b; (void)m; (void)n; (void)k; (void)alpha; (void)a;
-    (void)lda; (void)b; (void)ldb; (void)beta; (void)c; (void)ldc;
+    (void)lda; (void)b; (void)ldb; (void)beta; (void)c; (void)ldc; (void)bias;
     return -1;
 }
 #endif
