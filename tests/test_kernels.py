@@ -40,9 +40,11 @@ OWN_GEMM = pytest.mark.skipif(not _gemm.HAS_OWN_GEMM,
 @pytest.mark.parametrize("trans_b", [False, True])
 @pytest.mark.parametrize("alpha, beta", [(1.0, 0.0), (1.0, 1.0), (0.5, 2.0)])
 # one micro-tile (6 x 16) and beyond, half-width edge tiles (<= 8 columns), more than one
-# depth block (256) and more than one column block (64), edge tiles on every side
+# depth block (256) and more than one column block (64), edge tiles on every side, last
+# tiles of 1 to 5 rows (on 2, 4 or 6 rows of registers)
 @pytest.mark.parametrize("m, n, k", [(1, 1, 1), (6, 16, 256), (7, 17, 257), (13, 8, 600),
-                                     (130, 9, 40), (11, 70, 300), (5, 129, 3), (4, 6, 0)])
+                                     (130, 9, 40), (11, 70, 300), (5, 129, 3), (4, 6, 0),
+                                     (3, 17, 257), (8, 9, 40), (33, 40, 70)])
 def test_own_gemm_matches_matmul(trans_a, trans_b, alpha, beta, m, n, k, rng):
     a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(np.float32)
     b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(np.float32)

@@ -30,7 +30,8 @@
  * tile of six rows of A, a 6 x 16 micro-kernel holds its tile of C in 12 AVX registers
  * and adds one rank-1 product per step of depth (two vector loads of B, six broadcasts
  * of A from memory, twelve FMAs), tile after tile along the block's columns; a last
- * tile of at most 8 columns runs on one vector. Edge tiles go through a small buffer.
+ * tile of at most 8 columns runs on one vector, a last one of at most 2 or 4 rows on
+ * that many. Edge tiles go through a small buffer.
  *
  * Summation order: each element of C is its depth blocks' sums added in order, each
  * block summed in order of depth; the blocks depend on K alone, so a result depends on
@@ -114,7 +115,8 @@ static inline void fc_sg_pack_b(int trans, const float *b, ptrdiff_t ldb, ptrdif
     }
 }
 
-/* One block's product into C (rows x cols of a 6 x 8 * NV tile): row r of A is read at
+/* One block's product into C (rows x cols of an MR x 8 * NV tile, MR 2, 4 or 6: an edge
+ * of at most 4 rows multiplies no more than it keeps): row r of A is read at
  * a[r][p * a_step] (1 for a plain A, lda for a transposed one), B's panel at
  * pb[p * NR + lane]. Then
  * C = alpha * acc (beta 0), C + alpha * acc (beta 1), or beta * C + alpha * acc, plus
@@ -123,7 +125,7 @@ static inline void fc_sg_pack_b(int trans, const float *b, ptrdiff_t ldb, ptrdif
 static inline __attribute__((always_inline)) void
 fc_sg_tile(ptrdiff_t kc, const float *const a[FC_SG_MR], ptrdiff_t a_step, const float *pb,
            float *c, ptrdiff_t ldc, ptrdiff_t rows, ptrdiff_t cols, float alpha, float beta,
-           const float *bias, const int nv)
+           const float *bias, const int mr, const int nv)
 {
     const float *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3], *a4 = a[4], *a5 = a[5];
     __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
@@ -139,18 +141,22 @@ fc_sg_tile(ptrdiff_t kc, const float *const a[FC_SG_MR], ptrdiff_t a_step, const
         c00 = _mm256_fmadd_ps(s, b0, c00); if (nv > 1) c01 = _mm256_fmadd_ps(s, b1, c01);
         s = _mm256_broadcast_ss(a1 + o);
         c10 = _mm256_fmadd_ps(s, b0, c10); if (nv > 1) c11 = _mm256_fmadd_ps(s, b1, c11);
-        s = _mm256_broadcast_ss(a2 + o);
-        c20 = _mm256_fmadd_ps(s, b0, c20); if (nv > 1) c21 = _mm256_fmadd_ps(s, b1, c21);
-        s = _mm256_broadcast_ss(a3 + o);
-        c30 = _mm256_fmadd_ps(s, b0, c30); if (nv > 1) c31 = _mm256_fmadd_ps(s, b1, c31);
-        s = _mm256_broadcast_ss(a4 + o);
-        c40 = _mm256_fmadd_ps(s, b0, c40); if (nv > 1) c41 = _mm256_fmadd_ps(s, b1, c41);
-        s = _mm256_broadcast_ss(a5 + o);
-        c50 = _mm256_fmadd_ps(s, b0, c50); if (nv > 1) c51 = _mm256_fmadd_ps(s, b1, c51);
+        if (mr > 2) {
+            s = _mm256_broadcast_ss(a2 + o);
+            c20 = _mm256_fmadd_ps(s, b0, c20); if (nv > 1) c21 = _mm256_fmadd_ps(s, b1, c21);
+            s = _mm256_broadcast_ss(a3 + o);
+            c30 = _mm256_fmadd_ps(s, b0, c30); if (nv > 1) c31 = _mm256_fmadd_ps(s, b1, c31);
+        }
+        if (mr > 4) {
+            s = _mm256_broadcast_ss(a4 + o);
+            c40 = _mm256_fmadd_ps(s, b0, c40); if (nv > 1) c41 = _mm256_fmadd_ps(s, b1, c41);
+            s = _mm256_broadcast_ss(a5 + o);
+            c50 = _mm256_fmadd_ps(s, b0, c50); if (nv > 1) c51 = _mm256_fmadd_ps(s, b1, c51);
+        }
         pb += FC_SG_NR;
     }
     float edge[FC_SG_MR * FC_SG_NR] __attribute__((aligned(32)));
-    const int full = rows == FC_SG_MR && cols == 8 * nv;
+    const int full = rows == mr && cols == 8 * nv;
     float *t = full ? c : edge;
     const ptrdiff_t ldt = full ? ldc : FC_SG_NR;
     const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
@@ -160,7 +166,7 @@ fc_sg_tile(ptrdiff_t kc, const float *const a[FC_SG_MR], ptrdiff_t a_step, const
         for (ptrdiff_t r = 0; r < rows; r++)
             for (ptrdiff_t q = 0; q < cols; q++) edge[r * FC_SG_NR + q] = c[r * ldc + q];
     }
-    for (int r = 0; r < FC_SG_MR; r++) {
+    for (int r = 0; r < mr; r++) {
         for (int h = 0; h < nv; h++) {
             float *dst = t + r * ldt + 8 * h;
             __m256 v = alpha == 1.0f ? acc[r][h] : _mm256_mul_ps(va, acc[r][h]);
@@ -186,9 +192,26 @@ static inline ptrdiff_t fc_sg_depth_block(ptrdiff_t k)
     return (k + blocks - 1) / blocks;
 }
 
+/* One tile of MR rows of A against every panel of B_block in turn (fc_sg_block). */
+static inline __attribute__((always_inline)) void
+fc_sg_row_tile(ptrdiff_t kc, const float *const a[FC_SG_MR], ptrdiff_t a_step,
+               const float *pack_b, ptrdiff_t nc, float *c, ptrdiff_t ldc, ptrdiff_t rows,
+               float alpha, float beta, const float *bias, const int mr)
+{
+    for (ptrdiff_t j = 0; j < nc; j += FC_SG_NR) {
+        const ptrdiff_t cols = nc - j < FC_SG_NR ? nc - j : FC_SG_NR;
+        if (cols > 8)
+            fc_sg_tile(kc, a, a_step, pack_b + j * kc, c + j, ldc, rows, cols, alpha, beta,
+                       bias, mr, 2);
+        else
+            fc_sg_tile(kc, a, a_step, pack_b + j * kc, c + j, ldc, rows, cols, alpha, beta,
+                       bias, mr, 1);
+    }
+}
+
 /* C[:, :nc] (m rows) = alpha * op(A)[:, pc:pc + kc] B_block + beta * C (+ bias[i] on
  * row i where bias is not NULL), B_block being kc x nc in panels (pack_b): each tile of
- * six rows of A meets every panel in turn. */
+ * six rows of A (the last one of 2, 4 or 6) meets every panel in turn. */
 static inline void fc_sg_block(int trans_a, ptrdiff_t m, ptrdiff_t nc, ptrdiff_t kc,
                                const float *a, ptrdiff_t lda, ptrdiff_t pc,
                                const float *pack_b, float *c, ptrdiff_t ldc, float alpha,
@@ -203,16 +226,16 @@ static inline void fc_sg_block(int trans_a, ptrdiff_t m, ptrdiff_t nc, ptrdiff_t
             rows_of_a[r] = trans_a ? a + pc * lda + row : a + row * lda + pc;
         }
         const float *tile_bias = bias != NULL ? bias + i : NULL;
-        for (ptrdiff_t j = 0; j < nc; j += FC_SG_NR) {
-            const ptrdiff_t cols = nc - j < FC_SG_NR ? nc - j : FC_SG_NR;
-            float *tile = c + i * ldc + j;
-            if (cols > 8)
-                fc_sg_tile(kc, rows_of_a, a_step, pack_b + j * kc, tile, ldc, rows, cols,
-                           alpha, beta, tile_bias, 2);
-            else
-                fc_sg_tile(kc, rows_of_a, a_step, pack_b + j * kc, tile, ldc, rows, cols,
-                           alpha, beta, tile_bias, 1);
-        }
+        float *tile = c + i * ldc;
+        if (rows > 4)
+            fc_sg_row_tile(kc, rows_of_a, a_step, pack_b, nc, tile, ldc, rows, alpha, beta,
+                           tile_bias, 6);
+        else if (rows > 2)
+            fc_sg_row_tile(kc, rows_of_a, a_step, pack_b, nc, tile, ldc, rows, alpha, beta,
+                           tile_bias, 4);
+        else
+            fc_sg_row_tile(kc, rows_of_a, a_step, pack_b, nc, tile, ldc, rows, alpha, beta,
+                           tile_bias, 2);
     }
 }
 
