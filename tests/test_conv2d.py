@@ -1072,20 +1072,22 @@ def test_im2col_input_gradient_over_small_maps(size, stride, restore_threads):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("c, k, kernel, padding", [
-    (40, 44, 1, 0),    # pointwise, own GEMM in float32: 7 tiles of rows, the last of 2
-    (16, 39, 3, 1),    # im2col, one depth block of 144
-    (200, 40, 1, 0),   # pointwise, 200 deep
-    (20, 20, 3, 1),    # under 32 rows: BLAS after a bias fill
+@pytest.mark.parametrize("c, k, kernel, padding, size", [
+    (40, 44, 1, 0, 13),   # pointwise, own GEMM in float32: 7 tiles of rows, the last of 2
+    (16, 39, 3, 1, 13),   # im2col, one depth block of 144
+    (200, 40, 1, 0, 13),  # pointwise, 200 deep
+    (20, 20, 3, 1, 13),   # under 32 rows: BLAS after a bias fill
+    (24, 45, 3, 1, 7),    # 49 pixels: the last column in dot products
 ])
-def test_im2col_forward_bias_joins_the_first_product(dtype, c, k, kernel, padding,
+def test_im2col_forward_bias_joins_the_first_product(dtype, c, k, kernel, padding, size,
                                                      restore_threads):
     """The im2col forward's bias is added as the first depth block's product is stored
     (fastconv's own GEMM) or filled in before it (BLAS): with one depth block, y equals
     the unbiased y plus the bias bit for bit, on every row (edge tiles of 1-5 rows) and
-    column (13x13: tiles of 16 and a last one of 9), on any thread count."""
+    column (13x13: tiles of 16 and a last one of 9; 7x7: a last one of 1), on any thread
+    count."""
     rng = np.random.default_rng(c + k)
-    x = rng.standard_normal((3, c, 13, 13)).astype(dtype)
+    x = rng.standard_normal((3, c, size, size)).astype(dtype)
     w = rng.standard_normal((k, c, kernel, kernel)).astype(dtype)
     b = rng.standard_normal(k).astype(dtype)
     plan = fc.explain(x, w, padding=padding, algorithm="im2col")["forward"]

@@ -44,7 +44,8 @@ OWN_GEMM = pytest.mark.skipif(not _gemm.HAS_OWN_GEMM,
 # tiles of 1 to 5 rows (on 2, 4 or 6 rows of registers)
 @pytest.mark.parametrize("m, n, k", [(1, 1, 1), (6, 16, 256), (7, 17, 257), (13, 8, 600),
                                      (130, 9, 40), (11, 70, 300), (5, 129, 3), (4, 6, 0),
-                                     (3, 17, 257), (8, 9, 40), (33, 40, 70)])
+                                     (3, 17, 257), (8, 9, 40), (33, 40, 70), (13, 20, 300),
+                                     (33, 51, 70), (9, 2, 13)])
 def test_own_gemm_matches_matmul(trans_a, trans_b, alpha, beta, m, n, k, rng):
     a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(np.float32)
     b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(np.float32)
@@ -66,15 +67,25 @@ def test_own_gemm_with_beta_zero_never_reads_c(rng):
 @OWN_GEMM
 def test_own_gemm_element_does_not_depend_on_the_tile_it_falls_in(rng):
     # only its row of A, its column of B and K decide an element's bits, never where its
-    # tile starts or the product's other sizes: the kernels cut products by shape
+    # tile starts or the product's other sizes: the kernels cut products by shape (a
+    # last panel of at most 4 columns, dot products, aside: none here but in `narrow`)
     a = rng.standard_normal((23, 700)).astype(np.float32)
     b = rng.standard_normal((700, 45)).astype(np.float32)
     whole = np.zeros((23, 45), np.float32)
     _gemm._own_gemm_py(False, False, 1.0, a, b, 0.0, whole)
-    part = np.zeros((9, 19), np.float32)
+    part = np.zeros((9, 21), np.float32)
     _gemm._own_gemm_py(False, False, 1.0, np.ascontiguousarray(a[7:16]),
-                       np.ascontiguousarray(b[:, 13:32]), 0.0, part)
-    assert np.array_equal(part, whole[7:16, 13:32])
+                       np.ascontiguousarray(b[:, 13:34]), 0.0, part)
+    assert np.array_equal(part, whole[7:16, 13:34])
+    # the dot products' columns: the same bits wherever their rows' tile starts
+    narrow = np.zeros((23, 3), np.float32)
+    _gemm._own_gemm_py(False, False, 1.0, a, np.ascontiguousarray(b[:, :3]), 0.0, narrow)
+    rows = np.zeros((9, 3), np.float32)
+    _gemm._own_gemm_py(False, False, 1.0, np.ascontiguousarray(a[7:16]),
+                       np.ascontiguousarray(b[:, :3]), 0.0, rows)
+    assert np.array_equal(rows, narrow[7:16])
+    np.testing.assert_allclose(narrow, a.astype(np.float64) @ b[:, :3], rtol=1e-4,
+                               atol=1e-3)
 
 
 def test_gemm_takes_the_own_kernel_for_few_columns_and_a_large_a(rng):

@@ -35,7 +35,11 @@
  *
  * Summation order: each element of C is its depth blocks' sums added in order, each
  * block summed in order of depth; the blocks depend on K alone, so a result depends on
- * the operands and K, never on where its tile lies or on M and N.
+ * the operands and K, never on where its tile lies or on M and N. Except in a block's
+ * last panel of at most FC_SG_NARROW columns with A read by rows, which multiplies as
+ * dot products (eight interleaved partial sums, then their sum, then the last steps of
+ * depth): the bits of such a column depend on K too, and on its falling in that panel,
+ * which the callers decide from the shape alone (never from the thread count).
  *
  * Scratch: one grow-only buffer per thread and kernel module (thread-local), KC x NC
  * floats (64 KB) at most, kept as BLAS libraries keep theirs: it is not freed when a
@@ -59,6 +63,7 @@ enum {
     FC_SG_NR = 16,    /* columns of a micro-tile (two vectors of B) */
     FC_SG_KC = 256,   /* most depth per block: a B panel (16 KB) stays in L1 */
     FC_SG_NC = 64,    /* columns per B block (64 KB at KC): stays in L2 */
+    FC_SG_NARROW = 4, /* a last panel of at most this many columns: dot products */
     FC_SG_MAX_COLUMNS = 32,     /* the callers' rule, above: at most this many columns */
     FC_SG_MIN_AREA = 1 << 16,   /* ... and at least this many elements of A */
     FC_SG_MIN_ROWS = 32,        /* the forward convolution's rule: at least this many rows */
@@ -209,15 +214,79 @@ fc_sg_row_tile(ptrdiff_t kc, const float *const a[FC_SG_MR], ptrdiff_t a_step,
     }
 }
 
+/* The sum of v's eight lanes, always in the same order. */
+static inline float fc_sg_lanes_sum(__m256 v)
+{
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    return _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)));
+}
+
+/* C[:, :cols] = alpha * A[:, :kc] B_panel + beta * C (+ bias[i] on row i), for a block's
+ * last panel of at most FC_SG_NARROW columns and A read by rows: each column's products
+ * as dot products along depth, four rows of A at a time, eight steps of depth in the
+ * lanes (then the lanes' sum, then the steps past the last whole 8), where a tile
+ * would broadcast six rows of A to multiply 8 lanes of B of which `cols` are kept. */
+static inline void fc_sg_narrow_columns(ptrdiff_t m, ptrdiff_t kc, const float *a,
+                                        ptrdiff_t lda, const float *panel, ptrdiff_t cols,
+                                        float *c, ptrdiff_t ldc, float alpha, float beta,
+                                        const float *bias)
+{
+    float column[FC_SG_KC] __attribute__((aligned(32)));
+    const ptrdiff_t whole = kc & ~(ptrdiff_t)7;
+    for (ptrdiff_t q = 0; q < cols; q++) {
+        for (ptrdiff_t p = 0; p < kc; p++) column[p] = panel[p * FC_SG_NR + q];
+        for (ptrdiff_t i = 0; i < m; i += 4) {
+            const ptrdiff_t rows = m - i < 4 ? m - i : 4;
+            const float *a0 = a + i * lda;  /* rows past the edge re-read the first */
+            const float *a1 = rows > 1 ? a0 + lda : a0;
+            const float *a2 = rows > 2 ? a0 + 2 * lda : a0;
+            const float *a3 = rows > 3 ? a0 + 3 * lda : a0;
+            __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+            __m256 s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
+            for (ptrdiff_t p = 0; p < whole; p += 8) {
+                const __m256 v = _mm256_load_ps(column + p);
+                s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a0 + p), v, s0);
+                s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a1 + p), v, s1);
+                s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a2 + p), v, s2);
+                s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a3 + p), v, s3);
+            }
+            float dot[4] = {fc_sg_lanes_sum(s0), fc_sg_lanes_sum(s1), fc_sg_lanes_sum(s2),
+                            fc_sg_lanes_sum(s3)};
+            const float *row_of_a[4] = {a0, a1, a2, a3};
+            for (ptrdiff_t r = 0; r < rows; r++) {
+                float v = dot[r];
+                for (ptrdiff_t p = whole; p < kc; p++) v += row_of_a[r][p] * column[p];
+                float *dst = c + (i + r) * ldc + q;
+                v = alpha == 1.0f ? v : alpha * v;
+                if (beta == 1.0f)
+                    v = *dst + v;
+                else if (beta != 0.0f)
+                    v = beta * *dst + v;
+                if (bias != NULL)
+                    v = v + bias[i + r];
+                *dst = v;
+            }
+        }
+    }
+}
+
 /* C[:, :nc] (m rows) = alpha * op(A)[:, pc:pc + kc] B_block + beta * C (+ bias[i] on
  * row i where bias is not NULL), B_block being kc x nc in panels (pack_b): each tile of
- * six rows of A (the last one of 2, 4 or 6) meets every panel in turn. */
+ * six rows of A (the last one of 2, 4 or 6) meets every panel in turn; a last panel of
+ * at most FC_SG_NARROW columns, A read by rows, runs fc_sg_narrow_columns instead. */
 static inline void fc_sg_block(int trans_a, ptrdiff_t m, ptrdiff_t nc, ptrdiff_t kc,
                                const float *a, ptrdiff_t lda, ptrdiff_t pc,
                                const float *pack_b, float *c, ptrdiff_t ldc, float alpha,
                                float beta, const float *bias)
 {
     const ptrdiff_t a_step = trans_a ? lda : 1;
+    const ptrdiff_t narrow = trans_a ? 0 : nc % FC_SG_NR;
+    if (narrow > 0 && narrow <= FC_SG_NARROW) {
+        nc -= narrow;
+        fc_sg_narrow_columns(m, kc, a + pc, lda, pack_b + nc * kc, narrow, c + nc, ldc,
+                             alpha, beta, bias);
+    }
     for (ptrdiff_t i = 0; i < m; i += FC_SG_MR) {
         const ptrdiff_t rows = m - i < FC_SG_MR ? m - i : FC_SG_MR;
         const float *rows_of_a[FC_SG_MR];
