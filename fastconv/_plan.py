@@ -178,13 +178,13 @@ FORWARD_CHANNEL_BLOCK = 256
 # channels or more, and float64, gain nothing (0.92-1.08; one process, alternating).
 POINTWISE_FEW_OUT = 32
 POINTWISE_FEW_OUT_BAND = 1 << 15
-# fastconv's own GEMM multiplies a band's pixels 16 columns at a time, and a last tile
-# of a few columns costs about half a full one: a pointwise band of 98 pixels (7 rows of
-# 14) is six full tiles and one of 2 columns. Where the output's pixels split into rows
-# of POINTWISE_ROW_PIXELS (or a smaller power of two, at least 4), the pointwise
-# forward sees them so and cuts its bands at multiples of 16 pixels, as many bands as
-# before (8x256x14x14 x 256: 112 + 84 pixels, not 98 + 98).
-POINTWISE_ROW_PIXELS = 16
+# fastconv's own GEMM multiplies a band's pixels POINTWISE_BAND_MULTIPLE columns at a
+# time, and a last tile of a few columns costs about half a full one: a pointwise band
+# of 98 pixels (7 rows of 14) is six full tiles and one of 2 columns. Where the output's
+# pixels split into rows of 16 (or 8, or 4), the pointwise forward sees them so and cuts
+# as many bands as before at multiples of 16 pixels (8x256x14x14 x 256: 112 + 84
+# pixels, not 98 + 98; float64's BLAS gained too, 0.92-0.98 of the time).
+POINTWISE_BAND_MULTIPLE = 16
 # A single (image, group) (batch-1 inference) has few units, and an odd count shares out
 # unevenly over an even number of threads: 1x256x14x14 3x3 x 256 in three bands 2.04 ms.
 # With at least 2 * PAIR_CHANNEL_BLOCK output channels and a whole-image band of at most
@@ -532,15 +532,16 @@ def forward_channel_block(geom: ConvGeometry, rows: int) -> int:
 
 def pointwise_pixel_rows(geom: ConvGeometry, rows: int) -> tuple[int, int]:
     """(row_pixels, rows) of a pointwise forward whose bands are ``rows`` output rows:
-    bands of a multiple of 16 pixels, as many as before, where the output's pixels
-    split into rows of a power of two of at least 4 (up to POINTWISE_ROW_PIXELS) and
-    the last band keeps at least half a band; else (0, rows)."""
+    bands of a multiple of POINTWISE_BAND_MULTIPLE pixels, as many as before, where the
+    output's pixels split into rows of a power of two of at least 4 (up to that
+    multiple) and the last band keeps at least half a band; else (0, rows)."""
+    multiple = POINTWISE_BAND_MULTIPLE
     pixels, span = geom.oh * geom.ow, rows * geom.ow
-    row_pixels = math.gcd(pixels, POINTWISE_ROW_PIXELS)
-    if span % 16 == 0 or span >= pixels or row_pixels < 4:
+    row_pixels = math.gcd(pixels, multiple)
+    if span % multiple == 0 or span >= pixels or row_pixels < 4:
         return 0, rows
     bands = -(-pixels // span)
-    aligned = -(-pixels // (16 * bands)) * 16
+    aligned = -(-pixels // (multiple * bands)) * multiple
     if 2 * (pixels - (bands - 1) * aligned) < aligned:
         return 0, rows
     return row_pixels, aligned // row_pixels

@@ -31,6 +31,7 @@ SHAPES = [
     ((2, 3, 4, 30), (40, 3, 2, 7), 1, (0, 3), 1, 1),  # pixel blocks of a long row
     ((2, 6, 9, 9), (8, 6, 2, 2), 3, 0, 1, 1),         # stride 3: rows gy never reaches
     ((1, 12, 19, 21), (6, 4, 3, 5), 2, (2, 1), (1, 2), 3),  # strided, dilated groups
+    ((2, 5, 9, 11), (13, 5, 3, 3), 1, 1, 1, 1),       # 8 x 8 transposes: 8 + 5 channels
 ]
 
 

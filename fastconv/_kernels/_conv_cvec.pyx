@@ -36,6 +36,9 @@ from fastconv._kernels._types cimport floating, index_t
 cdef extern from "_cvec.h" nogil:
     int FC_LANES_F
     int FC_LANES_D
+    int FC_TRANSPOSE8
+    void fc_transpose8_f(const float* src, Py_ssize_t ld_src, float* dst, Py_ssize_t ld_dst,
+                         const float* add, int rows)
     int fc_max_block(int nv)
     void fc_fwd_f(const float* x, Py_ssize_t step, const Py_ssize_t* tap_off,
                   Py_ssize_t n_taps, const float* w, Py_ssize_t ldw, float* out,
@@ -298,9 +301,18 @@ cdef void store_band(const floating* out, index_t kp, index_t kg, index_t n_px,
                      const floating* bias, floating* y, index_t plane) noexcept nogil:
     """y[k * plane + p] = out[p * KP + k] + bias[k] (no bias: NULL) for k < KG, p < n_px:
     a band's pixel-major outputs to channel planes, in blocks of PIXEL_BLOCK pixels
-    whose rows of ``out`` stay in L1 while every channel is written."""
-    cdef index_t p0 = 0, p, k, stop
+    whose rows of ``out`` stay in L1 while every channel is written; float32 in 8 x 8
+    blocks transposed in registers where the build has them (KP is a multiple of 8)."""
+    cdef index_t p0 = 0, p, k, k0, stop
     cdef floating bias_k
+    if floating is float:
+        if FC_TRANSPOSE8:
+            while p0 + 8 <= n_px:
+                for k0 in range(0, kg, 8):
+                    fc_transpose8_f(out + p0 * kp + k0, kp, y + k0 * plane + p0, plane,
+                                    bias + k0 if bias != NULL else NULL,
+                                    <int> min(8, kg - k0))
+                p0 += 8
     while p0 < n_px:
         stop = min(p0 + PIXEL_BLOCK, n_px)
         for k in range(kg):
@@ -374,10 +386,23 @@ cdef inline void window_max(const floating* v0, const floating* v1, const floati
 cdef void transpose_band(const floating[:, :, :, ::1] gy, index_t n, index_t k0, index_t kg,
                          index_t kp, index_t oh0, index_t rows, floating* out) noexcept nogil:
     """out[(r * OW + j) * KP + k] = gy[n, k0 + k, oh0 + r, j], zero for KG <= k < KP,
-    in blocks of PIXEL_BLOCK pixels (see store_band)."""
+    in blocks of PIXEL_BLOCK pixels (see store_band); float32 in 8 x 8 blocks transposed
+    in registers where the build has them, for whole blocks of 8 channels."""
     cdef index_t ow = gy.shape[3], plane = gy.shape[2] * ow, n_px = rows * ow
     cdef const floating* g = &gy[n, k0, oh0, 0]
-    cdef index_t p0 = 0, p, k, stop
+    cdef index_t p0 = 0, p, k, c0, stop, whole = kg - kg % 8
+    if floating is float:
+        if FC_TRANSPOSE8:
+            while p0 + 8 <= n_px:
+                for c0 in range(0, whole, 8):
+                    fc_transpose8_f(g + c0 * plane + p0, plane, out + p0 * kp + c0, kp, NULL,
+                                    8)
+                for p in range(p0, p0 + 8):
+                    for k in range(whole, kg):
+                        out[p * kp + k] = g[k * plane + p]
+                    for k in range(kg, kp):
+                        out[p * kp + k] = 0
+                p0 += 8
     while p0 < n_px:
         stop = min(p0 + PIXEL_BLOCK, n_px)
         for k in range(kg):

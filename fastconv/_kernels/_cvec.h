@@ -310,4 +310,49 @@ static inline void fc_igrad_rows_##SUFFIX(const T *g, ptrdiff_t g_r, ptrdiff_t g
 FC_DEFINE_IGRAD_ROWS_DISPATCH(float, f)
 FC_DEFINE_IGRAD_ROWS_DISPATCH(double, d)
 
+/* dst[j * ld_dst + i] = src[i * ld_src + j] + add[j] (no add: NULL) for i < 8, j < rows:
+ * one 8 x 8 block of floats transposed in AVX registers (8 loads, 24 shuffles, `rows`
+ * stores), for _conv_cvec's changes between pixel-major bands and channel planes
+ * (store_band, transpose_band), whose scalar loops moved one float at a time. AVX2
+ * builds only (FC_TRANSPOSE8 1); the callers keep their scalar loops elsewhere. */
+#if defined(__AVX2__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define FC_TRANSPOSE8 1
+static inline void fc_transpose8_f(const float *src, ptrdiff_t ld_src, float *dst,
+                                   ptrdiff_t ld_dst, const float *add, int rows)
+{
+    __m256 r[8], t[8], u[8], v[8];
+    int i;
+    for (i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(src + i * ld_src);
+    for (i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (i = 0; i < 8; i += 4) {
+        u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+        u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+        u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (i = 0; i < 4; i++) {
+        v[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
+        v[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
+    }
+    for (i = 0; i < rows; i++) {
+        __m256 row = v[i];
+        if (add != NULL)
+            row = _mm256_add_ps(row, _mm256_set1_ps(add[i]));
+        _mm256_storeu_ps(dst + i * ld_dst, row);
+    }
+}
+#else
+#define FC_TRANSPOSE8 0
+/* never called: FC_TRANSPOSE8 is 0 and the caller keeps its scalar loop */
+static inline void fc_transpose8_f(const float *src, ptrdiff_t ld_src, float *dst,
+                                   ptrdiff_t ld_dst, const float *add, int rows)
+{
+    (void)src; (void)ld_src; (void)dst; (void)ld_dst; (void)add; (void)rows;
+}
+#endif
+
 #endif /* FASTCONV_CVEC_H */
