@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from fastconv import _plan, _winograd
+from fastconv import _blocking, _plan, _winograd
 from fastconv._blas import single_threaded_blas
 from fastconv._dispatch import (
     _conv_cvec,
@@ -323,7 +323,7 @@ def _channel_vector_packed(w: FloatArray, groups: int) -> FloatArray:
     taps major, output channels contiguous and zero-padded to whole SIMD vectors."""
     k, cg, kh, kw = w.shape
     packed = np.empty((groups, cg * kh * kw,
-                       _plan.channel_vector_padded(k // groups, w.dtype)), dtype=w.dtype)
+                       _blocking.channel_vector_padded(k // groups, w.dtype)), dtype=w.dtype)
     _conv_cvec.pack_weights(w.reshape(k, cg, kh * kw), packed, False)
     return packed
 
@@ -332,7 +332,7 @@ def _scatter_packed(w: FloatArray, geom: ConvGeometry) -> FloatArray:
     """Weights packed for the scatter input gradient: (G, KG * KH * KW, CP), x's
     channels contiguous and zero-padded to whole SIMD vectors."""
     packed = np.empty((geom.groups, geom.kg * geom.taps,
-                       _plan.channel_vector_padded(geom.cg, w.dtype)), dtype=w.dtype)
+                       _blocking.channel_vector_padded(geom.cg, w.dtype)), dtype=w.dtype)
     _conv_cvec.pack_weights(w.reshape(geom.k, geom.cg, geom.taps), packed, True)
     return packed
 
@@ -368,7 +368,7 @@ def _channel_vector_forward_args(plan: Plan, geom: ConvGeometry,
 def _channel_vector_weight_grad(plan: Plan, geom: ConvGeometry, gy: FloatArray, x: FloatArray,
                                 gw: FloatArray) -> None:
     """gw from partial sums over fixed chunks of (image, band) units, reduced in order."""
-    kp = _plan.channel_vector_padded(geom.kg, gw.dtype)
+    kp = _blocking.channel_vector_padded(geom.kg, gw.dtype)
     partials = np.empty((plan.chunks, geom.groups, geom.ckk, kp), dtype=gw.dtype)
     (pt, _), (pl, _) = geom.padding
     _conv_cvec.conv2d_weight_grad(gy, x, partials, _scratch(plan, gw), _tap_offsets(plan, geom),
@@ -389,7 +389,7 @@ def _transformed(w: FloatArray, role: str,
                  prepare: Callable[[], FloatArray] | None = None) -> Transformed:
     """Called only by the kernel that needs it, so a pass that finds no work (an empty
     phase) transforms nothing."""
-    return lambda: _winograd.CACHE.get(w, _plan.WINOGRAD_TILE, role, prepare)
+    return lambda: _winograd.CACHE.get(w, _blocking.WINOGRAD_TILE, role, prepare)
 
 
 def _winograd_forward(geom: ConvGeometry, x: FloatArray, u: Transformed, b: FloatArray | None,
@@ -406,8 +406,8 @@ def _winograd_forward(geom: ConvGeometry, x: FloatArray, u: Transformed, b: Floa
 def _winograd_kernel(geom: ConvGeometry, x: FloatArray, u: Transformed, b: FloatArray | None,
                      y: FloatArray, pt: int, pl: int, n_threads: int) -> None:
     """The undilated kernel, top/left padding pt, pl (y's shape implies the rest)."""
-    tile = _plan.WINOGRAD_TILE
-    block = _plan.winograd_block(geom)
+    tile = _blocking.WINOGRAD_TILE
+    block = _blocking.winograd_block(geom)
     size = _conv_winograd.workspace_elements(geom.cg, geom.kg, tile, block)
     workspace = per_thread_scratch(n_threads, size, y.dtype, "the winograd workspace")
     with single_threaded_blas():

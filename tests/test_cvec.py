@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import fastconv as fc
-from fastconv import _execute, _plan
+from fastconv import _blocking, _execute, _plan
 from fastconv._geometry import conv_geometry
 
 from reference import conv2d_backward_ref, conv2d_ref
@@ -158,7 +158,7 @@ def test_input_gradient_beyond_the_scatter_budget_runs_other_kernels(
     assert _plan.plan(geom, "input_grad", np.float64, 1, "direct").kernel == (
         "channel_vector_scatter")
     monkeypatch.setattr(_plan, "SCATTER_MAX_ELEMENTS",
-                        _plan.scatter_workspace(geom, np.float32) - 1)
+                        _blocking.scatter_workspace(geom, np.float32) - 1)
     _plan.clear_cache()
     assert _plan.plan(geom, "input_grad", np.float64, 1, "direct").kernel == expected_kernel
     rng = np.random.default_rng(11)

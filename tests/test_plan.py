@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import fastconv
-from fastconv import _plan
+from fastconv import _blocking, _plan
 from fastconv._geometry import conv_geometry
 
 # name: (x shape, w shape, conv arguments, {pass: kernel under "auto"})
@@ -106,14 +106,14 @@ def test_wide_input_gradient_falls_back_on_nonfinite_weights():
 def test_blocking_and_workspace():
     geom = conv_geometry((8, 128, 28, 28), (256, 128, 3, 3), 2, 1, 1, 1)
     forward = _plan.plan(geom, "forward", np.float64, 3)
-    assert forward.rows == _plan.band_rows(geom, 8) and forward.n_threads == 3
+    assert forward.rows == _blocking.band_rows(geom, 8) and forward.n_threads == 3
     # the forward packs 28 of the 128 channels at a time (252 rows of columns, within one
     # depth block of the GEMM), the last block 16
     assert forward.workspace == 28 * 9 * forward.rows * geom.ow
-    assert forward.rows * geom.ckk * geom.ow <= _plan.BAND_ELEMENTS
+    assert forward.rows * geom.ckk * geom.ow <= _blocking.BAND_ELEMENTS
     wgrad = _plan.plan(geom, "weight_grad", np.float32, 1)
     assert (wgrad.channel_block, wgrad.rows, wgrad.chunks) == (
-        _plan.gemm_weight_grad_blocking(geom))
+        _blocking.gemm_weight_grad_blocking(geom))
     pointwise = _plan.plan(conv_geometry((8, 256, 14, 14), (256, 256, 1, 1), 1, 0, 1, 1),
                            "forward", np.float32, 2)
     assert pointwise.pointwise and pointwise.workspace == 1
@@ -218,10 +218,10 @@ def test_one_image_keeps_its_gemm_bands_wide():
 @pytest.mark.parametrize("height, most, rows", [(14, 3, 7), (17, 4, 9), (28, 12, 7), (28, 16, 2),
                                                 (7, 1, 7), (5, 16, 5), (3, 2, 3)])
 def test_paired_bands_share_out_evenly(height, most, rows):
-    assert _plan._paired_band_rows(height, most) == rows
+    assert _blocking._paired_band_rows(height, most) == rows
     bands = -(-height // rows)
     assert bands <= max(1, most) and (bands == 1 or -(-bands // 2) * 2 * rows
-                                      <= _plan.BAND_PAIR_SLACK * height)
+                                      <= _blocking.BAND_PAIR_SLACK * height)
 
 
 def test_few_bands_cut_the_forward_gemm_into_output_channel_blocks():
@@ -254,7 +254,7 @@ def test_few_output_pointwise_forward_takes_narrow_bands(restore_threads):
     narrow bands' result equals the reference and is bit-identical on any thread count."""
     x_shape = (16, 64, 16, 64)
     narrow = fastconv.explain(x_shape, (24, 64, 1, 1))["forward"]
-    assert narrow.pointwise and narrow.rows == _plan.POINTWISE_FEW_OUT_BAND // 4096 == 8
+    assert narrow.pointwise and narrow.rows == _blocking.POINTWISE_FEW_OUT_BAND // 4096 == 8
     assert fastconv.explain(x_shape, (32, 64, 1, 1))["forward"].rows == 16
     assert fastconv.explain(x_shape, (24, 64, 1, 1), dtype=np.float64)["forward"].rows == 16
     rng = np.random.default_rng(5)
@@ -284,11 +284,11 @@ def test_pointwise_forward_bands_of_whole_column_tiles(restore_threads):
     assert "rows 5 of 16 pixels" in plan.describe()
     # 28x7 in bands of 7 rows (49 pixels): 64-pixel bands would leave 4 for the last
     geom = conv_geometry((1, 8, 28, 7), (8, 8, 1, 1), 1, 0, 1, 1)
-    assert _plan.pointwise_pixel_rows(geom, 7) == (0, 7)
+    assert _blocking.pointwise_pixel_rows(geom, 7) == (0, 7)
     geom = conv_geometry((1, 8, 14, 14), (8, 8, 1, 1), 1, 0, 1, 1)
-    assert _plan.pointwise_pixel_rows(geom, 7) == (4, 28)  # 112 + 84 pixels
+    assert _blocking.pointwise_pixel_rows(geom, 7) == (4, 28)  # 112 + 84 pixels
     geom = conv_geometry((1, 8, 7, 7), (8, 8, 1, 1), 1, 0, 1, 1)
-    assert _plan.pointwise_pixel_rows(geom, 3) == (0, 3)  # 49 pixels: no rows of 4
+    assert _blocking.pointwise_pixel_rows(geom, 3) == (0, 3)  # 49 pixels: no rows of 4
     rng = np.random.default_rng(6)
     for dtype in (np.float32, np.float64):
         x = rng.standard_normal(x_shape).astype(dtype)
@@ -311,7 +311,7 @@ def test_weight_gradient_blocks_come_in_powers_of_two_of_whole_vectors():
     multiple of WG_CHANNEL_MULTIPLE channels, from WG_MIN_TASKS tasks on; fewer split
     the batch into chunks."""
     def blocking(x_shape, w_shape, stride=1, padding=0):
-        return _plan.gemm_weight_grad_blocking(
+        return _blocking.gemm_weight_grad_blocking(
             conv_geometry(x_shape, w_shape, stride, padding, 1, 1))
     # 1x1 s2 over 512 channels: 4 blocks of 128 over the whole image, no chunks
     assert blocking((1, 512, 28, 28), (1024, 512, 1, 1), 2) == (128, 14, 1)

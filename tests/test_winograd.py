@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import fastconv as fc
-from fastconv import _plan, _winograd
+from fastconv import _blocking, _winograd
 from fastconv._geometry import conv_geometry
 from fastconv import functional as F
 from fastconv import nn
@@ -104,7 +104,7 @@ def test_forward_and_backward_against_reference(shape, flip, dtype, rng):
 @pytest.mark.parametrize("shape", SHAPES, ids=[_id(s) for s in SHAPES])
 def test_f2x2_kernel_against_reference(shape, dtype, rng, monkeypatch):
     """The kernel's F(2x2, 3x3) path (conv2d uses F(4x4, 3x3); the tile is a constant)."""
-    monkeypatch.setattr(_plan, "WINOGRAD_TILE", 2)
+    monkeypatch.setattr(_blocking, "WINOGRAD_TILE", 2)
     x, w, b, conv = problem(rng, shape, dtype)
     y = fc.conv2d(x, w, b, **conv, algorithm="winograd")
     assert_rel(y, conv2d_ref(x, w, b, **conv), dtype, "y")
