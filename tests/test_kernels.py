@@ -124,6 +124,14 @@ BANDS = [
     ((1, 2, 7, 8), 0, 0, 2, 3, 2, 2, 3, 1, 2, 2, 1, 0, 4),
     ((1, 1, 5, 5), 0, 0, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 2),
     ((1, 1, 3, 3), 0, 0, 1, 3, 3, 2, 2, 2, 2, 2, 2, 0, 3),
+    # stride 1, output as wide as x: each tap's rows are one contiguous copy, then the
+    # columns it wrapped into and the rows in padding are zeroed
+    ((1, 2, 6, 7), 0, 0, 2, 3, 3, 1, 1, 1, 1, 1, 1, 0, 6),
+    ((2, 3, 9, 9), 1, 1, 2, 1, 7, 1, 1, 0, 3, 1, 1, 2, 7),     # a 1x7 band mid-image
+    ((1, 1, 5, 6), 0, 0, 1, 5, 3, 1, 1, 2, 1, 1, 1, 1, 4),
+    ((1, 2, 6, 8), 0, 0, 2, 3, 3, 1, 1, 2, 2, 2, 2, 1, 5),     # dilated
+    ((1, 1, 4, 5), 0, 0, 1, 3, 3, 1, 1, 4, 1, 1, 1, 0, 10),    # rows all in padding
+    ((1, 1, 3, 2), 0, 0, 1, 1, 5, 1, 1, 0, 2, 1, 1, 0, 3),     # taps all in padding
 ]
 
 

@@ -8,8 +8,15 @@
 # 3x3 s2 forward spends much of its packing on rows of 14 to 28 outputs, whose scalar
 # loop's tail cost more than the copy (the forward of ResNet's 3x3 s2 over 1x64x56x56
 # 0.82 of the time, over 8x128x28x28 0.91-0.94, a 1x1 s2 over 1x512x28x28 0.95; one
-# process, alternating the two builds' kernel modules). col2im adds its rows at stride 2
+# process, alternating the two builds' kernel modules). At stride 1 with an output as
+# wide as x (a "same" padding), a tap's band is x's plane shifted: one memcpy of the
+# taps inside the image, then the few columns it wrapped into zeroed (packing alone:
+# 1x256x14x14 3x3 0.60 of the time, 1x512x7x7 0.55, 1x128x17x17 1x7 0.60, float64
+# 1x128x28x28 0.72; the forward of ResNet-18's 3x3 256@14 at batch 1 0.94, 512@7 0.91,
+# VGG's 512@14 0.90; one process, alternating modules). col2im adds its rows at stride 2
 # in SIMD vectors too, two neighbouring taps' rows at once (undilated) or one.
+
+from libc.string cimport memcpy, memset
 
 from fastconv._kernels._types cimport floating, index_t
 from fastconv._kernels._shape cimport first_valid, stop_valid
@@ -47,6 +54,36 @@ cdef inline index_t add_stride_2(floating* dst, const floating* a, const floatin
         return fc_scatter2_d(dst, a, b, count)
 
 
+cdef inline void im2col_tap_same_width(
+    const floating* plane, index_t width, index_t ih_off, index_t iw_off,
+    index_t oh0, index_t oh1, index_t oh_lo, index_t oh_hi, index_t ow_lo, index_t ow_hi,
+    floating* out,
+) noexcept nogil:
+    """One tap's rows of im2col_band at stride 1 where the output is as wide as the
+    input: band pixel p reads plane[(oh0 + ih_off) * width + iw_off + p], so the taps
+    inside the image are one contiguous copy; then the columns that copy wrapped into
+    (past a row's end: padding) and the rows in padding are zeroed."""
+    cdef index_t lo = max(oh_lo, oh0), hi = min(oh_hi, oh1)
+    cdef index_t first, stop, oh, q
+    cdef floating* row
+    cdef size_t item = sizeof(floating)
+    if hi <= lo or ow_hi <= ow_lo:
+        memset(out, 0, (oh1 - oh0) * width * item)
+        return
+    first = (lo - oh0) * width + ow_lo
+    stop = (hi - 1 - oh0) * width + ow_hi
+    memset(out, 0, (lo - oh0) * width * item)
+    memcpy(out + first, plane + ((oh0 + ih_off) * width + iw_off + first),
+           (stop - first) * item)
+    for oh in range(lo - oh0, hi - oh0):  # a few columns each: no calls
+        row = out + oh * width
+        for q in range(ow_lo):
+            row[q] = 0
+        for q in range(ow_hi, width):
+            row[q] = 0
+    memset(out + (hi - oh0) * width, 0, (oh1 - hi) * width * item)
+
+
 cdef inline void im2col_band(
     const floating[:, :, :, ::1] x,  # IN (N, C, H, W)
     index_t n, index_t c0, index_t channels,
@@ -65,6 +102,7 @@ cdef inline void im2col_band(
     cdef const floating* xrow
     cdef floating* out
     cdef const floating* x_end = &x[0, 0, 0, 0] + x.shape[0] * x.shape[1] * height * width
+    cdef bint same_width = sh == 1 and sw == 1 and ow_count == width
     for c in range(channels):
         for i in range(kh):
             ih_off = i * dh - pt
@@ -75,6 +113,10 @@ cdef inline void im2col_band(
                 ow_lo = first_valid(iw_off, sw, ow_count)
                 ow_hi = stop_valid(iw_off, sw, width, ow_count)
                 dst = ((c * kh + i) * kw + j) * band
+                if same_width:
+                    im2col_tap_same_width(&x[n, c0 + c, 0, 0], width, ih_off, iw_off, oh0,
+                                          oh1, oh_lo, oh_hi, ow_lo, ow_hi, &col[slot, dst])
+                    continue
                 for oh in range(oh0, oh1):
                     out = &col[slot, dst]
                     if oh < oh_lo or oh >= oh_hi:
