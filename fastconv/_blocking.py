@@ -26,6 +26,16 @@ CV_BAND_ELEMENTS = 1 << 16
 # 5.8 ms, one band 3.6 ms).
 MIN_UNITS = 16
 MIN_BAND_COLUMNS = 64
+# The im2col forward's bands, but for a 1x1's, stop at fewer units: where the images and
+# groups give FORWARD_MIN_UNITS, each image is one band, a GEMM over twice the columns of
+# two half bands. One process, alternating with MIN_UNITS, four sessions: 3x3 s2 128 ->
+# 256 over 8x28x28 0.90-0.96 of the time, 7x1 and 1x7 over 8x128x17x17 0.88-0.94 and
+# 0.94-0.95, 1x7 over 4 images 0.88, a 1x1 s2 over 8x256x28x28 0.93, forward and backward
+# 0.97; unchanged plans 0.99-1.03. 8 units still share out evenly over 2, 4 or 8 threads,
+# as the weight gradient's WG_MIN_UNITS chunks do. 1x1 forwards keep MIN_UNITS: whole
+# images made 1024 -> 256 over 8x14x14 1.09x, MobileNet-v2's 24 -> 144 over 56x56
+# 1.05-1.07x the time.
+FORWARD_MIN_UNITS = 8
 # Where the bands give fewer than FORWARD_SPLIT_UNITS units, the forward cuts each band's
 # GEMM into as many blocks of at least FORWARD_CHANNEL_BLOCK output channels as make that
 # many units, each block packing the band itself (its GEMM packs the columns again:
@@ -98,13 +108,14 @@ WINOGRAD_MIN_BLOCK, WINOGRAD_MAX_BLOCK = 16, 256
 # --- blocking --------------------------------------------------------------------------------
 
 
-def band_rows(geom: ConvGeometry, outer_units: int | None = None) -> int:
+def band_rows(geom: ConvGeometry, outer_units: int | None = None,
+              min_units: int = MIN_UNITS) -> int:
     """Output rows per im2col band. With ``outer_units`` (images x groups that run in
-    parallel), bands are also cut small enough that MIN_UNITS units exist, but not
+    parallel), bands are also cut small enough that ``min_units`` units exist, but not
     narrower than MIN_BAND_COLUMNS; a single unit's bands come in near-equal pairs."""
     rows = max(1, min(geom.oh, BAND_ELEMENTS // max(1, geom.ckk * geom.ow)))
-    if outer_units is not None and outer_units * -(-geom.oh // rows) < MIN_UNITS:
-        wanted_bands = -(-MIN_UNITS // max(1, outer_units))
+    if outer_units is not None and outer_units * -(-geom.oh // rows) < min_units:
+        wanted_bands = -(-min_units // max(1, outer_units))
         bands = max(1, min(wanted_bands, geom.oh * geom.ow // MIN_BAND_COLUMNS))
         if outer_units == 1:
             return min(rows, _paired_band_rows(geom.oh, bands))
@@ -131,7 +142,8 @@ def forward_blocking(geom: ConvGeometry) -> tuple[int, int]:
             and geom.ckk * geom.oh * geom.ow <= WHOLE_IMAGE_ELEMENTS):
         half = -(-geom.kg // 2)
         return geom.oh, -(-half // 16) * 16  # one band, two blocks of whole 16s
-    rows = band_rows(geom, geom.n * geom.groups)
+    units = FORWARD_MIN_UNITS if not geom.pointwise else MIN_UNITS
+    rows = band_rows(geom, geom.n * geom.groups, units)
     return rows, forward_channel_block(geom, rows)
 
 

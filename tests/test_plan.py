@@ -103,10 +103,29 @@ def test_wide_input_gradient_falls_back_on_nonfinite_weights():
     assert (plan.nonfinite_operand, plan.fallback.kernel) == ("w", "row_loops")
 
 
+@pytest.mark.parametrize("x_shape, w_shape, stride, padding, rows", [
+    ((8, 128, 28, 28), (256, 128, 3, 3), 2, 1, 14),       # 8 images: whole-image bands
+    ((4, 128, 17, 17), (128, 128, 1, 7), 1, (0, 3), 9),   # 4 images: two bands each
+    ((8, 128, 17, 17), (128, 128, 7, 1), 1, (3, 0), 17),  # taps on shifted rows: the same
+    ((8, 1024, 14, 14), (256, 1024, 1, 1), 1, 0, 28),     # 1x1: MIN_UNITS, rows of 4 pixels
+])
+def test_forward_bands_stop_at_forward_min_units(x_shape, w_shape, stride, padding, rows):
+    """The im2col forward cuts bands only until the images and groups give
+    FORWARD_MIN_UNITS units (8); a 1x1 forward keeps MIN_UNITS (16)."""
+    geom = conv_geometry(x_shape, w_shape, stride, padding, 1, 1)
+    forward = _plan.plan(geom, "forward", np.float32, 2, "im2col")
+    assert forward.kernel == "gemm" and forward.rows == rows
+    assert _blocking.FORWARD_MIN_UNITS == 8 < _blocking.MIN_UNITS
+    bands = -(-(geom.oh * geom.ow // (forward.row_pixels or geom.ow)) // forward.rows)
+    assert geom.n * bands >= (_blocking.MIN_UNITS if geom.pointwise
+                              else _blocking.FORWARD_MIN_UNITS)
+
+
 def test_blocking_and_workspace():
     geom = conv_geometry((8, 128, 28, 28), (256, 128, 3, 3), 2, 1, 1, 1)
     forward = _plan.plan(geom, "forward", np.float64, 3)
-    assert forward.rows == _blocking.band_rows(geom, 8) and forward.n_threads == 3
+    assert forward.rows == _blocking.band_rows(geom, 8, _blocking.FORWARD_MIN_UNITS) == 14
+    assert forward.n_threads == 3
     # the forward packs 28 of the 128 channels at a time (252 rows of columns, within one
     # depth block of the GEMM), the last block 16
     assert forward.workspace == 28 * 9 * forward.rows * geom.ow
@@ -210,9 +229,9 @@ def test_one_image_keeps_its_gemm_bands_wide():
                             padding=(0, 3))["forward"].rows == 9  # 9 + 8, not 5 + 5 + 5 + 2
     assert fastconv.explain((1, 64, 56, 56), (128, 64, 3, 3), stride=2,
                             padding=1)["forward"].rows == 7  # four bands of 7 rows
-    # eight images of 14x14: two bands each, as before the rule
+    # eight images of 14x14: one band each (FORWARD_MIN_UNITS)
     assert fastconv.explain((8, 128, 28, 28), (256, 128, 3, 3), stride=2,
-                            padding=1)["forward"].rows == 7
+                            padding=1)["forward"].rows == 14
 
 
 @pytest.mark.parametrize("height, most, rows", [(14, 3, 7), (17, 4, 9), (28, 12, 7), (28, 16, 2),
