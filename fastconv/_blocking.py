@@ -108,13 +108,12 @@ WINOGRAD_MIN_BLOCK, WINOGRAD_MAX_BLOCK = 16, 256
 # --- blocking --------------------------------------------------------------------------------
 
 
-def band_rows(geom: ConvGeometry, outer_units: int | None = None,
-              min_units: int = MIN_UNITS) -> int:
-    """Output rows per im2col band. With ``outer_units`` (images x groups that run in
-    parallel), bands are also cut small enough that ``min_units`` units exist, but not
-    narrower than MIN_BAND_COLUMNS; a single unit's bands come in near-equal pairs."""
+def band_rows(geom: ConvGeometry, outer_units: int, min_units: int) -> int:
+    """Output rows per im2col band. Bands are cut small enough that the ``outer_units``
+    (images x groups that run in parallel) give ``min_units`` units, but not narrower
+    than MIN_BAND_COLUMNS; a single unit's bands come in near-equal pairs."""
     rows = max(1, min(geom.oh, BAND_ELEMENTS // max(1, geom.ckk * geom.ow)))
-    if outer_units is not None and outer_units * -(-geom.oh // rows) < min_units:
+    if outer_units * -(-geom.oh // rows) < min_units:
         wanted_bands = -(-min_units // max(1, outer_units))
         bands = max(1, min(wanted_bands, geom.oh * geom.ow // MIN_BAND_COLUMNS))
         if outer_units == 1:
@@ -142,9 +141,15 @@ def forward_blocking(geom: ConvGeometry) -> tuple[int, int]:
             and geom.ckk * geom.oh * geom.ow <= WHOLE_IMAGE_ELEMENTS):
         half = -(-geom.kg // 2)
         return geom.oh, -(-half // 16) * 16  # one band, two blocks of whole 16s
-    units = FORWARD_MIN_UNITS if not geom.pointwise else MIN_UNITS
-    rows = band_rows(geom, geom.n * geom.groups, units)
+    rows = forward_band_rows(geom)
     return rows, forward_channel_block(geom, rows)
+
+
+def forward_band_rows(geom: ConvGeometry) -> int:
+    """Output rows per band of an im2col forward (packed or on shifted rows): bands until
+    FORWARD_MIN_UNITS units, a 1x1's until MIN_UNITS."""
+    units = MIN_UNITS if geom.pointwise else FORWARD_MIN_UNITS
+    return band_rows(geom, geom.n * geom.groups, units)
 
 
 def forward_channel_block(geom: ConvGeometry, rows: int) -> int:

@@ -412,9 +412,7 @@ def _blocked(geom: ConvGeometry, pass_: str, algorithm: str, kernel: str, reason
             return make(rows=rows, channel_block=cblock, chunks=chunks, pointwise=pointwise,
                         workspace=1 if pointwise else columns)
         if pass_ == "forward" and shifted_rows_apply(geom):
-            return make(rows=_blocking.band_rows(geom, geom.n * geom.groups,
-                                                 _blocking.FORWARD_MIN_UNITS),
-                        shifted_rows=True)
+            return make(rows=_blocking.forward_band_rows(geom), shifted_rows=True)
         if pass_ == "forward":
             (rows, block), depth = _blocking.forward_blocking(geom), _conv_gemm.forward_depth(
                 geom.cg, geom.taps)
