@@ -58,6 +58,18 @@ STRIDED = [
     ((3, 2, 9, 10), (5, 2, 3, 3), 3, 0, 1),             # stride 3, no padding
     ((2, 3, 8, 8), (2, 3, 2, 2), 2, ((1, 0), (0, 1)), 1),  # a phase of padding only
     ((1, 2, 17, 16), (2, 1, 3, 2), (5, 4), 1, 2),       # strides beyond the kernel
+    # stride 2 with a 2x2 or larger kernel, phase rows of at most 16: the phases split
+    # from one padded plane in whole vectors (8 floats, 4 doubles) with the last one
+    # overlapping, rows of fewer one column at a time; many tasks a thread, each copying
+    # only x's own pixels
+    ((3, 12, 14, 14), (12, 1, 3, 3), 2, 1, 12),         # phase rows of 8 (7x7 outputs)
+    ((2, 9, 6, 7), (9, 1, 3, 3), 2, 1, 9),              # rows of 5: under a float vector
+    ((2, 5, 26, 27), (5, 1, 3, 3), 2, 1, 5),            # rows of 15: overlapping
+    ((1, 3, 40, 41), (3, 1, 3, 3), 2, 1, 3),            # rows of 22: gathered from x
+    ((2, 4, 12, 12), (8, 2, 4, 4), 2, 1, 2),            # 4x4, two channels a group
+    ((1, 6, 10, 11), (6, 1, 2, 2), 2, 0, 6),            # 2x2: no padding
+    ((2, 3, 9, 9), (3, 1, 3, 3), 2, 4, 3),              # padding past the kernel's reach
+    ((2, 6, 13, 14), (6, 1, 3, 3), (2, 1), 1, 6),       # stride (2, 1): phases gathered
 ]
 
 # ... and stride-1 forwards: blocks of every channel count (8 = 4 + 4, 7 = 4 + 3, 6, 5, 2
@@ -69,6 +81,8 @@ STRIDE_ONE = [
     ((1, 3, 5, 6), (5, 3, 2, 2), 1, 0, 1),              # 5 channels, short rows
     ((2, 10, 6, 11), (10, 2, 5, 3), 1, 2, 5),           # 2 channels per group
     ((3, 4, 7, 13), (4, 1, 3, 3), 1, 1, 4),             # depthwise: 1 channel blocks
+    ((3, 20, 7, 7), (20, 1, 3, 3), 1, 1, 20),           # 60 planes: tasks share zeros
+    ((2, 6, 5, 9), (6, 1, 3, 3), 1, (4, 0), 6),         # rows of padding past the reach
 ]
 FORWARD = STRIDED + STRIDE_ONE
 
@@ -154,6 +168,7 @@ STRIDED_INPUT_GRAD = [
     ((2, 6, 12, 13), (6, 1, 5, 5), 2, 2, 6),            # depthwise 5x5: 25 taps
     ((1, 2, 17, 16), (4, 2, 3, 2), (5, 4), 1, 1),       # phases no tap reaches
     ((1, 2, 9, 9), (4, 2, 2, 2), 2, ((1, 0), (0, 1)), 1),  # a crop in some phases
+    ((2, 4, 10, 9), (8, 2, 3, 3), 2, 3, 2),             # padding past the reach: crops
 ]
 
 
@@ -177,6 +192,17 @@ def test_strided_input_gradient_bit_identical_for_1_2_and_3_threads(shape, resto
     x, w, conv, gy = _gradient_problem(shape, 9)
     assert_same_on_1_2_and_3_threads(
         lambda: fc.conv2d_backward(gy, x, w, **conv, algorithm="direct")[0])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_input_gradient_with_padding_past_the_kernels_reach(dtype, assert_close):
+    """A stride-1 input gradient is a wide-row convolution of gy padded by the kernel's
+    reach less the forward's padding: padding 3 around a 3x3 kernel gives -1, a crop of
+    gy's outer rows and columns (only the pixels inside it are copied)."""
+    x, w, conv, gy = _gradient_problem(((2, 5, 8, 9), (5, 1, 3, 3), 1, 3, 5), 11, dtype)
+    assert fc.explain(x, w, **conv, algorithm="direct")["input_grad"].kernel == "wide_rows"
+    gx = fc.conv2d_backward(gy, x, w, **conv, algorithm="direct")[0]
+    assert_close(gx, conv2d_backward_ref(gy, x, w, **conv)[0], err_msg="gx:")
 
 
 def test_infinite_weights_of_a_strided_input_gradient_fall_back():

@@ -33,7 +33,8 @@ The gaps multiply real x values by zero: inf or NaN there would spoil the sums,
 so the planner sends such x to the loops.
 
 Each task pads one image's channels of one group into its thread's workspace
-(zero outside the image, so padding costs no tests in the loops), then owns whole
+(zero outside the image, so padding costs no tests in the loops; the zeros are written
+once per thread, as every task's padded input has the same shape), then owns whole
 outputs: forward, a block of output channels of one image; weight gradient, a
 fixed chunk of images whose sums land in the chunk's own partial buffer, reduced
 in chunk order. Each output is summed in one fixed order: results are
@@ -42,9 +43,7 @@ bit-identical for any thread count.
 
 from cython.parallel cimport prange, threadid
 from libc.stdlib cimport free, malloc
-from libc.string cimport memcpy
 
-from fastconv._kernels._band cimport copy_band
 from fastconv._kernels._pool_rows cimport max_row_2x2
 from fastconv._kernels._types cimport floating, index_t
 
@@ -70,6 +69,34 @@ cdef inline index_t tap_offset(index_t t, index_t kw, index_t dh, index_t dw, in
 cdef inline index_t phases(index_t s, index_t k) noexcept nogil:
     """Phase planes along one axis at stride s: those a kernel of k taps reads."""
     return min(s, k)
+
+
+cdef extern from *:
+    """
+    #include <stddef.h>
+    #include <string.h>
+    /* dst[0:n] = src[0:n] for the short rows of a small plane (7 to 56 values), where a
+       call to memcpy and a loop's scalar tail cost more than the copy: whole 32-byte
+       vectors, the last one overlapping the one before, or two overlapping 16-byte
+       halves under 32 bytes; never a byte outside either row. */
+    static inline void fc_copy_row(void *dst, const void *src, size_t bytes) {
+        char *d = (char *)dst;
+        const char *s = (const char *)src;
+        size_t p;
+        if (bytes >= 32) {
+            for (p = 0; p + 32 < bytes; p += 32)
+                memcpy(d + p, s + p, 32);
+            memcpy(d + bytes - 32, s + bytes - 32, 32);
+        } else if (bytes >= 16) {
+            memcpy(d, s, 16);
+            memcpy(d + bytes - 16, s + bytes - 16, 16);
+        } else {
+            for (p = 0; p < bytes; p += 4)
+                memcpy(d + p, s + p, 4);
+        }
+    }
+    """
+    void fc_copy_row(void* dst, const void* src, size_t bytes) noexcept nogil
 
 
 cdef extern from *:
@@ -210,12 +237,24 @@ cdef inline index_t padded_extent(index_t out, index_t k, index_t d, index_t s) 
 def workspace_size(index_t cg, index_t oh, index_t ow, index_t kh, index_t kw,
                    index_t dh, index_t dw, index_t sh=1, index_t sw=1):
     """Elements of one thread's workspace: a padded image group (its phase planes per
-    channel at a stride), a zero margin the last vectors read into, KBLOCK wide outputs
-    and a block's packed weights."""
+    channel at a stride), a zero margin the last vectors read into, KBLOCK wide outputs,
+    a block's packed weights and, at stride 2, one padded plane the phases are split
+    from (split_plane)."""
     cdef index_t hp = padded_extent(oh, kh, dh, sh), wp = padded_extent(ow, kw, dw, sw)
     cdef index_t channel = phases(sh, kh) * phases(sw, kw) * hp * wp
     return (cg * channel + FORWARD_MARGIN + KBLOCK * forward_stride(oh, wp)
-            + KBLOCK * cg * kh * kw)
+            + KBLOCK * cg * kh * kw + (4 * hp * wp if split_plane(sh, sw, kh, kw, wp) else 0))
+
+
+cdef inline bint split_plane(index_t sh, index_t sw, index_t kh, index_t kw,
+                             index_t wp) noexcept nogil:
+    """Whether the forward makes its 2 x 2 phase planes from one padded plane of the
+    channel (split_phases): at stride 2 with a kernel of at least 2 x 2 taps, on phase
+    rows of at most 16 (outputs up to 15 wide): there they deinterleave in one or two
+    vectors, where gathering each from x (copy_inside) cost more than the convolution
+    of a 14x14 depthwise plane. Longer rows gather in the loop's own vectors, and the
+    extra plane would cost more (3x3 s2 over 8x144x56x56 1.7x the time)."""
+    return sh == 2 and sw == 2 and kh >= 2 and kw >= 2 and wp <= 16
 
 
 cdef inline index_t forward_stride(index_t oh, index_t wp) noexcept nogil:
@@ -274,7 +313,7 @@ cdef run_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
     cdef index_t kh = w.shape[2], kw = w.shape[3], taps = kh * kw
     cdef index_t hp = padded_extent(oh, kh, dh, sh)
     cdef index_t wp = padded_extent(ow, kw, dw, sw)
-    cdef index_t task, t
+    cdef index_t t
     cdef index_t* offsets
     if (sh > 1 or sw > 1) and (dh > 1 or dw > 1):
         raise ValueError("a strided wide-row convolution takes an undilated kernel")
@@ -288,98 +327,244 @@ cdef run_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
     try:
         if n_threads == 1:  # no parallel region: at batch 1 it costs a good part of the work
             with nogil:
-                for task in range(tasks):
-                    forward_task(x, w, b, y, pooled, pooled_idx, n_out, oh, ow,
-                                 &workspace[0, 0], task, pt, pl, dh, dw, sh, sw, groups_,
-                                 offsets)
+                forward_tasks(x, w, b, y, pooled, pooled_idx, n_out, oh, ow, &workspace[0, 0],
+                              0, tasks, pt, pl, dh, dw, sh, sw, groups_, offsets)
             return
-        for task in prange(tasks, nogil=True, schedule="static", num_threads=n_threads):
-            forward_task(x, w, b, y, pooled, pooled_idx, n_out, oh, ow,
-                         &workspace[threadid(), 0], task, pt, pl, dh, dw, sh, sw, groups_,
-                         offsets)
+        for t in prange(n_threads, nogil=True, schedule="static", num_threads=n_threads):
+            # each thread a contiguous run of tasks, as a static schedule of the tasks
+            forward_tasks(x, w, b, y, pooled, pooled_idx, n_out, oh, ow,
+                          &workspace[threadid(), 0], tasks * t // n_threads,
+                          tasks * (t + 1) // n_threads, pt, pl, dh, dw, sh, sw, groups_,
+                          offsets)
     finally:
         free(offsets)
 
 
-cdef void copy_phases(const floating[:, :, :, ::1] x, index_t n, index_t c0, index_t channels,
-                      index_t pt, index_t pl, index_t sh, index_t sw, index_t ph, index_t pw,
+cdef void forward_tasks(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
+                        const floating[::1] b, floating* y, floating* pooled,
+                        long long* pooled_idx, index_t n_out, index_t oh_count,
+                        index_t ow_count, floating* xpad, index_t first, index_t end,
+                        index_t pt, index_t pl, index_t dh, index_t dw, index_t sh,
+                        index_t sw, index_t groups, const index_t* offsets) noexcept nogil:
+    """Forward tasks first..end - 1 in one thread's workspace ``xpad``. Every task pads an
+    image group of the same shape into it: its padding and margin are zeroed here once
+    (zero_outside), and each task copies only the pixels inside x (copy_inside): a
+    depthwise task's plane of 7x7 or 14x14 cost more to pad than to convolve."""
+    cdef index_t cg = w.shape[1], kh = w.shape[2], kw = w.shape[3]
+    cdef index_t kg = n_out // groups, blocks = (kg + KBLOCK - 1) // KBLOCK
+    cdef index_t hp = padded_extent(oh_count, kh, dh, sh)
+    cdef index_t wp = padded_extent(ow_count, kw, dw, sw)
+    # task = (n * groups + g) * blocks + block, counted up rather than divided out: a
+    # depthwise task is a few hundred cycles
+    cdef index_t n = first // (groups * blocks), g = (first // blocks) % groups
+    cdef index_t block = first % blocks, task
+    cdef index_t padded = cg * phases(sh, kh) * phases(sw, kw) * hp * wp
+    zero_outside(x, cg, pt, pl, sh, sw, kh, kw, hp, wp, xpad)
+    zero(xpad + padded, FORWARD_MARGIN)
+    if split_plane(sh, sw, kh, kw, wp):  # the plane split into phases, after the weights
+        zero_outside(x, 1, pt, pl, 1, 1, 1, 1, 2 * hp, 2 * wp,
+                     xpad + padded + FORWARD_MARGIN + KBLOCK * forward_stride(oh_count, wp)
+                     + KBLOCK * cg * kh * kw)
+    for task in range(first, end):
+        forward_task(x, w, b, y, pooled, pooled_idx, n_out, kg, oh_count, ow_count, hp, wp,
+                     xpad, n, g, block, pt, pl, dh, dw, sh, sw, offsets)
+        block += 1
+        if block == blocks:
+            block = 0
+            g += 1
+            if g == groups:
+                g = 0
+                n += 1
+
+
+cdef inline void zero(floating* out, index_t count) noexcept nogil:
+    cdef index_t p
+    for p in range(count):
+        out[p] = 0
+
+
+cdef void zero_outside(const floating[:, :, :, ::1] x, index_t channels, index_t pt,
+                       index_t pl, index_t sh, index_t sw, index_t kh, index_t kw,
+                       index_t hp, index_t wp, floating* out) noexcept nogil:
+    """Zeros where copy_inside (the same arguments) writes nothing: the padding."""
+    cdef index_t ph = phases(sh, kh), pw = phases(sw, kw)
+    cdef index_t c, a, b_, r, r_lo, r_hi, q_lo, q_hi
+    cdef floating* plane
+    for c in range(channels):
+        for a in range(ph):
+            inside(pt, a, sh, x.shape[2], hp, &r_lo, &r_hi)
+            for b_ in range(pw):
+                inside(pl, b_, sw, x.shape[3], wp, &q_lo, &q_hi)
+                plane = out + ((c * ph + a) * pw + b_) * hp * wp
+                zero(plane, r_lo * wp)
+                for r in range(r_lo, r_hi):
+                    zero(plane + r * wp, q_lo)
+                    zero(plane + r * wp + q_hi, wp - q_hi)
+                zero(plane + r_hi * wp, (hp - r_hi) * wp)
+
+
+cdef inline void inside(index_t pad, index_t phase, index_t s, index_t size, index_t extent,
+                        index_t* lo, index_t* hi) noexcept nogil:
+    """[lo, hi): the r < extent whose r * s + phase - pad lies in [0, size) (a padded
+    plane's rows or columns that hold x; pad may be negative: a crop)."""
+    cdef index_t start = pad - phase, stop = size + pad - phase
+    lo[0] = min(ceil_div(start, s), extent) if start > 0 else 0
+    hi[0] = max(min(ceil_div(stop, s), extent), lo[0]) if stop > 0 else lo[0]
+
+
+cdef inline index_t ceil_div(index_t a, index_t s) noexcept nogil:
+    """ceil(a / s) for a > 0, the common strides without a division."""
+    if s == 1:
+        return a
+    if s == 2:
+        return (a + 1) >> 1
+    return (a + s - 1) // s
+
+
+cdef void copy_inside(const floating[:, :, :, ::1] x, index_t n, index_t c0, index_t channels,
+                      index_t pt, index_t pl, index_t sh, index_t sw, index_t kh, index_t kw,
                       index_t hp, index_t wp, floating* out) noexcept nogil:
-    """out[((c * ph + a) * pw + b) * hp * wp + r * wp + q] = x[n, c0 + c, r * sh + a - pt,
-    q * sw + b - pl], zero outside x: each channel's ph * pw phase planes."""
+    """A task's padded input where it holds x, into a workspace whose padding is zero
+    already: out[((c * PH + a) * PW + b) * hp * wp + r * wp + q] = x[n, c0 + c,
+    r * sh + a - pt, q * sw + b - pl] for the (r, q) inside x, one plane per channel at
+    stride 1, its PH x PW phase planes (a, b) at a stride (those taps read: phases)."""
+    cdef index_t ph = phases(sh, kh), pw = phases(sw, kw)
     cdef index_t height = x.shape[2], width = x.shape[3]
-    cdef index_t c, a, b_, r, q, h, q_lo, q_hi
+    cdef index_t c, a, b_, r, q, r_lo, r_hi, q_lo, q_hi
     cdef const floating* xrow
     cdef floating* row
     for c in range(channels):
         for a in range(ph):
+            inside(pt, a, sh, height, hp, &r_lo, &r_hi)
             for b_ in range(pw):
-                # the columns q whose q * sw + b - pl falls in [0, width) (b < sw: both
-                # numerators are positive)
-                q_lo = min((pl - b_ + sw - 1) // sw, wp)
-                q_hi = max(min((width - 1 + pl - b_ + sw) // sw, wp), q_lo)
-                for r in range(hp):
+                inside(pl, b_, sw, width, wp, &q_lo, &q_hi)
+                for r in range(r_lo, r_hi):
                     row = out + (((c * ph + a) * pw + b_) * hp + r) * wp
-                    h = r * sh + a - pt
-                    if h < 0 or h >= height:
-                        for q in range(wp):
-                            row[q] = 0
-                        continue
-                    xrow = &x[n, c0 + c, h, 0] + b_ - pl
-                    for q in range(q_lo):
-                        row[q] = 0
-                    if sw == 2:  # a constant stride: the compiler vectorises the gather
+                    xrow = &x[n, c0 + c, r * sh + a - pt, 0] + b_ - pl
+                    if sw == 1:
+                        fc_copy_row(row + q_lo, xrow + q_lo, (q_hi - q_lo) * sizeof(floating))
+                    elif sw == 2:  # a constant stride: the compiler vectorises the gather
                         for q in range(q_lo, q_hi):
                             row[q] = xrow[2 * q]
                     else:
                         for q in range(q_lo, q_hi):
                             row[q] = xrow[q * sw]
-                    for q in range(q_hi, wp):
-                        row[q] = 0
 
 
-cdef void copy_input(const floating[:, :, :, ::1] x, index_t n, index_t c0, index_t channels,
-                     index_t pt, index_t pl, index_t sh, index_t sw, index_t kh, index_t kw,
-                     index_t hp, index_t wp, floating* out) noexcept nogil:
-    """A task's padded input: each channel's one plane at stride 1 (copy_band), its
-    phase planes at a stride (copy_phases)."""
-    if sh == 1 and sw == 1:
-        copy_band(x, n, c0, channels, -pt, hp, -pl, wp, hp * wp, out)
-    else:
-        copy_phases(x, n, c0, channels, pt, pl, sh, sw, phases(sh, kh), phases(sw, kw), hp,
-                    wp, out)
+cdef extern from *:
+    """
+    #include <stddef.h>
+    /* One row of a padded plane split into its even and odd columns, n of each (the row
+       holds 2n): whole vectors of 8 floats (4 doubles) from two loads and two shuffles
+       each, the last vector overlapping the one before; under one vector, one column at
+       a time. GCC 12+/clang vector shuffles; a plain loop elsewhere. */
+    #if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
+    typedef float fc_sp_vf __attribute__((vector_size(32)));
+    typedef float fc_sp_vf_u __attribute__((vector_size(32), aligned(4)));
+    typedef int fc_sp_vi __attribute__((vector_size(32)));
+    typedef double fc_sp_vd __attribute__((vector_size(32)));
+    typedef double fc_sp_vd_u __attribute__((vector_size(32), aligned(8)));
+    typedef long long fc_sp_vl __attribute__((vector_size(32)));
+    #if defined(__clang__)
+    #define FC_SP_EVEN_F(lo, hi) __builtin_shufflevector(lo, hi, 0, 2, 4, 6, 8, 10, 12, 14)
+    #define FC_SP_ODD_F(lo, hi) __builtin_shufflevector(lo, hi, 1, 3, 5, 7, 9, 11, 13, 15)
+    #define FC_SP_EVEN_D(lo, hi) __builtin_shufflevector(lo, hi, 0, 2, 4, 6)
+    #define FC_SP_ODD_D(lo, hi) __builtin_shufflevector(lo, hi, 1, 3, 5, 7)
+    #else
+    #define FC_SP_EVEN_F(lo, hi) __builtin_shuffle(lo, hi, (fc_sp_vi){0, 2, 4, 6, 8, 10, 12, 14})
+    #define FC_SP_ODD_F(lo, hi) __builtin_shuffle(lo, hi, (fc_sp_vi){1, 3, 5, 7, 9, 11, 13, 15})
+    #define FC_SP_EVEN_D(lo, hi) __builtin_shuffle(lo, hi, (fc_sp_vl){0, 2, 4, 6})
+    #define FC_SP_ODD_D(lo, hi) __builtin_shuffle(lo, hi, (fc_sp_vl){1, 3, 5, 7})
+    #endif
+    #define FC_SP_DEFINE(NAME, T, V, U, LANES, EVEN, ODD)                                   \
+    static inline void NAME(const T *row, T *even, T *odd, ptrdiff_t n) {                   \
+        ptrdiff_t q;                                                                        \
+        int last;                                                                           \
+        if (n < LANES) {                                                                    \
+            for (q = 0; q < n; q++) {                                                       \
+                even[q] = row[2 * q];                                                       \
+                odd[q] = row[2 * q + 1];                                                    \
+            }                                                                               \
+            return;                                                                         \
+        }                                                                                   \
+        for (q = 0;; q += LANES) {                                                          \
+            last = q + LANES >= n;                                                          \
+            if (last)                                                                       \
+                q = n - LANES;                                                              \
+            V lo = *(const U *)(row + 2 * q), hi = *(const U *)(row + 2 * q + LANES);      \
+            *(U *)(even + q) = EVEN(lo, hi);                                                \
+            *(U *)(odd + q) = ODD(lo, hi);                                                  \
+            if (last)                                                                       \
+                return;                                                                     \
+        }                                                                                   \
+    }
+    FC_SP_DEFINE(fc_split_row_f, float, fc_sp_vf, fc_sp_vf_u, 8, FC_SP_EVEN_F, FC_SP_ODD_F)
+    FC_SP_DEFINE(fc_split_row_d, double, fc_sp_vd, fc_sp_vd_u, 4, FC_SP_EVEN_D, FC_SP_ODD_D)
+    #else
+    #define FC_SP_DEFINE(NAME, T)                                                           \
+    static inline void NAME(const T *row, T *even, T *odd, ptrdiff_t n) {                   \
+        ptrdiff_t q;                                                                        \
+        for (q = 0; q < n; q++) {                                                           \
+            even[q] = row[2 * q];                                                           \
+            odd[q] = row[2 * q + 1];                                                        \
+        }                                                                                   \
+    }
+    FC_SP_DEFINE(fc_split_row_f, float)
+    FC_SP_DEFINE(fc_split_row_d, double)
+    #endif
+    """
+    void fc_split_row_f(const float* row, float* even, float* odd, Py_ssize_t n) noexcept nogil
+    void fc_split_row_d(const double* row, double* even, double* odd,
+                        Py_ssize_t n) noexcept nogil
+
+
+cdef inline void split_phases(const floating* plane, index_t hp, index_t wp,
+                              floating* out) noexcept nogil:
+    """The 2 x 2 phase planes (a, b) of a padded plane of 2HP rows of 2WP:
+    out[((a * 2 + b) * HP + r) * WP + q] = plane[(2r + a) * 2WP + 2q + b]."""
+    cdef index_t a, r
+    cdef floating* even
+    for r in range(hp):
+        for a in range(2):
+            even = out + (2 * a * hp + r) * wp
+            if floating is float:
+                fc_split_row_f(plane + (2 * r + a) * 2 * wp, even, even + hp * wp, wp)
+            else:
+                fc_split_row_d(plane + (2 * r + a) * 2 * wp, even, even + hp * wp, wp)
 
 
 cdef void forward_task(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
                        const floating[::1] b, floating* y, floating* pooled,
-                       long long* pooled_idx, index_t n_out, index_t oh_count,
-                       index_t ow_count, floating* xpad, index_t task, index_t pt,
-                       index_t pl, index_t dh, index_t dw, index_t sh, index_t sw,
-                       index_t groups, const index_t* offsets) noexcept nogil:
-    """The forward's task: KBLOCK output channels of one (image, group), ``xpad`` the
-    thread's workspace row (the padded image group, its margin, the wide outputs, the
-    packed weights); ``offsets``: each tap's in a channel's padded input (tap_offset).
-    Outputs: y (N, K, OH, OW) and, where pooled is not NULL, its 2x2 max pooling
-    (N, K, OH // 2, OW // 2) with the argmax (pooled_idx, or NULL: values only); y may
-    be NULL then."""
+                       long long* pooled_idx, index_t n_out, index_t kg, index_t oh_count,
+                       index_t ow_count, index_t hp, index_t wp, floating* xpad, index_t n,
+                       index_t g, index_t block, index_t pt, index_t pl, index_t dh,
+                       index_t dw, index_t sh, index_t sw, const index_t* offsets
+                       ) noexcept nogil:
+    """The forward's task: block ``block`` of KBLOCK output channels of image n, group g
+    (KG channels a group; its padded planes HP x WP: padded_extent), ``xpad`` the
+    thread's workspace row (the padded image group, its padding and margin zero already:
+    forward_tasks; the wide outputs, the packed weights); ``offsets``: each tap's in a
+    channel's padded input (tap_offset). Outputs: y (N, K, OH, OW) and, where pooled is
+    not NULL, its 2x2 max pooling (N, K, OH // 2, OW // 2) with the argmax (pooled_idx,
+    or NULL: values only); y may be NULL then."""
     cdef index_t cg = w.shape[1], kh = w.shape[2], kw = w.shape[3], taps = kh * kw
-    cdef index_t kg = n_out // groups
-    cdef index_t hp = padded_extent(oh_count, kh, dh, sh)
-    cdef index_t wp = padded_extent(ow_count, kw, dw, sw)
     cdef index_t plane = hp * wp, channel = phases(sh, kh) * phases(sw, kw) * plane
     cdef index_t lanes = 8 if floating is float else 4
     cdef index_t length = ((oh_count - 1) * wp + ow_count + lanes - 1) // lanes * lanes
     cdef index_t stride = forward_stride(oh_count, wp)
-    cdef index_t blocks = (kg + KBLOCK - 1) // KBLOCK
-    cdef index_t n = task // (groups * blocks), g = (task // blocks) % groups
-    cdef index_t k0 = g * kg + (task % blocks) * KBLOCK
+    cdef index_t k0 = g * kg + block * KBLOCK
     cdef index_t kb = min(k0 + KBLOCK, (g + 1) * kg) - k0
     cdef floating* acc = xpad + cg * channel + FORWARD_MARGIN
     cdef floating* packed = acc + KBLOCK * stride
     cdef const floating* bias
     cdef index_t k, c, i, j, p, oh, nk, nv, span
-    copy_input(x, n, g * cg, cg, pt, pl, sh, sw, kh, kw, hp, wp, xpad)
-    for p in range(cg * channel, cg * channel + FORWARD_MARGIN):
-        xpad[p] = 0  # read by the last vector of a row, into outputs never kept
+    if split_plane(sh, sw, kh, kw, wp):
+        for c in range(cg):  # plane[R * 2WP + Q] = x[R - pt, Q - pl], then its phases
+            copy_inside(x, n, g * cg + c, 1, pt, pl, 1, 1, 1, 1, 2 * hp, 2 * wp,
+                        packed + KBLOCK * cg * taps)
+            split_phases(packed + KBLOCK * cg * taps, hp, wp, xpad + c * channel)
+    else:
+        copy_inside(x, n, g * cg, cg, pt, pl, sh, sw, kh, kw, hp, wp, xpad)
     for k in range(kb):  # w[k0 + k, c, i, j] at [(c * taps + i * kw + j) * kb + k]
         for c in range(cg):
             for i in range(kh):
@@ -400,8 +585,8 @@ cdef void forward_task(const floating[:, :, :, ::1] x, const floating[:, :, :, :
     if y != NULL:
         for k in range(kb):  # the wide rows' first OW outputs each
             for oh in range(oh_count):
-                memcpy(y + ((n * n_out + k0 + k) * oh_count + oh) * ow_count,
-                       acc + k * stride + oh * wp, ow_count * sizeof(floating))
+                fc_copy_row(y + ((n * n_out + k0 + k) * oh_count + oh) * ow_count,
+                            acc + k * stride + oh * wp, ow_count * sizeof(floating))
     if pooled != NULL:
         pool_rows(acc, kb, stride, wp, oh_count, ow_count,
                   pooled + (n * n_out + k0) * (oh_count // 2) * (ow_count // 2),
@@ -653,10 +838,12 @@ cdef index_t weight_grad_task(const floating* gy, const floating* pooled_gy,
     cdef index_t offsets[FC_WG_MAX_TAPS]
     for p in range(filters):
         out[p] = 0
+    # the padding, and the margin the last vectors read (times zeros of the wide rows):
+    # zero once, each image then copies only the pixels inside x
+    zero_outside(x, cg, pt, pl, sh, sw, kh, kw, hp, wp, xpad)
+    zero(xpad + cg * channel, margin)
     for n in range(n0, n1):
-        copy_input(x, n, g * cg, cg, pt, pl, sh, sw, kh, kw, hp, wp, xpad)
-        for p in range(cg * channel, cg * channel + margin):
-            xpad[p] = 0  # read by the last vectors, times zeros of the wide rows
+        copy_inside(x, n, g * cg, cg, pt, pl, sh, sw, kh, kw, hp, wp, xpad)
         for k in range(kg):  # gy's rows on the padded width, zero past each row's OW
             if gy != NULL:
                 copy_wide_rows(gy + ((n * n_out + g * kg + k) * oh_count) * ow_count,
