@@ -8,6 +8,7 @@ thread count is restored when the last one leaves.
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any, Literal
 
@@ -24,8 +25,22 @@ def _get_controller() -> Any:
         from threadpoolctl import ThreadpoolController
 
         _controller = ThreadpoolController()
-        _blas_libs = list(_controller.select(user_api="blas").lib_controllers)
+        _blas_libs = _kernels_blas(_controller.select(user_api="blas").lib_controllers)
     return _controller
+
+
+def _kernels_blas(libs: list[Any]) -> list[Any]:
+    """Of the BLAS libraries loaded, those the kernels may call: SciPy's (they call
+    scipy.linalg.cython_blas), found as the ones inside SciPy's installation (a wheel
+    keeps its BLAS in ``scipy.libs`` beside the package); all of them where none is
+    (SciPy built against a system BLAS, often NumPy's too). NumPy's own copy in its
+    wheel is never called from a kernel: setting its threads cost as much again."""
+    import scipy
+
+    package = os.path.realpath(os.path.dirname(scipy.__file__))
+    roots = tuple(root + os.sep for root in (package, package + ".libs"))
+    own = [lib for lib in libs if os.path.realpath(lib.filepath).startswith(roots)]
+    return own or list(libs)
 
 
 def blas_info() -> list[dict[str, Any]]:

@@ -8,9 +8,11 @@ from typing import Any
 
 import torch
 
+from fastconv._geometry import ConvGeometry, conv_geometry, is_plain
+from fastconv._plan import check_algorithm
 from fastconv._torch_functional import (
     Options, Tensor, _check_dim, _check_tensors, _padding_1d, _single, conv1d, conv2d,
-    conv_transpose1d, conv_transpose2d,
+    conv2d_call_key, conv2d_checked, conv_transpose1d, conv_transpose2d,
 )
 from fastconv._validation import as_pair, conv_channels, normalize_padding
 
@@ -187,10 +189,33 @@ class Conv2d(_ConvLayer):
         self._set_padding_mode(padding_mode, _PADDING_MODES)
         self._make_parameters(False, bias, device, dtype)
 
+    #: (what decided conv2d's checks: conv2d_call_key, their geometry, the algorithm) of
+    #: the last call outside autograd that passed them
+    _checked: tuple[tuple[Any, ...], ConvGeometry, str] | None = None
+
     def forward(self, x: Tensor) -> Tensor:
         """Convolve x, shape (N, C, H, W) or (C, H, W), with the layer's parameters."""
+        if self.padding_mode == "zeros":
+            options = (self.stride, self.padding, self.dilation, self.groups)
+            key = conv2d_call_key(x, self.weight, self.bias, options)
+            if key is not None:
+                return self._forward_checked(key, x)
         x, padding = self._padded(x)
         return conv2d(x, self.weight, self.bias, self.stride, padding, self.dilation, self.groups)
+
+    def _forward_checked(self, key: tuple[Any, ...], x: Tensor) -> Tensor:
+        """A call outside autograd: the checks run once per key (shapes, dtypes, layouts,
+        options) and are skipped while it stays the same."""
+        checked = self._checked
+        if checked is not None and checked[0] == key:
+            return conv2d_checked(checked[1], checked[2], x, self.weight, self.bias)
+        y = conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
+                   self.groups)
+        options: tuple[Any, ...] = key[-1]  # stride, padding, dilation, groups
+        if is_plain(options):  # no list among them, which could change in place
+            geom = conv_geometry(tuple(x.shape), tuple(self.weight.shape), *options)
+            object.__setattr__(self, "_checked", (key, geom, check_algorithm("auto", geom)))
+        return y
 
 
 class Conv1d(_ConvLayer):

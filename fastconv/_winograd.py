@@ -30,10 +30,9 @@ from __future__ import annotations
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -91,17 +90,29 @@ class _Entry:
 _known = threading.local()  # .weights: (address, owner, version) set by known_weights
 
 
-@contextmanager
-def known_weights(w: NDArray[Any], owner: Any, version: Any) -> Iterator[None]:
-    """Within the block, this thread's lookups of the array ``w`` trust ``owner``'s
-    identity and ``version`` (which must change whenever w's values do) instead of
-    comparing values (see the module notes). ``owner`` must accept weak references."""
-    previous = getattr(_known, "weights", None)
-    _known.weights = (w.__array_interface__["data"][0], owner, version)
-    try:
-        yield
-    finally:
-        _known.weights = previous
+class known_weights:
+    """Context manager: within the block, this thread's lookups of the array ``w`` trust
+    ``owner``'s identity and ``version`` (which must change whenever w's values do)
+    instead of comparing values (see the module notes). ``owner`` must accept weak
+    references. A class, not a generator: every fastconv.torch layer call enters one."""
+
+    __slots__ = ("_weights", "_previous")
+
+    def __init__(self, w: NDArray[Any], owner: Any, version: Any,
+                 address: int | None = None) -> None:
+        """``address``: w's data address where the caller knows it (a tensor's
+        ``data_ptr()``: NumPy's takes a dict made for the call)."""
+        if address is None:
+            address = w.__array_interface__["data"][0]
+        self._weights = (address, owner, version)
+
+    def __enter__(self) -> None:
+        self._previous = getattr(_known, "weights", None)
+        _known.weights = self._weights
+
+    def __exit__(self, *exc: object) -> Literal[False]:
+        _known.weights = self._previous
+        return False
 
 
 class TransformCache:

@@ -320,6 +320,79 @@ def test_layer_outside_autograd_matches_its_graph_forward(cls_name, args, kwargs
         np.testing.assert_array_equal(ours(x, **forward_kwargs).numpy(), y.numpy())
 
 
+def _torch_conv(layer, x):
+    return torch.nn.functional.conv2d(x, layer.weight, layer.bias, layer.stride,
+                                      layer.padding, layer.dilation, layer.groups)
+
+
+def test_conv2d_outside_autograd_checks_once_per_shape_and_options(rng, assert_close):
+    """A Conv2d called outside autograd runs conv2d's checks on the first call of each
+    input shape, dtype and set of options and skips them on the next: every call still
+    agrees with torch's convolution and reads the weights as they are now (changed in
+    place, replaced, Winograd's transforms refreshed by the parameter's version)."""
+    layer = fct.Conv2d(8, 16, 3, padding=1)
+    x = _tensor(rng, (1, 8, 12, 12), np.float32)
+    with torch.no_grad():
+        assert layer._checked is None
+        for _ in range(2):
+            assert_close(layer(x).numpy(), _torch_conv(layer, x).numpy())
+        checked = layer._checked
+        assert checked is not None and checked[1].x_shape == (1, 8, 12, 12)
+        layer.weight.mul_(-2)  # in place: a new version
+        assert_close(layer(x).numpy(), _torch_conv(layer, x).numpy())
+        layer.weight = torch.nn.Parameter(layer.weight * 3)  # replaced
+        assert_close(layer(x).numpy(), _torch_conv(layer, x).numpy())
+        assert layer._checked is checked  # nothing changed what the checks decided
+        x2 = _tensor(rng, (3, 8, 9, 10), np.float32)  # another shape: checked again
+        assert_close(layer(x2).numpy(), _torch_conv(layer, x2).numpy())
+        assert layer._checked[1].x_shape == (3, 8, 9, 10)
+        layer.stride = (2, 2)  # another option: checked again, the new output size
+        assert layer(x2).shape == _torch_conv(layer, x2).shape == (3, 16, 5, 5)
+        layer.padding = (0, 0)
+        assert_close(layer(x2).numpy(), _torch_conv(layer, x2).numpy())
+        stride = [1, 1]
+        layer.stride = stride  # a list could change in place: never taken as checked
+        assert_close(layer(x2).numpy(), _torch_conv(layer, x2).numpy())
+        stride[0] = 2
+        assert_close(layer(x2).numpy(), _torch_conv(layer, x2).numpy())
+        layer.stride = (1, 1)
+        double = layer.double()  # another dtype
+        x64 = x.double()
+        assert_close(double(x64).numpy(), _torch_conv(double, x64).numpy())
+        for other in (x.to(memory_format=torch.channels_last),  # not C-contiguous
+                      torch._neg_view(-x)):                    # a negative bit
+            assert_close(double(other.double()).numpy(), _torch_conv(double, x64).numpy())
+
+
+def test_conv2d_checked_winograd_layer_sees_weights_changed_in_place(rng, assert_close):
+    """A checked call of a layer whose forward runs Winograd finds its transformed weights
+    by the parameter's identity and version: changed in place, they are transformed
+    again."""
+    layer = fct.Conv2d(64, 64, 3, padding=1)
+    x = _tensor(rng, (2, 64, 28, 28), np.float32)
+    assert fastconv.explain(x, layer.weight.detach(), padding=1)["forward"].kernel == "winograd"
+    with torch.no_grad():
+        for scale in (1.0, -0.5, 3.0):
+            layer.weight.mul_(scale)
+            want = torch.nn.functional.conv2d(x.double(), layer.weight.double(),
+                                              layer.bias.double(), padding=1).numpy()
+            assert_close(layer(x).numpy(), want)
+            assert_close(layer(x).numpy(), want)
+
+
+def test_conv2d_checked_then_refuses_a_bad_input(rng):
+    """A call that differs from the checked one in anything takes the full checks."""
+    layer = fct.Conv2d(2, 4, 3)
+    with torch.no_grad():
+        layer(torch.zeros(1, 2, 5, 5))
+        with pytest.raises(ValueError, match="channels"):
+            layer(torch.zeros(1, 3, 5, 5))
+        with pytest.raises(TypeError, match=r"^w has dtype torch.float32 but x has"):
+            layer(torch.zeros(1, 2, 5, 5, dtype=torch.float64))
+        with pytest.raises(TypeError, match=r"^x is on device meta"):
+            layer(torch.zeros(1, 2, 5, 5, device="meta"))
+
+
 def test_max_pool_indices_match_torch(rng):
     x = _tensor(rng, (2, 3, 9, 8), np.float64)
     y, idx = fct.MaxPool2d(3, 2, 1, return_indices=True, ceil_mode=True)(x)

@@ -177,11 +177,13 @@ cdef extern from *:
     #endif
     #define FC_WF_CASE(FN, K, V) \\
         case K * 16 + V: FN(x, ch, cg, off, taps, w, ldw, bias, y, ldy, K, V); break;
-    /* each channel count with its widest block and with one vector (a row's tail) */
+    /* each channel count with its widest block and with one vector (a row's tail); one
+       channel (a depthwise plane) also with 4 and 2, so its tail of up to 7 vectors
+       takes at most three calls */
     #define FC_WF_SWITCH(FN)                                                                \\
         switch (nk * 16 + nv) {                                                             \\
         FC_WF_CASE(FN, 1, 8) FC_WF_CASE(FN, 2, 4) FC_WF_CASE(FN, 3, 3) FC_WF_CASE(FN, 4, 3) \\
-        FC_WF_CASE(FN, 5, 2) FC_WF_CASE(FN, 6, 2)                                           \\
+        FC_WF_CASE(FN, 5, 2) FC_WF_CASE(FN, 6, 2) FC_WF_CASE(FN, 1, 4) FC_WF_CASE(FN, 1, 2) \\
         FC_WF_CASE(FN, 1, 1) FC_WF_CASE(FN, 2, 1) FC_WF_CASE(FN, 3, 1) FC_WF_CASE(FN, 4, 1) \\
         FC_WF_CASE(FN, 5, 1) FC_WF_CASE(FN, 6, 1)                                           \\
         default: break;                                                                     \\
@@ -210,6 +212,14 @@ cdef extern from *:
 cdef inline index_t forward_block_vectors(index_t nk) noexcept nogil:
     """Vectors of outputs per forward block of nk channels (those fc_wf_* instantiate)."""
     return 8 if nk == 1 else 4 if nk == 2 else 3 if nk <= 4 else 2
+
+
+cdef inline index_t tail_vectors(index_t nk, index_t rest) noexcept nogil:
+    """Vectors of the next block of nk channels where fewer than its widest are left:
+    4, 2 or 1 for one channel (fc_wf_* instantiate them), else 1."""
+    if nk > 1 or rest < 2:
+        return 1
+    return 4 if rest >= 4 else 2
 
 
 cdef inline index_t forward_block_channels(index_t rest) noexcept nogil:
@@ -577,7 +587,8 @@ cdef void forward_task(const floating[:, :, :, ::1] x, const floating[:, :, :, :
         span = forward_block_vectors(nk) * lanes
         p = 0
         while p < length:
-            nv = forward_block_vectors(nk) if p + span <= length else 1
+            nv = forward_block_vectors(nk) if p + span <= length else tail_vectors(
+                nk, (length - p) // lanes)
             forward_block(xpad + p, channel, cg, offsets, taps, packed + k, kb, bias,
                           acc + k * stride + p, stride, nk, nv)
             p += nv * lanes
