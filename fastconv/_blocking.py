@@ -79,6 +79,10 @@ IGRAD_CHANNEL_BLOCK = 32
 # Weight-gradient partial sums: at most this many chunks, and this many elements in all.
 MAX_CHUNKS = 16
 CHUNK_ELEMENTS = 1 << 22
+# The wide-row weight gradient's tasks are (chunk of images, group): chunks of the batch
+# only until they and the groups make this many tasks (a depthwise layer's groups alone
+# do: each task then runs its channel over the whole batch).
+WIDE_WG_MIN_TASKS = 16
 # The forward's taps on shifted rows (shifted_rows_apply) from this many (image, group)
 # pairs on: with fewer it was no faster than packing columns.
 SHIFTED_ROWS_MIN_UNITS = 4
@@ -260,3 +264,11 @@ def winograd_block(geom: ConvGeometry) -> int:
         wanted_blocks = -(-MIN_UNITS // geom.groups)
         block = max(WINOGRAD_MIN_BLOCK, min(block, -(-n_tiles // wanted_blocks)))
     return max(1, min(block, n_tiles))
+
+
+def wide_weight_grad_chunks(geom: ConvGeometry) -> int:
+    """Chunks of the batch for the wide-row weight gradient: enough for WIDE_WG_MIN_TASKS
+    tasks with the groups, at most one per image and MAX_CHUNKS. The bits do not depend
+    on it: each image's sums are added in order, in double, chunk after chunk."""
+    wanted = -(-WIDE_WG_MIN_TASKS // geom.groups)
+    return max(1, min(geom.n, MAX_CHUNKS, wanted))

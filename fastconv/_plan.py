@@ -447,7 +447,7 @@ def _blocked(geom: ConvGeometry, pass_: str, algorithm: str, kernel: str, reason
                                                          *geom.stride)
             fallback = _blocked(geom, pass_, algorithm, "row_loops",
                                 "wide rows multiply x past each row's end", dtype, n_threads)
-            return make(workspace=size, chunks=max(1, min(geom.n, _blocking.MAX_CHUNKS)),
+            return make(workspace=size, chunks=_blocking.wide_weight_grad_chunks(geom),
                         nonfinite_operand="x", fallback=fallback)
         if pass_ == "forward":
             size = _conv_wide.workspace_size(geom.cg, geom.oh, geom.ow, geom.kh, geom.kw,

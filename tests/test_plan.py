@@ -344,6 +344,24 @@ def test_weight_gradient_blocks_come_in_powers_of_two_of_whole_vectors():
     assert cblock == 144 and chunks > 1
 
 
+def test_wide_weight_gradient_chunks_the_batch_only_until_the_groups_give_the_tasks():
+    """The wide-row weight gradient runs (chunk of images, group) tasks: chunks of the
+    batch (one image each at most, MAX_CHUNKS at most) only until there are
+    WIDE_WG_MIN_TASKS tasks; a depthwise layer's groups alone give them."""
+    def chunks(x_shape, w_shape, groups, stride=1, padding=1):
+        geom = conv_geometry(x_shape, w_shape, stride, padding, 1, groups)
+        plan = _plan.plan(geom, "weight_grad", np.float32, 2, "direct")
+        assert plan.kernel == "wide_rows"
+        assert plan.chunks == _blocking.wide_weight_grad_chunks(geom)
+        return plan.chunks
+    assert _blocking.WIDE_WG_MIN_TASKS == 16
+    assert chunks((8, 960, 7, 7), (960, 1, 3, 3), 960) == 1      # MobileNet-v2's depthwise
+    assert chunks((8, 6, 7, 7), (6, 1, 3, 3), 6) == 3            # 6 groups: 3 chunks
+    assert chunks((2, 6, 7, 7), (6, 1, 3, 3), 6) == 2            # ... one image each at most
+    assert chunks((64, 1, 28, 28), (6, 1, 5, 5), 1, padding=2) == 16  # LeNet's C1
+    assert chunks((64, 1, 28, 28), (6, 1, 5, 5), 1, padding=2) == _blocking.MAX_CHUNKS
+
+
 def test_small_passes_take_fewer_threads():
     """One thread per WORK_PER_THREAD multiply-adds, at most the threads available, at
     least one; the rest of the plan is the same on any count."""

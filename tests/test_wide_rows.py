@@ -82,6 +82,7 @@ STRIDE_ONE = [
     ((2, 10, 6, 11), (10, 2, 5, 3), 1, 2, 5),           # 2 channels per group
     ((3, 4, 7, 13), (4, 1, 3, 3), 1, 1, 4),             # depthwise: 1 channel blocks
     ((3, 20, 7, 7), (20, 1, 3, 3), 1, 1, 20),           # 60 planes: tasks share zeros
+    ((2, 3, 5, 21), (3, 1, 3, 3), 1, 1, 3),             # 15 vectors: 8, then 4 + 2 + 1
     ((2, 6, 5, 9), (6, 1, 3, 3), 1, (4, 0), 6),         # rows of padding past the reach
 ]
 FORWARD = STRIDED + STRIDE_ONE
@@ -102,6 +103,10 @@ SHAPES = [
     ((1, 2, 6, 25), (5, 2, 3, 3), 1, 1, 1),             # 5 channels: 3 + 2
     ((2, 4, 5, 30), (14, 2, 3, 2), 1, (1, 0), 2),       # 7 channels per group: 4 + 3
     ((2, 2, 89, 91), (2, 1, 3, 3), 2, 1, 2),            # depthwise 3x3 s2, 2070 outputs
+    # 16 groups or more: one chunk, each task's channel over every image in turn
+    ((3, 20, 7, 9), (20, 1, 3, 3), 1, 1, 20),           # depthwise, 3 images a task
+    ((4, 32, 6, 10), (32, 2, 3, 3), 1, 1, 16),          # 2 channels of gy a task
+    ((3, 16, 13, 12), (16, 1, 5, 5), 2, 2, 16),         # strided depthwise 5x5: phases
 ]
 
 

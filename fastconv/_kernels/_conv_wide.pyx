@@ -803,23 +803,33 @@ cdef index_t run_weight_grad(const floating* gy, const floating* pooled_gy,
     """Every weight-gradient task; gy (N, K, OH, OW), or NULL and the pooled gradient
     with its argmax (N, K, OH // 2, pooled_w). Returns the pooled indices skipped as out
     of range."""
-    cdef index_t chunks = partials.shape[0], tasks = chunks * groups, task
+    cdef index_t chunks = partials.shape[0], tasks = chunks * groups, task, t
     cdef index_t bad = 0
+    cdef index_t hp = padded_extent(oh, kh, dh, sh), wp = padded_extent(ow, kw, dw, sw)
+    cdef index_t* offsets
     if gy == NULL and pooled_gy == NULL:  # no gradient: every partial sum is zero
         partials[...] = 0
         return 0
-    if n_threads == 1:
-        with nogil:
-            for task in range(tasks):
-                bad += weight_grad_task(gy, pooled_gy, pooled_idx, pooled_w, n_out, oh,
-                                        ow, x, partials, &workspace[0, 0], task, kh, kw, pt,
-                                        pl, dh, dw, sh, sw, groups)
+    offsets = <index_t*> malloc(kh * kw * sizeof(index_t))
+    if offsets == NULL:
+        raise MemoryError("no memory for the tap offsets")
+    for t in range(kh * kw):  # each tap's in a channel's padded input, made once
+        offsets[t] = tap_offset(t, kw, dh, dw, wp, sh, sw, hp * wp)
+    try:
+        if n_threads == 1:
+            with nogil:
+                for task in range(tasks):
+                    bad += weight_grad_task(gy, pooled_gy, pooled_idx, pooled_w, n_out, oh,
+                                            ow, x, partials, &workspace[0, 0], task, kh, kw,
+                                            pt, pl, dh, dw, sh, sw, groups, offsets)
+            return bad
+        for task in prange(tasks, nogil=True, schedule="static", num_threads=n_threads):
+            bad += weight_grad_task(gy, pooled_gy, pooled_idx, pooled_w, n_out, oh, ow, x,
+                                    partials, &workspace[threadid(), 0], task, kh, kw, pt,
+                                    pl, dh, dw, sh, sw, groups, offsets)
         return bad
-    for task in prange(tasks, nogil=True, schedule="static", num_threads=n_threads):
-        bad += weight_grad_task(gy, pooled_gy, pooled_idx, pooled_w, n_out, oh, ow, x,
-                                partials, &workspace[threadid(), 0], task, kh, kw, pt, pl,
-                                dh, dw, sh, sw, groups)
-    return bad
+    finally:
+        free(offsets)
 
 
 cdef index_t weight_grad_task(const floating* gy, const floating* pooled_gy,
@@ -828,9 +838,11 @@ cdef index_t weight_grad_task(const floating* gy, const floating* pooled_gy,
                               const floating[:, :, :, ::1] x, double[:, ::1] partials,
                               floating* xpad, index_t task, index_t kh, index_t kw,
                               index_t pt, index_t pl, index_t dh, index_t dw, index_t sh,
-                              index_t sw, index_t groups) noexcept nogil:
-    """One chunk of images of one group: its (KG, CG, KH, KW) sums into its partials.
-    Returns the pooled indices it skipped (out of range)."""
+                              index_t sw, index_t groups, const index_t* offsets
+                              ) noexcept nogil:
+    """One chunk of images of one group: its (KG, CG, KH, KW) sums into its partials
+    (``offsets``: each tap's in a channel's padded input, tap_offset). Returns the pooled
+    indices it skipped (out of range)."""
     cdef index_t n_batch = x.shape[0], chunks = partials.shape[0]
     cdef index_t kg = n_out // groups, cg = x.shape[1] // groups
     cdef index_t hp = padded_extent(oh_count, kh, dh, sh)
@@ -844,21 +856,28 @@ cdef index_t weight_grad_task(const floating* gy, const floating* pooled_gy,
     cdef index_t taps = kh * kw, filters = kg * cg * taps
     cdef double* out = &partials[chunk, g * filters]
     cdef floating* wide = xpad + cg * channel + margin
-    cdef index_t n, k, c, t, b_, p, nk, nj, blocks, q, bad = 0
+    cdef index_t n, k, c, t, b_, p, nk, nj, blocks, oh, bad = 0
     cdef index_t pooled_plane = (oh_count // 2) * pooled_w
-    cdef index_t offsets[FC_WG_MAX_TAPS]
     for p in range(filters):
         out[p] = 0
     # the padding, and the margin the last vectors read (times zeros of the wide rows):
-    # zero once, each image then copies only the pixels inside x
+    # zero once, each image then copies only the pixels inside x; so gy's wide rows,
+    # zero past each row's OW and after the last (their gaps are never written)
     zero_outside(x, cg, pt, pl, sh, sw, kh, kw, hp, wp, xpad)
     zero(xpad + cg * channel, margin)
+    if gy != NULL:
+        for k in range(kg):
+            for oh in range(oh_count):
+                zero(wide + k * length + oh * wp + ow_count, wp - ow_count)
+            zero(wide + k * length + oh_count * wp, length - oh_count * wp)
     for n in range(n0, n1):
         copy_inside(x, n, g * cg, cg, pt, pl, sh, sw, kh, kw, hp, wp, xpad)
-        for k in range(kg):  # gy's rows on the padded width, zero past each row's OW
+        for k in range(kg):  # gy's rows on the padded width
             if gy != NULL:
-                copy_wide_rows(gy + ((n * n_out + g * kg + k) * oh_count) * ow_count,
-                               oh_count, ow_count, wp, length, wide + k * length)
+                for oh in range(oh_count):
+                    fc_copy_row(wide + k * length + oh * wp,
+                                gy + ((n * n_out + g * kg + k) * oh_count + oh) * ow_count,
+                                ow_count * sizeof(floating))
             else:
                 bad += scatter_wide_rows(
                     pooled_gy + (n * n_out + g * kg + k) * pooled_plane,
@@ -872,27 +891,11 @@ cdef index_t weight_grad_task(const floating* gy, const floating* pooled_gy,
                 t = 0
                 for b_ in range(blocks):  # near-equal runs of taps, in order
                     nj = (taps - t) // (blocks - b_)
-                    for q in range(nj):
-                        offsets[q] = tap_offset(t + q, kw, dh, dw, wp, sh, sw, plane)
-                    block(wide + k * length, length, xpad + c * channel, offsets, length,
+                    block(wide + k * length, length, xpad + c * channel, offsets + t, length,
                           out + (k * cg + c) * taps + t, cg * taps, nk, nj)
                     t += nj
             k += nk
     return bad
-
-
-cdef inline void copy_wide_rows(const floating* g, index_t oh_count, index_t ow_count,
-                                index_t wp, index_t length, floating* wide) noexcept nogil:
-    """One channel of gy on the padded width: zero past each row's OW and after the
-    last row (to ``length``)."""
-    cdef index_t oh, ow, p
-    for oh in range(oh_count):
-        for ow in range(ow_count):
-            wide[oh * wp + ow] = g[oh * ow_count + ow]
-        for ow in range(ow_count, wp):
-            wide[oh * wp + ow] = 0
-    for p in range(oh_count * wp, length):
-        wide[p] = 0
 
 
 cdef extern from *:
