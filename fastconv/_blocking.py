@@ -102,9 +102,14 @@ WG_MIN_TASKS, WG_CHANNEL_MULTIPLE = 4, 8
 WG_MIN_UNITS = 8
 # conv_transpose2d's backward packs gy's columns once for both passes up to this size.
 PACKED_ELEMENTS = 1 << 22
-# Winograd: output tile M of F(MxM, 3x3), and the per-thread budget (elements) of one
-# block's transformed input and GEMM output, T * (CG + KG) * B.
-WINOGRAD_TILE = 4
+# Winograd's output tile M of F(MxM, 3x3): 4 (36 transform positions, a quarter of the
+# multiplies) where the pass's batch makes at least this many 4x4 output tiles, else 2
+# (16 positions, 4/9 of them): over few tiles F(4x4)'s transformed weights, 4x the size
+# of w, are read for too little work (1x256x14x14, 16 tiles: F(4x4) 2.5 ms, F(2x2) over
+# 49 tiles 1.09 ms, im2col 1.31 ms).
+WINOGRAD_F4_MIN_TILES = 32
+# ... and the per-thread budget (elements) of one block's transformed input and GEMM
+# output, T * (CG + KG) * B.
 WINOGRAD_BLOCK_ELEMENTS = 1 << 19
 WINOGRAD_MIN_BLOCK, WINOGRAD_MAX_BLOCK = 16, 256
 
@@ -251,11 +256,17 @@ def scatter_workspace(geom: ConvGeometry, dtype: DTypeLike) -> int:
     return hp * wp * channel_vector_padded(geom.cg, dtype)
 
 
-def winograd_block(geom: ConvGeometry) -> int:
+def winograd_tile(n: int, oh: int, ow: int) -> int:
+    """The output tile M of F(MxM, 3x3) for a Winograd pass whose output (the
+    undilated kernel's, all phases together) is n images of oh x ow: 4 from
+    WINOGRAD_F4_MIN_TILES 4x4 tiles on, else 2."""
+    return 4 if n * -(-oh // 4) * -(-ow // 4) >= WINOGRAD_F4_MIN_TILES else 2
+
+
+def winograd_block(geom: ConvGeometry, tile: int) -> int:
     """Tiles per Winograd block: large enough for an efficient GEMM (N = block), small
     enough that a block's scratch stays within WINOGRAD_BLOCK_ELEMENTS, and cut smaller
     when there are too few (block, group) units to share out."""
-    tile = WINOGRAD_TILE
     n_tiles = geom.n * -(-geom.oh // tile) * -(-geom.ow // tile)
     per_tile = (tile + 2) ** 2 * (geom.cg + geom.kg)
     block = WINOGRAD_BLOCK_ELEMENTS // max(1, per_tile)

@@ -114,8 +114,9 @@ def conv2d(x: ArrayLike, w: ArrayLike, b: ArrayLike | None = None, stride: IntPa
     algorithm : {"auto", "direct", "im2col", "winograd"}, default "auto"
         ``"direct"``: the direct kernels (channel-vectorised, wide rows or loops
         over the output, whichever suits the shape). ``"im2col"``: per-thread im2col
-        bands and a BLAS GEMM. ``"winograd"``: Winograd F(4x4, 3x3) (tile transforms and
-        one BLAS GEMM per transform position), for 3x3 kernels with stride 1 only
+        bands and a BLAS GEMM. ``"winograd"``: Winograd F(4x4, 3x3), or F(2x2, 3x3)
+        where the batch makes fewer than 32 tiles of 4x4 (tile transforms and one
+        BLAS GEMM per transform position), for 3x3 kernels with stride 1 only
         (any padding, dilation and groups; other shapes raise ValueError).
         ``"auto"`` chooses per pass by shape (:func:`fastconv.explain` prints the
         choice and why), or by timing with :func:`fastconv.set_autotune`. All agree within rounding
@@ -164,9 +165,9 @@ def conv2d(x: ArrayLike, w: ArrayLike, b: ArrayLike | None = None, stride: IntPa
     512 MiB, least recently used dropped) and reused while the weights are
     unchanged: a NumPy call compares the weights with the cached copy, and
     ``fastconv.torch`` layers go by the parameter's identity and version, so
-    weights changed in place are never served stale. Non-finite inputs spread within a
-    4 x 4 output tile: an infinity can give NaN where the other algorithms give
-    an infinity.
+    weights changed in place are never served stale. Non-finite inputs spread within an
+    output tile (4 x 4 or 2 x 2): an infinity can give NaN where the other algorithms
+    give an infinity.
     """
     dtype, x, w, _ = _as_operands(x, w)
     geom = conv_geometry(x.shape, w.shape, stride, padding, dilation, groups)

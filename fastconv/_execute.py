@@ -41,7 +41,8 @@ def forward(plan: Plan, geom: ConvGeometry, x: FloatArray, w: FloatArray,
     if plan.kernel == "gemm":
         _gemm_forward(plan, geom, x, w, b, y, columns)
     elif plan.kernel == "winograd":
-        _winograd_forward(geom, x, _transformed(w, "forward"), b, y, plan.n_threads)
+        _winograd_forward(geom, x, _transformed(w, "forward"), b, y, plan.n_threads,
+                          plan.winograd_tile)
     elif plan.kernel == "channel_vector":
         _conv_cvec.conv2d_forward(x, _channel_vector_packed(w, geom.groups), b, y,
                                   *_channel_vector_forward_args(plan, geom, _scratch(plan, y)))
@@ -119,7 +120,7 @@ def input_grad(plan: Plan, geom: ConvGeometry, gy: FloatArray, w: FloatArray,
         rotated = _transformed(w, f"input_grad/{geom.groups}",
                                lambda: _input_grad_kernel(w, geom))
         _winograd_forward(_plan.input_grad_geometry(geom), gy, rotated, bias, gx,
-                          plan.n_threads)
+                          plan.n_threads, plan.winograd_tile)
     elif plan.kernel == "channel_vector_scatter":
         (pt, _), (pl, _) = geom.padding
         _conv_cvec.conv2d_input_grad(gy, _scatter_packed(w, geom), bias, gx,
@@ -381,42 +382,42 @@ def _channel_vector_weight_grad(plan: Plan, geom: ConvGeometry, gy: FloatArray, 
 
 # --- Winograd -------------------------------------------------------------------------------
 
-#: The transformed weights of one Winograd pass, computed or found on first use.
-Transformed = Callable[[], FloatArray]
+#: The transformed weights of one Winograd pass for an output tile size, computed or
+#: found on first use.
+Transformed = Callable[[int], FloatArray]
 
 
 def _transformed(w: FloatArray, role: str,
                  prepare: Callable[[], FloatArray] | None = None) -> Transformed:
     """Called only by the kernel that needs it, so a pass that finds no work (an empty
     phase) transforms nothing."""
-    return lambda: _winograd.CACHE.get(w, _blocking.WINOGRAD_TILE, role, prepare)
+    return lambda tile: _winograd.CACHE.get(w, tile, role, prepare)
 
 
 def _winograd_forward(geom: ConvGeometry, x: FloatArray, u: Transformed, b: FloatArray | None,
-                      y: FloatArray, n_threads: int) -> None:
-    """y = conv(x, w) + b by Winograd F(4x4, 3x3), u giving w's transform; a dilated
-    kernel by phases."""
+                      y: FloatArray, n_threads: int, tile: int) -> None:
+    """y = conv(x, w) + b by Winograd F(tile x tile, 3x3), u giving w's transform; a
+    dilated kernel by phases (all on the one tile size the plan chose)."""
     if geom.dilation != (1, 1):
-        _winograd_phases(geom, x, u, b, y, n_threads)
+        _winograd_phases(geom, x, u, b, y, n_threads, tile)
         return
     (pt, _), (pl, _) = geom.padding
-    _winograd_kernel(geom, x, u, b, y, pt, pl, n_threads)
+    _winograd_kernel(geom, x, u, b, y, pt, pl, n_threads, tile)
 
 
 def _winograd_kernel(geom: ConvGeometry, x: FloatArray, u: Transformed, b: FloatArray | None,
-                     y: FloatArray, pt: int, pl: int, n_threads: int) -> None:
+                     y: FloatArray, pt: int, pl: int, n_threads: int, tile: int) -> None:
     """The undilated kernel, top/left padding pt, pl (y's shape implies the rest)."""
-    tile = _blocking.WINOGRAD_TILE
-    block = _blocking.winograd_block(geom)
+    block = _blocking.winograd_block(geom, tile)
     size = _conv_winograd.workspace_elements(geom.cg, geom.kg, tile, block)
     workspace = per_thread_scratch(n_threads, size, y.dtype, "the winograd workspace")
     with single_threaded_blas():
-        _conv_winograd.conv2d_forward(x, u(), b, y, workspace, pt, pl, geom.groups, tile, block,
-                                      n_threads)
+        _conv_winograd.conv2d_forward(x, u(tile), b, y, workspace, pt, pl, geom.groups, tile,
+                                      block, n_threads)
 
 
 def _winograd_phases(geom: ConvGeometry, x: FloatArray, u: Transformed, b: FloatArray | None,
-                     y: FloatArray, n_threads: int) -> None:
+                     y: FloatArray, n_threads: int, tile: int) -> None:
     """A dilated 3x3 stride-1 convolution as dh * dw undilated ones.
 
     Output row oh = dh * a + r reads input rows oh + i * dh - pt = dh * (a + i + q) + s
@@ -447,7 +448,7 @@ def _winograd_phases(geom: ConvGeometry, x: FloatArray, u: Transformed, b: Float
                                     dh, dw, n_threads)
         y_stack = np.empty((x_stack.shape[0], geom.k, *out_hws[0]), dtype=y.dtype)
         _winograd_kernel(undilated(x_stack.shape, out_hws[0]), x_stack, u, b, y_stack,
-                         *phases[0][2], n_threads)
+                         *phases[0][2], n_threads, tile)
         _conv_winograd.merge_phases(y_stack, y, np.array([o for o, _, _ in phases], np.intp),
                                     dh, dw, n_threads)
         return
@@ -458,7 +459,7 @@ def _winograd_phases(geom: ConvGeometry, x: FloatArray, u: Transformed, b: Float
         else:
             x_phase = np.ascontiguousarray(x_view)
             _winograd_kernel(undilated(x_phase.shape, out_hw), x_phase, u, b, y_phase, *pads,
-                             n_threads)
+                             n_threads, tile)
         y[:, :, r::dh, c::dw] = y_phase
 
 

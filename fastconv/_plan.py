@@ -16,9 +16,10 @@ The kernels (one ``fastconv/_kernels`` module each):
 ``gemm``                    im2col of a band of output rows into the thread's buffer,
                             one BLAS GEMM (``_conv_gemm``); input gradient: GEMM then
                             col2im; 1x1 / stride 1 / no padding skips the packing
-``winograd``                Winograd F(4x4, 3x3): tile transforms and one GEMM per
-                            transform position (``_conv_winograd``); a dilated kernel
-                            runs as one undilated convolution per phase
+``winograd``                Winograd F(4x4, 3x3), F(2x2, 3x3) over few tiles: tile
+                            transforms and one GEMM per transform position
+                            (``_conv_winograd``); a dilated kernel runs as one
+                            undilated convolution per phase
 ``channel_vector``          one SIMD vector holds consecutive output channels; each
                             input value is broadcast into a vector (``_conv_cvec``)
 ``channel_vector_scatter``  the input gradient of the same kernels: each gy pixel times
@@ -91,6 +92,13 @@ WINOGRAD_MIN_IN, WINOGRAD_MIN_OUT = 32, 33
 # im2col's 3.6; 1x256x14x14, 16 tiles: 2.8 against 1.6; 8x512x7x7, 32 tiles: 10.0
 # against 14.6).
 WINOGRAD_MIN_TILES = 32
+# Under WINOGRAD_F4_MIN_TILES 4x4 tiles the tiles are 2x2 (_blocking.winograd_tile); "auto"
+# takes them from this many channels in and out on, up to this product of the two (the
+# transformed weights, 16 * CG * KG, are read once per call for few tiles' work): one
+# process, alternating, 15 rounds: 1x256x14x14 0.88-0.91 of im2col's time, forward and
+# backward 0.94, 1x128x14x14 0.96; but 1x512x14x14 1.15-1.35 (16 MB of transformed
+# weights), and 1x64x14x14 1.12 (too shallow).
+WINOGRAD_F2_MIN_CHANNELS, WINOGRAD_F2_MAX_CHANNEL_PRODUCT = 128, 1 << 17
 # Channel-vectorised forward: it needs input channels to amortise each band copy and
 # output channels to fill its vectors (below these the wide-row or loop kernels win,
 # LeNet's C1 with 1 input and 6 output channels). Against im2col it wins up to 32
@@ -172,6 +180,8 @@ class Plan:
         input gradient; 0 otherwise.
     chunks : int
         Partial sums of a weight gradient over the batch, reduced in order.
+    winograd_tile : int
+        A ``winograd`` pass's output tile M of F(MxM, 3x3), 4 or 2; 0 otherwise.
     tiles : int
         Winograd output tiles per block (of the undilated kernel); 0 otherwise.
     workspace : int
@@ -201,6 +211,7 @@ class Plan:
     rows: int = 0
     channel_block: int = 0
     chunks: int = 1
+    winograd_tile: int = 0
     tiles: int = 0
     workspace: int = 0
     n_threads: int = 1
@@ -218,6 +229,8 @@ class Plan:
         blocking = [f"{name} {value}" for name, value in
                     (("rows", rows), ("channel block", self.channel_block),
                      ("tiles", self.tiles)) if value]
+        if self.winograd_tile:
+            blocking.insert(0, f"F({self.winograd_tile}x{self.winograd_tile}, 3x3)")
         if self.chunks > 1:
             blocking.append(f"{self.chunks} chunks")
         if self.pointwise:
@@ -239,11 +252,18 @@ class Plan:
 # --- which algorithm "auto" takes ----------------------------------------------------------
 
 
-def winograd_tiles(geom: ConvGeometry, pass_: str) -> int:
-    """Output tiles of a Winograd pass over the whole batch (the input gradient's output
-    is x's plane)."""
+def winograd_tile(geom: ConvGeometry, pass_: str) -> int:
+    """The output tile M of F(MxM, 3x3) of a Winograd pass (_blocking.winograd_tile; the
+    input gradient's output is x's plane)."""
     h, w = (geom.oh, geom.ow) if pass_ == "forward" else (geom.h, geom.w)
-    return geom.n * -(-h // _blocking.WINOGRAD_TILE) * -(-w // _blocking.WINOGRAD_TILE)
+    return _blocking.winograd_tile(geom.n, h, w)
+
+
+def winograd_tiles(geom: ConvGeometry, pass_: str) -> int:
+    """Output tiles of a Winograd pass over the whole batch, of its tile size."""
+    h, w = (geom.oh, geom.ow) if pass_ == "forward" else (geom.h, geom.w)
+    tile = winograd_tile(geom, pass_)
+    return geom.n * -(-h // tile) * -(-w // tile)
 
 
 def auto_algorithm(geom: ConvGeometry, pass_: str) -> tuple[str, str]:
@@ -257,7 +277,13 @@ def auto_algorithm(geom: ConvGeometry, pass_: str) -> tuple[str, str]:
         c_in, c_out = (geom.cg, geom.kg) if pass_ == "forward" else (geom.kg, geom.cg)
         if (c_in >= WINOGRAD_MIN_IN and c_out >= WINOGRAD_MIN_OUT
                 and winograd_tiles(geom, pass_) >= WINOGRAD_MIN_TILES):
-            return "winograd", "3x3 stride 1 with deep channels: Winograd's GEMMs are deep"
+            if winograd_tile(geom, pass_) == 4:
+                return "winograd", ("3x3 stride 1 with deep channels: Winograd's GEMMs "
+                                    "are deep")
+            if (min(c_in, c_out) >= WINOGRAD_F2_MIN_CHANNELS
+                    and c_in * c_out <= WINOGRAD_F2_MAX_CHANNEL_PRODUCT):
+                return "winograd", ("3x3 stride 1, deep channels over few 4x4 tiles: "
+                                    "F(2x2, 3x3)")
     if _channel_vector_beats_gemm(geom, pass_):
         return "direct", "few channels per group: channel-vectorised beats a thin GEMM"
     if geom.stride_one and geom.taps > 1:
@@ -465,10 +491,10 @@ def _blocked(geom: ConvGeometry, pass_: str, algorithm: str, kernel: str, reason
         return make(workspace=size, nonfinite_operand="w", fallback=fallback)
     if kernel == "winograd":
         sub = geom if pass_ == "forward" else input_grad_geometry(geom)
-        tiles = _blocking.winograd_block(sub)
-        size = _conv_winograd.workspace_elements(sub.cg, sub.kg, _blocking.WINOGRAD_TILE,
-                                                 tiles)
-        return make(tiles=tiles, workspace=size)
+        tile = winograd_tile(geom, pass_)
+        tiles = _blocking.winograd_block(sub, tile)
+        size = _conv_winograd.workspace_elements(sub.cg, sub.kg, tile, tiles)
+        return make(winograd_tile=tile, tiles=tiles, workspace=size)
     return make()
 
 

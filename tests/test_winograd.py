@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import fastconv as fc
-from fastconv import _blocking, _winograd
+from fastconv import _blocking, _plan, _winograd
 from fastconv._geometry import conv_geometry
 from fastconv import functional as F
 from fastconv import nn
@@ -87,10 +87,23 @@ def fresh_cache():
 # --------------------------------------------------------------------------- #
 
 
+@pytest.fixture(params=[4, 2], ids=["F4x4", "F2x2"])
+def winograd_tile(request, monkeypatch):
+    """Every Winograd pass on output tiles of this size: F(4x4, 3x3) from no tiles on,
+    F(2x2, 3x3) under any count (WINOGRAD_F4_MIN_TILES)."""
+    monkeypatch.setattr(_blocking, "WINOGRAD_F4_MIN_TILES", 0 if request.param == 4 else 10**9)
+    _plan.clear_cache()  # plans made under the other rule
+    yield request.param
+    monkeypatch.undo()
+    _plan.clear_cache()
+
+
 @pytest.mark.parametrize("flip", [False, True])
 @pytest.mark.parametrize("shape", SHAPES, ids=[_id(s) for s in SHAPES])
-def test_forward_and_backward_against_reference(shape, flip, dtype, rng):
+def test_forward_and_backward_against_reference(shape, flip, dtype, rng, winograd_tile):
     x, w, b, conv = problem(rng, shape, dtype, bias=not flip)
+    assert fc.explain(x, w, **conv, algorithm="winograd")["forward"].winograd_tile == (
+        winograd_tile)
     y = fc.conv2d(x, w, b, **conv, flip=flip, algorithm="winograd")
     y_ref = conv2d_ref(x, w, b, **conv, flip=flip)
     assert_rel(y, y_ref, dtype, "y")
@@ -101,16 +114,33 @@ def test_forward_and_backward_against_reference(shape, flip, dtype, rng):
         assert_rel(got, ref, dtype, name)
 
 
-@pytest.mark.parametrize("shape", SHAPES, ids=[_id(s) for s in SHAPES])
-def test_f2x2_kernel_against_reference(shape, dtype, rng, monkeypatch):
-    """The kernel's F(2x2, 3x3) path (conv2d uses F(4x4, 3x3); the tile is a constant)."""
-    monkeypatch.setattr(_blocking, "WINOGRAD_TILE", 2)
-    x, w, b, conv = problem(rng, shape, dtype)
-    y = fc.conv2d(x, w, b, **conv, algorithm="winograd")
-    assert_rel(y, conv2d_ref(x, w, b, **conv), dtype, "y")
-    gy = rng.standard_normal(y.shape).astype(dtype)
-    gx, _, _ = fc.conv2d_backward(gy, x, w, **conv, algorithm="winograd")
-    assert_rel(gx, conv2d_backward_ref(gy, x, w, **conv)[0], dtype, "gx")
+def test_the_tile_is_2x2_under_32_tiles_of_4x4():
+    """F(4x4, 3x3) from WINOGRAD_F4_MIN_TILES 4x4 output tiles of the pass on (the input
+    gradient's over x's plane), F(2x2, 3x3) under; "auto" takes F(2x2) only with
+    WINOGRAD_F2_MIN_CHANNELS channels in and out, their product at most
+    WINOGRAD_F2_MAX_CHANNEL_PRODUCT, over WINOGRAD_MIN_TILES 2x2 tiles."""
+    assert _blocking.WINOGRAD_F4_MIN_TILES == 32 and _plan.WINOGRAD_MIN_TILES == 32
+    assert _plan.WINOGRAD_F2_MIN_CHANNELS == 128
+    assert _plan.WINOGRAD_F2_MAX_CHANNEL_PRODUCT == 256 * 512
+
+    def plans(x_shape, k, **conv):
+        return fc.explain(x_shape, (k, x_shape[1], 3, 3), **conv)
+    assert _blocking.winograd_tile(1, 14, 14) == 2      # 16 tiles of 4x4
+    assert _blocking.winograd_tile(2, 14, 14) == 4      # 32
+    assert _blocking.winograd_tile(1, 28, 28) == 4      # 49
+    deep = plans((1, 256, 14, 14), 256, padding=1)      # ResNet-18 at batch 1
+    for pass_ in ("forward", "input_grad"):
+        assert (deep[pass_].kernel, deep[pass_].winograd_tile) == ("winograd", 2)
+    assert "F(2x2, 3x3)" in str(deep)
+    assert plans((8, 256, 14, 14), 256, padding=1)["forward"].winograd_tile == 4
+    assert plans((1, 64, 14, 14), 64, padding=1)["forward"].kernel == "gemm"  # shallow
+    assert plans((1, 512, 7, 7), 512, padding=1)["forward"].kernel == "gemm"  # 16 tiles
+    assert plans((1, 512, 14, 14), 512, padding=1)["forward"].kernel == "gemm"  # 512 x 512
+    assert plans((1, 256, 14, 14), 512, padding=1)["forward"].kernel == "winograd"
+    # the input gradient of a stride-1 conv whose output is smaller than x: x's tiles
+    valid = plans((1, 128, 21, 21), 128)  # 5x5 tiles of 4x4 out, 6x6 over x
+    assert valid["forward"].winograd_tile == 2 and valid["input_grad"].winograd_tile == 4
+    assert valid["forward"].kernel == valid["input_grad"].kernel == "winograd"
 
 
 @pytest.mark.parametrize("shape", SHAPES[::3], ids=[_id(s) for s in SHAPES[::3]])
@@ -415,7 +445,8 @@ DILATED = [
 
 @pytest.mark.parametrize("x_shape, k, padding, dilation, groups", DILATED)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_dilated_winograd_matches_reference(x_shape, k, padding, dilation, groups, dtype):
+def test_dilated_winograd_matches_reference(x_shape, k, padding, dilation, groups, dtype,
+                                            winograd_tile):
     rng = np.random.default_rng(11)
     x = rng.standard_normal(x_shape).astype(dtype)
     w = rng.standard_normal((k, x_shape[1] // groups, 3, 3)).astype(dtype)
