@@ -120,11 +120,9 @@ CV_WGRAD_MIN_OUT, CV_WGRAD_MAX_CHANNELS = 4, 64
 # channels (1.0-1.4x). float64, whose vectors hold 4, gains less (0.78-0.93x) and loses
 # 4@3x3 over 8x16x28x28 (1.23x).
 WIDE_WGRAD_MAX_OUT, WIDE_WGRAD_MIN_WIDTH = 8, 24
-# Strided wide-row gradients (over phase planes) pay from this many taps when a group
-# has one channel on the side they read (see _direct_weight_grad_kernel, _wide_phases_pay)
+# A strided wide-row input gradient (one convolution per phase of gx) pays from this many
+# taps when a group has one channel of gy (see _wide_phases_pay)
 WIDE_STRIDED_MIN_TAPS = 25
-# ... or, in the weight gradient, from this many output pixels per channel in the batch
-WIDE_STRIDED_MIN_OUTPUTS = 2048
 # Scatter input gradient: beats im2col for 4 to 32 input channels at stride 1 (16 at
 # other strides) and up to 64 output channels, while its per-thread padded image fits
 # SCATTER_MAX_ELEMENTS (beyond that, the wide-row kernel or the loops).
@@ -252,16 +250,19 @@ class Plan:
 # --- which algorithm "auto" takes ----------------------------------------------------------
 
 
+def _winograd_output(geom: ConvGeometry, pass_: str) -> tuple[int, int]:
+    """A Winograd pass's output plane: y's, or x's for the input gradient."""
+    return (geom.oh, geom.ow) if pass_ == "forward" else (geom.h, geom.w)
+
+
 def winograd_tile(geom: ConvGeometry, pass_: str) -> int:
-    """The output tile M of F(MxM, 3x3) of a Winograd pass (_blocking.winograd_tile; the
-    input gradient's output is x's plane)."""
-    h, w = (geom.oh, geom.ow) if pass_ == "forward" else (geom.h, geom.w)
-    return _blocking.winograd_tile(geom.n, h, w)
+    """The output tile M of F(MxM, 3x3) of a Winograd pass (_blocking.winograd_tile)."""
+    return _blocking.winograd_tile(geom.n, *_winograd_output(geom, pass_))
 
 
 def winograd_tiles(geom: ConvGeometry, pass_: str) -> int:
     """Output tiles of a Winograd pass over the whole batch, of its tile size."""
-    h, w = (geom.oh, geom.ow) if pass_ == "forward" else (geom.h, geom.w)
+    h, w = _winograd_output(geom, pass_)
     tile = winograd_tile(geom, pass_)
     return geom.n * -(-h // tile) * -(-w // tile)
 
@@ -366,19 +367,15 @@ def _direct_weight_grad_kernel(geom: ConvGeometry) -> str:
     if geom.kg >= CV_WGRAD_MIN_OUT and not _wide_weight_grad_fills_better(geom):
         return "channel_vector"
     # wide rows: undilated kernels larger than 1x1 (1x1 and dilated ones waste the row
-    # gaps: 64 -> 3 channels 1x1 over 8x56x56, 0.29 ms by the loops, 0.57 by wide rows).
-    # At a stride, over phase planes: one input channel per group under
-    # WIDE_STRIDED_MIN_TAPS taps pays only over WIDE_STRIDED_MIN_OUTPUTS output pixels
-    # per channel (the batch's): depthwise 3x3 s2 over 8x144x56x56 0.85x the loops'
-    # time, over 1x96x112x112 0.79x, but over 1x144x56x56 1.07x and 8x576x14x14 2.1x.
-    # Otherwise they win (5x5 s2 depthwise over 8x96x28x28 0.62x, 3 -> 3 channels 3x3 s2
-    # over 8x64x64 0.33x).
+    # gaps: 64 -> 3 channels 1x1 over 8x56x56, 0.29 ms by the loops, 0.57 by wide rows),
+    # at a stride over phase planes: depthwise 3x3 s2 over 1x144x56x56 0.63x the loops'
+    # time, 2x144x56x56 0.62x, 1x576x14x14 0.83x, 1x192x28x28 0.93x, 8x576x14x14 0.97x
+    # (one process, alternating; each task's padding zeroed once and depthwise channels
+    # run over the whole batch: they lost on the smaller ones before); 5x5 s2 depthwise
+    # over 8x96x28x28 0.62x, 3 -> 3 channels 3x3 s2 over 8x64x64 0.33x.
     if geom.dilation != (1, 1) or geom.taps == 1:
         return "row_loops"
-    if (geom.stride_one or geom.cg > 1 or geom.taps >= WIDE_STRIDED_MIN_TAPS
-            or geom.n * geom.oh * geom.ow >= WIDE_STRIDED_MIN_OUTPUTS):
-        return "wide_rows"
-    return "row_loops"
+    return "wide_rows"
 
 
 def _wide_weight_grad_fills_better(geom: ConvGeometry) -> bool:

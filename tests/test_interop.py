@@ -329,7 +329,7 @@ def test_conv2d_outside_autograd_checks_once_per_shape_and_options(rng, assert_c
     """A Conv2d called outside autograd runs conv2d's checks on the first call of each
     input shape, dtype and set of options and skips them on the next: every call still
     agrees with torch's convolution and reads the weights as they are now (changed in
-    place, replaced, Winograd's transforms refreshed by the parameter's version)."""
+    place or replaced)."""
     layer = fct.Conv2d(8, 16, 3, padding=1)
     x = _tensor(rng, (1, 8, 12, 12), np.float32)
     with torch.no_grad():

@@ -56,7 +56,11 @@ EXPECTED = {
     "depthwise-3x3-s2-small": ((1, 144, 28, 28), (144, 1, 3, 3),
                                dict(stride=2, padding=1, groups=144),
                                {"forward": "wide_rows", "input_grad": "row_loops",
-                                "weight_grad": "row_loops"}),
+                                "weight_grad": "wide_rows"}),
+    "depthwise-3x3-dilated": ((1, 16, 12, 12), (16, 1, 3, 3),
+                              dict(padding=2, dilation=2, groups=16),
+                              {"forward": "wide_rows", "input_grad": "wide_rows",
+                               "weight_grad": "row_loops"}),
 }
 
 
