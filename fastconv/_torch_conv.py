@@ -8,11 +8,12 @@ from typing import Any
 
 import torch
 
+from fastconv._conv_ops import conv2d_validated
 from fastconv._geometry import ConvGeometry, conv_geometry, is_plain
 from fastconv._plan import check_algorithm
 from fastconv._torch_functional import (
-    Options, Tensor, _check_dim, _check_tensors, _padding_1d, _single, conv1d, conv2d,
-    conv2d_call_key, conv2d_checked, conv_transpose1d, conv_transpose2d,
+    Options, Tensor, _check_dim, _check_tensors, _padding_1d, _single, _tensor, _weights,
+    conv1d, conv2d, conv_transpose1d, conv_transpose2d,
 )
 from fastconv._validation import as_pair, conv_channels, normalize_padding
 
@@ -49,6 +50,49 @@ def _no_word(padding: Options) -> None:
     if isinstance(padding, str):
         raise ValueError("padding of a transposed convolution must be an int or a tuple of "
                          f"ints, got {padding!r}")
+
+
+# --- a Conv2d's calls outside autograd, checked once ------------------------------------
+
+
+def _conv2d_call_key(x: Any, w: Tensor, b: Tensor | None,
+                    options: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """What decides conv2d's checks for a layer's call outside autograd: the operands'
+    shapes, dtypes, devices and layouts and the layer's options; None where autograd
+    needs a graph or an operand is anything but a dense, contiguous, plain tensor (a
+    batched x of 4 dims; no negative bit): such a call takes the full path."""
+    if type(x) is not Tensor or not isinstance(w, Tensor):
+        return None
+    if torch.is_grad_enabled() and (x.requires_grad or w.requires_grad
+                                    or (b is not None and b.requires_grad)):
+        return None
+    if b is None:
+        bias_key: tuple[Any, ...] | None = None
+    elif isinstance(b, Tensor) and _plain(b):
+        bias_key = (b.shape, b.dtype, b.is_cpu)
+    else:
+        return None
+    if x.dim() != 4 or not (_plain(x) and _plain(w)):
+        return None
+    return (x.shape, x.dtype, x.is_cpu, w.shape, w.dtype, w.is_cpu, bias_key, options)
+
+
+def _plain(tensor: Tensor) -> bool:
+    """Dense and C-contiguous, without a negative bit: its NumPy view is the tensor."""
+    return (tensor.layout is torch.strided and tensor.is_contiguous()
+            and not tensor.is_neg())
+
+
+def _conv2d_checked(geom: ConvGeometry, algorithm: str, x: Tensor, w: Tensor,
+                   b: Tensor | None) -> Tensor:
+    """conv2d(x, w, b) outside autograd for a call whose key (_conv2d_call_key) matched one
+    that passed conv2d's checks with this geometry and algorithm: the checks skipped
+    (they cost a third of a small layer's call at batch 1)."""
+    w_array, known = _weights(w)
+    with known:
+        y = conv2d_validated(geom, x.detach().numpy(), w_array,
+                             None if b is None else b.detach().numpy(), algorithm)
+    return _tensor(y)
 
 
 class _ConvLayer(torch.nn.Module):
@@ -189,7 +233,7 @@ class Conv2d(_ConvLayer):
         self._set_padding_mode(padding_mode, _PADDING_MODES)
         self._make_parameters(False, bias, device, dtype)
 
-    #: (what decided conv2d's checks: conv2d_call_key, their geometry, the algorithm) of
+    #: (what decided conv2d's checks: _conv2d_call_key, their geometry, the algorithm) of
     #: the last call outside autograd that passed them
     _checked: tuple[tuple[Any, ...], ConvGeometry, str] | None = None
 
@@ -197,7 +241,7 @@ class Conv2d(_ConvLayer):
         """Convolve x, shape (N, C, H, W) or (C, H, W), with the layer's parameters."""
         if self.padding_mode == "zeros":
             options = (self.stride, self.padding, self.dilation, self.groups)
-            key = conv2d_call_key(x, self.weight, self.bias, options)
+            key = _conv2d_call_key(x, self.weight, self.bias, options)
             if key is not None:
                 return self._forward_checked(key, x)
         x, padding = self._padded(x)
@@ -208,7 +252,7 @@ class Conv2d(_ConvLayer):
         options) and are skipped while it stays the same."""
         checked = self._checked
         if checked is not None and checked[0] == key:
-            return conv2d_checked(checked[1], checked[2], x, self.weight, self.bias)
+            return _conv2d_checked(checked[1], checked[2], x, self.weight, self.bias)
         y = conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
                    self.groups)
         options: tuple[Any, ...] = key[-1]  # stride, padding, dilation, groups

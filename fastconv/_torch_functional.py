@@ -16,8 +16,6 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from fastconv import _ops1d, _winograd, functional as F
-from fastconv._conv_ops import conv2d_validated
-from fastconv._geometry import ConvGeometry
 from fastconv._validation import as_index, as_pair, normalize_padding
 
 Options = Any  # an int, a tuple or a word, as the fastconv operation takes it
@@ -394,49 +392,6 @@ def conv2d(x: Tensor, w: Tensor, b: Tensor | None = None, stride: Options = 1,
     x, added = _batched(x)
     y = _run(_Conv2dFunction, x, w, b, stride, padding, dilation, groups)
     return _unbatched(y, added)
-
-
-# --- a layer's calls outside autograd, checked once ----------------------------------------
-
-
-def conv2d_call_key(x: Any, w: Tensor, b: Tensor | None,
-                    options: tuple[Any, ...]) -> tuple[Any, ...] | None:
-    """What decides conv2d's checks for a layer's call outside autograd: the operands'
-    shapes, dtypes, devices and layouts and the layer's options; None where autograd
-    needs a graph or an operand is anything but a dense, contiguous, plain tensor (a
-    batched x of 4 dims; no negative bit): such a call takes the full path."""
-    if type(x) is not Tensor or not isinstance(w, Tensor):
-        return None
-    if torch.is_grad_enabled() and (x.requires_grad or w.requires_grad
-                                    or (b is not None and b.requires_grad)):
-        return None
-    if b is None:
-        bias_key: tuple[Any, ...] | None = None
-    elif isinstance(b, Tensor) and _plain(b):
-        bias_key = (b.shape, b.dtype, b.is_cpu)
-    else:
-        return None
-    if x.dim() != 4 or not (_plain(x) and _plain(w)):
-        return None
-    return (x.shape, x.dtype, x.is_cpu, w.shape, w.dtype, w.is_cpu, bias_key, options)
-
-
-def _plain(tensor: Tensor) -> bool:
-    """Dense and C-contiguous, without a negative bit: its NumPy view is the tensor."""
-    return (tensor.layout is torch.strided and tensor.is_contiguous()
-            and not tensor.is_neg())
-
-
-def conv2d_checked(geom: ConvGeometry, algorithm: str, x: Tensor, w: Tensor,
-                   b: Tensor | None) -> Tensor:
-    """conv2d(x, w, b) outside autograd for a call whose key (conv2d_call_key) matched one
-    that passed conv2d's checks with this geometry and algorithm: the checks skipped
-    (they cost a third of a small layer's call at batch 1)."""
-    w_array, known = _weights(w)
-    with known:
-        y = conv2d_validated(geom, x.detach().numpy(), w_array,
-                             None if b is None else b.detach().numpy(), algorithm)
-    return _tensor(y)
 
 
 def conv1d(x: Tensor, w: Tensor, b: Tensor | None = None, stride: Options = 1,
